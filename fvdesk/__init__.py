@@ -1,0 +1,3 @@
+"""fvdesk: feature visualization for ONNX image classifiers."""
+
+__version__ = "0.1.0"

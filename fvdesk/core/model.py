@@ -1,0 +1,403 @@
+"""The loaded-model object that the GUI, the CLI and the engine share.
+
+Everything here is plain Python + torch; it never imports Qt.  A ``LoadedModel`` is produced by
+``fvdesk.core.loader.load_model`` and is read-only afterwards except for the user's choices of
+preprocessing and labels (which are persisted in the sidecar ``MODEL.fvdesk.json``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import fx, nn
+
+from fvdesk.core.errors import RenderError
+
+Layout = Literal["NCHW", "NHWC"]
+LayerKind = Literal["feature", "vector"]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The graph input that receives the image, and what sizes it accepts."""
+
+    name: str
+    index: int  # position among the graph's real (non-initializer) inputs
+    layout: Layout
+    channels: int  # 1 or 3
+    height: int  # the model's own size when fixed, else a default of 224
+    width: int
+    fixed_size: bool  # True when the graph only accepts (height, width)
+    max_batch: int | None  # None: any batch; 1: batch must be 1 (fixed reshapes)
+    dtype: str = "float32"
+
+    @property
+    def batch_ok(self) -> bool:
+        return self.max_batch is None or self.max_batch > 1
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an RGB image in [0, 1] becomes the tensor the model was trained on.
+
+    x -> lo + (hi - lo) * x, then channel order (BGR when ``bgr``), then (x - mean) / std per
+    channel in the model's channel order.  ``source`` says where the choice came from so the UI
+    can warn when it is only a default.
+    """
+
+    preset: str  # a key of PRESETS, or "custom"
+    lo: float = 0.0
+    hi: float = 1.0
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    bgr: bool = False
+    source: str = "default"  # "metadata" | "sidecar" | "default" | "user"
+
+    def apply(self, x01: torch.Tensor) -> torch.Tensor:
+        """Map an NCHW batch in [0, 1] (C = 1 or 3) to model units, differentiably."""
+        x = self.lo + (self.hi - self.lo) * x01
+        c = x.shape[1]
+        if self.bgr and c == 3:
+            x = x.flip(1)
+        mean = torch.tensor(_fit(self.mean, c), dtype=x.dtype, device=x.device).view(1, c, 1, 1)
+        std = torch.tensor(_fit(self.std, c), dtype=x.dtype, device=x.device).view(1, c, 1, 1)
+        return (x - mean) / std
+
+    def to_dict(self) -> dict:
+        return {
+            "preset": self.preset,
+            "range": [self.lo, self.hi],
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "bgr": self.bgr,
+            "source": self.source,
+        }
+
+    def describe(self) -> str:
+        order = "BGR" if self.bgr else "RGB"
+        return (
+            f"{self.preset}: [{self.lo:g}, {self.hi:g}] {order}, mean {list(self.mean)}, "
+            f"std {list(self.std)} ({self.source})"
+        )
+
+
+def _fit(values: Sequence[float], c: int) -> list[float]:
+    vals = list(values)
+    if len(vals) == c:
+        return vals
+    if c == 1:
+        return [sum(vals) / len(vals)]
+    if len(vals) == 1:
+        return vals * c
+    raise ValueError(f"preprocessing has {len(vals)} channel values for a {c}-channel input")
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: Presets a user can pick; ``imagenet`` is the documented default (torchvision/timm convention).
+PRESETS: dict[str, Preprocessing] = {
+    "imagenet": Preprocessing("imagenet", 0.0, 1.0, IMAGENET_MEAN, IMAGENET_STD),
+    "unit": Preprocessing("unit", 0.0, 1.0),
+    "symmetric": Preprocessing("symmetric", -1.0, 1.0),
+    "byte": Preprocessing("byte", 0.0, 255.0),
+    # Caffe: BGR, 0-255, minus the per-channel mean (in BGR order), no std.
+    "caffe": Preprocessing("caffe", 0.0, 255.0, (103.939, 116.779, 123.68), (1.0, 1.0, 1.0), True),
+}
+DEFAULT_PRESET = "imagenet"
+
+
+def preset(name: str, source: str = "user") -> Preprocessing:
+    """A preset by name, tagged with where the choice came from."""
+    try:
+        return replace(PRESETS[name], source=source)
+    except KeyError:
+        raise ValueError(
+            f"unknown preprocessing preset {name!r}; choose one of {sorted(PRESETS)}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One targetable node output: a feature map (N, C, H, W) or a vector (N, C)."""
+
+    name: str  # user-facing id: the ONNX node name, ``name:k`` for output k > 0
+    output: str  # the ONNX tensor name
+    op: str  # ONNX op type
+    shape: tuple[int | None, ...]  # batch first, NCHW order even for NHWC models' inputs
+    kind: LayerKind
+    index: int  # topological position in the graph
+
+    @property
+    def channels(self) -> int:
+        return int(self.shape[1] or 0)
+
+    @property
+    def spatial(self) -> tuple[int, int] | None:
+        if self.kind != "feature":
+            return None
+        return int(self.shape[2] or 0), int(self.shape[3] or 0)
+
+
+@dataclass
+class TreeNode:
+    """A node of the layer tree: a group (``layer is None``) or a layer leaf."""
+
+    label: str
+    path: str
+    layer: Layer | None = None
+    children: list[TreeNode] = field(default_factory=list)
+
+    def walk(self) -> Iterator[TreeNode]:
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+
+class LayerGraph:
+    """The targetable layers in topological order, plus the tree the GUI shows."""
+
+    def __init__(self, layers: list[Layer], tree: TreeNode, logits: str | None = None) -> None:
+        self.layers = layers
+        self.tree = tree
+        self._by_name = {layer.name: layer for layer in layers}
+        self.logits_name = logits
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __iter__(self) -> Iterator[Layer]:
+        return iter(self.layers)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def __getitem__(self, name: str) -> Layer:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            hint = self.suggest(name)
+            more = f"; did you mean {', '.join(hint)}?" if hint else "."
+            raise RenderError(f"The model has no layer named {name!r}{more}") from None
+
+    def suggest(self, name: str, n: int = 5) -> list[str]:
+        """Nearest layer names, for 'did you mean' messages."""
+        names = list(self._by_name)
+        close = difflib.get_close_matches(name, names, n=n, cutoff=0.5)
+        if len(close) < n:
+            low = name.lower()
+            close += [x for x in names if low and low in x.lower() and x not in close][
+                : n - len(close)
+            ]
+        return close
+
+    @property
+    def logits(self) -> Layer | None:
+        return self._by_name.get(self.logits_name) if self.logits_name else None
+
+    def filter(self, text: str) -> list[Layer]:
+        """Layers whose name or op type contains ``text`` (case-insensitive)."""
+        t = text.lower()
+        return [x for x in self.layers if t in x.name.lower() or t in x.op.lower()]
+
+
+@dataclass(frozen=True)
+class Parity:
+    """Converted torch model vs onnxruntime on the same random input."""
+
+    max_abs_diff: float  # on the model outputs
+    rel_diff: float  # max_abs_diff / max(|reference|)
+    feature_rel_diff: float | None  # same, on an intermediate feature map
+    feature_layer: str | None
+    tolerance: float
+    ok: bool
+
+    def describe(self) -> str:
+        flag = "ok" if self.ok else "ABOVE TOLERANCE"
+        return f"max |torch - onnxruntime| = {self.max_abs_diff:.2e} (relative {self.rel_diff:.1e}, {flag})"
+
+
+class LoadedModel:
+    """An ONNX model converted to torch, with its input spec, preprocessing, labels and layer graph."""
+
+    def __init__(
+        self,
+        *,
+        path: Path,
+        sha256: str,
+        onnx_model: object,  # onnx.ModelProto, canonicalized (typed loosely to keep onnx import lazy)
+        module: fx.GraphModule,
+        input: InputSpec,
+        preprocessing: Preprocessing,
+        labels: list[str] | None,
+        labels_source: str,
+        graph: LayerGraph,
+        parity: Parity | None,
+        node_of_layer: dict[str, str],
+        extra_inputs: dict[str, torch.Tensor] | None = None,
+        warnings: list[str] | None = None,
+    ) -> None:
+        self.path = path
+        self.sha256 = sha256
+        self.onnx_model = onnx_model
+        self.module = module.eval()
+        self.input = input
+        self.preprocessing = preprocessing
+        self.labels = labels
+        self.labels_source = labels_source
+        self.graph = graph
+        self.parity = parity
+        # layer name -> name of the fx node computing it (call_module or getitem for multi-output)
+        self.node_of_layer = node_of_layer
+        # Constant values for graph inputs other than the image (rare; zeros of the declared shape).
+        self.extra_inputs = extra_inputs or {}
+        self.warnings = warnings or []
+        self._extractors: dict[tuple[str, ...], fx.GraphModule] = {}
+
+    # -- device -------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        for t in self.module.parameters():
+            return t.device
+        for t in self.module.buffers():
+            return t.device
+        return torch.device("cpu")
+
+    def to(self, device: torch.device | str) -> LoadedModel:
+        """Move the torch module (and cached extractors, which share its weights) to ``device``."""
+        device = torch.device(device)
+        self.module.to(device)
+        self.extra_inputs = {k: v.to(device) for k, v in self.extra_inputs.items()}
+        self._extractors.clear()
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    # -- input --------------------------------------------------------------------------------
+    def prepare_input(self, x01: torch.Tensor) -> torch.Tensor:
+        """NCHW images in [0, 1] (RGB, or 1 channel for grayscale models) -> the graph's image input.
+
+        Applies the preprocessing in force and the model's layout; stays differentiable.
+        """
+        if x01.shape[1] != self.input.channels:
+            if self.input.channels == 1 and x01.shape[1] == 3:
+                w = torch.tensor([0.299, 0.587, 0.114], dtype=x01.dtype, device=x01.device)
+                x01 = (x01 * w.view(1, 3, 1, 1)).sum(1, keepdim=True)
+            elif self.input.channels == 3 and x01.shape[1] == 1:
+                x01 = x01.expand(-1, 3, -1, -1)
+            else:
+                raise RenderError(
+                    f"{self.name} expects {self.input.channels} input channels, got {x01.shape[1]}."
+                )
+        x = self.preprocessing.apply(x01)
+        if self.input.layout == "NHWC":
+            x = x.permute(0, 2, 3, 1)
+        return x.contiguous()
+
+    # -- activations --------------------------------------------------------------------------
+    def extractor(self, targets: Sequence[str]) -> fx.GraphModule:
+        """A module computing only what the target layers need: ``forward(x) -> {name: tensor}``.
+
+        ``x`` is the prepared image input (see ``prepare_input``).  Nodes after the last target are
+        removed, so rendering an early layer costs only the layers before it.  Shares the weights of
+        ``self.module`` (no copy).  Cached per target set.
+        """
+        key = tuple(dict.fromkeys(targets))
+        cached = self._extractors.get(key)
+        if cached is not None:
+            return cached
+        for t in key:
+            self.graph[t]  # raises a RenderError with suggestions for unknown names
+        src = self.module.graph
+        g = fx.Graph()
+        env: dict[fx.Node, fx.Node] = {}
+        placeholders = [n for n in src.nodes if n.op == "placeholder"]
+        image_ph = placeholders[self.input.index]
+        x = g.placeholder("x")
+        for i, ph in enumerate(placeholders):
+            if ph is image_ph:
+                env[ph] = x
+            else:
+                attr = f"_fvdesk_extra_{i}"
+                env[ph] = g.get_attr(attr)
+        wanted = {self.node_of_layer[t]: t for t in key}
+        outputs: dict[str, fx.Node] = {}
+        for node in src.nodes:
+            if node.op in ("placeholder", "output"):
+                continue
+            env[node] = g.node_copy(node, lambda n: env[n])
+            if node.name in wanted:
+                outputs[wanted[node.name]] = env[node]
+            if len(outputs) == len(key):
+                break
+        g.output({t: outputs[t] for t in key})
+        g.eliminate_dead_code()
+        root = self.module
+        gm = fx.GraphModule(root, g, class_name="FvdeskExtractor")
+        for i, ph in enumerate(placeholders):
+            if ph is not image_ph:
+                value = self.extra_inputs.get(ph.name)
+                if value is None:
+                    raise RenderError(
+                        f"{self.name} has a non-image input {ph.name!r} with no value."
+                    )
+                gm.register_buffer(f"_fvdesk_extra_{i}", value, persistent=False)
+        gm.eval()
+        self._extractors[key] = gm
+        return gm
+
+    @torch.no_grad()
+    def activations(self, x01: torch.Tensor, targets: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Activations of ``targets`` for images in [0, 1] (no gradients)."""
+        ext = self.extractor(targets)
+        return ext(self.prepare_input(x01.to(self.device)))
+
+    @contextlib.contextmanager
+    def capture(self, targets: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
+        """Record ``targets`` during forward passes of the full module; hooks are removed on exit."""
+        store: dict[str, torch.Tensor] = {}
+        handles = []
+        modules = dict(self.module.named_modules())
+        nodes = {n.name: n for n in self.module.graph.nodes}
+        try:
+            for t in targets:
+                node = nodes[self.node_of_layer[self.graph[t].name]]
+                index = None
+                if node.op == "call_function":  # getitem on a multi-output module
+                    index = node.args[1]
+                    node = node.args[0]
+                mod = modules[node.target]
+
+                def hook(
+                    _m: nn.Module, _inp: object, out: object, t: str = t, index: int | None = index
+                ) -> None:
+                    store[t] = out[index] if index is not None else out  # type: ignore[index]
+
+                handles.append(mod.register_forward_hook(hook))
+            yield store
+        finally:
+            for h in handles:
+                h.remove()
+
+    def forward(self, x01: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """Full-model forward on images in [0, 1]."""
+        args = []
+        placeholders = [n for n in self.module.graph.nodes if n.op == "placeholder"]
+        for i, ph in enumerate(placeholders):
+            args.append(
+                self.prepare_input(x01) if i == self.input.index else self.extra_inputs[ph.name]
+            )
+        return self.module(*args)
+
+    def label(self, k: int) -> str | None:
+        if self.labels and 0 <= k < len(self.labels):
+            return self.labels[k]
+        return None

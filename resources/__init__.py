@@ -1,0 +1,1 @@
+"""Data files shipped with fvdesk (demo model, label lists, icons); installed as ``fvdesk.resources``."""
