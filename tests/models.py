@@ -92,3 +92,214 @@ def light_zoo_models() -> list[Path]:
 
     folder = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
     return sorted(folder.glob("light_*.onnx"))
+
+
+# -- small purpose-built models (loader tests) -------------------------------------------------
+class _SmallNet(nn.Module):
+    """conv-relu-pool x2, then a global pool (any size) or a fixed flatten, and a linear head."""
+
+    def __init__(self, channels: int = 3, classes: int = 10, head: str = "global") -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.head = head
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(16 if head == "global" else 16 * 8 * 8, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        if self.head == "global":
+            x = self.pool(x).flatten(1)
+        elif self.head == "view1":  # a fixed reshape: batch must be 1 and the size 32x32
+            x = x.view(1, 16 * 8 * 8)
+        else:  # "flatten": any batch, but only the native size fits the linear layer
+            x = x.flatten(1)
+        return self.fc(x)
+
+
+class _NHWCNet(nn.Module):
+    """What tf2onnx exports look like from outside: an N x H x W x C input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = _SmallNet()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.permute(0, 3, 1, 2))
+
+
+def small_onnx(folder: Path, kind: str = "rgb", seed: int = 0) -> Path:
+    """Small exported models: ``rgb``, ``gray`` (1 channel), ``nhwc``, ``view1`` (fixed reshape
+    [1, -1]: batch 1 and 32x32 only), ``flatten`` (fixed size, any batch), ``dynamic`` (dynamic
+    height/width)."""
+    path = Path(folder) / f"small_{kind}_s{seed}.onnx"
+    if path.exists():
+        return path
+    torch.manual_seed(seed)
+    size = 32
+    tmp = path.with_suffix(".tmp.onnx")
+    if kind == "nhwc":
+        model = _NHWCNet().eval()
+        export_onnx(model, tmp, example=torch.randn(1, size, size, 3))
+    elif kind == "gray":
+        export_onnx(_SmallNet(channels=1).eval(), tmp, size=size, channels=1)
+    elif kind in ("view1", "flatten"):
+        export_onnx(_SmallNet(head=kind).eval(), tmp, size=size, dynamic_batch=kind != "view1")
+    elif kind == "dynamic":
+        export_onnx(_SmallNet().eval(), tmp, size=size, dynamic_size=True)
+    else:
+        export_onnx(_SmallNet().eval(), tmp, size=size)
+    tmp.replace(path)
+    return path
+
+
+def big_onnx(folder: Path, megabytes: int = 100, seed: int = 0) -> Path:
+    """A VGG-ish random-weight classifier of about ``megabytes`` MB, built with onnx.helper
+    (exporting a 100 MB torch model would take far longer): convs on a 64x64 input, then a wide
+    Gemm that holds almost all the weights."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    path = Path(folder) / f"big_{megabytes}mb_s{seed}.onnx"
+    if path.exists():
+        return path
+    rng = np.random.default_rng(seed)
+    size, c1, c2 = 64, 16, 32
+    flat = c2 * (size // 4) * (size // 4)  # 8192
+    hidden = max(1, int(megabytes * 1e6 / 4 / flat))
+    inits = [
+        numpy_helper.from_array(
+            (rng.standard_normal((c1, 3, 3, 3)) * 0.3).astype(np.float32), "w1"
+        ),
+        numpy_helper.from_array(np.zeros(c1, np.float32), "b1"),
+        numpy_helper.from_array(
+            (rng.standard_normal((c2, c1, 3, 3)) * 0.1).astype(np.float32), "w2"
+        ),
+        numpy_helper.from_array(np.zeros(c2, np.float32), "b2"),
+        numpy_helper.from_array(
+            rng.standard_normal((hidden, flat), dtype=np.float32) * np.float32(0.01), "w3"
+        ),
+        numpy_helper.from_array(np.zeros(hidden, np.float32), "b3"),
+        numpy_helper.from_array(
+            (rng.standard_normal((10, hidden)) * 0.01).astype(np.float32), "w4"
+        ),
+        numpy_helper.from_array(np.zeros(10, np.float32), "b4"),
+    ]
+    pool = {"kernel_shape": [2, 2], "strides": [2, 2]}
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="block1/conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="block1/relu"),
+        helper.make_node("MaxPool", ["r1"], ["p1"], name="block1/pool", **pool),
+        helper.make_node("Conv", ["p1", "w2", "b2"], ["c2"], name="block2/conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"], name="block2/relu"),
+        helper.make_node("MaxPool", ["r2"], ["p2"], name="block2/pool", **pool),
+        helper.make_node("Flatten", ["p2"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "w3", "b3"], ["h"], name="fc1", transB=1),
+        helper.make_node("Relu", ["h"], ["hr"], name="fc1/relu"),
+        helper.make_node("Gemm", ["hr", "w4", "b4"], ["logits"], name="fc2", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "big",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, size, size])],
+        [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["N", 10])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    tmp = path.with_suffix(".tmp.onnx")
+    onnx.save(model, str(tmp))
+    tmp.replace(path)
+    return path
+
+
+# -- engine fixtures -----------------------------------------------------------------------------
+def dead_unit_onnx(folder: Path) -> Path:
+    """conv(3->3) -> relu -> global pool -> gemm, any input size, for the dead-unit remedy.
+
+    On a grey image channel 0 is alive, channel 1 is dead (bias -2: zero activation and zero
+    gradient) but revivable, channel 2 can never fire (zero weights, bias -1).
+    """
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    path = Path(folder) / "dead_units.onnx"
+    if path.exists():
+        return path
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((3, 3, 3, 3)) * 0.5).astype(np.float32)
+    w[2] = 0.0
+    b = np.array([0.0, -2.0, -1.0], np.float32)
+    inits = [
+        numpy_helper.from_array(w, "w"),
+        numpy_helper.from_array(b, "b"),
+        numpy_helper.from_array((rng.standard_normal((2, 3)) * 0.5).astype(np.float32), "wf"),
+        numpy_helper.from_array(np.zeros(2, np.float32), "bf"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"], name="pool"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "wf", "bf"], ["logits"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "dead_units",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["N", 2])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    tmp = path.with_suffix(".tmp.onnx")
+    onnx.save(model, str(tmp))
+    tmp.replace(path)
+    return path
+
+
+def _save(model, path: Path) -> Path:
+    import onnx
+
+    onnx.save(model, str(path))
+    return path
+
+
+def two_image_inputs(folder: Path) -> Path:
+    """Two image-like inputs (``left``, ``right``): which one is the image must be chosen."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    nodes = [
+        helper.make_node("Conv", ["left", "w"], ["cl"], name="left_conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["right", "w"], ["cr"], name="right_conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["cl", "cr"], ["s"], name="add"),
+        helper.make_node("Relu", ["s"], ["r"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"], name="pool"),
+        helper.make_node("Flatten", ["g"], ["logits"], name="flatten"),
+    ]
+    shape = [1, 3, 16, 16]
+    graph = helper.make_graph(
+        nodes,
+        "two",
+        [
+            helper.make_tensor_value_info("left", TensorProto.FLOAT, shape),
+            helper.make_tensor_value_info("right", TensorProto.FLOAT, shape),
+        ],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])],
+        [w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return _save(model, Path(folder) / "two_inputs.onnx")

@@ -133,6 +133,10 @@ class Layer:
     shape: tuple[int | None, ...]  # batch first, NCHW order even for NHWC models' inputs
     kind: LayerKind
     index: int  # topological position in the graph
+    # Memory layout of the ONNX tensor.  "NHWC" for channels-last maps inside the graph (ConvNeXt
+    # blocks, tf2onnx exports): ``shape`` is still reported N, C, H, W and ``extractor``/``capture``
+    # hand out the tensor permuted to NCHW, so objectives can always index channels at dim 1.
+    layout: Layout = "NCHW"
 
     @property
     def channels(self) -> int:
@@ -259,6 +263,10 @@ class LoadedModel:
         self.extra_inputs = extra_inputs or {}
         self.warnings = warnings or []
         self._extractors: dict[tuple[str, ...], fx.GraphModule] = {}
+        # Filled by the loader: what canonicalization did, the ONNX metadata_props, phase timings (s).
+        self.canonicalization: list[str] = []
+        self.metadata: dict[str, str] = {}
+        self.timings: dict[str, float] = {}
 
     # -- device -------------------------------------------------------------------------------
     @property
@@ -335,13 +343,16 @@ class LoadedModel:
                 continue
             env[node] = g.node_copy(node, lambda n: env[n])
             if node.name in wanted:
-                outputs[wanted[node.name]] = env[node]
+                out = env[node]
+                if self.graph[wanted[node.name]].layout == "NHWC":
+                    out = g.call_method("permute", (out, 0, 3, 1, 2))
+                outputs[wanted[node.name]] = out
             if len(outputs) == len(key):
                 break
         g.output({t: outputs[t] for t in key})
-        g.eliminate_dead_code()
         root = self.module
-        gm = fx.GraphModule(root, g, class_name="FvdeskExtractor")
+        # Values of the non-image inputs live on the module (so ``to()`` moves them); fx copies
+        # get_attr targets from the root when the GraphModule is built, so register them first.
         for i, ph in enumerate(placeholders):
             if ph is not image_ph:
                 value = self.extra_inputs.get(ph.name)
@@ -349,7 +360,11 @@ class LoadedModel:
                     raise RenderError(
                         f"{self.name} has a non-image input {ph.name!r} with no value."
                     )
-                gm.register_buffer(f"_fvdesk_extra_{i}", value, persistent=False)
+                root.register_buffer(f"_fvdesk_extra_{i}", value, persistent=False)
+        gm = fx.GraphModule(root, g, class_name="FvdeskExtractor")
+        # Dead-code elimination needs the owning module (fx's purity check), so it runs after.
+        gm.graph.eliminate_dead_code()
+        gm.recompile()
         gm.eval()
         self._extractors[key] = gm
         return gm
@@ -376,10 +391,18 @@ class LoadedModel:
                     node = node.args[0]
                 mod = modules[node.target]
 
+                nhwc = self.graph[t].layout == "NHWC"
+
                 def hook(
-                    _m: nn.Module, _inp: object, out: object, t: str = t, index: int | None = index
+                    _m: nn.Module,
+                    _inp: object,
+                    out: object,
+                    t: str = t,
+                    index: int | None = index,
+                    nhwc: bool = nhwc,
                 ) -> None:
-                    store[t] = out[index] if index is not None else out  # type: ignore[index]
+                    value = out[index] if index is not None else out  # type: ignore[index]
+                    store[t] = value.permute(0, 3, 1, 2) if nhwc else value  # type: ignore[union-attr]
 
                 handles.append(mod.register_forward_hook(hook))
             yield store
@@ -396,6 +419,19 @@ class LoadedModel:
                 self.prepare_input(x01) if i == self.input.index else self.extra_inputs[ph.name]
             )
         return self.module(*args)
+
+    # -- user choices (persisted in the sidecar MODEL.fvdesk.json) ------------------------------
+    def set_preprocessing(self, pre: Preprocessing | str, *, persist: bool = True) -> Preprocessing:
+        """Use ``pre`` (a preset name or values) from now on; saved in the sidecar when ``persist``."""
+        from fvdesk.core.loader import set_preprocessing
+
+        return set_preprocessing(self, pre, persist=persist)
+
+    def set_labels(self, labels_file: str | Path, *, persist: bool = True) -> list[str]:
+        """Use the class names in ``labels_file`` (txt or JSON); saved in the sidecar when ``persist``."""
+        from fvdesk.core.loader import set_labels
+
+        return set_labels(self, labels_file, persist=persist)
 
     def label(self, k: int) -> str | None:
         if self.labels and 0 <= k < len(self.labels):

@@ -1,0 +1,185 @@
+"""The sidecar ``MODEL.fvdesk.json``: the user's choices for a model, kept next to the model file.
+
+A converted ONNX file rarely says how its input was preprocessed or what its classes are, so the
+user's answer is remembered beside the model (``resnet.onnx`` -> ``resnet.fvdesk.json``)::
+
+    {
+      "version": 1,
+      "preprocessing": {"preset": "caffe"},            # or {"preset": "custom", "range": [0, 255],
+                                                       #     "mean": [...], "std": [...], "bgr": true}
+      "labels": "classes.txt",                         # relative to the sidecar's folder, or absolute
+      "input_name": "data_0"                           # which graph input is the image
+    }
+
+Every key is optional.  Writes are atomic so a crash never leaves a half-written sidecar.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from fvdesk.core.errors import ConfigError
+from fvdesk.core.fileio import atomic_write_text
+from fvdesk.core.model import PRESETS, Preprocessing
+
+SIDECAR_SUFFIX = ".fvdesk.json"
+SIDECAR_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    """The parsed sidecar; ``labels`` is an absolute path when set."""
+
+    preprocessing: Preprocessing | None = None
+    labels: Path | None = None
+    input_name: str | None = None
+
+
+def sidecar_path(model_path: str | Path) -> Path:
+    """``folder/model.onnx`` -> ``folder/model.fvdesk.json``."""
+    p = Path(model_path)
+    return p.with_name(p.stem + SIDECAR_SUFFIX)
+
+
+def parse_preprocessing(value: Any, source: str, where: str) -> Preprocessing:
+    """A preset name or a ``{"preset"|"range"|"mean"|"std"|"bgr"}`` mapping -> ``Preprocessing``.
+
+    ``where`` names the file (or metadata key) for the one-sentence ``ConfigError``.
+    """
+    if isinstance(value, str):
+        if value not in PRESETS:
+            raise ConfigError(
+                f"{where} names an unknown preprocessing preset {value!r} (known: {', '.join(sorted(PRESETS))})."
+            )
+        return replace(PRESETS[value], source=source)
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"{where} has a preprocessing entry that is neither a preset name nor an object."
+        )
+    name = value.get("preset")
+    if (
+        name is not None
+        and name != "custom"
+        and not any(k in value for k in ("range", "mean", "std", "bgr"))
+    ):
+        return parse_preprocessing(name, source, where)
+    base = PRESETS.get(name) if isinstance(name, str) else None
+    base = base or Preprocessing("custom")
+    try:
+        lo, hi = value.get("range", [base.lo, base.hi])
+        lo, hi = float(lo), float(hi)
+        mean = tuple(float(v) for v in _as_list(value.get("mean", base.mean)))
+        std = tuple(float(v) for v in _as_list(value.get("std", base.std)))
+        bgr = value.get("bgr", base.bgr)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{where} has preprocessing values that are not numbers (range, mean, std must be numeric)."
+        ) from None
+    if not isinstance(bgr, bool):
+        raise ConfigError(f"{where} has a preprocessing 'bgr' value that is not true or false.")
+    if not (mean and std and len(mean) in (1, 3) and len(std) in (1, 3)):
+        raise ConfigError(f"{where} needs 1 or 3 preprocessing mean and std values.")
+    if (
+        not all(math.isfinite(v) for v in (lo, hi, *mean, *std))
+        or lo == hi
+        or any(s == 0 for s in std)
+    ):
+        raise ConfigError(
+            f"{where} has a degenerate preprocessing (empty range, zero std or non-finite values)."
+        )
+    preset_name = "custom"
+    if isinstance(name, str) and name in PRESETS:
+        p = PRESETS[name]
+        if (p.lo, p.hi, p.mean, p.std, p.bgr) == (lo, hi, mean, std, bgr):
+            preset_name = name
+    return Preprocessing(preset_name, lo, hi, mean, std, bgr, source)
+
+
+def _as_list(v: Any) -> list:
+    if isinstance(v, (int, float)):
+        return [v]
+    return list(v)
+
+
+def read_sidecar(model_path: str | Path) -> Sidecar | None:
+    """The sidecar of ``model_path``, or None when there is none; ``ConfigError`` when malformed."""
+    path = sidecar_path(model_path)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"The sidecar {path} is not UTF-8 text.") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(
+            f"The sidecar {path} is not valid JSON (line {e.lineno}: {e.msg})."
+        ) from None
+    except OSError as e:
+        raise ConfigError(f"The sidecar {path} cannot be read ({e.strerror or e}).") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"The sidecar {path} must hold a JSON object.")
+    pre = None
+    if data.get("preprocessing") is not None:
+        pre = parse_preprocessing(data["preprocessing"], "sidecar", f"The sidecar {path}")
+    labels = data.get("labels")
+    if labels is not None:
+        if not isinstance(labels, str) or not labels:
+            raise ConfigError(f"The sidecar {path} has a 'labels' entry that is not a file name.")
+        labels = (path.parent / labels).resolve()
+    name = data.get("input_name")
+    if name is not None and not isinstance(name, str):
+        raise ConfigError(f"The sidecar {path} has an 'input_name' that is not a string.")
+    return Sidecar(pre, labels, name)
+
+
+def save_sidecar(
+    model_path: str | Path,
+    *,
+    preprocessing: Preprocessing | None = None,
+    labels: str | Path | None = None,
+    input_name: str | None = None,
+    keep_existing: bool = True,
+) -> Path:
+    """Write (atomically) the user's choices beside the model; returns the sidecar path.
+
+    With ``keep_existing`` the entries not given are kept from the current sidecar (a malformed
+    current sidecar is replaced).  The labels path is stored relative to the sidecar when it lies in
+    the same folder tree, so a model folder can be moved as a whole.
+    """
+    path = sidecar_path(model_path)
+    data: dict[str, Any] = {}
+    if keep_existing and path.is_file():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(old, dict):
+                data.update(old)
+        except (OSError, ValueError):
+            pass
+    data["version"] = SIDECAR_VERSION
+    if preprocessing is not None:
+        d = preprocessing.to_dict()
+        d.pop("source", None)
+        if preprocessing.preset in PRESETS and replace(
+            PRESETS[preprocessing.preset], source="x"
+        ) == replace(preprocessing, source="x"):
+            d = {"preset": preprocessing.preset}
+        else:
+            d["preset"] = "custom"
+        data["preprocessing"] = d
+    if labels is not None:
+        lp = Path(labels).resolve()
+        try:
+            data["labels"] = lp.relative_to(path.parent.resolve()).as_posix()
+        except ValueError:
+            data["labels"] = str(lp)
+    if input_name is not None:
+        data["input_name"] = input_name
+    try:
+        atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+    except OSError as e:
+        raise ConfigError(f"The sidecar {path} cannot be written ({e.strerror or e}).") from None
+    return path
