@@ -1,0 +1,914 @@
+"""The ``fvdesk`` command: the GUI when given no command, headless subcommands otherwise.
+
+``fvdesk`` or ``fvdesk MODEL.onnx`` start the desktop app (PySide6 is imported only then);
+``fvdesk layers|info|render|atlas ...`` run on the Qt-free core.  Heavy imports (torch, the
+loader) happen inside the commands so ``--help`` stays fast.
+
+Exit codes: 0 done, 1 failed (one-line ``FvdeskError`` message on stderr; ``--debug`` adds the
+traceback), 2 bad arguments (argparse errors, unknown layers with suggestions, units out of range),
+130 interrupted (Ctrl+C), 143 terminated (SIGTERM).  Both interruptions leave every gallery
+consistent; re-running the same command resumes an atlas.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+COMMANDS = ("layers", "info", "render", "atlas")
+OBJECTIVES = ("channel", "neuron", "deepdream", "logit", "prob")
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+
+
+class UsageError(Exception):
+    """Bad arguments found after parsing (unknown layer, unit out of range): exit code 2."""
+
+
+class Terminated(BaseException):
+    """SIGTERM received (a batch scheduler's time limit, ``kill``)."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Argument helpers (pure; unit-tested)
+# ------------------------------------------------------------------------------------------------
+class UnitSpec:
+    """``all``, ``7``, ``0-63`` or a comma list of both (``0-3,7,9``); resolved per layer."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text.strip()
+        self.all = self.text.lower() == "all"
+        self.ranges: list[tuple[int, int]] = []
+        if self.all:
+            return
+        if not self.text:
+            raise ValueError("the unit list is empty (use all, 7, 0-63 or 3,7,9)")
+        for part in self.text.split(","):
+            p = part.strip()
+            lo_s, sep, hi_s = p.partition("-")
+            try:
+                lo = int(lo_s)
+                hi = int(hi_s) if sep else lo
+            except ValueError:
+                raise ValueError(
+                    f"{p!r} is not a unit number or range (use all, 7, 0-63 or 3,7,9)"
+                ) from None
+            if lo < 0 or hi < 0 or lo_s.strip() != lo_s or (sep and hi_s.strip() != hi_s):
+                raise ValueError(f"{p!r} is not a unit number or range (use all, 7, 0-63 or 3,7,9)")
+            if hi < lo:
+                raise ValueError(f"the range {p!r} runs backwards")
+            self.ranges.append((lo, hi))
+
+    def resolve(self, count: int, what: str = "the layer") -> list[int]:
+        """The unit indices, in order, without duplicates; ``ValueError`` when out of range."""
+        if self.all:
+            return list(range(count))
+        out: dict[int, None] = {}
+        for lo, hi in self.ranges:
+            if hi >= count:
+                valid = f"0-{count - 1}" if count > 0 else "none"
+                raise ValueError(
+                    f"unit {hi} is out of range for {what}, which has {count} units ({valid})"
+                )
+            out.update(dict.fromkeys(range(lo, hi + 1)))
+        return list(out)
+
+    def __repr__(self) -> str:
+        return f"UnitSpec({self.text!r})"
+
+
+def _unit_spec(text: str) -> UnitSpec:
+    try:
+        return UnitSpec(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _shard_arg(text: str) -> str:
+    from fvdesk.core.atlas import parse_shard
+
+    try:
+        parse_shard(text, env={})
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return v
+
+
+def _nonneg(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    return v
+
+
+def _pos_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return v
+
+
+def _preset(text: str) -> str:
+    from fvdesk.core.model import PRESETS
+
+    if text not in PRESETS:
+        raise argparse.ArgumentTypeError(
+            f"unknown preset {text!r} (choose from {', '.join(sorted(PRESETS))})"
+        )
+    return text
+
+
+# ------------------------------------------------------------------------------------------------
+# Progress on a terminal
+# ------------------------------------------------------------------------------------------------
+class Progress:
+    """A one-line progress bar on stderr, drawn only on a terminal (silent in logs and pipes)."""
+
+    def __init__(
+        self, total: int, *, enabled: bool, label: str = "", stream: TextIO | None = None
+    ) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.total = max(total, 0)
+        self.label = label
+        self.done = 0
+        self.step = self.steps = 0
+        self.start = time.monotonic()
+        self._last = 0.0
+        self._width = 0
+
+    @staticmethod
+    def wanted(quiet: bool, stream: TextIO | None = None) -> bool:
+        s = stream or sys.stderr
+        return not quiet and hasattr(s, "isatty") and s.isatty()
+
+    def update(
+        self,
+        *,
+        done: int | None = None,
+        step: int | None = None,
+        steps: int | None = None,
+        label: str | None = None,
+        force: bool = False,
+    ) -> None:
+        if done is not None:
+            self.done = done
+        if step is not None:
+            self.step = step
+        if steps is not None:
+            self.steps = steps
+        if label is not None:
+            self.label = label
+        now = time.monotonic()
+        if not self.enabled or (not force and now - self._last < 0.1):
+            return
+        self._last = now
+        frac = self.done / self.total if self.total else 1.0
+        bar_w = 24
+        filled = int(bar_w * frac)
+        bar = "#" * filled + "." * (bar_w - filled)
+        elapsed = now - self.start
+        eta = ""
+        if 0 < self.done < self.total:
+            eta = f" eta {_duration(elapsed / self.done * (self.total - self.done))}"
+        step = f" step {self.step}/{self.steps}" if self.steps else ""
+        line = f"{self.label} [{bar}] {self.done}/{self.total}{step} {_duration(elapsed)}{eta}"
+        self._draw(line)
+
+    def message(self, text: str) -> None:
+        """Print a line above the bar (notices), or plainly when the bar is off."""
+        if self.enabled:
+            self._draw("")
+            self.stream.write("\r" + text + "\n")
+            self._last = 0.0
+            self.update(force=True)
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.update(force=True)
+            self.stream.write("\n")
+            self.stream.flush()
+
+    def _draw(self, line: str) -> None:
+        pad = max(0, self._width - len(line))
+        self.stream.write("\r" + line + " " * pad)
+        self.stream.flush()
+        self._width = len(line)
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s // 60 % 60:02d}m"
+
+
+# ------------------------------------------------------------------------------------------------
+# The parser
+# ------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from fvdesk import __version__
+
+    p = argparse.ArgumentParser(
+        prog="fvdesk",
+        description="Feature visualization for ONNX image classifiers. Without a command, starts the "
+        "desktop app (optionally opening MODEL.onnx).",
+        epilog="Exit codes: 0 done, 1 failed, 2 bad arguments, 130 interrupted. "
+        "Without MODEL, commands use the embedded demo model.",
+    )
+    p.add_argument("--version", action="version", version=f"fvdesk {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "model", nargs="?", metavar="MODEL", help="ONNX file (default: the embedded demo model)"
+    )
+    common.add_argument(
+        "--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps"
+    )
+    common.add_argument(
+        "--input",
+        dest="input_name",
+        metavar="NAME",
+        help="which graph input is the image, when several could be",
+    )
+    common.add_argument(
+        "--preprocess",
+        type=_preset,
+        metavar="PRESET",
+        help="input preprocessing preset (imagenet, unit, symmetric, byte, caffe) instead of the model's own",
+    )
+    common.add_argument(
+        "--no-parity",
+        action="store_true",
+        help="skip the torch-vs-onnxruntime parity check while loading",
+    )
+    common.add_argument("--quiet", "-q", action="store_true", help="no progress bar or notices")
+    common.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+
+    lay = sub.add_parser(
+        "layers",
+        parents=[common],
+        help="list the layers (names, ops, shapes, channels)",
+        description="The layer tree with op types, shapes (batch first) and channels. Names are what --layer accepts.",
+    )
+    lay.add_argument("--filter", metavar="TEXT", help="only layers whose name or op contains TEXT")
+    lay.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON list of {name, op, shape, channels, kind, index}",
+    )
+    lay.set_defaults(func=cmd_layers)
+
+    inf = sub.add_parser(
+        "info",
+        parents=[common],
+        help="input, preprocessing, labels, parity, device",
+        description="What fvdesk found out about a model: input spec, preprocessing in force, labels, parity with onnxruntime, device.",
+    )
+    inf.add_argument("--json", action="store_true", help="print JSON")
+    inf.set_defaults(func=cmd_info)
+
+    opt = argparse.ArgumentParser(add_help=False)
+    g = opt.add_argument_group("optimization")
+    g.add_argument("--steps", type=_positive, help="optimization steps per image")
+    g.add_argument("--size", type=_positive, help="image size in pixels (square)")
+    g.add_argument("--batch", type=_positive, help="images optimized together")
+    g.add_argument("--seed", type=_nonneg, help="random seed (renders are reproducible per seed)")
+    g.add_argument("--lr", type=_pos_float, help="Adam learning rate")
+    g.add_argument("--param", choices=("fourier", "pixel"), help="image parameterization")
+    g.add_argument("--no-decorrelate", action="store_true", help="do not decorrelate colours")
+    g.add_argument(
+        "--no-transforms",
+        action="store_true",
+        help="no transformation robustness (jitter, scale, rotate)",
+    )
+
+    ren = sub.add_parser(
+        "render",
+        parents=[common, opt],
+        help="render units of one layer into a gallery folder",
+        description="Render units of one layer and write a gallery (PNGs, contact_sheet.png, gallery.json, index.html). "
+        "--param pixel --no-decorrelate --no-transforms is the article's unregularized baseline.",
+    )
+    ren.add_argument(
+        "--layer",
+        "-l",
+        metavar="LAYER",
+        help="layer name as `fvdesk layers` prints it (default for logit/prob: the classifier output)",
+    )
+    ren.add_argument(
+        "--units",
+        "-u",
+        type=_unit_spec,
+        default=UnitSpec("all"),
+        metavar="SPEC",
+        help="all, 7, 0-63 or 3,7,9 (default: all)",
+    )
+    ren.add_argument(
+        "--objective",
+        "-o",
+        choices=OBJECTIVES,
+        default="channel",
+        help="what to maximize (default: channel)",
+    )
+    ren.add_argument(
+        "--diversity",
+        type=_positive,
+        metavar="N",
+        help="N diverse images per unit (the article's diversity term)",
+    )
+    ren.add_argument(
+        "--negative",
+        action="store_true",
+        help="minimize instead of maximize (the opposite example)",
+    )
+    ren.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="gallery folder (created, or added to when it holds a gallery of the same model)",
+    )
+    ren.set_defaults(func=cmd_render)
+
+    atl = sub.add_parser(
+        "atlas",
+        parents=[common, opt],
+        help="render every unit of many layers (resumable, shardable)",
+        description="Render every unit of the chosen layers into one gallery per layer under DIR, plus DIR/index.html. "
+        "Each unit is committed as it finishes: re-running the same command after a crash resumes. "
+        "--shard I/N splits the work between processes or machines sharing DIR; --merge DIR rebuilds the indexes afterwards.",
+    )
+    atl.add_argument("--out", type=Path, metavar="DIR", help="atlas folder")
+    atl.add_argument(
+        "--merge",
+        type=Path,
+        metavar="DIR",
+        help="only rebuild the indexes of the atlas in DIR (after sharded runs); needs no model",
+    )
+    atl.add_argument(
+        "--layers",
+        nargs="+",
+        metavar="LAYER",
+        help="layer names or glob patterns (default: all feature-map layers)",
+    )
+    atl.add_argument(
+        "--units-per-layer",
+        type=_positive,
+        metavar="N",
+        help="only the first N units of each layer",
+    )
+    atl.add_argument(
+        "--objective",
+        choices=("channel", "neuron"),
+        default="channel",
+        help="per-unit objective (default: channel)",
+    )
+    atl.add_argument(
+        "--shard",
+        type=_shard_arg,
+        metavar="I/N",
+        help="render every N-th unit starting at I; 'auto' reads LOCAL_RANK/WORLD_SIZE (torchrun) or SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT",
+    )
+    atl.add_argument(
+        "--force",
+        action="store_true",
+        help="resume even if DIR was rendered with other settings, re-rendering those units",
+    )
+    atl.set_defaults(func=cmd_atlas)
+    return p
+
+
+# ------------------------------------------------------------------------------------------------
+# Entry point
+# ------------------------------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (see the module docstring)."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if _wants_gui(args_list):
+        return _run_gui(args_list[0] if args_list else None)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(args_list)
+    except SystemExit as e:  # argparse: --help/--version (0) or bad arguments (2)
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    previous = _install_sigterm()
+    try:
+        return args.func(args)
+    except UsageError as e:
+        print(f"fvdesk {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\nfvdesk: interrupted.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Terminated:
+        print("\nfvdesk: terminated.", file=sys.stderr)
+        return EXIT_TERMINATED
+    except Exception as e:  # noqa: BLE001 - one line for users, the traceback with --debug
+        from fvdesk.core.errors import FvdeskError
+
+        if args.debug:
+            traceback.print_exc()
+        if isinstance(e, FvdeskError):
+            print(f"fvdesk: error: {e}", file=sys.stderr)
+        else:
+            where = "" if args.debug else " (run with --debug for the traceback)"
+            print(f"fvdesk: internal error: {type(e).__name__}: {e}{where}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _wants_gui(argv: list[str]) -> bool:
+    if not argv:
+        return True
+    first = argv[0]
+    if len(argv) != 1 or first in COMMANDS or first.startswith("-"):
+        return False
+    return first.lower().endswith(".onnx") or Path(first).exists()
+
+
+def _run_gui(model_path: str | None) -> int:
+    try:
+        from fvdesk.gui.app import run_app
+    except ImportError as e:
+        print(
+            f"fvdesk: error: the desktop app cannot start ({e}); install PySide6-Essentials, "
+            "or use the headless commands (fvdesk --help).",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    return run_app(model_path or None)
+
+
+def _install_sigterm() -> Any:
+    """Turn SIGTERM into an exception so atomic writes finish their cleanup (main thread only)."""
+
+    def handler(_signum: int, _frame: object) -> None:
+        raise Terminated()
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError):  # not the main thread, or a platform without SIGTERM
+        return None
+
+
+# ------------------------------------------------------------------------------------------------
+# Shared command plumbing
+# ------------------------------------------------------------------------------------------------
+def _model_path(args: argparse.Namespace) -> Path:
+    if args.model:
+        return Path(args.model)
+    from fvdesk.core.resources import demo_model_path
+
+    return demo_model_path()
+
+
+def _device(args: argparse.Namespace, local_rank: int | None = None) -> Any:
+    import torch
+
+    from fvdesk.core.device import pick_device
+
+    name = args.device
+    try:
+        torch.device("cpu" if name == "auto" else name)
+    except (RuntimeError, TypeError):
+        raise UsageError(
+            f"{name!r} is not a device name (use auto, cpu, cuda, cuda:N or mps)"
+        ) from None
+    if name == "auto" and local_rank is not None and torch.cuda.is_available():
+        return torch.device(
+            "cuda", local_rank % torch.cuda.device_count()
+        )  # one GPU per torchrun rank
+    return pick_device(name)
+
+
+def _load(args: argparse.Namespace, *, device: Any = None, progress: Progress | None = None) -> Any:
+    from fvdesk.core.errors import AmbiguousInputError
+    from fvdesk.core.loader import load_model
+
+    path = _model_path(args)
+    device = device if device is not None else _device(args)
+    bar = progress or Progress(1, enabled=Progress.wanted(args.quiet), label=f"loading {path.name}")
+
+    def report(fraction: float, message: str) -> None:
+        bar.update(done=0, label=f"loading {path.name}: {message}"[:70])
+
+    try:
+        model = load_model(
+            path,
+            device=device,
+            progress=report if bar.enabled else None,
+            input_name=args.input_name,
+            preprocessing=args.preprocess,
+            check_parity=not args.no_parity,
+        )
+    except AmbiguousInputError as e:
+        raise UsageError(f"{e} Choose one with --input NAME ({', '.join(e.candidates)}).") from None
+    finally:
+        if bar.enabled:
+            bar._draw("")
+            bar.stream.write("\r")
+            bar.stream.flush()
+    return model
+
+
+def _resolve_layer(model: Any, name: str) -> Any:
+    graph = model.graph
+    if name in graph:
+        return graph[name]
+    hint = graph.suggest(name)
+    more = f"; did you mean {', '.join(hint)}?" if hint else "; `fvdesk layers` lists them."
+    raise UsageError(f"the model {model.name} has no layer named {name!r}{more}")
+
+
+def _shape_list(shape: Sequence[int | None]) -> list[int | None]:
+    return [None if d is None else int(d) for d in shape]
+
+
+def _shape_text(shape: Sequence[int | None]) -> str:
+    return "x".join(
+        "N" if (i == 0 and d is None) else ("?" if d is None else str(d))
+        for i, d in enumerate(shape)
+    )
+
+
+def _emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+# ------------------------------------------------------------------------------------------------
+# layers
+# ------------------------------------------------------------------------------------------------
+def layer_dict(layer: Any) -> dict[str, Any]:
+    """The JSON form of a layer (``fvdesk layers --json``)."""
+    return {
+        "name": layer.name,
+        "op": layer.op,
+        "shape": _shape_list(layer.shape),
+        "channels": layer.channels,
+        "kind": layer.kind,
+        "index": layer.index,
+    }
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    model = _load(args)
+    graph = model.graph
+    if args.json:
+        layers = graph.filter(args.filter) if args.filter else list(graph)
+        _emit_json([layer_dict(x) for x in layers])
+        return EXIT_OK
+    out = sys.stdout
+    if args.filter:
+        layers = graph.filter(args.filter)
+        if not layers:
+            print(f"No layer of {model.name} matches {args.filter!r}.", file=sys.stderr)
+            return EXIT_OK
+        rows = [(x.name, x) for x in layers]
+    else:
+        rows = []
+
+        def walk(node: Any, depth: int) -> None:
+            if node.layer is not None:
+                rows.append(("  " * depth + node.layer.name, node.layer))
+                return
+            if depth >= 0 and node.label:
+                rows.append(("  " * depth + node.label + "/", None))
+            for child in node.children:
+                walk(child, depth + 1)
+
+        root = graph.tree
+        for child in root.children if root.layer is None else [root]:
+            walk(child, 0)
+    width = min(max((len(n) for n, _ in rows), default=4) + 2, 80)
+    out.write(f"{'LAYER':<{width}}{'OP':<20}{'SHAPE':<20}{'CHANNELS':>8}\n")
+    for text, layer in rows:
+        if layer is None:
+            out.write(f"{text}\n")
+        else:
+            mark = "  (logits)" if layer.name == graph.logits_name else ""
+            out.write(
+                f"{text:<{width}}{layer.op:<20}{_shape_text(layer.shape):<20}{layer.channels:>8}{mark}\n"
+            )
+    n_feat = sum(1 for x in graph if x.kind == "feature")
+    out.write(
+        f"\n{len(graph)} layers ({n_feat} feature maps, {len(graph) - n_feat} vectors) in {model.name}.\n"
+    )
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------------------
+# info
+# ------------------------------------------------------------------------------------------------
+def cmd_info(args: argparse.Namespace) -> int:
+    from fvdesk.core.device import describe_device
+
+    device = _device(args)
+    model = _load(args, device=device)
+    spec = model.input
+    n_feat = sum(1 for x in model.graph if x.kind == "feature")
+    info: dict[str, Any] = {
+        "model": {"file": model.name, "path": str(model.path), "sha256": model.sha256},
+        "input": {
+            "name": spec.name,
+            "layout": spec.layout,
+            "channels": spec.channels,
+            "height": spec.height,
+            "width": spec.width,
+            "fixed_size": spec.fixed_size,
+            "max_batch": spec.max_batch,
+            "dtype": spec.dtype,
+        },
+        "preprocessing": {
+            **model.preprocessing.to_dict(),
+            "describe": model.preprocessing.describe(),
+        },
+        "labels": {"source": model.labels_source, "count": len(model.labels or [])},
+        "layers": {
+            "count": len(model.graph),
+            "feature_maps": n_feat,
+            "logits": model.graph.logits_name,
+        },
+        "parity": None,
+        "device": describe_device(device),
+        "warnings": list(model.warnings),
+    }
+    if model.parity is not None:
+        par = model.parity
+        info["parity"] = {
+            "ok": par.ok,
+            "max_abs_diff": par.max_abs_diff,
+            "rel_diff": par.rel_diff,
+            "feature_rel_diff": par.feature_rel_diff,
+            "feature_layer": par.feature_layer,
+            "tolerance": par.tolerance,
+            "describe": par.describe(),
+        }
+    if args.json:
+        _emit_json(info)
+        return EXIT_OK
+    size = f"{spec.height}x{spec.width}" + (
+        " (fixed)" if spec.fixed_size else " (any size; default shown)"
+    )
+    batch = "any" if spec.max_batch is None else str(spec.max_batch)
+    labels = (
+        f"{info['labels']['count']} from {model.labels_source}"
+        if model.labels
+        else f"none ({model.labels_source})"
+    )
+    lines = [
+        ("model", f"{model.name}  sha256 {model.sha256[:16]}…"),
+        (
+            "input",
+            f"{spec.name!r} {spec.layout} {spec.channels}ch {size}, batch {batch}, {spec.dtype}",
+        ),
+        ("preprocessing", model.preprocessing.describe()),
+        ("labels", labels),
+        (
+            "layers",
+            f"{len(model.graph)} ({n_feat} feature maps); logits: {model.graph.logits_name or 'not found'}",
+        ),
+        ("parity", model.parity.describe() if model.parity is not None else "not checked"),
+        ("device", info["device"]),
+    ]
+    lines += [("warning", w) for w in model.warnings]
+    for k, v in lines:
+        print(f"{k + ':':<15}{v}")
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------------------
+# render
+# ------------------------------------------------------------------------------------------------
+def render_settings(args: argparse.Namespace, **extra: Any) -> Any:
+    """``RenderSettings`` from the engine's defaults, overridden by the options given."""
+    from fvdesk.core.render import RenderSettings
+
+    over: dict[str, Any] = {}
+    for name in ("steps", "size", "batch", "seed", "lr", "param"):
+        v = getattr(args, name, None)
+        if v is not None:
+            over[name] = v
+    if getattr(args, "no_decorrelate", False):
+        over["decorrelate"] = False
+    if getattr(args, "no_transforms", False):
+        over["transforms"] = None
+    over.update(extra)
+    return RenderSettings(**over)
+
+
+def settings_record(settings: Any, model: Any, **extra: Any) -> dict[str, Any]:
+    """What a gallery records per item: the render settings plus the preprocessing in force and
+    the job options that are not render settings (``facets``), so a render can be reproduced."""
+    d = dict(settings.to_dict())
+    d["preprocessing"] = model.preprocessing.to_dict()
+    d.update(extra)
+    return d
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from fvdesk.core.atlas import BatchCommitter
+    from fvdesk.core.device import describe_device
+    from fvdesk.core.gallery import Gallery, ModelInfo
+    from fvdesk.core.render import NoticeEvent, StepEvent, UnitJob, render_units
+
+    device = _device(args)
+    model = _load(args, device=device)
+    objective = args.objective
+    if args.layer:
+        layer = _resolve_layer(model, args.layer)
+    elif objective in ("logit", "prob"):
+        layer = model.graph.logits
+        if layer is None:
+            raise UsageError(
+                f"no classifier output was found in {model.name}; name the logits layer with --layer"
+            )
+    else:
+        raise UsageError("--layer is required (see `fvdesk layers` for the names)")
+    if objective in ("logit", "prob") and layer.kind != "vector":
+        raise UsageError(
+            f"--objective {objective} needs a vector layer (class scores); {layer.name} is a feature map"
+        )
+    if objective == "deepdream":
+        units = [0]  # one image for the whole layer
+    else:
+        try:
+            units = args.units.resolve(layer.channels, f"layer {layer.name}")
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    settings = _settings_or_usage(args, device)
+    facets = args.diversity or 1
+    record = settings_record(settings, model, facets=facets)
+    dev_text = describe_device(device)
+    gallery = Gallery.open(args.out, ModelInfo.from_model(model), title=layer.name, device=dev_text)
+    job = UnitJob(
+        layer=layer.name, units=units, kind=objective, negative=args.negative, facets=facets
+    )
+    total = len(units) * facets
+    bar = Progress(total, enabled=Progress.wanted(args.quiet), label=f"{layer.name}")
+    done = 0
+    committer = BatchCommitter(gallery, record, device=dev_text, steps=settings.steps)
+    try:
+        for ev in render_units(model, job, settings, device=device):
+            if committer.offer(ev):
+                continue
+            done += len(committer.flush())
+            bar.update(done=done)
+            if isinstance(ev, StepEvent):
+                bar.update(step=ev.step, steps=ev.steps)
+            elif isinstance(ev, NoticeEvent) and not args.quiet:
+                bar.message(f"note: {ev.message}")
+        done += len(committer.flush())
+        bar.update(done=done, force=True)
+    except BaseException:  # Ctrl+C: keep the renders that finished
+        with contextlib.suppress(Exception):
+            committer.flush()
+        raise
+    finally:
+        bar.close()
+    gallery.finalize(prune=True)
+    if not args.quiet:
+        print(
+            f"Rendered {done} image(s) of {layer.name} into {args.out} (open {args.out / 'index.html'})."
+        )
+    return EXIT_OK
+
+
+def _settings_or_usage(args: argparse.Namespace, device: Any) -> Any:
+    from fvdesk.core.errors import ConfigError
+
+    try:
+        return render_settings(args, device=str(device))
+    except (TypeError, ValueError, ConfigError) as e:
+        raise UsageError(f"bad render settings: {e}") from None
+
+
+# ------------------------------------------------------------------------------------------------
+# atlas
+# ------------------------------------------------------------------------------------------------
+def cmd_atlas(args: argparse.Namespace) -> int:
+    from fvdesk.core import atlas as atl
+
+    if args.merge is not None:
+        if args.out is not None and Path(args.out) != Path(args.merge):
+            raise UsageError("--merge DIR rebuilds DIR; do not also give a different --out")
+        summary = atl.merge_atlas(args.merge)
+        if not args.quiet:
+            print(
+                f"Merged {summary.layers} layer galleries ({summary.units} units) in {args.merge} (open {Path(args.merge) / 'index.html'})."
+            )
+        return EXIT_OK
+    if args.out is None:
+        raise UsageError("--out DIR is required (or --merge DIR)")
+    try:
+        shard = atl.parse_shard(args.shard, env=os.environ) if args.shard else None
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    local_rank = None  # under torchrun each process takes the GPU of its local rank
+    if args.shard == "auto" and shard and os.environ.get("LOCAL_RANK", "").isdigit():
+        local_rank = int(os.environ["LOCAL_RANK"])
+    device = _device(args, local_rank=local_rank)
+    model = _load(args, device=device)
+    try:
+        plan = atl.plan_atlas(model, layers=args.layers, units_per_layer=args.units_per_layer)
+    except atl.LayerSelectionError as e:
+        raise UsageError(str(e)) from None
+    settings = _settings_or_usage(args, device)
+    runner = atl.Atlas(
+        model,
+        args.out,
+        plan,
+        settings,
+        record=settings_record(settings, model),
+        objective=args.objective,
+        shard=shard,
+        force=args.force,
+    )
+    try:
+        todo = runner.prepare()
+    except atl.AtlasSettingsMismatch as e:
+        raise UsageError(str(e)) from None
+    bar = Progress(todo.total, enabled=Progress.wanted(args.quiet), label="atlas")
+    bar.update(done=todo.skipped, force=True)
+    if not args.quiet and todo.skipped:
+        bar.message(f"resuming: {todo.skipped} of {todo.total} units already done")
+    try:
+        summary = _drive(runner.run(), bar, args.quiet)
+    except BaseException:
+        bar.close()
+        if not args.quiet:
+            print(
+                f"fvdesk: work so far is saved in {args.out}; run the same command again to resume.",
+                file=sys.stderr,
+            )
+        raise
+    bar.close()
+    if not args.quiet:
+        where = f" (shard {shard[0]}/{shard[1]})" if shard else ""
+        print(
+            f"Atlas{where}: {summary.rendered} rendered, {summary.skipped} already done, "
+            f"{summary.layers} layers in {args.out} (open {Path(args.out) / 'index.html'})."
+        )
+    return EXIT_OK
+
+
+def _drive(gen: Any, bar: Progress, quiet: bool) -> Any:
+    """Run an atlas generator, feeding the progress bar; returns its summary."""
+    from fvdesk.core import atlas as atl
+    from fvdesk.core.render import NoticeEvent, StepEvent
+
+    handlers: dict[type, Callable[[Any], None]] = {
+        StepEvent: lambda ev: bar.update(step=ev.step, steps=ev.steps),
+        NoticeEvent: lambda ev: None if quiet else bar.message(f"note: {ev.message}"),
+        atl.UnitCommitted: lambda ev: bar.update(
+            done=ev.done, label=ev.layer[-30:], force=ev.done == ev.total
+        ),
+        atl.LayerStarted: lambda ev: bar.update(label=ev.layer[-30:]),
+    }
+    while True:
+        try:
+            ev = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        h = handlers.get(type(ev))
+        if h is not None:
+            h(ev)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

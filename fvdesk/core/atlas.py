@@ -1,0 +1,626 @@
+"""The atlas: every unit of many layers, rendered so that no work is ever lost.
+
+Layout of an atlas folder ``DIR``::
+
+    DIR/atlas.json                 what was asked: model, objective, settings, the layers
+    DIR/index.html                 links to every layer's gallery, with a few thumbnails each
+    DIR/007_conv2_Conv/            one gallery per layer (see ``fvdesk.core.gallery``), named
+        gallery.json               from the layer's topological index and its sanitized name
+        gallery.shard-0-of-4.json  (per-shard manifests when sharded)
+        conv2_Conv_u0000.png ...
+
+Resume: every finished unit is committed to its layer gallery as it completes (PNG first, then the
+manifest, both atomic).  Re-running the same command skips committed units and re-renders the
+rest; a kill at any moment leaves at most a PNG without entry (overwritten) or a hidden temp file
+(removed).
+
+Sharding: ``shard=(i, n)`` renders jobs ``i, i+n, i+2n, ...`` of the global (layer, unit) list,
+so shards stay balanced even when layers have few units.  Shards write only their own manifest
+file (``gallery.shard-i-of-n.json``) in each layer folder, so any number of processes or
+machines can share ``DIR`` without locks (also on network file systems).  ``merge_atlas`` folds the
+shard manifests and rebuilds all indexes afterwards.  All shards must use the same layers, units
+and settings; a resumed run with different settings is refused (``AtlasSettingsMismatch``) unless
+``force`` re-renders the units recorded with other settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import html
+import json
+import os
+import time
+import urllib.parse
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from fvdesk.core.errors import FvdeskError, GalleryError
+from fvdesk.core.fileio import atomic_write_text
+from fvdesk.core.gallery import (
+    Gallery,
+    GalleryItem,
+    ModelInfo,
+    is_gallery,
+    merge_gallery,
+    read_gallery,
+    safe_stem,
+)
+
+ATLAS_FORMAT = "fvdesk-atlas"
+ATLAS_VERSION = 1
+ATLAS_JSON = "atlas.json"
+INDEX = "index.html"
+#: Settings that change speed, not the picture; a resume may differ in them.
+IGNORED_SETTINGS = frozenset({"batch", "preview_every", "device", "channels_last"})
+_THUMBS = 8
+
+
+class LayerSelectionError(FvdeskError):
+    """A requested layer name or pattern matches no layer (the CLI maps this to exit code 2)."""
+
+
+class AtlasSettingsMismatch(GalleryError):
+    """The atlas folder was rendered with other settings; resuming would mix renders."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Planning
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AtlasLayer:
+    """One layer of the plan: where its gallery lives and which units it gets."""
+
+    name: str
+    op: str
+    shape: tuple[int | None, ...]
+    kind: str
+    index: int
+    folder: str
+    units: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "folder": self.folder,
+            "op": self.op,
+            "shape": list(self.shape),
+            "kind": self.kind,
+            "index": self.index,
+            "units": len(self.units),
+        }
+
+
+def layer_folder(layer: Any) -> str:
+    """``{index:03d}_{sanitized name}``: unique (the index is), sorted in model order, and the same
+    on every shard and machine because it depends only on the model."""
+    return f"{int(layer.index):03d}_{safe_stem(layer.name.lstrip('/'), 80)}"
+
+
+def plan_atlas(
+    model: Any, layers: Sequence[str] | None = None, units_per_layer: int | None = None
+) -> list[AtlasLayer]:
+    """The layers to render (default: every feature-map layer) and their units, in model order.
+
+    ``layers`` holds names or glob patterns (``*relu*``); a name or pattern matching nothing raises
+    ``LayerSelectionError`` with the nearest names.  ``units_per_layer`` keeps the first N units.
+    """
+    graph = model.graph
+    if not layers:
+        chosen = [x for x in graph if x.kind == "feature"]
+    else:
+        picked: dict[str, Any] = {}
+        for pat in layers:
+            if pat in graph:
+                picked[pat] = graph[pat]
+                continue
+            hits = (
+                [x for x in graph if fnmatch.fnmatchcase(x.name, pat)]
+                if any(c in pat for c in "*?[")
+                else []
+            )
+            if not hits:
+                hint = graph.suggest(pat)
+                more = (
+                    f"; did you mean {', '.join(hint)}?"
+                    if hint
+                    else "; `fvdesk layers` lists them."
+                )
+                raise LayerSelectionError(
+                    f"The model {model.name} has no layer named {pat!r}{more}"
+                )
+            picked.update((x.name, x) for x in hits)
+        chosen = sorted(picked.values(), key=lambda x: x.index)
+    plan = []
+    for x in chosen:
+        n = int(x.channels)
+        if units_per_layer is not None:
+            n = min(n, units_per_layer)
+        plan.append(
+            AtlasLayer(
+                x.name, x.op, tuple(x.shape), x.kind, int(x.index), layer_folder(x), tuple(range(n))
+            )
+        )
+    return plan
+
+
+def parse_shard(text: str | None, env: Mapping[str, str] | None = None) -> tuple[int, int] | None:
+    """``"I/N"`` -> ``(I, N)``; ``"auto"`` reads the launcher's environment; ``None`` -> no sharding.
+
+    ``auto`` uses ``LOCAL_RANK``/``WORLD_SIZE`` (torchrun, one shard per process) or
+    ``SLURM_ARRAY_TASK_ID``/``SLURM_ARRAY_TASK_COUNT`` (a SLURM array; ``SLURM_ARRAY_TASK_MIN`` is
+    subtracted so arrays may start at 1) and means "unsharded" when neither is set.
+    """
+    if text is None:
+        return None
+    env = os.environ if env is None else env
+    t = text.strip().lower()
+    if t == "auto":
+        if "WORLD_SIZE" in env and ("LOCAL_RANK" in env or "RANK" in env):
+            i, n = _ints(
+                env.get("RANK", env.get("LOCAL_RANK", "")), env["WORLD_SIZE"], "RANK/WORLD_SIZE"
+            )
+        elif "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
+            i, n = _ints(
+                env["SLURM_ARRAY_TASK_ID"],
+                env["SLURM_ARRAY_TASK_COUNT"],
+                "SLURM_ARRAY_TASK_ID/COUNT",
+            )
+            i -= int(env.get("SLURM_ARRAY_TASK_MIN", "0") or 0)
+        else:
+            return None
+    else:
+        a, sep, b = t.partition("/")
+        if not sep:
+            raise ValueError(f"{text!r} is not a shard (use I/N, e.g. 0/4, or auto)")
+        i, n = _ints(a, b, f"shard {text!r}")
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"shard {i}/{n} is out of range (I must be 0 to N-1)")
+    return (i, n) if n > 1 else None
+
+
+def _ints(a: str, b: str, what: str) -> tuple[int, int]:
+    try:
+        return int(a), int(b)
+    except ValueError:
+        raise ValueError(f"{what} must be whole numbers, got {a!r}/{b!r}") from None
+
+
+def shard_work(
+    plan: Sequence[AtlasLayer], shard: tuple[int, int] | None
+) -> list[tuple[AtlasLayer, list[int]]]:
+    """This shard's units per layer: every N-th job of the global (layer, unit) list from I."""
+    i, n = shard or (0, 1)
+    out = []
+    k = 0
+    for layer in plan:
+        mine = []
+        for u in layer.units:
+            if k % n == i:
+                mine.append(u)
+            k += 1
+        if mine:
+            out.append((layer, mine))
+    return out
+
+
+def comparable(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings that change the picture (speed-only ones like ``batch`` are dropped)."""
+    return {k: v for k, v in settings.items() if k not in IGNORED_SETTINGS}
+
+
+def _diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    keys = sorted(set(old) | set(new))
+    parts = [
+        f"{k}={_short(old.get(k))} (now {_short(new.get(k))})"
+        for k in keys
+        if old.get(k) != new.get(k)
+    ]
+    return ", ".join(parts[:6]) + (", …" if len(parts) > 6 else "")
+
+
+def _short(v: Any) -> str:
+    s = json.dumps(v, sort_keys=True) if not isinstance(v, str) else v
+    return s if len(s) <= 40 else s[:37] + "..."
+
+
+# ------------------------------------------------------------------------------------------------
+# Events
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LayerStarted:
+    layer: str
+    folder: str
+    units: int  # this shard's pending units in the layer
+
+
+@dataclass(frozen=True)
+class UnitCommitted:
+    layer: str
+    unit: int
+    item: GalleryItem
+    done: int  # this shard's finished units so far (skipped ones included)
+    total: int
+
+
+@dataclass(frozen=True)
+class LayerFinished:
+    layer: str
+    folder: str
+
+
+@dataclass
+class Todo:
+    """What ``prepare`` found: this shard's total units, those already done, and what is left."""
+
+    total: int
+    skipped: int
+    pending: list[tuple[AtlasLayer, list[int]]] = field(default_factory=list)
+
+    @property
+    def remaining(self) -> int:
+        return sum(len(u) for _, u in self.pending)
+
+
+@dataclass
+class AtlasSummary:
+    layers: int
+    units: int  # committed units visible in the atlas
+    rendered: int = 0  # by this run
+    skipped: int = 0  # found done by this run
+
+
+class BatchCommitter:
+    """Commits the units of each finished render batch to a gallery in one manifest write.
+
+    ``render_units`` yields the ``UnitDoneEvent``s of a batch back to back; they are buffered and
+    committed (PNGs, then one atomic manifest write) as soon as any other event arrives or the
+    render ends.  Units of a cancelled render (fewer steps than asked) are never committed.
+    ``seconds`` of an item is its share of the batch's wall time.
+    """
+
+    def __init__(
+        self, gallery: Gallery, record: dict[str, Any], *, device: str, steps: int | None
+    ) -> None:
+        self.gallery = gallery
+        self.record = record
+        self.device = device
+        self.steps = steps
+        self.pending: list[Any] = []
+        self.last = time.monotonic()
+
+    def offer(self, event: Any) -> bool:
+        """Take a ``UnitDoneEvent`` (True) or leave the event to the caller (False)."""
+        from fvdesk.core.render import UnitDoneEvent
+
+        if not isinstance(event, UnitDoneEvent):
+            return False
+        r = event.result
+        if self.steps is None or r.steps is None or r.steps >= self.steps:
+            self.pending.append(r)
+        return True
+
+    def flush(self) -> list[GalleryItem]:
+        """Commit what is buffered; returns the committed items."""
+        if not self.pending:
+            return []
+        now = time.monotonic()
+        share = round((now - self.last) / len(self.pending), 4)
+        pairs = [
+            (GalleryItem.from_result(r, self.record, device=self.device, seconds=share), r.image)
+            for r in self.pending
+        ]
+        self.pending = []
+        self.last = now
+        return self.gallery.add_many(pairs)
+
+
+# ------------------------------------------------------------------------------------------------
+# The run
+# ------------------------------------------------------------------------------------------------
+class Atlas:
+    """One atlas run (one shard of it, when sharded).
+
+    ``prepare()`` checks/creates ``atlas.json``, opens the layer galleries and works out what is
+    left; ``run()`` is a generator yielding the engine's events plus ``LayerStarted``,
+    ``UnitCommitted`` and ``LayerFinished``, and returns an ``AtlasSummary``.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        out: str | os.PathLike[str],
+        plan: Sequence[AtlasLayer],
+        settings: Any,
+        *,
+        record: dict[str, Any] | None = None,
+        objective: str = "channel",
+        shard: tuple[int, int] | None = None,
+        force: bool = False,
+        cancel: Any = None,
+    ) -> None:
+        self.model = model
+        self.out = Path(out)
+        self.plan = list(plan)
+        self.settings = settings
+        self.record = dict(record if record is not None else settings.to_dict())
+        self.record.setdefault("objective", objective)
+        self.objective = objective
+        self.shard = shard
+        self.force = force
+        self.cancel = cancel
+        self.info = ModelInfo.from_model(model)
+        self._todo: Todo | None = None
+        self._galleries: dict[str, Gallery] = {}
+
+    @property
+    def device_text(self) -> str:
+        from fvdesk.core.device import describe_device
+
+        return describe_device(self.model.device)
+
+    def prepare(self) -> Todo:
+        """Validate ``DIR`` against this run and list the units still to render."""
+        meta = self._check_atlas_json()
+        relaxed = meta is not None and comparable(meta.get("settings", {})) == comparable(
+            self.record
+        )
+        self._write_atlas_json(meta)
+        total = skipped = 0
+        pending = []
+        want = comparable(self.record)
+        for layer, units in shard_work(self.plan, self.shard):
+            g = Gallery.open(
+                self.out / layer.folder,
+                self.info,
+                shard=self.shard,
+                title=layer.name,
+                device=self.device_text,
+            )
+            self._galleries[layer.name] = g
+            left = []
+            for u in units:
+                total += 1
+                it = g.get(layer.name, u, 0, self.objective)
+                if it is None:
+                    left.append(u)
+                elif comparable(it.settings) != want:
+                    if not (self.force or relaxed):
+                        raise AtlasSettingsMismatch(
+                            f"{g.folder / it.file} was rendered with other settings ({_diff(comparable(it.settings), want)}); "
+                            "use the same options, another --out folder, or --force to re-render."
+                        )
+                    left.append(u)  # re-render under the settings the atlas is now committed to
+                else:
+                    skipped += 1
+            if left:
+                pending.append((layer, left))
+        self._todo = Todo(total, skipped, pending)
+        return self._todo
+
+    def run(self) -> Generator[Any, None, AtlasSummary]:
+        from fvdesk.core.render import UnitJob, render_units
+
+        todo = self._todo or self.prepare()
+        done = todo.skipped
+        rendered = 0
+        steps_wanted = getattr(self.settings, "steps", None)
+        try:
+            for layer, units in todo.pending:
+                g = self._galleries[layer.name]
+                yield LayerStarted(layer.name, layer.folder, len(units))
+                committer = BatchCommitter(
+                    g, self.record, device=self.device_text, steps=steps_wanted
+                )
+                job = UnitJob(layer=layer.name, units=list(units), kind=self.objective)
+                gen = render_units(
+                    self.model, job, self.settings, self.cancel, device=self.model.device
+                )
+                try:
+                    for ev in gen:
+                        if committer.offer(ev):
+                            continue
+                        for item in committer.flush():
+                            done += 1
+                            rendered += 1
+                            yield UnitCommitted(layer.name, item.unit, item, done, todo.total)
+                        yield ev
+                except BaseException:  # Ctrl+C, SIGTERM: finished renders are still worth keeping
+                    with contextlib.suppress(Exception):
+                        committer.flush()
+                    raise
+                for item in committer.flush():
+                    done += 1
+                    rendered += 1
+                    yield UnitCommitted(layer.name, item.unit, item, done, todo.total)
+                g.finalize()
+                yield LayerFinished(layer.name, layer.folder)
+                if _cancelled(self.cancel):
+                    break
+        finally:
+            with contextlib.suppress(Exception):
+                write_atlas_index(self.out)
+        if self.shard is None:  # single writer: tidy orphans of killed runs
+            for g in self._galleries.values():
+                with contextlib.suppress(GalleryError):
+                    g.prune()
+        units = sum(len(g.items) for g in self._galleries.values())
+        return AtlasSummary(len(self._galleries), units, rendered, todo.skipped)
+
+    # -- atlas.json ------------------------------------------------------------------------------
+    def _check_atlas_json(self) -> dict[str, Any] | None:
+        path = self.out / ATLAS_JSON
+        if self.out.exists() and not self.out.is_dir():
+            raise GalleryError(f"{self.out} is a file, not an atlas folder.")
+        meta = _read_atlas_json(path) if path.exists() else None
+        if meta is None and self.out.is_dir():
+            foreign = [p for p in self.out.iterdir() if not p.name.startswith(".")]
+            if foreign and path.exists():  # a concurrent shard created it meanwhile
+                meta = _read_atlas_json(path)
+            elif foreign:
+                raise GalleryError(
+                    f"The folder {self.out} is not empty and is not an fvdesk atlas (it has no {ATLAS_JSON}); "
+                    "choose a new or empty folder."
+                )
+        if meta is None:
+            return None
+        sha = meta.get("model", {}).get("sha256")
+        if sha != self.info.sha256:
+            raise GalleryError(
+                f"The atlas folder {self.out} belongs to a different model ({meta.get('model', {}).get('file')}) "
+                f"than {self.info.file}; choose another folder."
+            )
+        old = comparable(meta.get("settings", {}))
+        if old != comparable(self.record) and not self.force:
+            raise AtlasSettingsMismatch(
+                f"The atlas in {self.out} was rendered with other settings ({_diff(old, comparable(self.record))}); "
+                "use the same options, another --out folder, or --force to re-render with the new ones."
+            )
+        return meta
+
+    def _write_atlas_json(self, meta: dict[str, Any] | None) -> None:
+        from fvdesk import __version__
+
+        now = _now()
+        layers = {d["name"]: d for d in (meta or {}).get("layers", [])}
+        for layer in self.plan:
+            layers[layer.name] = layer.to_dict()
+        data = {
+            "format": ATLAS_FORMAT,
+            "version": ATLAS_VERSION,
+            "fvdesk_version": __version__,
+            "model": self.info.to_dict(),
+            "objective": self.objective,
+            "settings": self.record,
+            "created": (meta or {}).get("created", now),
+            "updated": now,
+            "layers": sorted(layers.values(), key=lambda d: (d.get("index", 0), d["name"])),
+        }
+        try:
+            atomic_write_text(
+                self.out / ATLAS_JSON, json.dumps(data, indent=1, ensure_ascii=False) + "\n"
+            )
+        except OSError as e:
+            raise GalleryError(
+                f"Cannot write {self.out / ATLAS_JSON}: {e.strerror or e}."
+            ) from None
+
+
+def _cancelled(cancel: Any) -> bool:
+    if cancel is None:
+        return False
+    is_set = getattr(cancel, "is_set", None)
+    return bool(is_set() if is_set is not None else cancel())
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _read_atlas_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise GalleryError(f"Cannot read {path}: {e.strerror or e}.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise GalleryError(f"The atlas manifest {path} is corrupt (not valid JSON: {e}).") from None
+    if not isinstance(data, dict) or data.get("format") != ATLAS_FORMAT:
+        raise GalleryError(f"{path} is not an fvdesk atlas manifest.")
+    if not isinstance(data.get("version"), int) or data["version"] > ATLAS_VERSION:
+        raise GalleryError(f"The atlas manifest {path} has a version this fvdesk cannot read.")
+    return data
+
+
+# ------------------------------------------------------------------------------------------------
+# Merge and the top-level index
+# ------------------------------------------------------------------------------------------------
+def atlas_layers(out: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The layers of an atlas: those in ``atlas.json`` plus any gallery sub-folder it misses."""
+    root = Path(out)
+    meta = _read_atlas_json(root / ATLAS_JSON) if (root / ATLAS_JSON).exists() else {}
+    layers = {d["folder"]: dict(d) for d in meta.get("layers", [])}
+    with contextlib.suppress(OSError):
+        for p in sorted(root.iterdir()):
+            if p.is_dir() and p.name not in layers and is_gallery(p):
+                ro = Gallery.open(p, None, create=False)
+                layers[p.name] = {"name": ro.title or p.name, "folder": p.name, "units": None}
+    return sorted(layers.values(), key=lambda d: (d.get("index", 1 << 30), d["folder"]))
+
+
+def merge_atlas(out: str | os.PathLike[str]) -> AtlasSummary:
+    """Fold every layer's shard manifests and rebuild all indexes (run after all shards finished)."""
+    root = Path(out)
+    if not root.is_dir():
+        raise GalleryError(f"The atlas folder {root} does not exist.")
+    if not (root / ATLAS_JSON).exists() and not any(
+        is_gallery(p) for p in root.iterdir() if p.is_dir()
+    ):
+        raise GalleryError(f"The folder {root} is not an fvdesk atlas (it has no {ATLAS_JSON}).")
+    layers = atlas_layers(root)
+    units = 0
+    for d in layers:
+        folder = root / d["folder"]
+        if is_gallery(folder):
+            units += len(merge_gallery(folder).items)
+    write_atlas_index(root)
+    return AtlasSummary(len(layers), units)
+
+
+def write_atlas_index(out: str | os.PathLike[str]) -> Path:
+    """``DIR/index.html``: every layer with its progress, a link to its gallery and thumbnails."""
+    root = Path(out)
+    esc = html.escape
+    meta = _read_atlas_json(root / ATLAS_JSON) if (root / ATLAS_JSON).exists() else {}
+    rows = []
+    total_done = total_units = 0
+    for d in atlas_layers(root):
+        folder = root / d["folder"]
+        items: list[GalleryItem] = []
+        if is_gallery(folder):
+            with contextlib.suppress(GalleryError):
+                items = [it for it, _ in read_gallery(folder, images=False)[1]]
+        n = d.get("units")
+        total_done += len(items)
+        total_units += n or len(items)
+        href = urllib.parse.quote(d["folder"])
+        thumbs = "".join(
+            f'<img src="{href}/{esc(urllib.parse.quote(it.file))}" title="{esc(f"{it.layer}:{it.unit}")}" loading="lazy">'
+            for it in items[:_THUMBS]
+        )
+        shape = "×".join("N" if x is None else str(x) for x in d.get("shape", []) or [])
+        rows.append(
+            f'<tr><td><a href="{href}/index.html">{esc(str(d["name"]))}</a></td><td>{esc(str(d.get("op", "")))}</td>'
+            f"<td>{esc(shape)}</td><td>{len(items)}/{n if n is not None else '?'}</td><td class=t>{thumbs}</td></tr>"
+        )
+    model = meta.get("model", {})
+    settings = meta.get("settings", {})
+    srows = "".join(
+        f"<tr><th>{esc(str(k))}</th><td>{esc(v if isinstance(v, str) else json.dumps(v))}</td></tr>"
+        for k, v in settings.items()
+    )
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>{esc(str(model.get("file", "atlas")))} — fvdesk atlas</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }}
+table {{ border-collapse: collapse; font-size: 13px; }}
+th, td {{ text-align: left; padding: 2px 8px; border-bottom: 1px solid #ddd; vertical-align: middle; }}
+td.t img {{ width: 48px; height: 48px; image-rendering: pixelated; margin-right: 2px; }}
+</style></head><body>
+<h1>Atlas of {esc(str(model.get("file", "?")))}</h1>
+<p>{total_done} of {total_units} units rendered; objective {esc(str(meta.get("objective", "?")))};
+updated {esc(str(meta.get("updated", "")))}. Model sha256 <code>{esc(str(model.get("sha256", ""))[:16])}…</code>.</p>
+<details><summary>Settings</summary><table>{srows}</table></details>
+<table><tr><th>layer</th><th>op</th><th>shape</th><th>units</th><th></th></tr>
+{chr(10).join(rows)}
+</table>
+</body></html>
+"""
+    try:
+        atomic_write_text(root / INDEX, page)
+    except OSError as e:
+        raise GalleryError(f"Cannot write {root / INDEX}: {e.strerror or e}.") from None
+    return root / INDEX
