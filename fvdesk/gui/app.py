@@ -1,0 +1,73 @@
+"""``run_app``: the GUI entry point the CLI calls when no subcommand is given.
+
+Only Qt is imported at start; torch and onnx load on the loader thread while the window is
+already on screen.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from PySide6.QtCore import QCoreApplication, QTimer
+from PySide6.QtWidgets import QApplication
+
+import fvdesk
+from fvdesk.gui import qt_prefs
+
+
+def make_app(argv: list[str] | None = None) -> QApplication:
+    """The ``QApplication`` (reused when one exists, e.g. under pytest-qt)."""
+    app = QApplication.instance()
+    if app is None:
+        app = QApplication(argv if argv is not None else [sys.argv[0]])
+    QCoreApplication.setOrganizationName(qt_prefs.ORGANIZATION)
+    QCoreApplication.setApplicationName(qt_prefs.APPLICATION)
+    QCoreApplication.setApplicationVersion(fvdesk.__version__)
+    QApplication.setDesktopFileName("fvdesk")
+    from fvdesk.gui.qt_main_window import app_icon
+
+    app.setWindowIcon(app_icon())
+    return app  # type: ignore[return-value]
+
+
+def run_app(path: str | None = None) -> int:
+    """Show the main window with ``path`` (or the embedded demo model) and run the event loop."""
+    logging.basicConfig(
+        level=os.environ.get("FVDESK_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s"
+    )
+    app = make_app()
+    from fvdesk.gui.qt_main_window import MainWindow
+
+    window = MainWindow()
+    window.show()
+
+    def first_model() -> None:
+        if path:
+            window.open_model(Path(path))
+        else:
+            window.open_demo()
+
+    QTimer.singleShot(0, first_model)
+
+    # Ctrl+C in the terminal closes the window cleanly (Python only sees signals between Qt events).
+    signal.signal(signal.SIGINT, lambda *_: window.close())
+    tick = QTimer()
+    tick.timeout.connect(lambda: None)
+    tick.start(250)
+
+    rc = app.exec()
+    window.shutdown()
+    from fvdesk.gui.qt_main_window import _orphans
+    from fvdesk.gui.qt_worker import BackgroundCall
+
+    if _orphans or BackgroundCall.any_alive():
+        # A model is still converting (load_model cannot be interrupted) or a render step did not
+        # return in time: leave without waiting for it; settings are already written.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    return rc

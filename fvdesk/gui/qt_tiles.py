@@ -1,0 +1,701 @@
+"""The tiled canvases: a list model of tiles, a painting delegate, the grid view and the zoom window.
+
+A tile is plain data (``Tile``); the model holds them in order and signals single-row changes so a
+live preview repaints one tile, not the grid.  Painting is one delegate (no widget per tile), so a
+layer of 2048 units is a grid of 2048 tiles without 2048 widgets.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import (
+    QAbstractListModel,
+    QModelIndex,
+    QPersistentModelIndex,
+    QRect,
+    QRectF,
+    QSize,
+    Qt,
+    Signal,
+)
+from PySide6.QtGui import (
+    QAction,
+    QColor,
+    QFont,
+    QFontMetrics,
+    QGuiApplication,
+    QImage,
+    QKeySequence,
+    QPainter,
+    QPainterPath,
+    QPalette,
+    QPen,
+    QPixmap,
+    QWheelEvent,
+)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QListView,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+_ROOT = QModelIndex()  # the invalid index, shared as a default argument
+QUEUED, RUNNING, DONE, CANCELLED, FAILED = "queued", "running", "done", "cancelled", "failed"
+STATES = (QUEUED, RUNNING, DONE, CANCELLED, FAILED)
+TileRole = Qt.ItemDataRole.UserRole + 10
+_tile_ids = itertools.count(1)
+
+MIN_TILE, MAX_TILE, DEFAULT_TILE = 48, 512, 144
+
+
+_OP_NAMES = frozenset(
+    [
+        "Conv",
+        "ConvTranspose",
+        "Relu",
+        "LeakyRelu",
+        "PRelu",
+        "Clip",
+        "Sigmoid",
+        "HardSigmoid",
+        "HardSwish",
+        "Tanh",
+        "Gelu",
+        "Erf",
+        "Mish",
+        "MaxPool",
+        "AveragePool",
+        "GlobalAveragePool",
+        "GlobalMaxPool",
+        "Gemm",
+        "MatMul",
+        "Add",
+        "Mul",
+        "Sub",
+        "Div",
+        "Concat",
+        "BatchNormalization",
+        "InstanceNormalization",
+        "LayerNormalization",
+        "Flatten",
+        "Reshape",
+        "Transpose",
+        "Softmax",
+        "LRN",
+        "Dropout",
+        "ReduceMean",
+        "Pad",
+        "Identity",
+        "Resize",
+        "Upsample",
+        "Split",
+        "Slice",
+    ]
+)
+
+
+def caption_layer(name: str) -> str:
+    """A short caption for a layer: ``/features/block3/relu/Relu`` -> ``block3/relu``.
+
+    Exported names end in the op type, which the tree already shows; the last two remaining path
+    parts identify a layer in practice.  The full name stays in tooltips and gallery.json.
+    """
+    base, sep, out = name.partition(":") if name.rsplit(":", 1)[-1].isdigit() else (name, "", "")
+    parts = [p for p in base.split("/") if p]
+    if len(parts) > 1 and parts[-1].split("_")[0] in _OP_NAMES:
+        parts = parts[:-1]
+    short = "/".join(parts[-2:]) or name
+    return short + (sep + out if sep else "")
+
+
+def to_qimage(array: np.ndarray) -> QImage:
+    """An ``uint8`` HxWxC (C = 1, 3, 4) or HxW array as a ``QImage`` that owns its memory."""
+    a = np.asarray(array)
+    if a.dtype != np.uint8:
+        a = np.clip(a * (255.0 if a.dtype.kind == "f" and a.max() <= 1.0 else 1.0), 0, 255).astype(
+            np.uint8
+        )
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    a = np.ascontiguousarray(a)
+    h, w = a.shape[:2]
+    if a.ndim == 2:
+        return QImage(a.data, w, h, w, QImage.Format.Format_Grayscale8).copy()
+    if a.shape[2] == 4:
+        return QImage(a.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
+    return QImage(a[:, :, :3].copy().data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+
+
+@dataclass(eq=False)
+class Tile:
+    """One render on the canvas: what it shows, how far it got, and what produced it."""
+
+    layer: str
+    unit: int  # -1 when the objective is not one unit (DeepDream, combination)
+    kind: str
+    caption: str
+    label: str | None = None
+    facet: int = 0
+    negative: bool = False
+    state: str = QUEUED
+    step: int = 0
+    steps: int = 0
+    value: float | None = None
+    message: str = ""
+    image: QImage | None = None
+    array: np.ndarray | None = None  # final uint8 image, what a gallery saves
+    job_id: int = 0
+    result: Any = None  # the engine's UnitResult
+    settings: dict = field(default_factory=dict)
+    model_name: str = ""
+    model_file: str = ""
+    model_sha: str = ""
+    dead: bool = False
+    id: int = field(default_factory=lambda: next(_tile_ids))
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (DONE, CANCELLED, FAILED)
+
+    @property
+    def progress(self) -> float:
+        return self.step / self.steps if self.steps else 0.0
+
+    def title(self) -> str:
+        extra = " (negative)" if self.negative else ""
+        facet = f" #{self.facet + 1}" if self.facet else ""
+        return f"{self.caption}{extra}{facet}"
+
+    def status_text(self) -> str:
+        if self.state == RUNNING:
+            return f"{100 * self.progress:.0f}%" if self.steps else "starting"
+        if self.state == DONE:
+            return (
+                f"{self.value:.3g}"
+                if self.value is not None and math.isfinite(self.value)
+                else "done"
+            )
+        return self.state
+
+
+class TileModel(QAbstractListModel):
+    """The canvas's tiles in display order, addressable by tile id."""
+
+    tiles_changed = Signal()  # rows inserted/removed or states changed (for counters)
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self._tiles: list[Tile] = []
+        self._row_of: dict[int, int] = {}
+
+    # -- access -------------------------------------------------------------------------------
+    def tiles(self) -> list[Tile]:
+        return list(self._tiles)
+
+    def tile(self, tile_id: int) -> Tile | None:
+        row = self._row_of.get(tile_id)
+        return self._tiles[row] if row is not None else None
+
+    def tile_at(self, index: QModelIndex | QPersistentModelIndex) -> Tile | None:
+        if not index.isValid() or index.row() >= len(self._tiles):
+            return None
+        return self._tiles[index.row()]
+
+    def index_of(self, tile_id: int) -> QModelIndex:
+        row = self._row_of.get(tile_id)
+        return self.index(row, 0) if row is not None else QModelIndex()
+
+    def counts(self) -> dict[str, int]:
+        out = dict.fromkeys(STATES, 0)
+        for t in self._tiles:
+            out[t.state] += 1
+        return out
+
+    # -- edits --------------------------------------------------------------------------------
+    def add(self, tiles: list[Tile]) -> None:
+        if not tiles:
+            return
+        first = len(self._tiles)
+        self.beginInsertRows(QModelIndex(), first, first + len(tiles) - 1)
+        for i, t in enumerate(tiles):
+            self._tiles.append(t)
+            self._row_of[t.id] = first + i
+        self.endInsertRows()
+        self.tiles_changed.emit()
+
+    def remove(self, tile_ids: set[int]) -> list[Tile]:
+        """Remove tiles by id (contiguous runs at once, so a huge selection stays quick)."""
+        rows = sorted((self._row_of[i] for i in tile_ids if i in self._row_of), reverse=True)
+        removed: list[Tile] = []
+        run: list[int] = []
+        for row in [*rows, -2]:
+            if run and row != run[-1] - 1:
+                lo, hi = run[-1], run[0]
+                self.beginRemoveRows(QModelIndex(), lo, hi)
+                removed.extend(self._tiles[lo : hi + 1])
+                del self._tiles[lo : hi + 1]
+                self.endRemoveRows()
+                run = []
+            run.append(row)
+        self._row_of = {t.id: r for r, t in enumerate(self._tiles)}
+        if removed:
+            self.tiles_changed.emit()
+        return removed
+
+    def clear(self) -> list[Tile]:
+        removed = self._tiles
+        self.beginResetModel()
+        self._tiles, self._row_of = [], {}
+        self.endResetModel()
+        self.tiles_changed.emit()
+        return removed
+
+    def update(self, tile: Tile, *, state_changed: bool = False) -> None:
+        """Repaint one tile after its fields were changed in place."""
+        row = self._row_of.get(tile.id)
+        if row is not None:
+            idx = self.index(row, 0)
+            self.dataChanged.emit(idx, idx)
+            if state_changed:
+                self.tiles_changed.emit()
+
+    # -- QAbstractListModel -------------------------------------------------------------------
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = _ROOT) -> int:
+        return 0 if parent.isValid() else len(self._tiles)
+
+    def data(
+        self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
+        t = self.tile_at(index)
+        if t is None:
+            return None
+        if role == Qt.ItemDataRole.DisplayRole:
+            return t.title()
+        if role == TileRole:
+            return t
+        if role == Qt.ItemDataRole.ToolTipRole:
+            lines = [t.title()]
+            if t.label:
+                lines.append(t.label)
+            lines.append(
+                f"state: {t.state}" + (f" (step {t.step}/{t.steps})" if t.state == RUNNING else "")
+            )
+            if t.value is not None:
+                lines.append(f"objective: {t.value:.4g}")
+            if t.dead:
+                lines.append("dead unit: the objective stayed at zero")
+            if t.message:
+                lines.append(t.message)
+            return "\n".join(lines)
+        return None
+
+    def flags(self, index: QModelIndex | QPersistentModelIndex) -> Qt.ItemFlag:
+        if not index.isValid():
+            return Qt.ItemFlag.NoItemFlags
+        return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
+
+
+class TileDelegate(QStyledItemDelegate):
+    """Paints a tile: image (or placeholder), progress, state overlay and a two-line caption."""
+
+    PAD = 6
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.tile_px = DEFAULT_TILE
+
+    def _line_h(self, option: QStyleOptionViewItem) -> int:
+        return QFontMetrics(option.font).height()
+
+    def sizeHint(
+        self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
+    ) -> QSize:
+        line = self._line_h(option)
+        return QSize(self.tile_px + 2 * self.PAD, self.tile_px + 2 * self.PAD + 2 * line + 2)
+
+    def paint(
+        self,
+        painter: QPainter,
+        option: QStyleOptionViewItem,
+        index: QModelIndex | QPersistentModelIndex,
+    ) -> None:
+        tile: Tile | None = index.data(TileRole)
+        if tile is None:
+            return
+        painter.save()
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+        pal = option.palette
+        r = option.rect.adjusted(1, 1, -1, -1)
+        selected = bool(option.state & QStyle.StateFlag.State_Selected)
+        hover = bool(option.state & QStyle.StateFlag.State_MouseOver)
+        bg = (
+            pal.color(QPalette.ColorRole.Highlight)
+            if selected
+            else pal.color(QPalette.ColorRole.AlternateBase)
+        )
+        if hover and not selected:
+            bg = bg.darker(106)
+        path = QPainterPath()
+        path.addRoundedRect(QRectF(r), 6, 6)
+        painter.fillPath(path, bg)
+        if tile.state == FAILED:
+            painter.setPen(QPen(QColor(200, 40, 40), 2))
+            painter.drawPath(path)
+
+        s = self.tile_px
+        img_rect = QRect(r.left() + self.PAD - 1, r.top() + self.PAD - 1, s, s)
+        self._paint_image(painter, img_rect, tile)
+        self._paint_overlay(painter, img_rect, tile, option)
+
+        # caption: line 1 the unit and its value (or state), line 2 the class label / kind
+        line = self._line_h(option)
+        text_color = pal.color(
+            QPalette.ColorRole.HighlightedText if selected else QPalette.ColorRole.Text
+        )
+        dim = QColor(text_color)
+        dim.setAlpha(170)
+        y = img_rect.bottom() + 3
+        fm = QFontMetrics(option.font)
+        status = tile.status_text()
+        status_w = fm.horizontalAdvance(status) + 6
+        top = QRect(img_rect.left(), y, s, line)
+        state_color = {FAILED: QColor(210, 50, 50), CANCELLED: QColor(170, 120, 20)}.get(
+            tile.state, dim if tile.state in (QUEUED, RUNNING) else text_color
+        )
+        painter.setFont(option.font)
+        painter.setPen(state_color)
+        painter.drawText(top, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, status)
+        bold = QFont(option.font)
+        bold.setBold(True)
+        painter.setFont(bold)
+        painter.setPen(text_color)
+        title_w = max(0, s - status_w)
+        painter.drawText(
+            top.adjusted(0, 0, -status_w, 0),
+            Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
+            QFontMetrics(bold).elidedText(tile.title(), Qt.TextElideMode.ElideLeft, title_w),
+        )
+        painter.setFont(option.font)
+        second = QRect(img_rect.left(), y + line, s, line)
+        left_text = tile.label or (
+            "dead unit" if tile.dead else "" if tile.kind == "channel" else tile.kind
+        )
+        painter.setPen(dim)
+        painter.drawText(
+            second,
+            Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
+            fm.elidedText(left_text, Qt.TextElideMode.ElideRight, s),
+        )
+        painter.restore()
+
+    def _paint_image(self, painter: QPainter, rect: QRect, tile: Tile) -> None:
+        painter.fillRect(rect, QColor(38, 38, 42))
+        if tile.image is None or tile.image.isNull():
+            return
+        iw, ih = tile.image.width(), tile.image.height()
+        scale = min(rect.width() / iw, rect.height() / ih)
+        w, h = max(1, round(iw * scale)), max(1, round(ih * scale))
+        target = QRect(
+            rect.left() + (rect.width() - w) // 2, rect.top() + (rect.height() - h) // 2, w, h
+        )
+        # Enlarging: nearest neighbour (the pixels are the data); shrinking: smooth.
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, scale < 1.0)
+        painter.drawImage(target, tile.image)
+
+    def _paint_overlay(
+        self, painter: QPainter, rect: QRect, tile: Tile, option: QStyleOptionViewItem
+    ) -> None:
+        small = QFont(option.font)
+        small.setPointSizeF(max(7.0, option.font.pointSizeF() * 0.9))
+        painter.setFont(small)
+        if tile.state == RUNNING:
+            bar = QRect(rect.left(), rect.bottom() - 5, rect.width(), 6)
+            painter.fillRect(bar, QColor(0, 0, 0, 150))
+            done = QRect(bar.left(), bar.top(), round(bar.width() * tile.progress), bar.height())
+            painter.fillRect(done, option.palette.color(QPalette.ColorRole.Highlight).lighter(120))
+            if tile.image is None:
+                self._centered(painter, rect, "optimizing…", QColor(220, 220, 220))
+        elif tile.state == QUEUED:
+            self._centered(painter, rect, "queued", QColor(170, 170, 170))
+        elif tile.state == CANCELLED:
+            painter.fillRect(rect, QColor(0, 0, 0, 110))
+            self._centered(painter, rect, "cancelled", QColor(255, 220, 120))
+        elif tile.state == FAILED:
+            painter.fillRect(rect, QColor(60, 0, 0, 170))
+            inner = rect.adjusted(6, 6, -6, -6)
+            painter.setPen(QColor(255, 200, 200))
+            painter.drawText(
+                inner,
+                Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap,
+                "failed\n" + (tile.message or ""),
+            )
+        elif tile.dead and tile.state == DONE:
+            badge = QRect(rect.left() + 4, rect.top() + 4, 40, 16)
+            painter.fillRect(badge, QColor(0, 0, 0, 160))
+            painter.setPen(QColor(255, 200, 120))
+            painter.drawText(badge, Qt.AlignmentFlag.AlignCenter, "dead")
+
+    @staticmethod
+    def _centered(painter: QPainter, rect: QRect, text: str, color: QColor) -> None:
+        painter.setPen(color)
+        painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, text)
+
+
+class TileView(QListView):
+    """The grid of tiles: wraps left to right, multi-selection, Ctrl+wheel resizes the tiles."""
+
+    zoom_requested = Signal(int)  # tile id
+    tile_size_changed = Signal(int)
+
+    def __init__(self, model: TileModel, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("tileView")
+        self.setModel(model)
+        self.delegate = TileDelegate(self)
+        self.setItemDelegate(self.delegate)
+        self.setViewMode(QListView.ViewMode.ListMode)
+        self.setFlow(QListView.Flow.LeftToRight)
+        self.setWrapping(True)
+        self.setResizeMode(QListView.ResizeMode.Adjust)
+        self.setMovement(QListView.Movement.Static)
+        self.setUniformItemSizes(True)
+        self.setLayoutMode(QListView.LayoutMode.Batched)
+        self.setBatchSize(256)
+        self.setSpacing(4)
+        self.setMouseTracking(True)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.doubleClicked.connect(self._on_double_click)
+        self.empty_text = ""
+
+    def tile_model(self) -> TileModel:
+        return self.model()  # type: ignore[return-value]
+
+    def set_tile_size(self, px: int) -> None:
+        px = int(max(MIN_TILE, min(MAX_TILE, px)))
+        if px == self.delegate.tile_px:
+            return
+        self.delegate.tile_px = px
+        self.scheduleDelayedItemsLayout()
+        self.viewport().update()
+        self.tile_size_changed.emit(px)
+
+    def tile_size(self) -> int:
+        return self.delegate.tile_px
+
+    def selected_tiles(self) -> list[Tile]:
+        m = self.tile_model()
+        rows = sorted(i.row() for i in self.selectionModel().selectedIndexes())
+        return [t for t in (m.tile_at(m.index(r, 0)) for r in rows) if t is not None]
+
+    def current_tile(self) -> Tile | None:
+        idx = self.currentIndex()
+        tile = self.tile_model().tile_at(idx) if idx.isValid() else None
+        if tile is None:
+            sel = self.selected_tiles()
+            tile = sel[0] if sel else None
+        return tile
+
+    def _on_double_click(self, index: QModelIndex) -> None:
+        tile = self.tile_model().tile_at(index)
+        if tile is not None:
+            self.zoom_requested.emit(tile.id)
+
+    def wheelEvent(self, e: QWheelEvent) -> None:
+        if e.modifiers() & Qt.KeyboardModifier.ControlModifier:
+            step = 1.15 if e.angleDelta().y() > 0 else 1 / 1.15
+            self.set_tile_size(round(self.tile_size() * step))
+            e.accept()
+            return
+        super().wheelEvent(e)
+
+    def paintEvent(self, e) -> None:
+        super().paintEvent(e)
+        if self.model() is not None and self.model().rowCount() == 0 and self.empty_text:
+            p = QPainter(self.viewport())
+            color = self.palette().color(QPalette.ColorRole.PlaceholderText)
+            p.setPen(color)
+            p.drawText(
+                self.viewport().rect().adjusted(24, 24, -24, -24),
+                Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap,
+                self.empty_text,
+            )
+            p.end()
+
+
+class ZoomDialog(QDialog):
+    """One tile at full resolution, nearest-neighbour scaled, live while it still renders."""
+
+    ZOOMS = (1, 2, 3, 4, 6, 8)
+
+    def __init__(self, model: TileModel, tile_id: int, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("zoomDialog")
+        self.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
+        self._model = model
+        self.tile_id = tile_id
+        self._zoom: int | None = None  # None = fit to window
+        self.image_label = QLabel()
+        self.image_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.image_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
+        self.scroll = QScrollArea()
+        self.scroll.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.scroll.setWidget(self.image_label)
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setBackgroundRole(QPalette.ColorRole.Dark)
+        self.scroll.setMinimumSize(300, 300)
+
+        buttons = QHBoxLayout()
+        fit = QPushButton("Fit")
+        fit.clicked.connect(lambda: self.set_zoom(None))
+        buttons.addWidget(fit)
+        for z in self.ZOOMS:
+            b = QPushButton(f"{z}×")
+            b.setToolTip(f"{z} screen pixels per image pixel (nearest neighbour)")
+            b.clicked.connect(lambda _=False, z=z: self.set_zoom(z))
+            buttons.addWidget(b)
+        buttons.addStretch(1)
+        copy = QPushButton("Copy")
+        copy.setToolTip("Copy the image to the clipboard")
+        copy.clicked.connect(self.copy_image)
+        save = QPushButton("Save PNG…")
+        save.clicked.connect(self.save_image)
+        buttons.addWidget(copy)
+        buttons.addWidget(save)
+
+        self.info = QFormLayout()
+        self.info_labels: dict[str, QLabel] = {}
+        for key in ("Unit", "Label", "State", "Objective", "Seed / steps", "Settings"):
+            lab = QLabel()
+            lab.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            lab.setWordWrap(True)
+            self.info_labels[key] = lab
+            self.info.addRow(key + ":", lab)
+        close = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        close.rejected.connect(self.close)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.scroll, 1)
+        layout.addLayout(buttons)
+        layout.addLayout(self.info)
+        layout.addWidget(close)
+        for z, key in ((None, "0"), (1, "1"), (2, "2"), (4, "4"), (8, "8")):
+            act = QAction(self)
+            act.setShortcut(QKeySequence(key))
+            act.triggered.connect(lambda _=False, z=z: self.set_zoom(z))
+            self.addAction(act)
+        model.dataChanged.connect(self._on_changed)
+        model.rowsRemoved.connect(self._on_removed)
+        model.modelReset.connect(self._on_removed)
+        self.resize(640, 760)
+        self.refresh()
+
+    def tile(self) -> Tile | None:
+        return self._model.tile(self.tile_id)
+
+    def set_zoom(self, zoom: int | None) -> None:
+        self._zoom = zoom
+        self.scroll.setWidgetResizable(zoom is None)
+        self._render_pixmap()
+
+    def current_pixmap(self) -> QPixmap | None:
+        pm = self.image_label.pixmap()
+        return None if pm is None or pm.isNull() else pm
+
+    def refresh(self) -> None:
+        t = self.tile()
+        if t is None:
+            return
+        self.setWindowTitle(f"{t.title()} — fvdesk")
+        info = self.info_labels
+        info["Unit"].setText(t.title() + (f"   [{t.kind}]" if t.kind else ""))
+        info["Label"].setText(t.label or "—")
+        info["State"].setText(
+            t.state
+            + (f": {t.message}" if t.message else "")
+            + (f" (step {t.step}/{t.steps})" if t.state == RUNNING else "")
+        )
+        info["Objective"].setText(f"{t.value:.6g}" if t.value is not None else "—")
+        seed = t.settings.get("seed", "—") if t.settings else "—"
+        info["Seed / steps"].setText(f"{seed} / {t.steps or t.settings.get('steps', '—')}")
+        keys = ("size", "param", "decorrelate", "lr", "tv", "l1", "l2", "blur_every")
+        info["Settings"].setText(
+            ", ".join(f"{k} {t.settings[k]}" for k in keys if k in t.settings) or "—"
+        )
+        self._render_pixmap()
+
+    def _render_pixmap(self) -> None:
+        t = self.tile()
+        if t is None or t.image is None or t.image.isNull():
+            self.image_label.setText("no image yet")
+            return
+        img = t.image
+        if self._zoom is None:
+            avail = self.scroll.viewport().size()
+            z = max(1, min(avail.width() // img.width(), avail.height() // img.height()))
+        else:
+            z = self._zoom
+        pm = QPixmap.fromImage(
+            img.scaled(
+                img.width() * z,
+                img.height() * z,
+                Qt.AspectRatioMode.IgnoreAspectRatio,
+                Qt.TransformationMode.FastTransformation,
+            )
+        )
+        self.image_label.setPixmap(pm)
+        if self._zoom is not None:
+            self.image_label.resize(pm.size())
+
+    def resizeEvent(self, e) -> None:
+        super().resizeEvent(e)
+        if self._zoom is None:
+            self._render_pixmap()
+
+    def _on_changed(self, first: QModelIndex, last: QModelIndex) -> None:
+        t = self.tile()
+        if t is not None and first.row() <= self._model.index_of(self.tile_id).row() <= last.row():
+            self.refresh()
+
+    def _on_removed(self, *_: object) -> None:
+        if self.tile() is None:
+            self.close()
+
+    def copy_image(self) -> None:
+        t = self.tile()
+        if t is not None and t.image is not None:
+            QGuiApplication.clipboard().setImage(t.image)
+
+    def save_image(self) -> None:
+        t = self.tile()
+        if t is None or t.image is None:
+            return
+        stem = (
+            "".join(c if c.isalnum() or c in "-_." else "_" for c in t.caption).strip("._")
+            or "tile"
+        )
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save Image", stem + ".png", "PNG images (*.png)"
+        )
+        if path:
+            t.image.save(path, "PNG")
