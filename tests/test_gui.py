@@ -149,7 +149,7 @@ def test_tree_columns_units_and_labels(qtbot, demo_window):
     w = demo_window
     rows = tree_rows(w)
     by_name = {ref.layer.name: cols for _, ref, cols in rows if ref.kind == "layer"}
-    assert by_name[CONV1][1:] == ["Conv", "16×224×224", "16"]
+    assert by_name[CONV1][1:] == ["Conv", "16×64×64", "16"]
     assert by_name[LOGITS][1:] == ["Gemm", "8", "8"]
     assert any(ref.kind == "group" for _, ref, _ in rows)  # the name tree, not a flat list
     # units are lazy: nothing fetched until a layer is expanded

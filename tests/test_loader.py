@@ -351,3 +351,25 @@ def test_progress_on_a_100mb_model(model_cache: Path) -> None:
     assert all(isinstance(msg, str) and msg for _, msg in events)
     assert m.parity is not None and m.parity.ok
     assert m.input.height == 64 and m.graph.logits_name == "fc2"
+
+
+def test_demo_model_defaults_to_its_training_size(demo_model_path):
+    """A size-agnostic graph renders at the size its metadata says it was trained at."""
+    m = load_model(demo_model_path)
+    assert (m.input.height, m.input.width) == (64, 64) and not m.input.fixed_size
+    conv = m.graph["/features/block1/conv/Conv"]
+    assert conv.shape[1:] == (16, 64, 64)
+
+
+@pytest.mark.parametrize("bad", ['"sixty-four"', "[64]", "2"])
+def test_bad_input_size_metadata_names_the_file(demo_model_path, tmp_path, bad):
+    from fvdesk.core.errors import ConfigError
+
+    proto = onnx.load(demo_model_path)
+    for prop in proto.metadata_props:
+        if prop.key == "fvdesk.input_size":
+            prop.value = bad
+    path = tmp_path / "sized.onnx"
+    onnx.save(proto, path)
+    with pytest.raises(ConfigError, match=r"sized\.onnx.*fvdesk\.input_size"):
+        load_model(path, check_parity=False)

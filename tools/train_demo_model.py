@@ -209,6 +209,8 @@ def add_metadata(proto: onnx.ModelProto, summary: dict[str, object]) -> None:
     props = {
         "fvdesk.labels": json.dumps(list(CLASSES)),
         "fvdesk.preprocessing": json.dumps(PREPROCESSING),
+        # The graph accepts any size; this is the size it was trained at, the app's default canvas.
+        "fvdesk.input_size": json.dumps([summary["size"], summary["size"]]),
         "fvdesk.training": json.dumps(summary, sort_keys=True),
         "model_author": "fvdesk project (tools/train_demo_model.py)",
     }

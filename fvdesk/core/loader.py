@@ -189,6 +189,9 @@ class _Loader:
         index, spec_base = self._find_image_input(model, chosen, explicit=input_name is not None)
         canon.prune_unused(model, report, protect=[model.graph.input[index].name])
         index = [i.name for i in model.graph.input].index(spec_base["name"])
+        hint = _size_hint(metadata, str(self.path)) if spec_base["dynamic_size"] else None
+        if hint:
+            spec_base["height"], spec_base["width"] = hint
 
         self.phase = "checking the operators"
         self.report(0.4, "Checking operators")
@@ -232,13 +235,14 @@ class _Loader:
         self.mark("layers")
 
         self.phase = "reading preprocessing and labels"
+        height, width = spec_base["height"], spec_base["width"]
         spec = InputSpec(
             name=spec_base["name"],
             index=index,
             layout=spec_base["layout"],
             channels=spec_base["channels"],
-            height=spec_base["height"],
-            width=spec_base["width"],
+            height=height,
+            width=width,
             fixed_size=fixed_size,
             max_batch=max_batch,
             dtype=spec_base["dtype"],
@@ -674,6 +678,23 @@ def _describe_input(vi: Any) -> str:
         str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim
     ]
     return f"{vi.name} {dt}[{', '.join(dims)}]"
+
+
+def _size_hint(metadata: dict[str, str], where: str) -> tuple[int, int] | None:
+    """``fvdesk.input_size`` (``64`` or ``[h, w]``): the training size of a size-agnostic model."""
+    raw = metadata.get("fvdesk.input_size")
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+        h, w = (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+    except (ValueError, TypeError, IndexError, KeyError):
+        raise ConfigError(
+            f"The metadata of {where} has an unreadable fvdesk.input_size {raw!r} (expected 64 or [h, w])."
+        ) from None
+    if not (8 <= h <= 4096 and 8 <= w <= 4096):
+        raise ConfigError(f"The metadata of {where} has an out-of-range fvdesk.input_size {raw!r}.")
+    return h, w
 
 
 def _image_spec(vi: Any) -> dict | None:
