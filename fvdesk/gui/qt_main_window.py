@@ -1154,7 +1154,7 @@ class MainWindow(QMainWindow):
                     continue
                 changed = t.state != RUNNING
                 t.state = RUNNING
-                t.step = int(ev.step) + 1
+                t.step = int(ev.step)  # the engine counts steps from 1
                 t.steps = int(ev.steps)
                 if values is not None and i < len(values):
                     t.value = float(values[i])
@@ -1257,7 +1257,7 @@ class MainWindow(QMainWindow):
         job = self.queue.current
         if job is not None:
             step = (
-                f" · step {ev.step + 1}/{ev.steps}"
+                f" · step {ev.step}/{ev.steps}"
                 if ev is not None and hasattr(ev, "step")
                 else ""
             )

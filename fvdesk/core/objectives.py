@@ -1,0 +1,540 @@
+"""Objectives: what a render maximizes, composable with ``+``, ``-`` and scalar ``*``.
+
+An objective declares the layers it reads (``.layers``, node names of the ``LayerGraph``, never
+Python objects) and maps ``{layer: activation}`` to one value per image, a tensor ``[B]``.  The
+render loop asks ``model.extractor(objective.layers)`` once, so the model is cut after the last
+layer any term needs, and maximizes ``sum(values)``.
+
+Per-image values (rather than one scalar) are what make batched renders useful: every image of a
+batch can hold its own unit (``batch=i`` restricts a term to image ``i``; a sequence of units
+gives image ``b`` unit ``units[b]``), the GUI shows each image's progress, and dead units are
+detected per image.
+
+Terms (the article's list): ``neuron`` (``layer[x, y, z]``, centre by default), ``channel``
+(mean of ``layer[:, :, z]``), ``deepdream`` (mean of ``layer**2``), ``logit`` (``pre_softmax[k]``),
+``probability`` (``softmax[k]``), ``direction`` (dot product with a channel-space vector),
+``random_direction``, ``negative`` (minimize anything), ``diversity`` (negative pairwise cosine
+similarity of Gram matrices across the batch), ``interpolate`` (linear blend of two objectives
+across the batch) and ``alignment`` (neighbouring images' activations alike).  Diversity and
+alignment couple images of a batch (``coupled``): they cannot be split across batches, and
+dead-unit detection ignores them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from numbers import Real
+from typing import Literal
+
+import torch
+
+UnitKind = Literal["neuron", "channel", "deepdream", "logit", "prob"]
+Activations = Mapping[str, torch.Tensor]
+
+
+class Objective:
+    """Base class: ``obj(acts) -> values [B]`` (maximized), plus arithmetic."""
+
+    layers: tuple[str, ...] = ()
+    coupled: bool = False
+
+    def __call__(self, acts: Activations) -> torch.Tensor:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+    def __repr__(self) -> str:
+        return self.describe()
+
+    def main(self) -> Objective | None:
+        """The part that is a sum of per-image terms (no batch coupling), or ``None``."""
+        return None if self.coupled else self
+
+    def subset(self, start: int, stop: int) -> Objective:
+        """The same objective for images ``start:stop`` of the batch, renumbered from 0.
+
+        Lets the renderer split a batch (out of memory, batch-1 models) without changing what
+        each image optimizes.  Coupled objectives cannot be split.
+        """
+        if self.coupled:
+            raise ValueError(f"{self.describe()} couples the images of a batch and cannot be split")
+        return self
+
+    # -- arithmetic ----------------------------------------------------------------------------
+    def __add__(self, other: object) -> Objective:
+        if isinstance(other, Real) and other == 0:
+            return self
+        if not isinstance(other, Objective):
+            return NotImplemented
+        return Linear([(1.0, self), (1.0, other)])
+
+    def __radd__(self, other: object) -> Objective:
+        if isinstance(other, Real) and other == 0:  # sum([...]) starts from 0
+            return self
+        return NotImplemented
+
+    def __sub__(self, other: object) -> Objective:
+        if not isinstance(other, Objective):
+            return NotImplemented
+        return Linear([(1.0, self), (-1.0, other)])
+
+    def __mul__(self, k: object) -> Objective:
+        if not isinstance(k, Real) or isinstance(k, bool):
+            return NotImplemented
+        return Linear([(float(k), self)])
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, k: object) -> Objective:
+        if not isinstance(k, Real) or isinstance(k, bool) or k == 0:
+            return NotImplemented
+        return Linear([(1.0 / float(k), self)])
+
+    def __neg__(self) -> Objective:
+        return Linear([(-1.0, self)])
+
+
+def _layers(*objs: Objective) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(name for o in objs for name in o.layers))
+
+
+class Linear(Objective):
+    """A weighted sum of objectives (what ``+``, ``-``, ``*`` build); nested sums are flattened."""
+
+    def __init__(self, terms: Sequence[tuple[float, Objective]]) -> None:
+        flat: list[tuple[float, Objective]] = []
+        for w, o in terms:
+            if isinstance(o, Linear):
+                flat.extend((w * w2, o2) for w2, o2 in o.terms)
+            else:
+                flat.append((float(w), o))
+        self.terms = flat
+        self.layers = _layers(*(o for _, o in flat))
+        self.coupled = any(o.coupled for _, o in flat)
+
+    def __call__(self, acts: Activations) -> torch.Tensor:
+        total = None
+        for w, o in self.terms:
+            v = o(acts)
+            v = v if w == 1.0 else v * w
+            total = v if total is None else total + v
+        assert total is not None
+        return total
+
+    def describe(self) -> str:
+        parts = []
+        for i, (w, o) in enumerate(self.terms):
+            sign = "-" if w < 0 else ("+" if i else "")
+            mag = abs(w)
+            body = o.describe() if mag == 1.0 else f"{mag:g}*{o.describe()}"
+            parts.append(f"{sign} {body}".strip() if i else f"{sign}{body}")
+        return " ".join(parts)
+
+    def main(self) -> Objective | None:
+        kept = [(w, o.main()) for w, o in self.terms]
+        kept2 = [(w, o) for w, o in kept if o is not None]
+        if not kept2:
+            return None
+        return Linear(kept2) if len(kept2) != 1 or kept2[0][0] != 1.0 else kept2[0][1]
+
+    def subset(self, start: int, stop: int) -> Objective:
+        return Linear([(w, o.subset(start, stop)) for w, o in self.terms])
+
+
+def _restrict(values: torch.Tensor, batch: int | None) -> torch.Tensor:
+    """Keep image ``batch``'s value, zero elsewhere (gradient only reaches that image)."""
+    if batch is None:
+        return values
+    if not -values.shape[0] <= batch < values.shape[0]:
+        raise IndexError(f"objective restricted to image {batch} of a batch of {values.shape[0]}")
+    mask = torch.zeros_like(values)
+    mask[batch] = 1.0
+    return values * mask
+
+
+def _subset_batch(batch: int | None, start: int, stop: int) -> tuple[bool, int | None]:
+    """(keep, new index) of a ``batch=`` restriction inside images ``start:stop``."""
+    if batch is None:
+        return True, None
+    if start <= batch < stop:
+        return True, batch - start
+    return False, None
+
+
+class Zero(Objective):
+    """Contributes nothing (a restricted term whose image is outside a sub-batch)."""
+
+    def __init__(self, layers: tuple[str, ...] = ()) -> None:
+        self.layers = layers
+
+    def __call__(self, acts: Activations) -> torch.Tensor:
+        a = next(iter(acts.values()))
+        return torch.zeros(a.shape[0], device=a.device, dtype=torch.float32)
+
+    def describe(self) -> str:
+        return "0"
+
+
+class Unit(Objective):
+    """One unit per image of a layer: neuron, channel, logit, probability, or the whole layer.
+
+    ``unit`` is an int (every image the same unit) or a sequence with one unit per image.
+    """
+
+    def __init__(
+        self,
+        layer: str,
+        kind: UnitKind,
+        unit: int | Sequence[int] | None = None,
+        *,
+        x: int | None = None,
+        y: int | None = None,
+        batch: int | None = None,
+    ) -> None:
+        if kind not in ("neuron", "channel", "deepdream", "logit", "prob"):
+            raise ValueError(f"unknown objective kind {kind!r}")
+        if kind != "deepdream" and unit is None:
+            raise ValueError(f"a {kind} objective needs a unit index")
+        self.layer, self.kind, self.x, self.y, self.batch = layer, kind, x, y, batch
+        self.unit: int | tuple[int, ...] | None = (
+            None
+            if unit is None
+            else int(unit)
+            if isinstance(unit, int)
+            else tuple(int(u) for u in unit)
+        )
+        self.layers = (layer,)
+        self._checked = -1  # channel count the unit indices were validated against
+        self._cache: dict[tuple[str, torch.device, int], torch.Tensor] = {}
+
+    def _index(self, device: torch.device) -> torch.Tensor:
+        """The per-image unit indices as a tensor on ``device`` (made once, not every step)."""
+        key = ("units", device, 0)
+        if key not in self._cache:
+            self._cache[key] = torch.tensor(self.unit, device=device)
+        return self._cache[key]
+
+    def _rows(self, b: int, device: torch.device) -> torch.Tensor:
+        key = ("rows", device, b)
+        if key not in self._cache:
+            self._cache[key] = torch.arange(b, device=device)
+        return self._cache[key]
+
+    def describe(self) -> str:
+        u = "" if self.unit is None else f", {self.unit}"
+        at = "" if self.x is None and self.y is None else f" at ({self.x}, {self.y})"
+        b = "" if self.batch is None else f" [image {self.batch}]"
+        return f"{self.kind}({self.layer}{u}){at}{b}"
+
+    def _per_channel(self, act: torch.Tensor) -> torch.Tensor:
+        """(B, C) measure of every channel (used when all channels are needed: prob)."""
+        if self.kind == "neuron" and act.dim() == 4:
+            return act[:, :, self._yy(act), self._xx(act)]
+        return act.flatten(2).mean(-1) if act.dim() > 2 else act
+
+    def _xx(self, act: torch.Tensor) -> int:
+        return act.shape[3] // 2 if self.x is None else self.x
+
+    def _yy(self, act: torch.Tensor) -> int:
+        return act.shape[2] // 2 if self.y is None else self.y
+
+    def __call__(self, acts: Activations) -> torch.Tensor:
+        act = acts[self.layer].float()
+        b = act.shape[0]
+        if self.kind == "deepdream":
+            return _restrict(act.pow(2).flatten(1).mean(1), self.batch)
+        units = self.unit
+        if isinstance(units, tuple) and len(units) != b:
+            raise ValueError(f"{self.describe()} has {len(units)} units for a batch of {b}")
+        n = act.shape[1]
+        if self._checked != n:
+            for u in units if isinstance(units, tuple) else (units,):
+                if not 0 <= u < n:  # type: ignore[operator]
+                    raise IndexError(f"unit {u} is out of range: {self.layer} has {n} channels")
+            self._checked = n
+        if self.kind == "prob":
+            m = torch.softmax(self._per_channel(act), dim=1)
+            if isinstance(units, int):
+                v = m[:, units]
+            else:
+                v = m[self._rows(b, m.device), self._index(m.device)]
+            return _restrict(v, self.batch)
+        if isinstance(units, int):
+            sel = act[:, units]
+        else:
+            sel = act[self._rows(b, act.device), self._index(act.device)]
+        if sel.dim() == 1:  # vector layer
+            v = sel
+        elif self.kind == "neuron" and sel.dim() == 3:
+            v = sel[:, self._yy(act), self._xx(act)]
+        else:
+            v = sel.flatten(1).mean(1)
+        return _restrict(v, self.batch)
+
+    def subset(self, start: int, stop: int) -> Objective:
+        keep, b = _subset_batch(self.batch, start, stop)
+        if not keep:
+            return Zero(self.layers)
+        unit = self.unit[start:stop] if isinstance(self.unit, tuple) else self.unit
+        return Unit(self.layer, self.kind, unit, x=self.x, y=self.y, batch=b)
+
+
+def neuron(
+    layer: str,
+    z: int | Sequence[int],
+    x: int | None = None,
+    y: int | None = None,
+    *,
+    batch: int | None = None,
+) -> Objective:
+    """``layer[x, y, z]`` (centre position by default): one spatial position of one channel."""
+    return Unit(layer, "neuron", z, x=x, y=y, batch=batch)
+
+
+def channel(layer: str, z: int | Sequence[int], *, batch: int | None = None) -> Objective:
+    """Mean of ``layer[:, :, z]``: the article's default objective."""
+    return Unit(layer, "channel", z, batch=batch)
+
+
+def deepdream(layer: str, *, batch: int | None = None) -> Objective:
+    """Mean of ``layer**2``: what the whole layer finds 'interesting'."""
+    return Unit(layer, "deepdream", None, batch=batch)
+
+
+def logit(layer: str, k: int | Sequence[int], *, batch: int | None = None) -> Objective:
+    """Class logit ``pre_softmax[k]`` (spatial mean for fully convolutional classifiers)."""
+    return Unit(layer, "logit", k, batch=batch)
+
+
+def probability(layer: str, k: int | Sequence[int], *, batch: int | None = None) -> Objective:
+    """Class probability ``softmax(layer)[k]`` (softmax over the channel axis)."""
+    return Unit(layer, "prob", k, batch=batch)
+
+
+def negative(objective: Objective) -> Objective:
+    """Minimize instead of maximize: the 'opposite' example."""
+    return -objective
+
+
+def unit(
+    layer: str, kind: UnitKind, z: int | Sequence[int] | None, *, batch: int | None = None
+) -> Objective:
+    """The objective of a ``UnitJob`` kind by name."""
+    return Unit(layer, kind, z, batch=batch)
+
+
+class Direction(Objective):
+    """Mean over positions of ``layer[x, y, :] . vector``: a direction in channel space."""
+
+    def __init__(
+        self, layer: str, vector: Sequence[float] | torch.Tensor, *, batch: int | None = None
+    ) -> None:
+        self.layer, self.batch = layer, batch
+        self.vector = torch.as_tensor(vector, dtype=torch.float32).flatten()
+        self.layers = (layer,)
+
+    def describe(self) -> str:
+        b = "" if self.batch is None else f" [image {self.batch}]"
+        return f"direction({self.layer}, {self.vector.numel()}-d){b}"
+
+    def __call__(self, acts: Activations) -> torch.Tensor:
+        act = acts[self.layer].float()
+        if act.shape[1] != self.vector.numel():
+            raise ValueError(
+                f"{self.layer} has {act.shape[1]} channels, the direction has {self.vector.numel()}"
+            )
+        v = self.vector.to(act.device).view(1, -1, *([1] * (act.dim() - 2)))
+        dot = (act * v).sum(1)
+        return _restrict(dot.flatten(1).mean(1) if dot.dim() > 1 else dot, self.batch)
+
+    def subset(self, start: int, stop: int) -> Objective:
+        keep, b = _subset_batch(self.batch, start, stop)
+        return Direction(self.layer, self.vector, batch=b) if keep else Zero(self.layers)
+
+
+def direction(
+    layer: str, vector: Sequence[float] | torch.Tensor, *, batch: int | None = None
+) -> Objective:
+    """Dot product with ``vector`` (length = the layer's channels), averaged over positions."""
+    return Direction(layer, vector, batch=batch)
+
+
+def random_direction(
+    layer: str, channels: int, seed: int = 0, *, batch: int | None = None
+) -> Objective:
+    """A seeded random unit vector in the layer's channel space (Szegedy et al.'s experiment)."""
+    g = torch.Generator().manual_seed(int(seed))
+    v = torch.randn(channels, generator=g)
+    return Direction(layer, v / v.norm(), batch=batch)
+
+
+class Diversity(Objective):
+    """``-sum_{a != b} cos(vec(G_a), vec(G_b)) / n`` within each group of images (article, Lucid).
+
+    ``G`` is the per-image Gram matrix of the layer's channels.  Each image's value is its share
+    (its row of the similarity matrix), so the per-image values sum to Lucid's batch term.
+    """
+
+    coupled = True
+
+    def __init__(self, layer: str, groups: Sequence[Sequence[int]] | None = None) -> None:
+        self.layer = layer
+        self.groups = None if groups is None else [list(g) for g in groups]
+        self.layers = (layer,)
+
+    def describe(self) -> str:
+        return f"diversity({self.layer})"
+
+    def __call__(self, acts: Activations) -> torch.Tensor:
+        act = acts[self.layer].float()
+        b = act.shape[0]
+        feats = act.flatten(2) if act.dim() > 2 else act.unsqueeze(-1)  # (B, C, P)
+        grams = torch.bmm(feats, feats.transpose(1, 2)).flatten(1)  # (B, C*C)
+        grams = grams / (grams.norm(dim=1, keepdim=True) + 1e-10)
+        out = torch.zeros(b, device=act.device, dtype=act.dtype)
+        for g in self.groups if self.groups is not None else [list(range(b))]:
+            n = len(g)
+            if n < 2:
+                continue
+            idx = torch.tensor(g, device=act.device)
+            gg = grams[idx]
+            sim = gg @ gg.T
+            off = sim.sum(1) - sim.diagonal()
+            out = out.index_add(0, idx, -off / n)
+        return out
+
+
+def diversity(layer: str, groups: Sequence[Sequence[int]] | None = None) -> Objective:
+    """The article's diversity term over the batch (or within each group of batch indices)."""
+    return Diversity(layer, groups)
+
+
+class WithDiversity(Objective):
+    """``main + weight * scale * diversity`` where ``scale`` is the current mean ``|main|`` of the
+    group (detached), so one weight works whatever the layer's activation magnitude.
+
+    Lucid's absolute weight (``channel - 1e2 * diversity``) suits GoogLeNet's mixed4a, whose
+    activations are large; on a small model it swamps the unit objective (facets that no longer
+    excite the unit).  Scaling by the objective keeps the balance the same on every model.
+    """
+
+    coupled = True
+
+    def __init__(
+        self,
+        main: Objective,
+        layer: str,
+        weight: float,
+        groups: Sequence[Sequence[int]] | None = None,
+    ) -> None:
+        if main.coupled:
+            raise ValueError("with_diversity needs a per-image main objective")
+        self.inner = main
+        self.diversity = Diversity(layer, groups)
+        self.weight = float(weight)
+        self.layers = _layers(main, self.diversity)
+
+    def describe(self) -> str:
+        return f"{self.inner.describe()} + {self.weight:g}*|.|*{self.diversity.describe()}"
+
+    def main(self) -> Objective | None:
+        return self.inner
+
+    def __call__(self, acts: Activations) -> torch.Tensor:
+        v = self.inner(acts)
+        d = self.diversity(acts)
+        mag = v.detach().abs()
+        scale = torch.zeros_like(mag)
+        for g in (
+            self.diversity.groups
+            if self.diversity.groups is not None
+            else [list(range(v.shape[0]))]
+        ):
+            idx = torch.tensor(g, device=v.device)
+            scale[idx] = mag[idx].mean().clamp_min(1e-3)
+        return v + self.weight * scale * d
+
+
+def with_diversity(
+    main: Objective, layer: str, weight: float = 3.0, groups: Sequence[Sequence[int]] | None = None
+) -> Objective:
+    """``main`` plus the diversity term, weighted relative to ``main``'s magnitude (see class)."""
+    return WithDiversity(main, layer, weight, groups)
+
+
+class Alignment(Objective):
+    """Neighbouring images' activations alike: ``-sum_d sum_i mean((a_i - a_{i+d})**2) / r**d``.
+
+    Used with ``interpolate`` so the images of an interpolation line up (Lucid's alignment,
+    distances 1..4).  Each pair's penalty is split between its two images.
+    """
+
+    coupled = True
+
+    def __init__(self, layer: str, decay_ratio: float = 2.0) -> None:
+        self.layer, self.decay_ratio = layer, float(decay_ratio)
+        self.layers = (layer,)
+
+    def describe(self) -> str:
+        return f"alignment({self.layer})"
+
+    def __call__(self, acts: Activations) -> torch.Tensor:
+        act = acts[self.layer].float()
+        b = act.shape[0]
+        flat = act.flatten(1)
+        out = torch.zeros(b, device=act.device, dtype=act.dtype)
+        for d in range(1, min(4, b - 1) + 1):
+            diff = (flat[:-d] - flat[d:]).pow(2).mean(1) / self.decay_ratio**d  # (b - d,)
+            out = out.index_add(0, torch.arange(b - d, device=act.device), -0.5 * diff)
+            out = out.index_add(0, torch.arange(d, b, device=act.device), -0.5 * diff)
+        return out
+
+
+def alignment(layer: str, decay_ratio: float = 2.0) -> Objective:
+    """The interpolation alignment term (maximize = neighbouring images alike)."""
+    return Alignment(layer, decay_ratio)
+
+
+class Interpolate(Objective):
+    """Image ``i`` of ``n`` maximizes ``(1 - t_i) * a + t_i * b`` with ``t_i = i / (n - 1)``."""
+
+    def __init__(self, a: Objective, b: Objective, n: int, *, start: int = 0) -> None:
+        if a.coupled or b.coupled:
+            raise ValueError(
+                "interpolate blends per-image objectives; add coupled terms separately"
+            )
+        if n < 1:
+            raise ValueError("an interpolation needs at least one image")
+        self.a, self.b, self.n, self.start = a, b, int(n), int(start)
+        self.layers = _layers(a, b)
+
+    def describe(self) -> str:
+        return f"interpolate({self.a.describe()} -> {self.b.describe()}, {self.n})"
+
+    def weights(self, b: int, device: torch.device) -> torch.Tensor:
+        idx = torch.arange(self.start, self.start + b, device=device, dtype=torch.float32)
+        return idx / max(self.n - 1, 1)
+
+    def __call__(self, acts: Activations) -> torch.Tensor:
+        va, vb = self.a(acts), self.b(acts)
+        t = self.weights(va.shape[0], va.device)
+        return (1.0 - t) * va + t * vb
+
+    def subset(self, start: int, stop: int) -> Objective:
+        return Interpolate(
+            self.a.subset(start, stop), self.b.subset(start, stop), self.n, start=self.start + start
+        )
+
+
+def interpolate(a: Objective, b: Objective, n: int) -> Objective:
+    """Linear blend from ``a`` (first image) to ``b`` (last image) across a batch of ``n``."""
+    return Interpolate(a, b, n)
+
+
+def check_finite_weight(w: float, what: str) -> float:
+    """Validate a user-supplied weight (diversity, alignment) early with a clear message."""
+    if not math.isfinite(w):
+        raise ValueError(f"the {what} weight must be a finite number, got {w!r}")
+    return float(w)

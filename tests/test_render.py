@@ -1,0 +1,458 @@
+"""The render generator's contract on small fixture models: events, results, seeds, cancel, NaN,
+out-of-memory halving, dead units, batch splitting, unusual inputs and ``render_units``."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from fvdesk.core import objectives as O
+from fvdesk.core.errors import ConfigError, RenderError
+from fvdesk.core.loader import load_model
+from fvdesk.core.render import (
+    NoticeEvent,
+    PreviewEvent,
+    RenderResult,
+    RenderSettings,
+    StepEvent,
+    UnitDoneEvent,
+    UnitJob,
+    UnitResult,
+    image_seed,
+    redirected_relu,
+    relu_override,
+    render,
+    render_units,
+)
+from fvdesk.core.transforms import TransformSettings
+from tests.models import dead_unit_onnx, small_onnx
+
+FAST = dict(steps=6, size=32, batch=2, preview_every=0)
+
+
+def drive(gen):
+    """Run a render generator; return (events, result)."""
+    events = []
+    while True:
+        try:
+            events.append(next(gen))
+        except StopIteration as stop:
+            return events, stop.value
+
+
+@pytest.fixture(scope="module")
+def small(model_cache):
+    return load_model(small_onnx(model_cache, "rgb"))
+
+
+@pytest.fixture(scope="module")
+def dead(model_cache):
+    return load_model(dead_unit_onnx(model_cache))
+
+
+RELU = "/features/features.2/Relu"  # 8 channels at full resolution in small_onnx models
+
+
+# -- settings ---------------------------------------------------------------------------------------
+def test_settings_defaults_and_json_round_trip() -> None:
+    s = RenderSettings()
+    assert (s.steps, s.size, s.lr, s.batch, s.param, s.decorrelate, s.decay) == (
+        512,
+        None,
+        0.05,
+        8,
+        "fourier",
+        True,
+        1.0,
+    )
+    assert (
+        s.transforms == TransformSettings() and s.relu_override_steps == 16 and s.device == "auto"
+    )
+    custom = RenderSettings(
+        steps=7,
+        size=96,
+        transforms=None,
+        color_matrix=[[1, 0, 0], [0, 1, 0], [0, 0, 1]],
+        shared=[[1, 2]],
+    )
+    for obj_ in (s, custom):
+        d = json.loads(json.dumps(obj_.to_dict()))
+        assert RenderSettings.from_dict(d) == obj_
+    assert RenderSettings.from_dict({"steps": 3, "added_in_v9": True}).steps == 3
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"steps": -1},
+        {"batch": 0},
+        {"lr": 0},
+        {"param": "wavelet"},
+        {"size": 3},
+        {"color_matrix": [[1]]},
+        {"transforms": {"pad": -2}},
+        {"tv": float("nan")},
+    ],
+)
+def test_bad_settings_are_config_errors(bad: dict) -> None:
+    with pytest.raises(ConfigError):
+        RenderSettings.from_dict(bad)
+
+
+# -- the generator ----------------------------------------------------------------------------------
+def test_events_and_result(small) -> None:
+    s = RenderSettings(steps=5, size=32, batch=3, preview_every=2)
+    events, res = drive(render(small, O.channel(RELU, 1), s))
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    previews = [e for e in events if isinstance(e, PreviewEvent)]
+    assert [e.step for e in steps] == [1, 2, 3, 4, 5]
+    assert all(e.steps == 5 and e.values.shape == (3,) and np.isfinite(e.loss) for e in steps)
+    assert [p.step for p in previews] == [2, 4, 5]
+    assert previews[-1].images.shape == (3, 32, 32, 3) and previews[-1].images.dtype == np.uint8
+    assert isinstance(res, RenderResult)
+    assert res.images.shape == (3, 32, 32, 3) and res.images.dtype == np.uint8
+    assert res.values.shape == (3,) and res.steps_done == 5 and not res.cancelled
+    assert res.dead == [] and res.batch == 3 and res.device.startswith("cpu") and res.seconds > 0
+    assert steps[-1].values.mean() > steps[0].values.mean()  # it optimizes
+
+
+def test_weights_frozen_during_and_restored_after(small) -> None:
+    before = [p.requires_grad for p in small.module.parameters()]
+    drive(render(small, O.channel(RELU, 0), RenderSettings(**FAST)))
+    assert [p.requires_grad for p in small.module.parameters()] == before
+    assert all(p.grad is None for p in small.module.parameters())
+
+
+def test_same_seed_same_images_on_cpu(small) -> None:
+    s = RenderSettings(**FAST, seed=3)
+    _, a = drive(render(small, O.channel(RELU, 2), s))
+    _, b = drive(render(small, O.channel(RELU, 2), s))
+    _, c = drive(render(small, O.channel(RELU, 2), RenderSettings(**{**FAST, "seed": 4})))
+    assert np.array_equal(a.images, b.images) and np.array_equal(a.values, b.values)
+    assert not np.array_equal(a.images, c.images)
+    assert not np.array_equal(a.images[0], a.images[1])  # each image its own seed
+
+
+@pytest.mark.parametrize("as_callable", [False, True])
+def test_cancel_stops_within_one_step(small, as_callable: bool) -> None:
+    flag = threading.Event()
+    cancel = flag.is_set if as_callable else flag
+    gen = render(
+        small, O.channel(RELU, 0), RenderSettings(steps=50, size=32, batch=1), cancel=cancel
+    )
+    seen = []
+    while True:
+        try:
+            ev = next(gen)
+        except StopIteration as stop:
+            res = stop.value
+            break
+        if isinstance(ev, StepEvent):
+            seen.append(ev.step)
+            if ev.step == 3:
+                flag.set()
+    assert seen == [1, 2, 3]
+    assert res.cancelled and res.steps_done == 3 and res.images.shape == (1, 32, 32, 3)
+
+
+class _NaNAt(O.Objective):
+    def __init__(self, inner: O.Objective, step: int) -> None:
+        self.inner, self.step, self.calls = inner, step, 0
+        self.layers = inner.layers
+
+    def __call__(self, acts):
+        self.calls += 1
+        v = self.inner(acts)
+        return v * float("nan") if self.calls >= self.step else v
+
+
+def test_nan_raises_a_render_error_naming_the_step(small) -> None:
+    # relu_override_steps=0: no start probe, so call k is step k
+    s = RenderSettings(steps=10, size=32, batch=1, relu_override_steps=0)
+    with pytest.raises(RenderError, match="step 4"):
+        drive(render(small, _NaNAt(O.channel(RELU, 0), 4), s))
+
+
+def test_unknown_layer_is_a_render_error_with_suggestions(small) -> None:
+    with pytest.raises(RenderError, match="did you mean"):
+        drive(render(small, O.channel("/features/features.2/Relux", 0), RenderSettings(**FAST)))
+
+
+class _OOMAbove(O.Objective):
+    """Pretends the device runs out of memory for batches larger than ``limit``."""
+
+    def __init__(self, inner: O.Objective, limit: int) -> None:
+        self.inner, self.limit = inner, limit
+        self.layers, self.coupled = inner.layers, inner.coupled
+
+    def __call__(self, acts):
+        if next(iter(acts.values())).shape[0] > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.inner(acts)
+
+    def main(self):
+        return self
+
+    def subset(self, start, stop):
+        return _OOMAbove(self.inner.subset(start, stop), self.limit)
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_each_image(small) -> None:
+    s = RenderSettings(**{**FAST, "batch": 4})
+    obj = O.channel(RELU, [0, 1, 2, 3])
+    events, res = drive(render(small, _OOMAbove(obj, 2), s))
+    notices = [e.message for e in events if isinstance(e, NoticeEvent)]
+    assert any("memory" in n and "batches of 2" in n for n in notices)
+    assert res.images.shape[0] == 4 and res.batch == 2
+    offsets = {e.offset for e in events if isinstance(e, StepEvent)}
+    assert offsets == {0, 2}
+    _, whole = drive(render(small, obj, s))
+    # per-image seeds: splitting the batch does not change what each image becomes
+    assert np.abs(whole.images.astype(int) - res.images.astype(int)).max() <= 2
+    with pytest.raises(RenderError, match="memory"):
+        drive(render(small, _OOMAbove(obj + O.diversity(RELU), 2), s))
+
+
+def test_out_of_memory_in_render_units_continues_with_smaller_batches(small) -> None:
+    import fvdesk.core.objectives as objectives_module
+
+    real = objectives_module.Unit.__call__
+
+    def limited(self, acts):
+        if next(iter(acts.values())).shape[0] > 2:
+            raise torch.OutOfMemoryError("out of memory")
+        return real(self, acts)
+
+    objectives_module.Unit.__call__ = limited  # type: ignore[method-assign]
+    try:
+        events, results = drive(
+            render_units(
+                small, UnitJob(RELU, [0, 1, 2, 3, 4]), RenderSettings(**{**FAST, "batch": 4})
+            )
+        )
+    finally:
+        objectives_module.Unit.__call__ = real  # type: ignore[method-assign]
+    assert [r.unit for r in results] == [0, 1, 2, 3, 4]
+    assert any("batches of 2" in e.message for e in events if isinstance(e, NoticeEvent))
+
+
+# -- dead units -------------------------------------------------------------------------------------
+def test_dead_units_are_revived_or_reported(dead) -> None:
+    s = RenderSettings(steps=40, size=24, batch=3)
+    events, results = drive(render_units(dead, UnitJob("relu", [0, 1, 2]), s))
+    notices = " | ".join(e.message for e in events if isinstance(e, NoticeEvent))
+    assert "unit 1, unit 2: zero gradient on the start image" in notices
+    assert "unit 1: revived" in notices
+    assert "unit 2: dead" in notices
+    by_unit = {r.unit: r for r in results}
+    assert not by_unit[0].dead and not by_unit[1].dead and by_unit[2].dead
+    assert by_unit[1].value > 0.5 and by_unit[2].value == 0.0
+
+
+def test_without_the_remedy_the_dead_unit_stays_grey(dead) -> None:
+    s = RenderSettings(steps=40, size=24, batch=1, relu_override_steps=0)
+    _, results = drive(render_units(dead, UnitJob("relu", [1]), s))
+    assert results[0].dead and results[0].value == 0.0
+    assert results[0].image.std() < 8  # never moved from the near-grey start
+
+
+def test_redirected_relu_gradient() -> None:
+    x = torch.tensor([[-1.0, -2.0], [1.0, -1.0], [-1.0, -2.0]], requires_grad=True)
+    g = torch.tensor([[-1.0, 1.0], [-1.0, -1.0], [-1.0, 1.0]])
+    redirected_relu(x, torch.tensor([True, True, False])).backward(g)
+    # row 0 is blocked entirely by a plain ReLU and chosen: the gradient passes except where it
+    # pushes a negative input lower; row 1 is not blocked and row 2 not chosen: plain gradient
+    assert x.grad.tolist() == [[-1.0, 0.0], [-1.0, 0.0], [0.0, 0.0]]
+    assert torch.equal(redirected_relu(x, torch.tensor([True] * 3)), torch.relu(x))
+
+
+def test_relu_override_rewrites_only_relus(small) -> None:
+    ext = small.extractor([RELU])
+    over = relu_override(ext)
+    assert over is not None and relu_override(ext) is over
+    x = small.prepare_input(torch.rand(2, 3, 32, 32))
+    assert torch.allclose(over(x, torch.ones(2, dtype=torch.bool))[RELU], ext(x)[RELU])
+    assert not any(n.op == "call_module" and "Relu" in str(n.target) for n in over.graph.nodes)
+
+
+@pytest.mark.parametrize("kind", ["rgb", "gray", "nhwc", "flatten"])
+@pytest.mark.parametrize("preset", ["imagenet", "caffe", "symmetric"])
+@pytest.mark.parametrize(
+    "tsettings",
+    [TransformSettings(), TransformSettings(pad_mode="reflect"), TransformSettings(pad=0), None],
+    ids=["constant", "reflect", "nopad", "off"],
+)
+def test_fused_input_pipeline_equals_transform_then_prepare_input(
+    model_cache, kind, preset, tsettings
+) -> None:
+    """The renderer folds preprocessing into the transform; it must equal the plain composition."""
+    from fvdesk.core.model import PRESETS
+    from fvdesk.core.render import _InputPipeline
+    from fvdesk.core.transforms import RobustnessTransform
+
+    m = load_model(small_onnx(model_cache, kind), preprocessing=preset, check_parity=False)
+    c = m.input.channels
+    canvas = (40, 40)  # the fixed-size model (native 32) is fitted by resize
+    out = (m.input.height, m.input.width) if m.input.fixed_size else None
+    tf = RobustnessTransform(tsettings, canvas, out=out, seeds=[1, 2])
+    pipe = _InputPipeline(m, tf, c, torch.device("cpu"))
+    assert pipe.affine and m.preprocessing.bgr == PRESETS[preset].bgr
+    x = torch.rand(2, c, *canvas)
+    params = None if tf.identity else tf.draw()
+    want = m.prepare_input(tf.fit_only(x) if params is None else tf.apply(x, params))
+    got = pipe(x, params)
+    assert got.shape == want.shape
+    assert torch.allclose(got, want, atol=1e-4 * (1 + float(want.abs().max())))
+    assert torch.allclose(
+        pipe(x, None), m.prepare_input(tf.fit_only(x)), atol=1e-4 * (1 + float(want.abs().max()))
+    )
+
+
+# -- unusual inputs ---------------------------------------------------------------------------------
+def test_grayscale_model_gets_grayscale_images(model_cache) -> None:
+    m = load_model(small_onnx(model_cache, "gray"))
+    _, res = drive(render(m, O.channel(RELU, 0), RenderSettings(**FAST)))
+    assert res.images.shape == (2, 32, 32, 1)
+
+
+def test_fixed_size_model_renders_any_canvas(model_cache) -> None:
+    m = load_model(small_onnx(model_cache, "flatten"))
+    assert m.input.fixed_size
+    logits = m.graph.logits_name
+    for fit in ("resize", "crop"):
+        s = RenderSettings(**{**FAST, "size": 48, "fit": fit})
+        _, res = drive(render(m, O.logit(logits, 1), s))
+        assert res.images.shape == (2, 48, 48, 3) and np.isfinite(res.values).all()
+
+
+def test_batch_one_model_renders_a_batch_one_image_at_a_time(model_cache) -> None:
+    m = load_model(small_onnx(model_cache, "view1"))
+    assert m.input.max_batch == 1
+    events, res = drive(
+        render(m, O.logit(m.graph.logits_name, 2), RenderSettings(**{**FAST, "batch": 3}))
+    )
+    assert res.images.shape == (3, 32, 32, 3) and res.batch == 1
+    assert {e.offset for e in events if isinstance(e, StepEvent)} == {0, 1, 2}
+    with pytest.raises(RenderError, match="batch 1"):
+        drive(
+            render(
+                m,
+                O.logit(m.graph.logits_name, 2) + O.diversity(RELU),
+                RenderSettings(**{**FAST, "batch": 3}),
+            )
+        )
+
+
+def test_nhwc_model(model_cache) -> None:
+    m = load_model(small_onnx(model_cache, "nhwc"))
+    layer = next(x.name for x in m.graph if x.op == "Relu")
+    _, res = drive(render(m, O.channel(layer, 0), RenderSettings(**FAST)))
+    assert res.images.shape == (2, 32, 32, 3)
+
+
+def test_regularizers_and_blur_run_and_smooth(small) -> None:
+    base = dict(
+        steps=12,
+        size=32,
+        batch=1,
+        param="pixel",
+        decorrelate=False,
+        transforms=None,
+        preview_every=0,
+    )
+
+    def tv(img: np.ndarray) -> float:
+        x = img.astype(float)
+        return float(np.abs(np.diff(x, axis=1)).mean() + np.abs(np.diff(x, axis=2)).mean())
+
+    _, plain = drive(render(small, O.channel(RELU, 3), RenderSettings(**base)))
+    _, with_tv = drive(render(small, O.channel(RELU, 3), RenderSettings(**base, tv=5.0)))
+    _, blurred = drive(
+        render(small, O.channel(RELU, 3), RenderSettings(**base, blur_every=4, blur_sigma=1.0))
+    )
+    _, l12 = drive(render(small, O.channel(RELU, 3), RenderSettings(**base, l1=1.0, l2=1.0)))
+    assert tv(with_tv.images) < tv(plain.images)
+    assert tv(blurred.images) < tv(plain.images)
+    assert (
+        np.abs(l12.images.astype(float) - 127.5).mean()
+        < np.abs(plain.images.astype(float) - 127.5).mean()
+    )
+
+
+def test_interpolation_with_shared_parameterization_and_alignment(small) -> None:
+    """The article's interpolation: blend two channels across the batch, align neighbours, and
+    share low-resolution components between images so objects line up."""
+    a, b = O.channel(RELU, 1), O.channel(RELU, 5)
+    objective = O.interpolate(a, b, 4) + 0.1 * O.alignment(RELU)
+    s = RenderSettings(**{**FAST, "batch": 4, "shared": [[1, 2], [2, 4]]})
+    _, res = drive(render(small, objective, s))
+    assert res.images.shape == (4, 32, 32, 3) and np.isfinite(res.values).all()
+    x = torch.tensor(res.images).permute(0, 3, 1, 2).float() / 255.0
+    with torch.no_grad():
+        acts = small.activations(x, [RELU])[RELU].mean((2, 3))
+    ratio = acts[:, 1] / (acts[:, 1] + acts[:, 5])
+    assert ratio[0] > ratio[3]  # the first image favours channel 1, the last channel 5
+
+
+# -- many units -------------------------------------------------------------------------------------
+def test_render_units_chunks_a_layer(small) -> None:
+    job = UnitJob(RELU, [0, 1, 2, 3, 4])
+    events, results = drive(render_units(small, job, RenderSettings(**{**FAST, "batch": 2})))
+    done = [e.result for e in events if isinstance(e, UnitDoneEvent)]
+    assert done == results and [r.unit for r in results] == [0, 1, 2, 3, 4]
+    assert {e.units for e in events if isinstance(e, StepEvent)} == {(0, 1), (2, 3), (4,)}
+    r = results[0]
+    assert isinstance(r, UnitResult) and r.layer == RELU and r.kind == "channel" and r.facet == 0
+    assert r.image.shape == (32, 32, 3) and r.label is None and r.seed == 0 and r.steps == 6
+    # a unit renders the same alone as inside a chunk (per-unit seeds)
+    _, alone = drive(
+        render_units(small, UnitJob(RELU, [3]), RenderSettings(**{**FAST, "batch": 1}))
+    )
+    assert np.abs(alone[0].image.astype(int) - results[3].image.astype(int)).max() <= 2
+
+
+def test_render_units_logits_labels_negative_facets_deepdream(small) -> None:
+    small.labels = [f"class {i}" for i in range(10)]
+    logits = small.graph.logits_name
+    _, pos = drive(render_units(small, UnitJob(logits, [7], kind="logit"), RenderSettings(**FAST)))
+    _, neg = drive(
+        render_units(
+            small, UnitJob(logits, [7], kind="logit", negative=True), RenderSettings(**FAST)
+        )
+    )
+    assert pos[0].label == "class 7" and neg[0].negative
+    assert neg[0].value < pos[0].value  # value is the logit itself, not negated
+    _, prob = drive(render_units(small, UnitJob(logits, [7], kind="prob"), RenderSettings(**FAST)))
+    assert 0 < prob[0].value < 1
+    _, facets = drive(
+        render_units(small, UnitJob(RELU, [1, 2], facets=3), RenderSettings(**{**FAST, "batch": 4}))
+    )
+    assert [(r.unit, r.facet) for r in facets] == [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)]
+    _, dd = drive(
+        render_units(small, UnitJob(RELU, [], kind="deepdream", facets=2), RenderSettings(**FAST))
+    )
+    assert [(r.unit, r.facet, r.kind) for r in dd] == [(-1, 0, "deepdream"), (-1, 1, "deepdream")]
+    with pytest.raises(RenderError, match="does not exist"):
+        drive(render_units(small, UnitJob(RELU, [8]), RenderSettings(**FAST)))
+
+
+def test_image_seed_is_stable_and_mixes_its_keys() -> None:
+    assert image_seed(0, 1, 0) == image_seed(0, 1, 0)
+    assert len({image_seed(0, u, f) for u in range(20) for f in range(3)}) == 60
+    assert image_seed(1, 1, 0) != image_seed(0, 1, 0)
+    assert 0 <= image_seed(2**40, 5) < 2**63
+
+
+def test_pruned_extractor_matches_the_full_graph(small) -> None:
+    x = torch.rand(2, 3, 32, 32)
+    ext = small.extractor([RELU])
+    with torch.no_grad(), small.capture([RELU]) as store:
+        small.forward(x)
+        pruned = ext(small.prepare_input(x))[RELU]
+    assert torch.equal(pruned, store[RELU])
+    targets = {str(n.target) for n in ext.graph.nodes if n.op == "call_module"}
+    assert not any("fc" in t or "Gemm" in t or "pool" in t.lower() for t in targets)
