@@ -317,3 +317,35 @@ def test_shards_of_different_models_are_refused(tmp_path: Path) -> None:
     Gallery.open(tmp_path, MODEL, shard=(0, 2)).add(item(), image(0))
     with pytest.raises(GalleryError, match="different model"):
         Gallery.open(tmp_path, OTHER, shard=(1, 2))
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"timestamp": None},
+        {"layer": 7},
+        {"value": "high"},
+        {"unit": "x"},
+        "not an object",
+    ],
+)
+def test_hand_edited_manifest_items_are_a_gallery_error_or_tolerated(tmp_path: Path, edit) -> None:
+    """A bad field in one item never escapes as a TypeError (e.g. comparing None timestamps)."""
+    g = Gallery.open(tmp_path, MODEL)
+    g.add(item(unit=0), image(0))
+    g.add(item(unit=1), image(1))
+    data = json.loads((tmp_path / MANIFEST).read_text())
+    if isinstance(edit, dict):
+        for it in data["items"]:
+            it.update(edit)
+    else:
+        data["items"][1] = edit
+    (tmp_path / MANIFEST).write_text(json.dumps(data))
+    try:
+        _, pairs = read_gallery(tmp_path)
+    except GalleryError as e:
+        assert MANIFEST in str(e)
+    else:
+        assert len(pairs) == 2
+        assert all(isinstance(it.timestamp, str) for it, _ in pairs)
+        assert all(it.value is None or isinstance(it.value, float) for it, _ in pairs)

@@ -538,3 +538,78 @@ def test_long_sessions_do_not_exhaust_none_refcount():
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
     )
     assert out.returncode == 0 and "survived" in out.stdout, out.stderr[-2000:]
+
+
+def test_unwritable_sidecar_keeps_the_choice_without_an_error(
+    qtbot, demo_window, demo_model, tmp_path, monkeypatch, isolated
+):
+    """save_sidecar raises ConfigError (not OSError) when the model's folder is read-only: the
+    preprocessing and labels choices still apply for the session, and no exception escapes."""
+    import fvdesk.core.loader as loader
+    import fvdesk.core.sidecar as sidecar
+    from fvdesk.core.errors import ConfigError
+
+    w = demo_window
+
+    def fail(*args, **kwargs):
+        raise ConfigError("The sidecar /ro/model.fvdesk.json cannot be written (Read-only).")
+
+    monkeypatch.setattr(sidecar, "save_sidecar", fail)
+    monkeypatch.setattr(loader, "save_sidecar", fail)
+    monkeypatch.setattr(type(w), "_is_embedded", staticmethod(lambda path: False))
+    labels_file = tmp_path / "classes.txt"
+    n = demo_model.graph[LOGITS].channels
+    labels_file.write_text("\n".join(f"class {i}" for i in range(n)) + "\n")
+    original_pre, original_labels = demo_model.preprocessing, demo_model.labels
+    source = demo_model.labels_source
+    try:
+        w.choose_preprocessing("unit")
+        assert w.preprocessing.preset == "unit"
+        w.choose_labels_file(str(labels_file))
+        assert w.labels_file == str(labels_file)
+        assert demo_model.labels[0] == "class 0"
+        assert isolated == []
+        assert "not remembered" in w.log_view.toPlainText()
+    finally:
+        demo_model.preprocessing, demo_model.labels = original_pre, original_labels
+        demo_model.labels_source = source
+
+
+def test_save_gallery_keeps_every_tile_of_the_same_unit(qtbot, demo_window, demo_model, tmp_path):
+    """Two renders with the same gallery key (a unit rendered twice, two combinations starting
+    on the same layer) must both be saved, not silently collapsed into one."""
+    from fvdesk.core.gallery import GalleryItem, read_gallery
+    from fvdesk.gui.qt_tiles import Tile
+
+    w = demo_window
+    tiles = []
+    for i in range(3):
+        item = GalleryItem(layer=CONV1, unit=-1, objective="combination", seed=i)
+        tiles.append(
+            Tile(
+                layer=CONV1,
+                unit=-1,
+                kind="combination",
+                caption=f"combo {i}",
+                state=DONE,
+                array=np.full((8, 8, 3), 40 * i, np.uint8),
+                result=item,
+                model_sha=demo_model.sha256,
+                model_file=demo_model.name,
+            )
+        )
+    w.tiles.add(tiles)
+    folder = tmp_path / "g"
+    with qtbot.waitSignal(w.gallery_saved, timeout=60_000):
+        w.save_gallery(folder)
+    _, pairs = read_gallery(folder)
+    assert sorted(it.seed for it, _ in pairs) == [0, 1, 2]
+    assert len({it.file for it, _ in pairs}) == 3
+
+
+def test_tiny_canvas_sizes_are_raised_to_the_engines_minimum():
+    from fvdesk.gui.qt_settings import to_render_settings
+
+    assert to_render_settings({"size": 3}).size == 8
+    assert to_render_settings({"size": 0}).size is None
+    assert to_render_settings({"size": 96}).size == 96

@@ -160,6 +160,15 @@ class GalleryItem:
     def from_dict(cls, d: dict[str, Any]) -> GalleryItem:
         known = {f.name for f in fields(cls)}
         kw = {k: v for k, v in d.items() if k in known}
+        if not isinstance(kw.get("layer"), str) or not isinstance(kw.get("file", ""), str):
+            raise ValueError("its layer or file is not a string")
+        for name in ("objective", "timestamp", "device"):  # compared and shown as text
+            if name in kw:
+                kw[name] = "" if kw[name] is None else str(kw[name])
+        if "label" in kw and kw["label"] is not None:
+            kw["label"] = str(kw["label"])
+        kw["value"] = _finite_or_none(kw.get("value"))
+        kw["seconds"] = _finite_or_none(kw.get("seconds"))
         kw["unit"] = int(kw["unit"])
         kw["facet"] = int(kw.get("facet") or 0)
         kw["negative"] = bool(kw.get("negative", False))
@@ -331,7 +340,7 @@ def _read_manifest(path: Path) -> dict:
         raise GalleryError(f"The gallery manifest {path} is corrupt (no model or items).")
     try:
         data["items"] = [GalleryItem.from_dict(d) for d in data["items"]]
-    except (KeyError, TypeError, ValueError) as e:
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
         raise GalleryError(f"The gallery manifest {path} is corrupt (a bad item: {e}).") from None
     for it in data["items"]:
         if not it.file or Path(it.file).name != it.file:

@@ -666,6 +666,7 @@ class MainWindow(QMainWindow):
     def choose_preprocessing(self, name: str) -> None:
         if self.model is None:
             return
+        from fvdesk.core.errors import FvdeskError
         from fvdesk.core.model import preset
         from fvdesk.core.sidecar import save_sidecar
 
@@ -681,7 +682,7 @@ class MainWindow(QMainWindow):
                 self.log_message(
                     f"Preprocessing set to {pre.describe()}; remembered next to {self.model.name}."
                 )
-            except OSError as exc:
+            except (OSError, FvdeskError) as exc:  # save_sidecar raises ConfigError
                 self.log_message(f"Preprocessing set to {pre.describe()} (not remembered: {exc}).")
         self._show_model_settings()
 
@@ -720,8 +721,10 @@ class MainWindow(QMainWindow):
             persist = not self._is_embedded(self.model.path)
             try:
                 labels = set_labels(self.model, path, persist=persist)
-            except OSError:
-                labels = set_labels(self.model, path, persist=False)
+            except (OSError, FvdeskError) as exc:  # e.g. the sidecar cannot be written
+                labels = set_labels(self.model, path, persist=False)  # raises if unreadable
+                if persist:
+                    self.log_message(f"Labels from {path} are not remembered: {exc}")
         except FvdeskError as exc:
             self.show_error("Cannot Use Labels File", str(exc))
             return
@@ -1256,11 +1259,7 @@ class MainWindow(QMainWindow):
         self.job_progress.setFormat(f"{100 * frac:.0f}%")
         job = self.queue.current
         if job is not None:
-            step = (
-                f" · step {ev.step}/{ev.steps}"
-                if ev is not None and hasattr(ev, "step")
-                else ""
-            )
+            step = f" · step {ev.step}/{ev.steps}" if ev is not None and hasattr(ev, "step") else ""
             more = f" · {queued} queued" if queued else ""
             self.job_label.setText(f"Rendering {job.title}{step}{more}")
 
@@ -1407,11 +1406,17 @@ class MainWindow(QMainWindow):
         model_info = ModelInfo(first.model_file or first.model_name, first.model_sha)
         device = self.device_label.text()
         pairs = []
+        used: set[tuple] = set()
         for t in tiles:
             if isinstance(t.result, GalleryItem):
                 item = t.result
             else:
                 item = GalleryItem.from_result(t.result, t.settings, device=device)
+            # A gallery keeps one image per key: a unit rendered twice (another seed, another
+            # combination on the same layer) is kept as the next facet instead of replaced.
+            while item.key in used:
+                item = replace(item, facet=item.facet + 1, file="")
+            used.add(item.key)
             pairs.append((item, t.array))
         title = f"{model_info.file} — {len(pairs)} renders"
         folder = Path(folder)

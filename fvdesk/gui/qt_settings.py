@@ -379,6 +379,8 @@ def to_render_settings(values: dict[str, Any]) -> Any:
     render, _ = split_values(values)
     if not render.get("size"):
         render["size"] = None  # the dock's minimum: the model's own input size
+    else:
+        render["size"] = max(8, int(render["size"]))  # the engine's smallest canvas
     base = RenderSettings().to_dict()
     transforms_on = bool(render.pop("transforms", True))
     merged = {**base, **{k: v for k, v in render.items() if k in base}}

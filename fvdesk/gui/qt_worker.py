@@ -125,7 +125,7 @@ class RenderWorker(QObject):
                 name = type(ev).__name__
                 if name == "StepEvent":
                     now = time.perf_counter()
-                    final = getattr(ev, "step", 0) + 1 >= getattr(ev, "steps", 0)
+                    final = getattr(ev, "step", 0) >= getattr(ev, "steps", 0)  # steps count from 1
                     if now - last_step < 1.0 / self.STEP_HZ and not final:
                         continue
                     last_step = now
