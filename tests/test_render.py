@@ -456,3 +456,15 @@ def test_pruned_extractor_matches_the_full_graph(small) -> None:
     assert torch.equal(pruned, store[RELU])
     targets = {str(n.target) for n in ext.graph.nodes if n.op == "call_module"}
     assert not any("fc" in t or "Gemm" in t or "pool" in t.lower() for t in targets)
+
+
+def test_unit_labels_follow_the_apps_rule(demo_model_path) -> None:
+    """Class layers get labels (as in the app's tree); feature maps never do."""
+    from fvdesk.core.loader import load_model
+    from fvdesk.core.render import _unit_label
+
+    m = load_model(demo_model_path, check_parity=False)
+    assert _unit_label(m, "/classifier/Gemm", 4) == "checkerboard"
+    assert _unit_label(m, "/features/block1/conv/Conv", 4) is None
+    assert _unit_label(m, "/flatten/Flatten", 4) is None  # a vector, but 96 wide, not 8
+    assert _unit_label(m, "/classifier/Gemm", -1) is None

@@ -849,14 +849,14 @@ def _diversity_layer(model: LoadedModel, layer: str) -> str:
     return before[-1].name if before else layer
 
 
-def _unit_label(model: LoadedModel, layer: str, unit: int, kind: str) -> str | None:
+def _unit_label(model: LoadedModel, layer: str, unit: int) -> str | None:
+    # The same rule as the app's tree: the logits layer, or any vector layer as wide as the labels
+    # (e.g. a softmax output), so saved galleries carry the labels the canvas shows.
     lay = model.graph[layer]
-    is_logits = layer == model.graph.logits_name or kind in ("logit", "prob")
-    if unit < 0 or not is_logits or lay.kind != "vector":
+    is_class_layer = layer == model.graph.logits_name or lay.kind == "vector"
+    if unit < 0 or not is_class_layer or not model.labels or len(model.labels) != lay.channels:
         return None
-    if model.labels and len(model.labels) == lay.channels:
-        return model.label(unit)
-    return None
+    return model.label(unit)
 
 
 def render_units(
@@ -950,7 +950,7 @@ def render_units(
                 layer=job.layer,
                 unit=u,
                 facet=f,
-                label=_unit_label(model, job.layer, u, job.kind),
+                label=_unit_label(model, job.layer, u),
                 kind=job.kind,
                 negative=job.negative,
                 value=-value if job.negative else value,
