@@ -468,3 +468,22 @@ def test_unit_labels_follow_the_apps_rule(demo_model_path) -> None:
     assert _unit_label(m, "/features/block1/conv/Conv", 4) is None
     assert _unit_label(m, "/flatten/Flatten", 4) is None  # a vector, but 96 wide, not 8
     assert _unit_label(m, "/classifier/Gemm", -1) is None
+
+
+def test_batch_events_name_each_images_unit_and_facet(small) -> None:
+    """Without the diversity term batches need not start at a unit, so events carry facets."""
+    job = UnitJob(RELU, [1, 2, 3], facets=3, diversity_weight=0.0)
+    events, results = drive(render_units(small, job, RenderSettings(**{**FAST, "batch": 4})))
+    # The last preview of each batch is followed by that batch's finished units, in order.
+    batches, done, pending = [], [], None
+    for ev in events:
+        if isinstance(ev, PreviewEvent):
+            pending = list(zip(ev.units, ev.facets, strict=True))
+        elif isinstance(ev, UnitDoneEvent):
+            if pending is not None:
+                batches.append(pending)
+                pending = None
+            done.append((ev.result.unit, ev.result.facet))
+    assert [p for b in batches for p in b] == done == [(u, f) for u in (1, 2, 3) for f in range(3)]
+    assert any(b[0][1] != 0 for b in batches)  # a batch that starts mid-unit (the old failure)
+    assert [(r.unit, r.facet) for r in results] == done

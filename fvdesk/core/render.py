@@ -178,6 +178,7 @@ class StepEvent:
     values: np.ndarray
     units: tuple[int, ...] | None = None
     offset: int = 0
+    facets: tuple[int, ...] | None = None  # the facet of each image, with ``units``
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,7 @@ class PreviewEvent:
     images: np.ndarray
     units: tuple[int, ...] | None = None
     offset: int = 0
+    facets: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -499,6 +501,7 @@ def _render_core(
     *,
     units: tuple[int, ...] | None = None,
     offset: int = 0,
+    facets: tuple[int, ...] | None = None,
 ) -> Generator[Event, None, _CoreOut]:
     t0 = time.perf_counter()
     b = len(seeds)
@@ -623,7 +626,9 @@ def _render_core(
             ev.synchronize()
             arr = host.numpy().astype(np.float64)
             check_finite(step, float(arr[0]), arr[1:])
-            yield StepEvent(step, settings.steps, float(arr[0]), arr[1:].copy(), units, offset)
+            yield StepEvent(
+                step, settings.steps, float(arr[0]), arr[1:].copy(), units, offset, facets
+            )
 
         steps_done = 0
         was_cancelled = False
@@ -682,17 +687,19 @@ def _render_core(
             else:
                 arr = stats.numpy().astype(np.float64)
                 check_finite(step, float(arr[0]), arr[1:])
-                yield StepEvent(step, settings.steps, float(arr[0]), arr[1:].copy(), units, offset)
+                yield StepEvent(
+                    step, settings.steps, float(arr[0]), arr[1:].copy(), units, offset, facets
+                )
             if (
                 settings.preview_every
                 and step % settings.preview_every == 0
                 and step != settings.steps
             ):
                 yield from flush()
-                yield PreviewEvent(step, param.to_uint8(), units, offset)
+                yield PreviewEvent(step, param.to_uint8(), units, offset, facets)
         yield from flush()
         images = param.to_uint8()
-        yield PreviewEvent(steps_done, images, units, offset)
+        yield PreviewEvent(steps_done, images, units, offset, facets)
         values_np, main_np, zero = probe(not was_cancelled)
         dead = [i for i, z in enumerate(zero) if z] if not was_cancelled else []
         if dead:
@@ -753,6 +760,7 @@ def _render_split(
     units: tuple[int, ...] | None,
     offset: int,
     max_batch: int | None,
+    facets: tuple[int, ...] | None = None,
 ) -> Generator[Event, None, _CoreOut]:
     """Run the batch whole, or in halves when it does not fit (each image keeps its own seed)."""
     b = len(seeds)
@@ -761,8 +769,16 @@ def _render_split(
         try:
             return (
                 yield from _render_core(
-                    model, objective, settings, seeds, device, cancelled, units=units, offset=offset
-                )
+                    model,
+                    objective,
+                    settings,
+                    seeds,
+                    device,
+                    cancelled,
+                    units=units,
+                    offset=offset,
+                    facets=facets,
+                )  # fmt: skip
             )
         except Exception as e:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
             oom = _as_oom(e, b)
@@ -789,12 +805,14 @@ def _render_split(
     first = yield from _render_split(
         model, objective.subset(0, half), settings, seeds[:half], device, cancelled,
         units=units[:half] if units else None, offset=offset, max_batch=max_batch,
+        facets=facets[:half] if facets else None,
     )  # fmt: skip
     if first.result.cancelled:
         return first
     second = yield from _render_split(
         model, objective.subset(half, b), settings, seeds[half:], device, cancelled,
         units=units[half:] if units else None, offset=offset + half, max_batch=max_batch,
+        facets=facets[half:] if facets else None,
     )  # fmt: skip
     return _merge(first, second)
 
@@ -927,8 +945,9 @@ def render_units(
         oom: _OutOfMemory | None = None
         try:
             out = yield from _render_core(
-                model, objective, settings, seeds, dev, cancelled, units=img_units
-            )
+                model, objective, settings, seeds, dev, cancelled,
+                units=img_units, facets=tuple(f for _, f in pairs),
+            )  # fmt: skip
         except Exception as e:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
             oom = _as_oom(e, len(pairs))
         if oom is not None:  # outside the except block so the failed attempt's tensors are freed

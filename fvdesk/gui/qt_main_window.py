@@ -1125,9 +1125,8 @@ class MainWindow(QMainWindow):
     def _event_tiles(self, job: RenderJob, ev: Any) -> list[Tile | None]:
         """The tiles of a batch event, in batch order.
 
-        The engine lays a batch out unit-major with the facets of a unit adjacent, so image
-        ``offset + i`` of a batch is facet ``(offset + i) % facets``; ``offset`` is non-zero only
-        when the engine split a batch that did not fit in memory.
+        The engine's events name each image's unit and facet (``units``, ``facets``); events
+        without ``facets`` are laid out unit-major from ``offset``.
         """
         offset = int(getattr(ev, "offset", 0) or 0)
         facets = max(1, int(job.facets))
@@ -1137,7 +1136,11 @@ class MainWindow(QMainWindow):
         if job.kind == "deepdream":
             return [self._tile_for(job, -1, (offset + i) % facets) for i in range(n)]
         units = list(getattr(ev, "units", None) or [])
-        return [self._tile_for(job, int(u), (offset + i) % facets) for i, u in enumerate(units[:n])]
+        image_facets = getattr(ev, "facets", None) or [(offset + i) % facets for i in range(n)]
+        return [
+            self._tile_for(job, int(u), int(f))
+            for u, f in zip(units[:n], image_facets[:n], strict=False)
+        ]
 
     def _on_job_started(self, job: RenderJob) -> None:
         self.job_label.setText(f"Rendering {job.title}")
