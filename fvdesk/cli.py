@@ -102,34 +102,28 @@ def _shard_arg(text: str) -> str:
     return text
 
 
-def _positive(text: str) -> int:
+def _parse_number(text: str, kind: type, ok: Callable[[float], bool], rule: str) -> Any:
+    """argparse ``type=`` helper: parse ``text`` as ``kind`` and check ``ok``, else say ``rule``."""
     try:
-        v = int(text)
+        v = kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+        noun = "a whole number" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+    if not ok(v):
+        raise argparse.ArgumentTypeError(f"{text!r} {rule}")
     return v
+
+
+def _positive(text: str) -> int:
+    return _parse_number(text, int, lambda v: v >= 1, "must be at least 1")
 
 
 def _nonneg(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
-    return v
+    return _parse_number(text, int, lambda v: v >= 0, "must not be negative")
 
 
 def _pos_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
-    return v
+    return _parse_number(text, float, lambda v: v > 0, "must be positive")
 
 
 def _preset(text: str) -> str:
