@@ -61,10 +61,11 @@ def middle_relu(model) -> str:
 def bench_one(path: Path, label: str, device: str, args: argparse.Namespace, work: Path) -> dict:
     import torch
 
-    from fvdesk.core.atlas import Atlas, plan_atlas
     from fvdesk.core.device import describe_device, pick_device
-    from fvdesk.core.loader import load_model
-    from fvdesk.core.render import RenderSettings, UnitJob, render_units
+    from fvdesk.core.model.loader import load_model
+    from fvdesk.core.optim.render import UnitJob, render_units
+    from fvdesk.core.optim.settings import RenderSettings
+    from fvdesk.core.output.atlas import Atlas, plan_atlas
 
     dev = pick_device(device)
     model = load_model(path, device=dev, check_parity=False)

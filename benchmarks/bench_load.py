@@ -30,7 +30,7 @@ def main() -> None:
     t0 = time.perf_counter()
     import torch
 
-    from fvdesk.core.loader import load_model  # imports onnx, onnxruntime, onnx2torch
+    from fvdesk.core.model.loader import load_model  # imports onnx, onnxruntime, onnx2torch
     from fvdesk.core.resources import demo_model_path
 
     import_s = time.perf_counter() - t0

@@ -5,7 +5,7 @@ Prints one JSON document (and writes it with ``--out``).  Not a test: nothing is
 
     .venv/bin/python benchmarks/bench_render.py --out bench.json
 
-* The model is exported to ONNX and loaded through ``fvdesk.core.loader.load_model``; torchvision's
+* The model is exported to ONNX and loaded through ``fvdesk.core.model.loader.load_model``; torchvision's
   module ``inception4a`` is the ONNX node ``/inception4a/Concat`` (the Concat that ends the block).
 * The target channel is live: the first channel whose activation on the near-grey start image is
   positive, then checked to have a non-zero input gradient in both the ONNX and native models
@@ -52,12 +52,14 @@ from torch import nn  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fvdesk.core import objectives as O  # noqa: E402
-from fvdesk.core.loader import load_model  # noqa: E402
-from fvdesk.core.model import LoadedModel  # noqa: E402
-from fvdesk.core.param import ImageParam  # noqa: E402
-from fvdesk.core.render import RenderSettings, StepEvent, UnitJob, render, render_units  # noqa: E402
-from fvdesk.core.transforms import RobustnessTransform, TransformSettings  # noqa: E402
+from fvdesk.core.model.loaded import LoadedModel  # noqa: E402
+from fvdesk.core.model.loader import load_model  # noqa: E402
+from fvdesk.core.optim import objectives as O  # noqa: E402
+from fvdesk.core.optim.events import StepEvent  # noqa: E402
+from fvdesk.core.optim.param import ImageParam  # noqa: E402
+from fvdesk.core.optim.render import UnitJob, render, render_units  # noqa: E402
+from fvdesk.core.optim.settings import RenderSettings, TransformSettings  # noqa: E402
+from fvdesk.core.optim.transforms import RobustnessTransform  # noqa: E402
 from tests.models import build_torchvision, export_onnx  # noqa: E402
 
 TORCHVISION_TARGET = "inception4a"

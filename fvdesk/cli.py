@@ -93,7 +93,7 @@ def _unit_spec(text: str) -> UnitSpec:
 
 
 def _shard_arg(text: str) -> str:
-    from fvdesk.core.atlas import parse_shard
+    from fvdesk.core.output.atlas import parse_shard
 
     try:
         parse_shard(text, env={})
@@ -127,7 +127,7 @@ def _pos_float(text: str) -> float:
 
 
 def _preset(text: str) -> str:
-    from fvdesk.core.model import PRESETS
+    from fvdesk.core.model.preprocessing import PRESETS
 
     if text not in PRESETS:
         raise argparse.ArgumentTypeError(
@@ -513,7 +513,7 @@ def _device(args: argparse.Namespace, local_rank: int | None = None) -> Any:
 
 def _load(args: argparse.Namespace, *, device: Any = None, progress: Progress | None = None) -> Any:
     from fvdesk.core.errors import AmbiguousInputError
-    from fvdesk.core.loader import load_model
+    from fvdesk.core.model.loader import load_model
 
     path = _model_path(args)
     device = device if device is not None else _device(args)
@@ -711,7 +711,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------
 def render_settings(args: argparse.Namespace, **extra: Any) -> Any:
     """``RenderSettings`` from the engine's defaults, overridden by the options given."""
-    from fvdesk.core.render import RenderSettings
+    from fvdesk.core.optim.settings import RenderSettings
 
     over: dict[str, Any] = {}
     for name in ("steps", "size", "batch", "seed", "lr", "param"):
@@ -736,10 +736,11 @@ def settings_record(settings: Any, model: Any, **extra: Any) -> dict[str, Any]:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from fvdesk.core.atlas import BatchCommitter
     from fvdesk.core.device import describe_device
-    from fvdesk.core.gallery import Gallery, ModelInfo
-    from fvdesk.core.render import NoticeEvent, StepEvent, UnitJob, render_units
+    from fvdesk.core.optim.events import NoticeEvent, StepEvent
+    from fvdesk.core.optim.render import UnitJob, render_units
+    from fvdesk.core.output.atlas import BatchCommitter
+    from fvdesk.core.output.gallery import Gallery, ModelInfo
 
     device = _device(args)
     model = _load(args, device=device)
@@ -816,7 +817,7 @@ def _settings_or_usage(args: argparse.Namespace, device: Any) -> Any:
 # atlas
 # ------------------------------------------------------------------------------------------------
 def cmd_atlas(args: argparse.Namespace) -> int:
-    from fvdesk.core import atlas as atl
+    from fvdesk.core.output import atlas as atl
 
     if args.merge is not None:
         if args.out is not None and Path(args.out) != Path(args.merge):
@@ -883,8 +884,8 @@ def cmd_atlas(args: argparse.Namespace) -> int:
 
 def _drive(gen: Any, bar: Progress, quiet: bool) -> Any:
     """Run an atlas generator, feeding the progress bar; returns its summary."""
-    from fvdesk.core import atlas as atl
-    from fvdesk.core.render import NoticeEvent, StepEvent
+    from fvdesk.core.optim.events import NoticeEvent, StepEvent
+    from fvdesk.core.output import atlas as atl
 
     handlers: dict[type, Callable[[Any], None]] = {
         StepEvent: lambda ev: bar.update(step=ev.step, steps=ev.steps),

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from fvdesk.cli import main
-from fvdesk.core.atlas import (
+from fvdesk.core.output.atlas import (
     ATLAS_JSON,
     LayerSelectionError,
     layer_folder,
@@ -24,7 +24,7 @@ from fvdesk.core.atlas import (
     plan_atlas,
     shard_work,
 )
-from fvdesk.core.gallery import CONTACT_SHEET, MANIFEST, manifest_files, read_gallery
+from fvdesk.core.output.gallery import CONTACT_SHEET, MANIFEST, manifest_files, read_gallery
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--no-parity", "--device", "cpu"]
@@ -32,7 +32,7 @@ FAST = ["--no-parity", "--device", "cpu"]
 
 @pytest.fixture(scope="module")
 def demo(demo_model_path):
-    from fvdesk.core.loader import load_model
+    from fvdesk.core.model.loader import load_model
 
     return load_model(demo_model_path, check_parity=False)
 

@@ -39,7 +39,7 @@ def _qt_modules_after(code: str) -> list[str]:
         "import fvdesk.core",
         # Every core module, including the heavy ones, imported for real.
         "import importlib, pkgutil, fvdesk.core as c\n"
-        "[importlib.import_module('fvdesk.core.' + m.name) for m in pkgutil.iter_modules(c.__path__)]",
+        "[importlib.import_module(m.name) for m in pkgutil.walk_packages(c.__path__, 'fvdesk.core.')]",
         "import fvdesk.cli",
         "from fvdesk.cli import main\n"
         "import contextlib, io\n"
@@ -70,3 +70,46 @@ def test_core_source_has_no_qt_imports() -> None:
 def test_the_boundary_check_can_fail() -> None:
     """Guard against a probe that always reports nothing."""
     assert "PySide6" in _qt_modules_after("import PySide6.QtCore")
+
+
+def test_walk_reaches_every_core_package() -> None:
+    """The all-core-modules probe must import the subpackages' modules, not only the top level."""
+    import pkgutil
+
+    import fvdesk.core as c
+
+    names = {m.name for m in pkgutil.walk_packages(c.__path__, "fvdesk.core.")}
+    assert {
+        "fvdesk.core.optim.render",
+        "fvdesk.core.model.loader",
+        "fvdesk.core.output.gallery",
+    } <= names
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "fvdesk.core.optim.events",
+        "fvdesk.core.optim.settings",
+        "fvdesk.core.model.preprocessing",
+        "fvdesk.core.model.layers",
+    ],
+)
+def test_plain_data_modules_do_not_import_torch(module: str) -> None:
+    """The app type-checks events and builds settings before (and without) loading the engine."""
+    out = subprocess.run(
+        [sys.executable, "-c", f"import sys, {module}; print('torch' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        check=True,
+    )
+    assert out.stdout.strip() == "False"
+
+
+def test_public_core_names_resolve() -> None:
+    import fvdesk.core as c
+
+    for name in c.__all__:
+        assert getattr(c, name) is not None, name

@@ -14,9 +14,9 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from fvdesk.core import canonicalize as canon
-from fvdesk.core.loader import load_model
-from fvdesk.core.model import LoadedModel
+from fvdesk.core.model import canonicalize as canon
+from fvdesk.core.model.loaded import LoadedModel
+from fvdesk.core.model.loader import load_model
 from tests import models as test_models
 
 RNG = np.random.default_rng(0)
@@ -306,7 +306,7 @@ def test_asymmetric_average_pool(tmp_path: Path, include: int, ceil: int) -> Non
     pool = m.graph["pool"]
     assert pool.op == "AveragePool" and pool.output == "p"
     # The pooled map itself matches onnxruntime, not just what comes after it.
-    from fvdesk.core.loader import compute_parity, pick_feature_layer
+    from fvdesk.core.model.loader import compute_parity, pick_feature_layer
 
     assert pick_feature_layer(m) in m.graph
     ref = _ort_tensor(m, "p")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fvdesk.cli import UnitSpec, main
-from fvdesk.core.gallery import CONTACT_SHEET, INDEX, MANIFEST, read_gallery
+from fvdesk.core.output.gallery import CONTACT_SHEET, INDEX, MANIFEST, read_gallery
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--no-parity", "--device", "cpu", "--quiet"]
@@ -20,7 +20,7 @@ FAST = ["--no-parity", "--device", "cpu", "--quiet"]
 
 @pytest.fixture(scope="module")
 def demo(demo_model_path):
-    from fvdesk.core.loader import load_model
+    from fvdesk.core.model.loader import load_model
 
     return load_model(demo_model_path, check_parity=False)
 
@@ -252,7 +252,7 @@ def test_headless_commands_never_import_qt(tmp_path: Path, relu) -> None:
 def test_interrupt_exits_130_and_keeps_the_gallery(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, relu
 ) -> None:
-    from fvdesk.core import render
+    from fvdesk.core.optim import render
 
     real = render.render_units
 

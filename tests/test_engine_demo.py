@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from fvdesk.core import objectives as O
-from fvdesk.core.loader import load_model
+from fvdesk.core.model.loader import load_model
+from fvdesk.core.optim import objectives as O
+from fvdesk.core.optim.render import UnitJob, render, render_units
+from fvdesk.core.optim.settings import RenderSettings
 from fvdesk.core.patterns import CLASSES
-from fvdesk.core.render import RenderSettings, UnitJob, render, render_units
 from tests.test_render import drive
 
 SIZE = 64  # the demo model's training size (it accepts any size)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fvdesk.core import gallery as gal
 from fvdesk.core.errors import GalleryError
-from fvdesk.core.gallery import (
+from fvdesk.core.output import gallery as gal
+from fvdesk.core.output.gallery import (
     CONTACT_SHEET,
     INDEX,
     MANIFEST,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fvdesk.core.graph import (
+from fvdesk.core.model.graph import (
     NodeOutputs,
     build_tree,
     classify,
@@ -13,8 +13,8 @@ from fvdesk.core.graph import (
     format_tree,
     name_parts,
 )
-from fvdesk.core.loader import load_model
-from fvdesk.core.model import Layer, TreeNode
+from fvdesk.core.model.layers import Layer, TreeNode
+from fvdesk.core.model.loader import load_model
 
 
 @pytest.mark.parametrize(

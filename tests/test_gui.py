@@ -46,7 +46,7 @@ def isolated(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def demo_model():
-    from fvdesk.core.loader import load_model
+    from fvdesk.core.model.loader import load_model
     from fvdesk.core.resources import demo_model_path
 
     return load_model(demo_model_path())
@@ -420,7 +420,7 @@ def test_drop_onnx_file_opens_it(qtbot, window, tmp_path, monkeypatch):
 
 
 def test_thousands_of_layers_stay_fast(qtbot, window):
-    from fvdesk.core.model import Layer, LayerGraph, TreeNode
+    from fvdesk.core.model.layers import Layer, LayerGraph, TreeNode
 
     layers, groups = [], []
     for b in range(100):
@@ -495,7 +495,7 @@ def test_enter_in_the_tree_renders_the_selection(qtbot, demo_window):
 
 
 def test_unit_rows_are_fetched_in_chunks(qtbot):
-    from fvdesk.core.model import Layer, LayerGraph, TreeNode
+    from fvdesk.core.model.layers import Layer, LayerGraph, TreeNode
     from fvdesk.gui.qt_layer_model import UNIT_CHUNK, LayerTreeModel
 
     layer = Layer("/head/fc/Gemm", "logits", "Gemm", (None, 1000), "vector", 0)
@@ -545,8 +545,8 @@ def test_unwritable_sidecar_keeps_the_choice_without_an_error(
 ):
     """save_sidecar raises ConfigError (not OSError) when the model's folder is read-only: the
     preprocessing and labels choices still apply for the session, and no exception escapes."""
-    import fvdesk.core.loader as loader
-    import fvdesk.core.sidecar as sidecar
+    import fvdesk.core.model.loaded as loaded
+    import fvdesk.core.model.sidecar as sidecar
     from fvdesk.core.errors import ConfigError
 
     w = demo_window
@@ -555,7 +555,7 @@ def test_unwritable_sidecar_keeps_the_choice_without_an_error(
         raise ConfigError("The sidecar /ro/model.fvdesk.json cannot be written (Read-only).")
 
     monkeypatch.setattr(sidecar, "save_sidecar", fail)
-    monkeypatch.setattr(loader, "save_sidecar", fail)
+    monkeypatch.setattr(loaded, "save_sidecar", fail)
     monkeypatch.setattr(type(w), "_is_embedded", staticmethod(lambda path: False))
     labels_file = tmp_path / "classes.txt"
     n = demo_model.graph[LOGITS].channels
@@ -578,7 +578,7 @@ def test_unwritable_sidecar_keeps_the_choice_without_an_error(
 def test_save_gallery_keeps_every_tile_of_the_same_unit(qtbot, demo_window, demo_model, tmp_path):
     """Two renders with the same gallery key (a unit rendered twice, two combinations starting
     on the same layer) must both be saved, not silently collapsed into one."""
-    from fvdesk.core.gallery import GalleryItem, read_gallery
+    from fvdesk.core.output.gallery import GalleryItem, read_gallery
     from fvdesk.gui.qt_tiles import Tile
 
     w = demo_window

@@ -28,3 +28,17 @@ def test_ruff_clean(args: list[str]) -> None:
     present = [t for t in TARGETS if (ROOT / t).exists()]
     out = subprocess.run([*_ruff(), *args, *present], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_every_package_is_installed() -> None:
+    """pyproject lists packages by hand; a new subpackage left out would vanish from wheels/bundles."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    listed = set(
+        tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(p.parent.relative_to(root).parts) for p in (root / "fvdesk").rglob("__init__.py")
+    }
+    assert found <= listed, sorted(found - listed)

@@ -18,7 +18,7 @@ from fvdesk.core.errors import (
     ModelLoadError,
     UnsupportedModelError,
 )
-from fvdesk.core.loader import load_model
+from fvdesk.core.model.loader import load_model
 from tests import models as test_models
 
 

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 
 from fvdesk.core.errors import ConfigError
-from fvdesk.core.labels import (
+from fvdesk.core.model.labels import (
     default_labels,
     imagenet_labels,
     labels_from_metadata,
     read_labels_file,
 )
-from fvdesk.core.model import PRESETS, Preprocessing
-from fvdesk.core.sidecar import parse_preprocessing, read_sidecar, save_sidecar, sidecar_path
+from fvdesk.core.model.preprocessing import PRESETS, Preprocessing
+from fvdesk.core.model.sidecar import parse_preprocessing, read_sidecar, save_sidecar, sidecar_path
 
 
 def test_sidecar_path() -> None:

@@ -16,8 +16,9 @@ import onnx
 import pytest
 import torch
 
-from fvdesk.core.loader import load_model
-from fvdesk.core.model import PRESETS, LoadedModel, Preprocessing
+from fvdesk.core.model.loaded import LoadedModel
+from fvdesk.core.model.loader import load_model
+from fvdesk.core.model.preprocessing import PRESETS, Preprocessing
 from tests import models as test_models
 
 _LOADED: dict[str, LoadedModel] = {}
@@ -172,7 +173,7 @@ def test_parity_above_tolerance_is_flagged(model_cache: Path) -> None:
     assert m.parity is not None and not m.parity.ok and m.parity.tolerance == 1e-12
     assert any("differs from onnxruntime" in w for w in m.warnings)
     # A broken conversion is caught on the feature map as well as the outputs.
-    from fvdesk.core.loader import compute_parity
+    from fvdesk.core.model.loader import compute_parity
 
     m = load_model(test_models.small_onnx(model_cache, "rgb"))
     with torch.no_grad():
@@ -326,7 +327,7 @@ def test_label_sources(model_cache: Path, tmp_path: Path) -> None:
 
 def test_sidecar_picks_the_input(tmp_path: Path) -> None:
     path = test_models.two_image_inputs(tmp_path)
-    from fvdesk.core.sidecar import save_sidecar
+    from fvdesk.core.model.sidecar import save_sidecar
 
     save_sidecar(path, input_name="right")
     m = load_model(path)

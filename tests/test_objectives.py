@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fvdesk.core import objectives as O
+from fvdesk.core.optim import objectives as O
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fvdesk.core.errors import ConfigError
-from fvdesk.core.param import (
+from fvdesk.core.optim.param import (
     IMAGENET_COLOR_SQRT,
     ImageParam,
     color_matrix_from_folder,

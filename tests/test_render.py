@@ -10,25 +10,26 @@ import numpy as np
 import pytest
 import torch
 
-from fvdesk.core import objectives as O
 from fvdesk.core.errors import ConfigError, RenderError
-from fvdesk.core.loader import load_model
-from fvdesk.core.render import (
+from fvdesk.core.model.loader import load_model
+from fvdesk.core.optim import objectives as O
+from fvdesk.core.optim.events import (
     NoticeEvent,
     PreviewEvent,
     RenderResult,
-    RenderSettings,
     StepEvent,
     UnitDoneEvent,
-    UnitJob,
     UnitResult,
+)
+from fvdesk.core.optim.render import (
+    UnitJob,
     image_seed,
     redirected_relu,
     relu_override,
     render,
     render_units,
 )
-from fvdesk.core.transforms import TransformSettings
+from fvdesk.core.optim.settings import RenderSettings, TransformSettings
 from tests.models import dead_unit_onnx, small_onnx
 
 FAST = dict(steps=6, size=32, batch=2, preview_every=0)
@@ -218,7 +219,7 @@ def test_out_of_memory_halves_the_batch_and_keeps_each_image(small) -> None:
 
 
 def test_out_of_memory_in_render_units_continues_with_smaller_batches(small) -> None:
-    import fvdesk.core.objectives as objectives_module
+    import fvdesk.core.optim.objectives as objectives_module
 
     real = objectives_module.Unit.__call__
 
@@ -290,9 +291,9 @@ def test_fused_input_pipeline_equals_transform_then_prepare_input(
     model_cache, kind, preset, tsettings
 ) -> None:
     """The renderer folds preprocessing into the transform; it must equal the plain composition."""
-    from fvdesk.core.model import PRESETS
-    from fvdesk.core.render import _InputPipeline
-    from fvdesk.core.transforms import RobustnessTransform
+    from fvdesk.core.model.preprocessing import PRESETS
+    from fvdesk.core.optim.render import _InputPipeline
+    from fvdesk.core.optim.transforms import RobustnessTransform
 
     m = load_model(small_onnx(model_cache, kind), preprocessing=preset, check_parity=False)
     c = m.input.channels
@@ -460,8 +461,8 @@ def test_pruned_extractor_matches_the_full_graph(small) -> None:
 
 def test_unit_labels_follow_the_apps_rule(demo_model_path) -> None:
     """Class layers get labels (as in the app's tree); feature maps never do."""
-    from fvdesk.core.loader import load_model
-    from fvdesk.core.render import _unit_label
+    from fvdesk.core.model.loader import load_model
+    from fvdesk.core.optim.render import _unit_label
 
     m = load_model(demo_model_path, check_parity=False)
     assert _unit_label(m, "/classifier/Gemm", 4) == "checkerboard"

@@ -9,12 +9,8 @@ import pytest
 import torch
 
 from fvdesk.core.errors import ConfigError
-from fvdesk.core.transforms import (
-    ARTICLE_ANGLES,
-    ARTICLE_SCALES,
-    RobustnessTransform,
-    TransformSettings,
-)
+from fvdesk.core.optim.settings import ARTICLE_ANGLES, ARTICLE_SCALES, TransformSettings
+from fvdesk.core.optim.transforms import RobustnessTransform
 
 NONE = TransformSettings(pad=0, jitter=0, scales=None, angles=None, jitter2=0)
 

@@ -1,4 +1,6 @@
-"""fvdesk's Qt-free core: model loading, the layer graph, the optimization engine and galleries.
+"""fvdesk's Qt-free core: ``model/`` (loading, canonicalization, the layer graph, sidecar, labels),
+``optim/`` (parameterizations, transforms, objectives, the render engine) and ``output/``
+(galleries, the atlas).
 
 Heavy modules (torch, onnx) load on first use so that ``import fvdesk.core`` stays cheap.
 """
@@ -19,14 +21,21 @@ from fvdesk.core.errors import (
 )
 
 _LAZY = {
-    "load_model": "fvdesk.core.loader",
-    "LoadedModel": "fvdesk.core.model",
-    "InputSpec": "fvdesk.core.model",
-    "Preprocessing": "fvdesk.core.model",
-    "PRESETS": "fvdesk.core.model",
-    "Layer": "fvdesk.core.model",
-    "LayerGraph": "fvdesk.core.model",
+    "load_model": "fvdesk.core.model.loader",
+    "LoadedModel": "fvdesk.core.model.loaded",
+    "InputSpec": "fvdesk.core.model.loaded",
+    "Preprocessing": "fvdesk.core.model.preprocessing",
+    "PRESETS": "fvdesk.core.model.preprocessing",
+    "Layer": "fvdesk.core.model.layers",
+    "LayerGraph": "fvdesk.core.model.layers",
     "pick_device": "fvdesk.core.device",
+    "RenderSettings": "fvdesk.core.optim.settings",
+    "TransformSettings": "fvdesk.core.optim.settings",
+    "render": "fvdesk.core.optim.render",
+    "render_units": "fvdesk.core.optim.render",
+    "UnitJob": "fvdesk.core.optim.render",
+    "Gallery": "fvdesk.core.output.gallery",
+    "read_gallery": "fvdesk.core.output.gallery",
 }
 
 __all__ = [

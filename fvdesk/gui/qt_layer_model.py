@@ -23,7 +23,7 @@ from PySide6.QtGui import QBrush, QColor, QFont, QPalette
 from PySide6.QtWidgets import QApplication
 
 if TYPE_CHECKING:  # fvdesk.core.model imports torch; the window must appear before that
-    from fvdesk.core.model import Layer, LayerGraph, TreeNode
+    from fvdesk.core.model.layers import Layer, LayerGraph, TreeNode
 
 _ROOT = QModelIndex()  # the invalid index, shared as a default argument
 COLUMNS = ("Name", "Op type", "Output shape", "Channels")

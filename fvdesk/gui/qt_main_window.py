@@ -487,7 +487,7 @@ class MainWindow(QMainWindow):
         def job(progress: Callable[[float, str], None]) -> Any:
             from fvdesk.core.device import pick_device
             from fvdesk.core.errors import FvdeskError
-            from fvdesk.core.loader import load_model
+            from fvdesk.core.model.loader import load_model
 
             try:
                 device = pick_device(device_pref)
@@ -667,8 +667,8 @@ class MainWindow(QMainWindow):
         if self.model is None:
             return
         from fvdesk.core.errors import FvdeskError
-        from fvdesk.core.model import preset
-        from fvdesk.core.sidecar import save_sidecar
+        from fvdesk.core.model.preprocessing import preset
+        from fvdesk.core.model.sidecar import save_sidecar
 
         # The model object is only changed on the render thread, between jobs: each job
         # carries the preprocessing chosen when it was queued.
@@ -716,13 +716,11 @@ class MainWindow(QMainWindow):
             )
             return
         try:
-            from fvdesk.core.loader import set_labels
-
             persist = not self._is_embedded(self.model.path)
             try:
-                labels = set_labels(self.model, path, persist=persist)
+                labels = self.model.set_labels(path, persist=persist)
             except (OSError, FvdeskError) as exc:  # e.g. the sidecar cannot be written
-                labels = set_labels(self.model, path, persist=False)  # raises if unreadable
+                labels = self.model.set_labels(path, persist=False)  # raises if unreadable
                 if persist:
                     self.log_message(f"Labels from {path} are not remembered: {exc}")
         except FvdeskError as exc:
@@ -1403,7 +1401,7 @@ class MainWindow(QMainWindow):
         tiles = self.savable_tiles()
         if not tiles:
             return None
-        from fvdesk.core.gallery import GalleryItem, ModelInfo
+        from fvdesk.core.output.gallery import GalleryItem, ModelInfo
 
         first = tiles[0]
         model_info = ModelInfo(first.model_file or first.model_name, first.model_sha)
@@ -1425,7 +1423,7 @@ class MainWindow(QMainWindow):
         folder = Path(folder)
 
         def job(progress: Callable[[float, str], None]) -> Path:
-            from fvdesk.core.gallery import write_gallery
+            from fvdesk.core.output.gallery import write_gallery
 
             progress(0.0, f"Saving {len(pairs)} images to {folder}")
             return write_gallery(folder, model_info, pairs, title=title, device=device)
@@ -1464,7 +1462,7 @@ class MainWindow(QMainWindow):
         folder = Path(folder)
 
         def job(progress: Callable[[float, str], None]) -> Any:
-            from fvdesk.core.gallery import read_gallery
+            from fvdesk.core.output.gallery import read_gallery
 
             return read_gallery(folder)
 

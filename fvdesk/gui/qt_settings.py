@@ -331,7 +331,7 @@ class RenderSettingsPanel(QWidget):
             self.preset_info.setText("")
             self.labels_edit.setText("")
             return
-        from fvdesk.core.model import PRESETS
+        from fvdesk.core.model.preprocessing import PRESETS
 
         pre = preprocessing
         with QSignalBlocker(self.preset_combo):
@@ -374,7 +374,7 @@ def split_values(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
 
 def to_render_settings(values: dict[str, Any]) -> Any:
     """The engine's ``RenderSettings`` for the dock's values, over the engine's own defaults."""
-    from fvdesk.core.render import RenderSettings
+    from fvdesk.core.optim.settings import RenderSettings
 
     render, _ = split_values(values)
     if not render.get("size"):

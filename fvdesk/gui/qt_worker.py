@@ -143,13 +143,11 @@ class RenderWorker(QObject):
 
     def _generator(self, job: RenderJob):
         """The core generator for ``job`` (imports the engine here, on the worker thread)."""
-        from fvdesk.core import render as engine
+        from fvdesk.core.optim import render as engine
 
         model = job.model
         if job.preprocessing is not None and model.preprocessing != job.preprocessing:
-            from fvdesk.core.loader import set_preprocessing
-
-            set_preprocessing(model, job.preprocessing, persist=False)
+            model.set_preprocessing(job.preprocessing, persist=False)
         if job.kind == "combination":
             return self._combination(engine, job)
         unit_job = engine.UnitJob(
@@ -163,7 +161,7 @@ class RenderWorker(QObject):
 
     def _combination(self, engine, job: RenderJob):
         """Neuron arithmetic: one image maximizing a weighted sum of channel objectives."""
-        from fvdesk.core import objectives
+        from fvdesk.core.optim import objectives
 
         total = None
         for term in job.terms:
@@ -181,7 +179,7 @@ class RenderWorker(QObject):
 
 def combination_results(job: RenderJob, result: Any) -> list:
     """A ``RenderResult`` of a combination as ``UnitResult``-like records (one per facet image)."""
-    from fvdesk.core import render as engine
+    from fvdesk.core.optim import render as engine
 
     caption = " ".join(t.caption() for t in job.terms).lstrip("+ ")
     out = []

@@ -1,26 +1,25 @@
 """The loaded-model object that the GUI, the CLI and the engine share.
 
 Everything here is plain Python + torch; it never imports Qt.  A ``LoadedModel`` is produced by
-``fvdesk.core.loader.load_model`` and is read-only afterwards except for the user's choices of
+``fvdesk.core.model.loader.load_model`` and is read-only afterwards except for the user's choices of
 preprocessing and labels (which are persisted in the sidecar ``MODEL.fvdesk.json``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import difflib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
 
 import torch
 from torch import fx, nn
 
 from fvdesk.core.errors import RenderError
-
-Layout = Literal["NCHW", "NHWC"]
-LayerKind = Literal["feature", "vector"]
+from fvdesk.core.model.labels import read_labels_file
+from fvdesk.core.model.layers import LayerGraph, Layout
+from fvdesk.core.model.preprocessing import Preprocessing
+from fvdesk.core.model.sidecar import parse_preprocessing, save_sidecar
 
 
 @dataclass(frozen=True)
@@ -40,175 +39,6 @@ class InputSpec:
     @property
     def batch_ok(self) -> bool:
         return self.max_batch is None or self.max_batch > 1
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How an RGB image in [0, 1] becomes the tensor the model was trained on.
-
-    x -> lo + (hi - lo) * x, then channel order (BGR when ``bgr``), then (x - mean) / std per
-    channel in the model's channel order.  ``source`` says where the choice came from so the UI
-    can warn when it is only a default.
-    """
-
-    preset: str  # a key of PRESETS, or "custom"
-    lo: float = 0.0
-    hi: float = 1.0
-    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
-    std: tuple[float, ...] = (1.0, 1.0, 1.0)
-    bgr: bool = False
-    source: str = "default"  # "metadata" | "sidecar" | "default" | "user"
-
-    def apply(self, x01: torch.Tensor) -> torch.Tensor:
-        """Map an NCHW batch in [0, 1] (C = 1 or 3) to model units, differentiably."""
-        x = self.lo + (self.hi - self.lo) * x01
-        c = x.shape[1]
-        if self.bgr and c == 3:
-            x = x.flip(1)
-        mean = torch.tensor(_fit(self.mean, c), dtype=x.dtype, device=x.device).view(1, c, 1, 1)
-        std = torch.tensor(_fit(self.std, c), dtype=x.dtype, device=x.device).view(1, c, 1, 1)
-        return (x - mean) / std
-
-    def to_dict(self) -> dict:
-        return {
-            "preset": self.preset,
-            "range": [self.lo, self.hi],
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "bgr": self.bgr,
-            "source": self.source,
-        }
-
-    def describe(self) -> str:
-        order = "BGR" if self.bgr else "RGB"
-        return (
-            f"{self.preset}: [{self.lo:g}, {self.hi:g}] {order}, mean {list(self.mean)}, "
-            f"std {list(self.std)} ({self.source})"
-        )
-
-
-def _fit(values: Sequence[float], c: int) -> list[float]:
-    vals = list(values)
-    if len(vals) == c:
-        return vals
-    if c == 1:
-        return [sum(vals) / len(vals)]
-    if len(vals) == 1:
-        return vals * c
-    raise ValueError(f"preprocessing has {len(vals)} channel values for a {c}-channel input")
-
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-#: Presets a user can pick; ``imagenet`` is the documented default (torchvision/timm convention).
-PRESETS: dict[str, Preprocessing] = {
-    "imagenet": Preprocessing("imagenet", 0.0, 1.0, IMAGENET_MEAN, IMAGENET_STD),
-    "unit": Preprocessing("unit", 0.0, 1.0),
-    "symmetric": Preprocessing("symmetric", -1.0, 1.0),
-    "byte": Preprocessing("byte", 0.0, 255.0),
-    # Caffe: BGR, 0-255, minus the per-channel mean (in BGR order), no std.
-    "caffe": Preprocessing("caffe", 0.0, 255.0, (103.939, 116.779, 123.68), (1.0, 1.0, 1.0), True),
-}
-DEFAULT_PRESET = "imagenet"
-
-
-def preset(name: str, source: str = "user") -> Preprocessing:
-    """A preset by name, tagged with where the choice came from."""
-    try:
-        return replace(PRESETS[name], source=source)
-    except KeyError:
-        raise ValueError(
-            f"unknown preprocessing preset {name!r}; choose one of {sorted(PRESETS)}"
-        ) from None
-
-
-@dataclass(frozen=True)
-class Layer:
-    """One targetable node output: a feature map (N, C, H, W) or a vector (N, C)."""
-
-    name: str  # user-facing id: the ONNX node name, ``name:k`` for output k > 0
-    output: str  # the ONNX tensor name
-    op: str  # ONNX op type
-    shape: tuple[int | None, ...]  # batch first, NCHW order even for NHWC models' inputs
-    kind: LayerKind
-    index: int  # topological position in the graph
-    # Memory layout of the ONNX tensor.  "NHWC" for channels-last maps inside the graph (ConvNeXt
-    # blocks, tf2onnx exports): ``shape`` is still reported N, C, H, W and ``extractor``/``capture``
-    # hand out the tensor permuted to NCHW, so objectives can always index channels at dim 1.
-    layout: Layout = "NCHW"
-
-    @property
-    def channels(self) -> int:
-        return int(self.shape[1] or 0)
-
-    @property
-    def spatial(self) -> tuple[int, int] | None:
-        if self.kind != "feature":
-            return None
-        return int(self.shape[2] or 0), int(self.shape[3] or 0)
-
-
-@dataclass
-class TreeNode:
-    """A node of the layer tree: a group (``layer is None``) or a layer leaf."""
-
-    label: str
-    path: str
-    layer: Layer | None = None
-    children: list[TreeNode] = field(default_factory=list)
-
-    def walk(self) -> Iterator[TreeNode]:
-        yield self
-        for child in self.children:
-            yield from child.walk()
-
-
-class LayerGraph:
-    """The targetable layers in topological order, plus the tree the GUI shows."""
-
-    def __init__(self, layers: list[Layer], tree: TreeNode, logits: str | None = None) -> None:
-        self.layers = layers
-        self.tree = tree
-        self._by_name = {layer.name: layer for layer in layers}
-        self.logits_name = logits
-
-    def __len__(self) -> int:
-        return len(self.layers)
-
-    def __iter__(self) -> Iterator[Layer]:
-        return iter(self.layers)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._by_name
-
-    def __getitem__(self, name: str) -> Layer:
-        try:
-            return self._by_name[name]
-        except KeyError:
-            hint = self.suggest(name)
-            more = f"; did you mean {', '.join(hint)}?" if hint else "."
-            raise RenderError(f"The model has no layer named {name!r}{more}") from None
-
-    def suggest(self, name: str, n: int = 5) -> list[str]:
-        """Nearest layer names, for 'did you mean' messages."""
-        names = list(self._by_name)
-        close = difflib.get_close_matches(name, names, n=n, cutoff=0.5)
-        if len(close) < n:
-            low = name.lower()
-            close += [x for x in names if low and low in x.lower() and x not in close][
-                : n - len(close)
-            ]
-        return close
-
-    @property
-    def logits(self) -> Layer | None:
-        return self._by_name.get(self.logits_name) if self.logits_name else None
-
-    def filter(self, text: str) -> list[Layer]:
-        """Layers whose name or op type contains ``text`` (case-insensitive)."""
-        t = text.lower()
-        return [x for x in self.layers if t in x.name.lower() or t in x.op.lower()]
 
 
 @dataclass(frozen=True)
@@ -422,16 +252,26 @@ class LoadedModel:
 
     # -- user choices (persisted in the sidecar MODEL.fvdesk.json) ------------------------------
     def set_preprocessing(self, pre: Preprocessing | str, *, persist: bool = True) -> Preprocessing:
-        """Use ``pre`` (a preset name or values) from now on; saved in the sidecar when ``persist``."""
-        from fvdesk.core.loader import set_preprocessing
+        """Use ``pre`` (a preset name or values) from now on; saved in the sidecar when ``persist``.
 
-        return set_preprocessing(self, pre, persist=persist)
+        The sidecar is written first, so a failed write (``ConfigError``) leaves the model unchanged.
+        """
+        if isinstance(pre, str):
+            pre = parse_preprocessing(pre, "user", "The preprocessing choice")
+        pre = replace(pre, source="user")
+        if persist:
+            save_sidecar(self.path, preprocessing=pre)
+        self.preprocessing = pre
+        return pre
 
     def set_labels(self, labels_file: str | Path, *, persist: bool = True) -> list[str]:
         """Use the class names in ``labels_file`` (txt or JSON); saved in the sidecar when ``persist``."""
-        from fvdesk.core.loader import set_labels
-
-        return set_labels(self, labels_file, persist=persist)
+        labels = read_labels_file(labels_file)
+        if persist:
+            save_sidecar(self.path, labels=Path(labels_file))
+        self.labels = labels
+        self.labels_source = "user"
+        return labels
 
     def label(self, k: int) -> str | None:
         if self.labels and 0 <= k < len(self.labels):

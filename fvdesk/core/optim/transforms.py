@@ -28,112 +28,17 @@ Conventions (documented choices):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from fvdesk.core.errors import ConfigError
-
-PadMode = Literal["constant", "reflect"]
-FitMode = Literal["resize", "crop"]
-
-ARTICLE_SCALES: tuple[float, ...] = (1.0, 0.975, 1.025, 0.95, 1.05)
-ARTICLE_ANGLES: tuple[float, ...] = tuple(float(a) for a in range(-5, 6))
-
-
-@dataclass
-class TransformSettings:
-    """The robustness chain; set an element to 0 / ``None`` / ``False`` to remove it."""
-
-    pad: int = 16
-    jitter: int = 16
-    scales: tuple[float, ...] | None = ARTICLE_SCALES
-    angles: tuple[float, ...] | None = ARTICLE_ANGLES  # degrees
-    jitter2: int = 8
-    crop: bool = True
-    pad_mode: PadMode = "constant"
-    pad_value: float = 0.5
-
-    def __post_init__(self) -> None:
-        if self.scales is not None:
-            self.scales = tuple(float(s) for s in self.scales) or None
-        if self.angles is not None:
-            self.angles = tuple(float(a) for a in self.angles) or None
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise a ``ConfigError`` naming the bad field."""
-        for name in ("pad", "jitter", "jitter2"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ConfigError(
-                    f"Transform setting {name!r} must be a whole number >= 0, got {v!r}."
-                )
-        if self.scales is not None and any(not (s > 0 and math.isfinite(s)) for s in self.scales):
-            raise ConfigError(f"Transform scales must be positive numbers, got {self.scales!r}.")
-        if self.angles is not None and any(not math.isfinite(a) for a in self.angles):
-            raise ConfigError(f"Transform angles must be finite numbers, got {self.angles!r}.")
-        if self.pad_mode not in ("constant", "reflect"):
-            raise ConfigError(
-                f"Transform pad_mode must be 'constant' or 'reflect', got {self.pad_mode!r}."
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["scales"] = list(self.scales) if self.scales is not None else None
-        d["angles"] = list(self.angles) if self.angles is not None else None
-        return d
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TransformSettings:
-        """Inverse of ``to_dict``; unknown keys are ignored (newer versions may add some)."""
-        if not isinstance(data, dict):
-            raise ConfigError(
-                f"Transform settings must be a JSON object, got {type(data).__name__}."
-            )
-        names = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in names}
-        for k in ("scales", "angles"):
-            if kwargs.get(k) is not None:
-                kwargs[k] = tuple(kwargs[k])
-        try:
-            return cls(**kwargs)
-        except TypeError as e:
-            raise ConfigError(f"Invalid transform settings: {e}.") from None
-
-    @property
-    def identity(self) -> bool:
-        """True when the chain leaves images unchanged (nothing random, no padding kept)."""
-        return (
-            self.jitter == 0
-            and self.jitter2 == 0
-            and not self.scales_random
-            and not self.angles_random
-            and (self.crop or self.pad == 0)
-            and self._fixed_scale == 1.0
-            and self._fixed_angle == 0.0
-        )
-
-    @property
-    def scales_random(self) -> bool:
-        return self.scales is not None and len(set(self.scales)) > 1
-
-    @property
-    def angles_random(self) -> bool:
-        return self.angles is not None and len(set(self.angles)) > 1
-
-    @property
-    def _fixed_scale(self) -> float:
-        return self.scales[0] if self.scales else 1.0
-
-    @property
-    def _fixed_angle(self) -> float:
-        return self.angles[0] if self.angles else 0.0
+from fvdesk.core.optim.settings import (
+    FitMode,
+    TransformSettings,
+)
 
 
 class RobustnessTransform:

@@ -46,7 +46,6 @@ import onnxruntime
 import torch
 from torch import fx
 
-from fvdesk.core import canonicalize as canon
 from fvdesk.core.errors import (
     AmbiguousInputError,
     ConfigError,
@@ -54,23 +53,18 @@ from fvdesk.core.errors import (
     ModelLoadError,
     UnsupportedModelError,
 )
-from fvdesk.core.graph import (
+from fvdesk.core.model import canonicalize as canon
+from fvdesk.core.model.graph import (
     NodeOutputs,
     build_layer_graph,
     find_layers,
     find_logits,
     tensor_layouts,
 )
-from fvdesk.core.labels import default_labels, labels_from_metadata, read_labels_file
-from fvdesk.core.model import (
-    DEFAULT_PRESET,
-    PRESETS,
-    InputSpec,
-    LoadedModel,
-    Parity,
-    Preprocessing,
-)
-from fvdesk.core.sidecar import Sidecar, parse_preprocessing, read_sidecar, save_sidecar
+from fvdesk.core.model.labels import default_labels, labels_from_metadata, read_labels_file
+from fvdesk.core.model.loaded import InputSpec, LoadedModel, Parity
+from fvdesk.core.model.preprocessing import DEFAULT_PRESET, PRESETS, Preprocessing
+from fvdesk.core.model.sidecar import Sidecar, parse_preprocessing, read_sidecar
 
 ProgressFn = Callable[[float, str], None]
 
@@ -967,29 +961,3 @@ def compute_parity(
         tolerance=tolerance,
         ok=ok,
     )
-
-
-# -- user choices --------------------------------------------------------------------------
-def set_preprocessing(
-    model: LoadedModel, pre: Preprocessing | str, *, persist: bool = True
-) -> Preprocessing:
-    """Change the model's preprocessing (a preset name or values) and remember it in the sidecar."""
-    if isinstance(pre, str):
-        pre = parse_preprocessing(pre, "user", "The preprocessing choice")
-    pre = replace(pre, source="user")
-    if persist:  # first, so a failed write (ConfigError) leaves the model unchanged
-        save_sidecar(model.path, preprocessing=pre)
-    model.preprocessing = pre
-    return pre
-
-
-def set_labels(
-    model: LoadedModel, labels_file: str | os.PathLike[str], *, persist: bool = True
-) -> list[str]:
-    """Use the labels in ``labels_file`` (txt or JSON) for the model and remember the choice."""
-    labels = read_labels_file(labels_file)
-    if persist:
-        save_sidecar(model.path, labels=Path(labels_file))
-    model.labels = labels
-    model.labels_source = "user"
-    return labels

@@ -24,7 +24,7 @@ from typing import Any
 
 from fvdesk.core.errors import ConfigError
 from fvdesk.core.fileio import atomic_write_text
-from fvdesk.core.model import PRESETS, Preprocessing
+from fvdesk.core.model.preprocessing import PRESETS, Preprocessing
 
 SIDECAR_SUFFIX = ".fvdesk.json"
 SIDECAR_VERSION = 1

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fvdesk.core.model import Layer, LayerGraph, TreeNode
+from fvdesk.core.model.layers import Layer, LayerGraph, TreeNode
 
 Shape = tuple[int | None, ...]
 

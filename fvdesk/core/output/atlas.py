@@ -4,7 +4,7 @@ Layout of an atlas folder ``DIR``::
 
     DIR/atlas.json                 what was asked: model, objective, settings, the layers
     DIR/index.html                 links to every layer's gallery, with a few thumbnails each
-    DIR/007_conv2_Conv/            one gallery per layer (see ``fvdesk.core.gallery``), named
+    DIR/007_conv2_Conv/            one gallery per layer (see ``fvdesk.core.output.gallery``), named
         gallery.json               from the layer's topological index and its sanitized name
         gallery.shard-0-of-4.json  (per-shard manifests when sharded)
         conv2_Conv_u0000.png ...
@@ -40,7 +40,7 @@ from typing import Any
 
 from fvdesk.core.errors import FvdeskError, GalleryError
 from fvdesk.core.fileio import atomic_write_text
-from fvdesk.core.gallery import (
+from fvdesk.core.output.gallery import (
     Gallery,
     GalleryItem,
     ModelInfo,
@@ -294,7 +294,7 @@ class BatchCommitter:
 
     def offer(self, event: Any) -> bool:
         """Take a ``UnitDoneEvent`` (True) or leave the event to the caller (False)."""
-        from fvdesk.core.render import UnitDoneEvent
+        from fvdesk.core.optim.events import UnitDoneEvent
 
         if not isinstance(event, UnitDoneEvent):
             return False
@@ -402,7 +402,7 @@ class Atlas:
         return self._todo
 
     def run(self) -> Generator[Any, None, AtlasSummary]:
-        from fvdesk.core.render import UnitJob, render_units
+        from fvdesk.core.optim.render import UnitJob, render_units
 
         todo = self._todo or self.prepare()
         done = todo.skipped

@@ -33,184 +33,35 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import fx, nn
 
-from fvdesk.core import objectives as obj
 from fvdesk.core.device import describe_device, pick_device
-from fvdesk.core.errors import ConfigError, RenderError
-from fvdesk.core.model import LoadedModel
-from fvdesk.core.param import ImageParam
-from fvdesk.core.transforms import RobustnessTransform, TransformSettings
+from fvdesk.core.errors import RenderError
+from fvdesk.core.model.loaded import LoadedModel
+from fvdesk.core.optim import objectives as obj
+from fvdesk.core.optim.events import (
+    Event,
+    NoticeEvent,
+    PreviewEvent,
+    RenderResult,
+    StepEvent,
+    UnitDoneEvent,
+    UnitResult,
+)
+from fvdesk.core.optim.param import ImageParam
+from fvdesk.core.optim.settings import RenderSettings
+from fvdesk.core.optim.transforms import RobustnessTransform
 
 CancelFlag = threading.Event | Callable[[], bool] | None
 UnitKind = Literal["neuron", "channel", "deepdream", "logit", "prob"]
 
 #: Start-latent standard deviation used when a dead unit is restarted ("stronger random start").
 RESTART_SD = 0.2
-
-
-# -- settings ---------------------------------------------------------------------------------------
-@dataclass
-class RenderSettings:
-    """Everything that determines a render; ``to_dict()`` is what galleries record."""
-
-    steps: int = 512
-    size: int | None = None  # canvas px; None = the model's input size
-    lr: float = 0.05
-    batch: int = 8
-    param: Literal["fourier", "pixel"] = "fourier"
-    decorrelate: bool = True
-    decay: float = 1.0
-    color_matrix: list[list[float]] | None = None  # None = ImageNet (method.md)
-    transforms: TransformSettings | None = field(default_factory=TransformSettings)
-    fit: Literal["resize", "crop"] = "resize"  # fixed-size models: canvas -> native size
-    tv: float = 0.0
-    l1: float = 0.0
-    l2: float = 0.0
-    blur_every: int = 0
-    blur_sigma: float = 0.5
-    seed: int = 0
-    preview_every: int = 16
-    device: str = "auto"
-    relu_override_steps: int = 16
-    channels_last: bool = True  # CUDA only; same numbers, faster convolutions
-    amp: bool = False  # CUDA only; bfloat16 autocast of the model's forward
-    init_sd: float = 0.01
-    shared: list[list[int]] = field(default_factory=list)  # [(keyframes, factor)], interpolation
-
-    def __post_init__(self) -> None:
-        if isinstance(self.transforms, dict):
-            self.transforms = TransformSettings.from_dict(self.transforms)
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise a ``ConfigError`` that names the bad setting."""
-
-        def bad(name: str, why: str) -> ConfigError:
-            return ConfigError(f"Render setting {name!r} {why}, got {getattr(self, name)!r}.")
-
-        for name in (
-            "steps",
-            "batch",
-            "preview_every",
-            "blur_every",
-            "relu_override_steps",
-            "seed",
-        ):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise bad(name, "must be a whole number >= 0")
-        if self.batch < 1:
-            raise bad("batch", "must be at least 1")
-        if self.size is not None and (
-            isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 8
-        ):
-            raise bad("size", "must be None or a whole number of pixels >= 8")
-        for name in ("lr", "decay", "tv", "l1", "l2", "blur_sigma", "init_sd"):
-            v = getattr(self, name)
-            if (
-                isinstance(v, bool)
-                or not isinstance(v, (int, float))
-                or not np.isfinite(v)
-                or v < 0
-            ):
-                raise bad(name, "must be a finite number >= 0")
-        if self.lr <= 0:
-            raise bad("lr", "must be positive")
-        if self.param not in ("fourier", "pixel"):
-            raise bad("param", "must be 'fourier' or 'pixel'")
-        if self.fit not in ("resize", "crop"):
-            raise bad("fit", "must be 'resize' or 'crop'")
-        if self.color_matrix is not None:
-            m = np.asarray(self.color_matrix, dtype=float)
-            if m.shape != (3, 3) or not np.isfinite(m).all():
-                raise bad("color_matrix", "must be a 3x3 list of numbers or None")
-        if self.transforms is not None and not isinstance(self.transforms, TransformSettings):
-            raise bad("transforms", "must be TransformSettings or None")
-        for pair in self.shared:
-            if len(pair) != 2 or any(int(v) < 1 for v in pair):
-                raise bad(
-                    "shared", "must be a list of [keyframes, factor] pairs of positive numbers"
-                )
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict (lists, numbers, strings, None)."""
-        d = asdict(self)
-        d["transforms"] = self.transforms.to_dict() if self.transforms is not None else None
-        d["color_matrix"] = (
-            [list(map(float, r)) for r in self.color_matrix] if self.color_matrix else None
-        )
-        d["shared"] = [[int(a), int(b)] for a, b in self.shared]
-        return d
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RenderSettings:
-        """Inverse of ``to_dict``; unknown keys are ignored so newer galleries still load."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"Render settings must be a JSON object, got {type(data).__name__}.")
-        names = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in names}
-        if "transforms" in kwargs and kwargs["transforms"] is not None:
-            kwargs["transforms"] = TransformSettings.from_dict(kwargs["transforms"])
-        try:
-            return cls(**kwargs)
-        except TypeError as e:
-            raise ConfigError(f"Invalid render settings: {e}.") from None
-
-
-# -- events and results ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class StepEvent:
-    """One optimization step: per-image objective values under this step's transforms.
-
-    ``offset`` is the index of ``values[0]`` in the whole batch (non-zero only after the batch was
-    split); ``units`` says which unit each image holds (``render_units``).
-    """
-
-    step: int
-    steps: int
-    loss: float
-    values: np.ndarray
-    units: tuple[int, ...] | None = None
-    offset: int = 0
-    facets: tuple[int, ...] | None = None  # the facet of each image, with ``units``
-
-
-@dataclass(frozen=True)
-class PreviewEvent:
-    """Current images, uint8 (B, H, W, C)."""
-
-    step: int
-    images: np.ndarray
-    units: tuple[int, ...] | None = None
-    offset: int = 0
-    facets: tuple[int, ...] | None = None
-
-
-@dataclass(frozen=True)
-class NoticeEvent:
-    """Something the user should know (batch halved, dead units, revived units)."""
-
-    message: str
-
-
-@dataclass
-class RenderResult:
-    """The final images (uint8 (B, H, W, C)) and their objective values (untransformed)."""
-
-    images: np.ndarray
-    values: np.ndarray
-    steps_done: int
-    cancelled: bool
-    dead: list[int]
-    seconds: float
-    device: str
-    batch: int
 
 
 @dataclass
@@ -228,33 +79,6 @@ class UnitJob:
     diversity_layer: str | None = (
         None  # default: the layer itself, or the last feature map before it
     )
-
-
-@dataclass
-class UnitResult:
-    """One rendered unit. ``value`` is the unit's own measure (activation, logit, probability,
-    mean square for deepdream) on the final image, not negated for negative renders; ``unit`` is
-    -1 for deepdream (the whole layer)."""
-
-    layer: str
-    unit: int
-    facet: int
-    label: str | None
-    kind: str
-    negative: bool
-    value: float
-    image: np.ndarray
-    dead: bool
-    seed: int
-    steps: int
-
-
-@dataclass(frozen=True)
-class UnitDoneEvent:
-    result: UnitResult
-
-
-Event = StepEvent | PreviewEvent | NoticeEvent | UnitDoneEvent
 
 
 class _OutOfMemory(Exception):

@@ -1,0 +1,220 @@
+"""What a render is asked to do: ``RenderSettings`` and the robustness chain's ``TransformSettings``.
+
+Plain data with validation (numpy only, no torch), so that the app, galleries and provenance
+records can build, check and store settings without loading the engine.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+import numpy as np
+
+from fvdesk.core.errors import ConfigError
+
+PadMode = Literal["constant", "reflect"]
+FitMode = Literal["resize", "crop"]
+
+ARTICLE_SCALES: tuple[float, ...] = (1.0, 0.975, 1.025, 0.95, 1.05)
+ARTICLE_ANGLES: tuple[float, ...] = tuple(float(a) for a in range(-5, 6))
+
+
+@dataclass
+class TransformSettings:
+    """The robustness chain; set an element to 0 / ``None`` / ``False`` to remove it."""
+
+    pad: int = 16
+    jitter: int = 16
+    scales: tuple[float, ...] | None = ARTICLE_SCALES
+    angles: tuple[float, ...] | None = ARTICLE_ANGLES  # degrees
+    jitter2: int = 8
+    crop: bool = True
+    pad_mode: PadMode = "constant"
+    pad_value: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.scales is not None:
+            self.scales = tuple(float(s) for s in self.scales) or None
+        if self.angles is not None:
+            self.angles = tuple(float(a) for a in self.angles) or None
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise a ``ConfigError`` naming the bad field."""
+        for name in ("pad", "jitter", "jitter2"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ConfigError(
+                    f"Transform setting {name!r} must be a whole number >= 0, got {v!r}."
+                )
+        if self.scales is not None and any(not (s > 0 and math.isfinite(s)) for s in self.scales):
+            raise ConfigError(f"Transform scales must be positive numbers, got {self.scales!r}.")
+        if self.angles is not None and any(not math.isfinite(a) for a in self.angles):
+            raise ConfigError(f"Transform angles must be finite numbers, got {self.angles!r}.")
+        if self.pad_mode not in ("constant", "reflect"):
+            raise ConfigError(
+                f"Transform pad_mode must be 'constant' or 'reflect', got {self.pad_mode!r}."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["scales"] = list(self.scales) if self.scales is not None else None
+        d["angles"] = list(self.angles) if self.angles is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TransformSettings:
+        """Inverse of ``to_dict``; unknown keys are ignored (newer versions may add some)."""
+        if not isinstance(data, dict):
+            raise ConfigError(
+                f"Transform settings must be a JSON object, got {type(data).__name__}."
+            )
+        names = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        for k in ("scales", "angles"):
+            if kwargs.get(k) is not None:
+                kwargs[k] = tuple(kwargs[k])
+        try:
+            return cls(**kwargs)
+        except TypeError as e:
+            raise ConfigError(f"Invalid transform settings: {e}.") from None
+
+    @property
+    def identity(self) -> bool:
+        """True when the chain leaves images unchanged (nothing random, no padding kept)."""
+        return (
+            self.jitter == 0
+            and self.jitter2 == 0
+            and not self.scales_random
+            and not self.angles_random
+            and (self.crop or self.pad == 0)
+            and self._fixed_scale == 1.0
+            and self._fixed_angle == 0.0
+        )
+
+    @property
+    def scales_random(self) -> bool:
+        return self.scales is not None and len(set(self.scales)) > 1
+
+    @property
+    def angles_random(self) -> bool:
+        return self.angles is not None and len(set(self.angles)) > 1
+
+    @property
+    def _fixed_scale(self) -> float:
+        return self.scales[0] if self.scales else 1.0
+
+    @property
+    def _fixed_angle(self) -> float:
+        return self.angles[0] if self.angles else 0.0
+
+
+# -- settings ---------------------------------------------------------------------------------------
+@dataclass
+class RenderSettings:
+    """Everything that determines a render; ``to_dict()`` is what galleries record."""
+
+    steps: int = 512
+    size: int | None = None  # canvas px; None = the model's input size
+    lr: float = 0.05
+    batch: int = 8
+    param: Literal["fourier", "pixel"] = "fourier"
+    decorrelate: bool = True
+    decay: float = 1.0
+    color_matrix: list[list[float]] | None = None  # None = ImageNet (method.md)
+    transforms: TransformSettings | None = field(default_factory=TransformSettings)
+    fit: Literal["resize", "crop"] = "resize"  # fixed-size models: canvas -> native size
+    tv: float = 0.0
+    l1: float = 0.0
+    l2: float = 0.0
+    blur_every: int = 0
+    blur_sigma: float = 0.5
+    seed: int = 0
+    preview_every: int = 16
+    device: str = "auto"
+    relu_override_steps: int = 16
+    channels_last: bool = True  # CUDA only; same numbers, faster convolutions
+    amp: bool = False  # CUDA only; bfloat16 autocast of the model's forward
+    init_sd: float = 0.01
+    shared: list[list[int]] = field(default_factory=list)  # [(keyframes, factor)], interpolation
+
+    def __post_init__(self) -> None:
+        if isinstance(self.transforms, dict):
+            self.transforms = TransformSettings.from_dict(self.transforms)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise a ``ConfigError`` that names the bad setting."""
+
+        def bad(name: str, why: str) -> ConfigError:
+            return ConfigError(f"Render setting {name!r} {why}, got {getattr(self, name)!r}.")
+
+        for name in (
+            "steps",
+            "batch",
+            "preview_every",
+            "blur_every",
+            "relu_override_steps",
+            "seed",
+        ):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise bad(name, "must be a whole number >= 0")
+        if self.batch < 1:
+            raise bad("batch", "must be at least 1")
+        if self.size is not None and (
+            isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 8
+        ):
+            raise bad("size", "must be None or a whole number of pixels >= 8")
+        for name in ("lr", "decay", "tv", "l1", "l2", "blur_sigma", "init_sd"):
+            v = getattr(self, name)
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, (int, float))
+                or not np.isfinite(v)
+                or v < 0
+            ):
+                raise bad(name, "must be a finite number >= 0")
+        if self.lr <= 0:
+            raise bad("lr", "must be positive")
+        if self.param not in ("fourier", "pixel"):
+            raise bad("param", "must be 'fourier' or 'pixel'")
+        if self.fit not in ("resize", "crop"):
+            raise bad("fit", "must be 'resize' or 'crop'")
+        if self.color_matrix is not None:
+            m = np.asarray(self.color_matrix, dtype=float)
+            if m.shape != (3, 3) or not np.isfinite(m).all():
+                raise bad("color_matrix", "must be a 3x3 list of numbers or None")
+        if self.transforms is not None and not isinstance(self.transforms, TransformSettings):
+            raise bad("transforms", "must be TransformSettings or None")
+        for pair in self.shared:
+            if len(pair) != 2 or any(int(v) < 1 for v in pair):
+                raise bad(
+                    "shared", "must be a list of [keyframes, factor] pairs of positive numbers"
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (lists, numbers, strings, None)."""
+        d = asdict(self)
+        d["transforms"] = self.transforms.to_dict() if self.transforms is not None else None
+        d["color_matrix"] = (
+            [list(map(float, r)) for r in self.color_matrix] if self.color_matrix else None
+        )
+        d["shared"] = [[int(a), int(b)] for a, b in self.shared]
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RenderSettings:
+        """Inverse of ``to_dict``; unknown keys are ignored so newer galleries still load."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"Render settings must be a JSON object, got {type(data).__name__}.")
+        names = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        if "transforms" in kwargs and kwargs["transforms"] is not None:
+            kwargs["transforms"] = TransformSettings.from_dict(kwargs["transforms"])
+        try:
+            return cls(**kwargs)
+        except TypeError as e:
+            raise ConfigError(f"Invalid render settings: {e}.") from None
