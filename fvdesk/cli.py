@@ -24,8 +24,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from fvdesk.core.optim.jobs import UNIT_KINDS
+
 COMMANDS = ("layers", "info", "render", "atlas")
-OBJECTIVES = ("channel", "neuron", "deepdream", "logit", "prob")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 
 
@@ -127,13 +128,32 @@ def _pos_float(text: str) -> float:
 
 
 def _preset(text: str) -> str:
-    from fvdesk.core.model.preprocessing import PRESETS
+    """A preset name or a JSON object (``{"range": [0, 255], "mean": [...], "bgr": true}``)."""
+    from fvdesk.core.errors import ConfigError
+    from fvdesk.core.model.preprocessing import parse_preprocessing
 
-    if text not in PRESETS:
-        raise argparse.ArgumentTypeError(
-            f"unknown preset {text!r} (choose from {', '.join(sorted(PRESETS))})"
-        )
+    value: Any = text
+    if text.lstrip().startswith("{"):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise argparse.ArgumentTypeError(f"is not valid JSON ({e.msg})") from None
+    try:
+        parse_preprocessing(value, "user", "--preprocess")
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--preprocess ")) from None
     return text
+
+
+def _position(text: str) -> tuple[int, int]:
+    x, sep, y = text.partition(",")
+    try:
+        pos = (int(x), int(y))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not X,Y (two whole numbers)") from None
+    if not sep or min(pos) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not X,Y (two whole numbers >= 0)")
+    return pos
 
 
 # ------------------------------------------------------------------------------------------------
@@ -227,6 +247,47 @@ def _duration(seconds: float) -> str:
 
 
 # ------------------------------------------------------------------------------------------------
+# Render settings as flags (from the one table in fvdesk.core.optim.options)
+# ------------------------------------------------------------------------------------------------
+def _option_type(opt: Any) -> Callable[[str], Any]:
+    from fvdesk.core.errors import ConfigError
+
+    def parse(text: str) -> Any:
+        try:
+            return opt.parse(text)
+        except ConfigError as e:
+            raise argparse.ArgumentTypeError(str(e).removeprefix(opt.flag + " ")) from None
+
+    return parse
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    from fvdesk.core.optim.options import OPTIONS
+
+    groups: dict[str, Any] = {}
+    for o in OPTIONS:
+        g = groups.get(o.group) or groups.setdefault(o.group, parser.add_argument_group(o.group))
+        default = o.default()
+        shown = ",".join(f"{v:g}" for v in default) if isinstance(default, tuple) else default
+        text = f"{o.help} (default: {'native' if default is None else shown})"
+        if o.kind is bool:
+            g.add_argument(o.flag, dest=o.name, action=argparse.BooleanOptionalAction,
+                           default=None, help=text)  # fmt: skip
+        else:
+            g.add_argument(o.flag, dest=o.name, type=_option_type(o), default=None,
+                           metavar=o.name.upper(), help=text)  # fmt: skip
+    tr = groups["transformation robustness"]
+    tr.add_argument("--no-transforms", action="store_true",
+                    help="no transformation robustness at all (the article's baseline)")  # fmt: skip
+    groups["parameterization"].add_argument(
+        "--color-from",
+        type=Path,
+        metavar="DIR",
+        help="estimate the colour decorrelation matrix from the images in DIR instead of ImageNet's",
+    )
+
+
+# ------------------------------------------------------------------------------------------------
 # The parser
 # ------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
@@ -258,8 +319,21 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--preprocess",
         type=_preset,
-        metavar="PRESET",
-        help="input preprocessing preset (imagenet, unit, symmetric, byte, caffe) instead of the model's own",
+        metavar="PRESET|JSON",
+        help="input preprocessing for this run: a preset (imagenet, unit, symmetric, byte, caffe) or "
+        'JSON like \'{"range": [0, 255], "mean": [103.9, 116.8, 123.7], "bgr": true}\'',
+    )
+    common.add_argument(
+        "--labels",
+        type=Path,
+        metavar="FILE",
+        help="class names for this run (one per line, or a JSON list or {index: name} object)",
+    )
+    common.add_argument(
+        "--remember",
+        action="store_true",
+        help="also save --preprocess/--labels in the sidecar MODEL.fvdesk.json next to the model, "
+        "so the app and later runs use them",
     )
     common.add_argument(
         "--no-parity",
@@ -293,26 +367,16 @@ def build_parser() -> argparse.ArgumentParser:
     inf.set_defaults(func=cmd_info)
 
     opt = argparse.ArgumentParser(add_help=False)
-    g = opt.add_argument_group("optimization")
-    g.add_argument("--steps", type=_positive, help="optimization steps per image")
-    g.add_argument("--size", type=_positive, help="image size in pixels (square)")
-    g.add_argument("--batch", type=_positive, help="images optimized together")
-    g.add_argument("--seed", type=_nonneg, help="random seed (renders are reproducible per seed)")
-    g.add_argument("--lr", type=_pos_float, help="Adam learning rate")
-    g.add_argument("--param", choices=("fourier", "pixel"), help="image parameterization")
-    g.add_argument("--no-decorrelate", action="store_true", help="do not decorrelate colours")
-    g.add_argument(
-        "--no-transforms",
-        action="store_true",
-        help="no transformation robustness (jitter, scale, rotate)",
-    )
+    _add_setting_flags(opt)
 
     ren = sub.add_parser(
         "render",
         parents=[common, opt],
-        help="render units of one layer into a gallery folder",
-        description="Render units of one layer and write a gallery (PNGs, contact_sheet.png, gallery.json, index.html). "
-        "--param pixel --no-decorrelate --no-transforms is the article's unregularized baseline.",
+        help="render units, or a combination of them, into a gallery folder",
+        description="Render units of one layer, or one weighted combination of units, and write a gallery "
+        "(PNGs, contact_sheet.png, gallery.json, index.html). Every setting of the app is a flag below. "
+        "--param pixel --no-decorrelate --no-transforms is the article's unregularized baseline. "
+        "--from GALLERY/gallery.json renders saved items again from their provenance records.",
     )
     ren.add_argument(
         "--layer",
@@ -331,9 +395,17 @@ def build_parser() -> argparse.ArgumentParser:
     ren.add_argument(
         "--objective",
         "-o",
-        choices=OBJECTIVES,
         default="channel",
-        help="what to maximize (default: channel)",
+        metavar="KIND|EXPR",
+        help=f"what to maximize: {', '.join(UNIT_KINDS)} (default: channel) for --units of --layer, "
+        "or a combination like 'L:12 + 0.5*L:40 - L:7' (L:U@X,Y is a neuron; prob(L:U) names a kind; "
+        "spaces around + and -)",
+    )
+    ren.add_argument(
+        "--position",
+        type=_position,
+        metavar="X,Y",
+        help="the neuron's position on the layer's grid (--objective neuron; default: the centre)",
     )
     ren.add_argument(
         "--diversity",
@@ -348,10 +420,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ren.add_argument(
         "--out",
-        required=True,
         type=Path,
         metavar="DIR",
-        help="gallery folder (created, or added to when it holds a gallery of the same model)",
+        help="gallery folder (created, or added to when it holds a gallery of the same model); "
+        "optional with --from",
+    )
+    ren.add_argument(
+        "--from",
+        dest="from_gallery",
+        type=Path,
+        metavar="GALLERY",
+        help="render saved items again from their provenance (a gallery folder or its gallery.json) "
+        "and say whether the pixels match; MODEL defaults to the file the gallery names",
+    )
+    ren.add_argument(
+        "--item",
+        type=_nonneg,
+        action="append",
+        metavar="N",
+        help="with --from: only item N (as numbered in the gallery's index; repeatable)",
     )
     ren.set_defaults(func=cmd_render)
 
@@ -410,7 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (see the module docstring)."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     if _wants_gui(args_list):
-        return _run_gui(args_list[0] if args_list else None)
+        return _run_gui(args_list)
     parser = build_parser()
     try:
         args = parser.parse_args(args_list)
@@ -448,15 +535,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _wants_gui(argv: list[str]) -> bool:
-    if not argv:
-        return True
+    """The app unless a command (or --help/--version) is asked for: ``fvdesk``,
+    ``fvdesk MODEL.onnx``, ``fvdesk MODEL.onnx --device cpu``, ``fvdesk --device cuda:1``."""
+    if any(a in ("-h", "--help", "--version") for a in argv):
+        return False
+    if not argv or argv[0].startswith("-"):
+        return not any(a in COMMANDS for a in argv)
     first = argv[0]
-    if len(argv) != 1 or first in COMMANDS or first.startswith("-"):
+    if first in COMMANDS:
         return False
     return first.lower().endswith(".onnx") or Path(first).exists()
 
 
-def _run_gui(model_path: str | None) -> int:
+def gui_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fvdesk", description="Start the desktop app.")
+    p.add_argument(
+        "model", nargs="?", metavar="MODEL", help="ONNX file to open (default: the demo)"
+    )
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: the app's setting)")
+    return p
+
+
+def _run_gui(argv: list[str]) -> int:
+    try:
+        args = gui_parser().parse_args(argv)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
     try:
         from fvdesk.gui.app import run_app
     except ImportError as e:
@@ -466,7 +570,7 @@ def _run_gui(model_path: str | None) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILED
-    return run_app(model_path or None)
+    return run_app(args.model or None, device=args.device)
 
 
 def _install_sigterm() -> Any:
@@ -538,7 +642,27 @@ def _load(args: argparse.Namespace, *, device: Any = None, progress: Progress | 
             bar._draw("")
             bar.stream.write("\r")
             bar.stream.flush()
+    labels = getattr(args, "labels", None)
+    if labels is not None:
+        model.set_labels(labels, persist=False)
+    if getattr(args, "remember", False):
+        _remember(args, model)
     return model
+
+
+def _remember(args: argparse.Namespace, model: Any) -> None:
+    """``--remember``: the user asked for the sidecar to be written (it is never implicit)."""
+    from fvdesk.core.model.sidecar import save_sidecar, sidecar_path
+
+    if args.preprocess is None and getattr(args, "labels", None) is None:
+        raise UsageError("--remember saves --preprocess and/or --labels; give at least one")
+    save_sidecar(
+        model.path,
+        preprocessing=model.preprocessing if args.preprocess is not None else None,
+        labels=args.labels.resolve() if getattr(args, "labels", None) is not None else None,
+    )
+    if not args.quiet:
+        print(f"Saved the choice in {sidecar_path(model.path)}.", file=sys.stderr)
 
 
 def _resolve_layer(model: Any, name: str) -> Any:
@@ -555,10 +679,9 @@ def _shape_list(shape: Sequence[int | None]) -> list[int | None]:
 
 
 def _shape_text(shape: Sequence[int | None]) -> str:
-    return "x".join(
-        "N" if (i == 0 and d is None) else ("?" if d is None else str(d))
-        for i, d in enumerate(shape)
-    )
+    from fvdesk.core.model.layers import format_shape
+
+    return format_shape(shape, batch=True, sep="x")
 
 
 def _emit_json(obj: Any) -> None:
@@ -710,86 +833,146 @@ def cmd_info(args: argparse.Namespace) -> int:
 # render
 # ------------------------------------------------------------------------------------------------
 def render_settings(args: argparse.Namespace, **extra: Any) -> Any:
-    """``RenderSettings`` from the engine's defaults, overridden by the options given."""
+    """``RenderSettings`` from the engine's defaults, overridden by the flags given."""
+    from fvdesk.core.optim import options
     from fvdesk.core.optim.settings import RenderSettings
 
-    over: dict[str, Any] = {}
-    for name in ("steps", "size", "batch", "seed", "lr", "param"):
-        v = getattr(args, name, None)
-        if v is not None:
-            over[name] = v
-    if getattr(args, "no_decorrelate", False):
-        over["decorrelate"] = False
+    base = RenderSettings(**extra)
     if getattr(args, "no_transforms", False):
-        over["transforms"] = None
-    over.update(extra)
-    return RenderSettings(**over)
+        base.transforms = None
+    given = {
+        o.name: getattr(args, o.name)
+        for o in options.OPTIONS
+        if getattr(args, o.name, None) is not None
+    }
+    if base.transforms is None:
+        given = {k: v for k, v in given.items() if not options.option(k).transform}
+    folder = getattr(args, "color_from", None)
+    if folder is not None:
+        from fvdesk.core.optim.param import color_matrix_from_folder
+
+        base.color_matrix = color_matrix_from_folder(folder).tolist()
+    return options.apply(base, given)
 
 
-def settings_record(settings: Any, model: Any, **extra: Any) -> dict[str, Any]:
-    """What a gallery records per item: the render settings plus the preprocessing in force and
-    the job options that are not render settings (``facets``), so a render can be reproduced."""
-    d = dict(settings.to_dict())
-    d["preprocessing"] = model.preprocessing.to_dict()
-    d.update(extra)
-    return d
+def _layer_kind(model: Any) -> Callable[[str], str]:
+    from fvdesk.core.optim.jobs import default_kind
+
+    return lambda name: default_kind(model.graph[name]) if name in model.graph else "channel"
 
 
-def cmd_render(args: argparse.Namespace) -> int:
-    from fvdesk.core.device import describe_device
-    from fvdesk.core.optim.events import NoticeEvent, StepEvent
-    from fvdesk.core.optim.render import UnitJob, render_units
-    from fvdesk.core.output.atlas import BatchCommitter
-    from fvdesk.core.output.gallery import Gallery, ModelInfo
+def render_spec(args: argparse.Namespace, model: Any) -> Any:
+    """The job spec the render flags describe (a combination when --objective is an expression)."""
+    from fvdesk.core.errors import FvdeskError
+    from fvdesk.core.optim.jobs import CombinationJob, UnitJob, parse_objective
 
-    device = _device(args)
-    model = _load(args, device=device)
     objective = args.objective
+    facets = args.diversity or 1
+    try:
+        if objective not in UNIT_KINDS:
+            if ":" not in objective:
+                raise UsageError(
+                    f"--objective {objective!r} is neither a kind ({', '.join(UNIT_KINDS)}) "
+                    "nor a combination like 'L:12 + 0.5*L:40'"
+                )
+            terms = parse_objective(objective, _layer_kind(model))
+            for t in terms:
+                _resolve_layer(model, t.layer)
+            spec: Any = CombinationJob(terms, negative=args.negative, facets=facets)
+        else:
+            spec = UnitJob(
+                _spec_layer(args, model).name,
+                tuple(_spec_units(args, model)),
+                kind=objective,
+                negative=args.negative,
+                facets=facets,
+                x=args.position[0] if args.position else None,
+                y=args.position[1] if args.position else None,
+            )
+        spec.validate(model.graph)
+    except FvdeskError as e:
+        raise UsageError(str(e)) from None
+    return spec
+
+
+def _spec_layer(args: argparse.Namespace, model: Any) -> Any:
     if args.layer:
-        layer = _resolve_layer(model, args.layer)
-    elif objective in ("logit", "prob"):
-        layer = model.graph.logits
-        if layer is None:
+        return _resolve_layer(model, args.layer)
+    if args.objective in ("logit", "prob"):
+        if model.graph.logits is None:
             raise UsageError(
                 f"no classifier output was found in {model.name}; name the logits layer with --layer"
             )
-    else:
-        raise UsageError("--layer is required (see `fvdesk layers` for the names)")
-    if objective in ("logit", "prob") and layer.kind != "vector":
-        raise UsageError(
-            f"--objective {objective} needs a vector layer (class scores); {layer.name} is a feature map"
-        )
-    if objective == "deepdream":
-        units = [0]  # one image for the whole layer
-    else:
-        try:
-            units = args.units.resolve(layer.channels, f"layer {layer.name}")
-        except ValueError as e:
-            raise UsageError(str(e)) from None
-    settings = _settings_or_usage(args, device)
-    facets = args.diversity or 1
-    record = settings_record(settings, model, facets=facets)
-    dev_text = describe_device(device)
-    gallery = Gallery.open(args.out, ModelInfo.from_model(model), title=layer.name, device=dev_text)
-    job = UnitJob(
-        layer=layer.name, units=units, kind=objective, negative=args.negative, facets=facets
-    )
-    total = len(units) * facets
-    bar = Progress(total, enabled=Progress.wanted(args.quiet), label=f"{layer.name}")
-    done = 0
-    committer = BatchCommitter(gallery, record, device=dev_text, steps=settings.steps)
+        return model.graph.logits
+    raise UsageError("--layer is required (see `fvdesk layers` for the names)")
+
+
+def _spec_units(args: argparse.Namespace, model: Any) -> list[int]:
+    if args.objective == "deepdream":
+        return []
+    layer = _spec_layer(args, model)
     try:
-        for ev in render_units(model, job, settings, device=device):
-            if committer.offer(ev):
-                continue
-            done += len(committer.flush())
-            bar.update(done=done)
-            if isinstance(ev, StepEvent):
-                bar.update(step=ev.step, steps=ev.steps)
-            elif isinstance(ev, NoticeEvent) and not args.quiet:
-                bar.message(f"note: {ev.message}")
-        done += len(committer.flush())
-        bar.update(done=done, force=True)
+        return args.units.resolve(layer.channels, f"layer {layer.name}")
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from fvdesk.core.optim.jobs import Job
+
+    if args.from_gallery is not None:
+        return cmd_reproduce(args)
+    if args.out is None:
+        raise UsageError("--out DIR is required (or --from GALLERY)")
+    if args.item:
+        raise UsageError("--item goes with --from GALLERY")
+    device = _device(args)
+    model = _load(args, device=device)
+    spec = render_spec(args, model)
+    job = Job.for_model(model, spec, _settings_or_usage(args, device))
+    done = write_job(model, job, args.out, device=device, quiet=args.quiet)
+    if not args.quiet:
+        print(
+            f"Rendered {len(done)} image(s) of {job.title} into {args.out} "
+            f"(open {args.out / 'index.html'})."
+        )
+    return EXIT_OK
+
+
+def write_job(
+    model: Any, job: Any, out: Path, *, device: Any, quiet: bool, only: Sequence[int] | None = None
+) -> list[Any]:
+    """Run ``job`` and commit its images to the gallery in ``out`` batch by batch (what is
+    finished survives Ctrl+C); returns the job's results."""
+    from fvdesk.core.device import describe_device
+    from fvdesk.core.optim.drive import drive
+    from fvdesk.core.optim.events import NoticeEvent, StepEvent
+    from fvdesk.core.optim.run import run_job
+    from fvdesk.core.output.atlas import BatchCommitter
+    from fvdesk.core.output.gallery import Gallery, ModelInfo
+
+    dev_text = describe_device(device)
+    gallery = Gallery.open(out, ModelInfo.from_model(model), title=job.title, device=dev_text)
+    committer = BatchCommitter(gallery, device=dev_text, steps=job.settings.steps)
+    total = len(only) if only is not None else len(job.spec.slots())
+    bar = Progress(total, enabled=Progress.wanted(quiet), label=job.title[-40:])
+    committed = 0
+
+    def on_event(ev: Any) -> None:
+        nonlocal committed
+        if committer.offer(ev):
+            return
+        committed += len(committer.flush())
+        bar.update(done=committed)
+        if isinstance(ev, StepEvent):
+            bar.update(step=ev.step, steps=ev.steps)
+        elif isinstance(ev, NoticeEvent) and not quiet:
+            bar.message(f"note: {ev.message}")
+
+    try:
+        result = drive(run_job(model, job, device=device, only=only), on_event)
+        committed += len(committer.flush())
+        bar.update(done=committed, force=True)
     except BaseException:  # Ctrl+C: keep the renders that finished
         with contextlib.suppress(Exception):
             committer.flush()
@@ -797,10 +980,77 @@ def cmd_render(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     gallery.finalize(prune=True)
-    if not args.quiet:
-        print(
-            f"Rendered {done} image(s) of {layer.name} into {args.out} (open {args.out / 'index.html'})."
+    return result.results
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    """``render --from``: render saved items again from their provenance and compare pixels."""
+    import numpy as np
+
+    from fvdesk.core.errors import FvdeskError
+    from fvdesk.core.optim.drive import drive
+    from fvdesk.core.optim.jobs import job_from_provenance
+    from fvdesk.core.optim.run import run_job
+    from fvdesk.core.output.gallery import read_gallery
+
+    folder = args.from_gallery
+    folder = folder.parent if folder.suffix.lower() == ".json" else folder
+    _, pairs = read_gallery(folder)
+    wanted = args.item if args.item else list(range(len(pairs)))
+    bad = [n for n in wanted if n >= len(pairs)]
+    if bad:
+        raise UsageError(
+            f"{folder} has {len(pairs)} items (0-{len(pairs) - 1}); there is no item {bad[0]}"
         )
+    reps = {}
+    for n in wanted:
+        try:
+            reps[n] = job_from_provenance(pairs[n][0].provenance, where=f"Item {n} of {folder}")
+        except FvdeskError as e:
+            raise UsageError(str(e)) from None
+    first = reps[wanted[0]].job.model
+    if args.model is None and first.path and Path(first.path).is_file():
+        args.model = first.path
+    device = _device(args)
+    model = _load(args, device=device)
+    groups: dict[tuple[str, tuple[int, ...]], list[int]] = {}
+    for n, rep in reps.items():
+        if rep.job.model.sha256 != model.sha256:
+            raise UsageError(
+                f"item {n} of {folder} was rendered from {rep.job.model.file} "
+                f"(sha256 {rep.job.model.sha256[:12]}…), not {model.name}; give that model as MODEL"
+            )
+        key = (json.dumps(rep.job.provenance_key(), sort_keys=True), rep.batch)
+        groups.setdefault(key, []).append(n)
+    same = 0
+    for members in groups.values():
+        rep = reps[members[0]]
+        if args.out is not None:
+            results = write_job(model, rep.job, args.out, device=device, quiet=args.quiet,
+                                only=rep.batch)  # fmt: skip
+        else:
+            results = drive(run_job(model, rep.job, device=device, only=rep.batch)).results
+        by_slot = {r.slot: r for r in results}
+        for n in members:
+            item, saved = pairs[n]
+            new = by_slot[reps[n].slot].image
+            diff = (
+                int(np.abs(new.astype(int) - saved.astype(int)).max())
+                if new.shape == saved.shape
+                else -1
+            )
+            same += diff == 0
+            verdict = (
+                "identical to the saved image"
+                if diff == 0
+                else f"differs from the saved image (max {diff} levels)"
+                if diff > 0
+                else f"has another size than the saved image ({new.shape} vs {saved.shape})"
+            )
+            print(f"item {n} ({item.caption or item.file}): {verdict}")
+    if not args.quiet:
+        where = f" into {args.out}" if args.out is not None else ""
+        print(f"Reproduced {len(wanted)} item(s){where}; {same} identical to the saved pixels.")
     return EXIT_OK
 
 
@@ -849,7 +1099,6 @@ def cmd_atlas(args: argparse.Namespace) -> int:
         args.out,
         plan,
         settings,
-        record=settings_record(settings, model),
         objective=args.objective,
         shard=shard,
         force=args.force,

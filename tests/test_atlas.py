@@ -106,8 +106,12 @@ def test_plan(demo, relus) -> None:
 def test_atlas_resumes_after_sigkill(tmp_path: Path, relus: list[str]) -> None:
     out = tmp_path / "atlas"
     cmd = [sys.executable, "-m", "fvdesk", "atlas", "--out", str(out), "--layers", *relus]
-    cmd += ["--units-per-layer", "4", "--steps", "16", "--size", "32", "--batch", "2", *FAST]
-    total = 8
+    # Many short batches: after the second commit at least 7 more batches remain, so the kill
+    # lands mid-atlas however fast the machine is (8 units in 4 batches finished too soon).
+    per_layer = 8
+    cmd += ["--units-per-layer", str(per_layer), "--steps", "16", "--size", "32", "--batch", "1"]
+    cmd += FAST
+    total = 2 * per_layer
     proc = subprocess.Popen(
         [*cmd, "--quiet"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
@@ -138,12 +142,12 @@ def test_atlas_resumes_after_sigkill(tmp_path: Path, relus: list[str]) -> None:
     )
 
     after = atlas_items(out)
-    assert sorted(after) == sorted((layer, u) for layer in relus for u in range(4))
+    assert sorted(after) == sorted((layer, u) for layer in relus for u in range(per_layer))
     for key, d in before.items():  # finished units were not rendered again
         assert after[key]["timestamp"] == d["timestamp"] and after[key]["file"] == d["file"]
     for folder in {d["folder"] for d in after.values()}:
         items = json.loads((out / folder / MANIFEST).read_text())["items"]
-        assert len({(d["layer"], d["unit"], d["facet"]) for d in items}) == len(items) == 4
+        assert len({(d["layer"], d["unit"], d["facet"]) for d in items}) == len(items) == per_layer
     files = pngs(out)
     assert len(files) == total  # one PNG per unit, no orphans or duplicates
     for p in files:

@@ -76,11 +76,22 @@ def test_help(capsys: pytest.CaptureFixture[str], command: str) -> None:
 def test_gui_is_started_lazily(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
     fake = types.ModuleType("fvdesk.gui.app")
-    fake.run_app = lambda path: calls.append(path) or 7  # type: ignore[attr-defined]
+    fake.run_app = lambda path, device=None: calls.append((path, device)) or 7  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "fvdesk.gui.app", fake)
     assert main([]) == 7
     assert main(["some/model.onnx"]) == 7
-    assert calls == [None, "some/model.onnx"]
+    assert calls == [(None, None), ("some/model.onnx", None)]
+
+
+def test_a_model_with_app_options_starts_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``fvdesk MODEL.onnx --device cpu`` is the app with a device, not a headless command."""
+    calls = []
+    fake = types.ModuleType("fvdesk.gui.app")
+    fake.run_app = lambda path, device=None: calls.append((path, device)) or 7  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "fvdesk.gui.app", fake)
+    assert main(["m.onnx", "--device", "cpu"]) == 7
+    assert main(["--device", "cuda:1"]) == 7
+    assert calls == [("m.onnx", "cpu"), (None, "cuda:1")]
 
 
 def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -199,7 +210,7 @@ def test_render_writes_a_gallery(capsys: pytest.CaptureFixture[str], tmp_path: P
     for it, img in pairs:
         assert it.layer == relu.name and it.objective == "channel" and not it.negative
         assert it.steps == 8 and it.settings["steps"] == 8 and it.settings["size"] == 32
-        assert it.settings["seed"] == 3 and "preprocessing" in it.settings
+        assert it.settings["seed"] == 3 and "preprocessing" in it.provenance
         assert img.shape[:2] == (32, 32)
         assert float(np.asarray(img, dtype=np.float32).std()) > 2.0, f"{it.file} is blank"
     page = (out_dir / INDEX).read_text()
@@ -252,21 +263,22 @@ def test_headless_commands_never_import_qt(tmp_path: Path, relu) -> None:
 def test_interrupt_exits_130_and_keeps_the_gallery(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, relu
 ) -> None:
-    from fvdesk.core.optim import render
+    from fvdesk.core.optim import run as runner
+    from fvdesk.core.optim.events import UnitDoneEvent
 
-    real = render.render_units
+    real = runner.run_job
 
-    def interrupted(model, job, settings, cancel=None, **kw):
-        gen = real(model, job, settings, cancel, **kw)
+    def interrupted(model, job, cancel=None, **kw):
+        gen = real(model, job, cancel, **kw)
         n = 0
         for ev in gen:
             yield ev
-            if isinstance(ev, render.UnitDoneEvent):
+            if isinstance(ev, UnitDoneEvent):
                 n += 1
                 if n == 2:
                     raise KeyboardInterrupt
 
-    monkeypatch.setattr(render, "render_units", interrupted)
+    monkeypatch.setattr(runner, "run_job", interrupted)
     out_dir = tmp_path / "g"
     args = ["render", "--layer", relu.name, "--units", "0-5", "--steps", "2", "--size", "16"]
     args += ["--batch", "1", "--out", out_dir, *FAST]
@@ -274,3 +286,107 @@ def test_interrupt_exits_130_and_keeps_the_gallery(
     assert code == 130 and "interrupted" in err
     _, pairs = read_gallery(out_dir)
     assert sorted(it.unit for it, _ in pairs) == [0, 1]
+
+
+# -- the job model from the command line ------------------------------------------------------
+def test_render_help_lists_every_setting(capsys: pytest.CaptureFixture[str]) -> None:
+    from fvdesk.core.optim.options import OPTIONS
+
+    code, out, _ = run(capsys, "render", "--help")
+    assert code == 0
+    for o in OPTIONS:
+        assert o.flag in out, o.flag
+    for flag in ("--no-transforms", "--color-from", "--objective", "--from", "--item", "--labels"):
+        assert flag in out
+
+
+def test_render_a_combination(capsys: pytest.CaptureFixture[str], tmp_path: Path, relu) -> None:
+    out_dir = tmp_path / "combo"
+    expr = f"{relu.name}:1 + 0.5*{relu.name}:4 - {relu.name}:7"
+    args = ["render", "--objective", expr, "--steps", "4", "--size", "24", "--diversity", "2"]
+    code, _, err = run(capsys, *args, "--tv", "0.1", "--jitter", "4", "--out", out_dir, *FAST)
+    assert code == 0, err
+    _, pairs = read_gallery(out_dir)
+    assert len(pairs) == 2 and {it.facet for it, _ in pairs} == {0, 1}
+    it = pairs[0][0]
+    assert it.objective == "combination" and it.caption.startswith(f"{relu.name}:1 + 0.5·")
+    terms = it.provenance["job"]["terms"]
+    assert [(t["unit"], t["weight"]) for t in terms] == [(1, 1.0), (4, 0.5), (7, -1.0)]
+    assert it.settings["tv"] == 0.1 and it.settings["transforms"]["jitter"] == 4
+    code, _, err = run(capsys, "render", "--objective", f"{relu.name}x:1 + {relu.name}:2",
+                       "--out", out_dir, *FAST)  # fmt: skip
+    assert code == 2 and "did you mean" in err
+    code, _, err = run(capsys, "render", "--objective", "sparkle", "--out", out_dir, *FAST)
+    assert code == 2 and "combination" in err
+
+
+def test_from_reproduces_saved_items_bit_exactly(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, relu
+) -> None:
+    src = tmp_path / "src"
+    args = ["render", "--layer", relu.name, "--units", "2,5,6", "--steps", "4", "--size", "24"]
+    code, _, err = run(capsys, *args, "--batch", "2", "--seed", "4", "--out", src, *FAST)
+    assert code == 0, err
+    _, pairs = read_gallery(src)
+    assert [it.provenance["batch"] for it, _ in pairs] == [[0, 1], [0, 1], [2]]
+    again = tmp_path / "again"
+    code, out, err = run(capsys, "render", "--from", src / MANIFEST, "--item", "1", "--item", "2",
+                         "--out", again, "--no-parity", "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    assert out.count("identical to the saved image") == 2 and "2 identical" in out
+    _, new = read_gallery(again)
+    saved = {it.unit: img for it, img in pairs}
+    assert {it.unit for it, _ in new} >= {5, 6}
+    for it, img in new:
+        assert np.array_equal(img, saved[it.unit])
+    code, _, err = run(capsys, "render", "--from", src, "--item", "9", *FAST)
+    assert code == 2 and "no item 9" in err
+
+
+def test_from_refuses_another_model_and_records_without_provenance(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, relu, model_cache: Path
+) -> None:
+    from tests.models import small_onnx
+
+    src = tmp_path / "src"
+    code, _, _ = run(capsys, "render", "--layer", relu.name, "--units", "1", "--steps", "2",
+                     "--size", "16", "--out", src, *FAST)  # fmt: skip
+    assert code == 0
+    code, _, err = run(capsys, "render", small_onnx(model_cache), "--from", src, *FAST)
+    assert code == 2 and "was rendered from demo.onnx" in err
+    data = json.loads((src / MANIFEST).read_text())
+    data["items"][0]["provenance"] = {}
+    (src / MANIFEST).write_text(json.dumps(data))
+    code, _, err = run(capsys, "render", "--from", src, *FAST)
+    assert code == 2 and "no provenance record" in err
+
+
+def test_preprocess_json_labels_and_remember(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, demo_model_path: Path
+) -> None:
+    model = tmp_path / "m.onnx"
+    model.write_bytes(demo_model_path.read_bytes())
+    labels = tmp_path / "names.txt"
+    labels.write_text("\n".join(f"thing {i}" for i in range(8)) + "\n")
+    caffe = '{"range": [0, 255], "mean": [103.939, 116.779, 123.68], "bgr": true}'
+    code, out, err = run(capsys, "info", model, "--preprocess", caffe, "--labels", labels,
+                         "--json", "--no-parity", "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["preprocessing"]["bgr"] is True and info["preprocessing"]["range"] == [0, 255]
+    assert info["labels"]["source"] == "user"
+    assert not (tmp_path / "m.fvdesk.json").exists()  # nothing written unless asked
+    code, _, err = run(capsys, "info", model, "--preprocess", caffe, "--remember", *FAST)
+    assert code == 0, err
+    saved = json.loads((tmp_path / "m.fvdesk.json").read_text())
+    assert saved["preprocessing"]["bgr"] is True
+    code, _, err = run(capsys, "info", model, "--preprocess", '{"range": [1, 1]}', *FAST)
+    assert code == 2 and "degenerate" in err
+    code, _, err = run(capsys, "info", model, "--remember", *FAST)
+    assert code == 2 and "--remember" in err
+    out_dir = tmp_path / "g"
+    code, _, err = run(capsys, "render", model, "--objective", "logit", "--units", "3",
+                       "--labels", labels, "--steps", "2", "--size", "16", "--out", out_dir, *FAST)  # fmt: skip
+    assert code == 0, err
+    ((it, _),) = read_gallery(out_dir)[1]
+    assert it.label == "thing 3"

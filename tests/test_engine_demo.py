@@ -15,7 +15,9 @@ import torch
 
 from fvdesk.core.model.loader import load_model
 from fvdesk.core.optim import objectives as O
-from fvdesk.core.optim.render import UnitJob, render, render_units
+from fvdesk.core.optim.jobs import UnitJob
+from fvdesk.core.optim.render import render
+from fvdesk.core.optim.run import render_units
 from fvdesk.core.optim.settings import RenderSettings
 from fvdesk.core.patterns import CLASSES
 from tests.test_render import drive

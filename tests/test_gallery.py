@@ -35,7 +35,7 @@ def image(seed: int, size: int = 16) -> np.ndarray:
 
 def item(layer: str = "conv1", unit: int = 0, **kw) -> GalleryItem:
     kw.setdefault("value", 1.5 + unit)
-    kw.setdefault("settings", {"steps": 8, "size": 16, "seed": 0})
+    kw.setdefault("provenance", {"settings": {"steps": 8, "size": 16, "seed": 0}})
     return GalleryItem(layer=layer, unit=unit, **kw)
 
 
@@ -96,17 +96,32 @@ def test_manifest_records_everything(tmp_path: Path) -> None:
     g = Gallery.open(tmp_path, MODEL, device="cpu (2 threads)", title="conv1")
     it = g.add(item("conv1", 3, label="stripes", seed=7, steps=8, seconds=0.25), image(3))
     data = json.loads((tmp_path / MANIFEST).read_text())
-    assert data["format"] == "fvdesk-gallery" and data["version"] == 1
+    assert data["format"] == "fvdesk-gallery" and data["version"] == 2
     assert data["model"] == {"file": "net.onnx", "sha256": "a" * 64}
     for key in ("fvdesk_version", "device", "created", "updated", "items"):
         assert key in data
     (entry,) = data["items"]
     expected = {"file", "layer", "unit", "facet", "label", "objective", "negative", "value", "dead"}
-    expected |= {"seed", "steps", "settings", "timestamp", "device", "seconds"}
+    expected |= {"seed", "steps", "provenance", "caption", "timestamp", "device", "seconds"}
     assert expected <= set(entry)
     assert entry["file"] == it.file == "conv1_u0003.png"
-    assert entry["settings"] == {"steps": 8, "size": 16, "seed": 0}
+    assert entry["provenance"]["settings"] == {"steps": 8, "size": 16, "seed": 0}
     assert entry["device"] == "cpu (2 threads)" and entry["label"] == "stripes"
+
+
+def test_version_1_manifests_still_open(tmp_path: Path) -> None:
+    """Galleries of fvdesk 0.1 kept ``settings`` per item and no provenance record."""
+    g = Gallery.open(tmp_path, MODEL)
+    g.add(item("conv1", 2), image(2))
+    data = json.loads((tmp_path / MANIFEST).read_text())
+    data["version"] = 1
+    for entry in data["items"]:
+        entry["settings"] = entry.pop("provenance")["settings"]
+        entry.pop("caption")
+    (tmp_path / MANIFEST).write_text(json.dumps(data))
+    _, pairs = read_gallery(tmp_path)
+    ((it, img),) = pairs
+    assert it.settings == {"steps": 8, "size": 16, "seed": 0} and (img == image(2)).all()
 
 
 def test_resume_sees_committed_items(tmp_path: Path) -> None:

@@ -298,7 +298,8 @@ def test_save_gallery_and_reopen(qtbot, demo_window, tmp_path, monkeypatch, demo
     assert set(items) == {(LOGITS, 0), (LOGITS, 5), (CONV1, -1)}
     dots = items[(LOGITS, 5)]
     assert dots["label"] == "dots" and dots["objective"] == "logit"
-    assert dots["settings"]["steps"] == 6 and dots["settings"]["size"] == 32
+    assert dots["provenance"]["settings"]["steps"] == 6
+    assert dots["provenance"]["settings"]["size"] == 32
     assert dots["seed"] == 0 and dots["steps"] == 6 and np.isfinite(dots["value"])
     for it in manifest["items"]:
         assert (folder / it["file"]).is_file()
@@ -460,7 +461,10 @@ def test_preprocessing_choice_applies_to_the_next_job(qtbot, demo_window, demo_m
         job = w.render_units(CONV1, [0])
         assert job.preprocessing.preset == "unit"
         wait_idle(qtbot, w)
-        assert demo_model.preprocessing.preset == "unit"
+        # the job ran with the choice it captured; no thread mutates the shared model for it
+        (tile,) = [t for t in w.tiles.tiles() if t.job_id == job.id]
+        assert tile.result.provenance["preprocessing"]["preset"] == "unit"
+        assert demo_model.preprocessing == original
         # the embedded model never gets a sidecar written beside it
         assert not list(Path(resources_dir()).rglob("*.fvdesk.json"))
     finally:

@@ -98,13 +98,26 @@ def test_bytes_that_are_not_onnx(tmp_path: Path, data: bytes) -> None:
     assert any(w in msg for w in ("not a valid ONNX", "not an ONNX", "corrupt", "empty graph")), msg
 
 
-def test_unreadable_file(tmp_path: Path) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root can read anything")
+def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     p = tmp_path / "locked.onnx"
     onnx.save(_conv_model(), str(p))
-    p.chmod(0)
-    assert "cannot be read" in _fails(p)
+    if os.geteuid() != 0:  # root reads anything, so the real case needs another user
+        p.chmod(0)
+        assert "cannot be read (permission denied)" in _fails(p)
+        p.chmod(0o644)
+    import fvdesk.core.model.loader as loader
+
+    def denied(*_a, **_k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(loader, "open", denied, raising=False)  # shadows the builtin there only
+    assert "cannot be read (permission denied)" in _fails(p)
+
+    def io_error(*_a, **_k):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(loader, "open", io_error, raising=False)
+    assert "cannot be read (Input/output error)" in _fails(p)
 
 
 # -- inputs ------------------------------------------------------------------------------

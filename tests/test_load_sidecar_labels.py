@@ -14,8 +14,8 @@ from fvdesk.core.model.labels import (
     labels_from_metadata,
     read_labels_file,
 )
-from fvdesk.core.model.preprocessing import PRESETS, Preprocessing
-from fvdesk.core.model.sidecar import parse_preprocessing, read_sidecar, save_sidecar, sidecar_path
+from fvdesk.core.model.preprocessing import PRESETS, Preprocessing, parse_preprocessing
+from fvdesk.core.model.sidecar import read_sidecar, save_sidecar, sidecar_path
 
 
 def test_sidecar_path() -> None:

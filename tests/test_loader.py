@@ -297,6 +297,20 @@ def test_preprocessing_sources(model_cache: Path, tmp_path: Path) -> None:
     )
 
 
+def test_the_users_saved_preprocessing_beats_the_models_metadata(
+    model_cache: Path, tmp_path: Path
+) -> None:
+    """The app says a choice is "remembered next to the model": on reopen it must still be the
+    one in force, even when the file's metadata names another, and the source says so."""
+    src = test_models.small_onnx(model_cache, "rgb")
+    path = _with_metadata(src, tmp_path / "m.onnx", {"fvdesk.preprocessing": "caffe"})
+    m = load_model(path, check_parity=False)
+    assert (m.preprocessing.preset, m.preprocessing.source) == ("caffe", "metadata")
+    m.set_preprocessing("symmetric")
+    again = load_model(path, check_parity=False)
+    assert (again.preprocessing.preset, again.preprocessing.source) == ("symmetric", "sidecar")
+
+
 def test_label_sources(model_cache: Path, tmp_path: Path) -> None:
     src = test_models.small_onnx(model_cache, "rgb")  # 10 classes
     names = [f"class {i}" for i in range(10)]

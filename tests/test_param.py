@@ -43,7 +43,7 @@ def test_spectrum_scale_is_inverse_frequency_clamped_at_one_over_size() -> None:
 def test_imagenet_colour_matrix_normalized_by_max_column_norm() -> None:
     m = normalized_color_matrix()
     raw = torch.tensor(IMAGENET_COLOR_SQRT)
-    assert raw.norm(dim=0).max().item() == pytest.approx(0.46195, abs=1e-4)  # method.md
+    assert raw.norm(dim=0).max().item() == pytest.approx(0.46195, abs=1e-4)  # Lucid's constant
     assert m.norm(dim=0).max().item() == pytest.approx(1.0, abs=1e-6)
     assert torch.allclose(m * 0.46195, raw, atol=1e-4)
     with pytest.raises(ConfigError):

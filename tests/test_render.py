@@ -21,14 +21,15 @@ from fvdesk.core.optim.events import (
     UnitDoneEvent,
     UnitResult,
 )
+from fvdesk.core.optim.jobs import UnitJob
 from fvdesk.core.optim.render import (
-    UnitJob,
     image_seed,
     redirected_relu,
+    redirected_relu6,
     relu_override,
     render,
-    render_units,
 )
+from fvdesk.core.optim.run import render_units
 from fvdesk.core.optim.settings import RenderSettings, TransformSettings
 from tests.models import dead_unit_onnx, small_onnx
 
@@ -271,6 +272,16 @@ def test_redirected_relu_gradient() -> None:
     assert torch.equal(redirected_relu(x, torch.tensor([True] * 3)), torch.relu(x))
 
 
+def test_redirected_relu6_never_pushes_a_saturated_input_higher() -> None:
+    # one image, every input outside ReLU6's active range (0, 6): the plain gradient is zero
+    x = torch.tensor([[-1.0, -1.0, 7.0, 7.0]], requires_grad=True)
+    g = torch.tensor([[1.0, -1.0, -1.0, 1.0]])  # descent moves x by -g
+    redirected_relu6(x, torch.tensor([True])).backward(g)
+    # blocked: -1 pushed lower (g > 0) and 7 pushed higher (g < 0); passed: the other two
+    assert x.grad.tolist() == [[0.0, -1.0, 0.0, 1.0]]
+    assert torch.equal(redirected_relu6(x, torch.tensor([True])), x.clamp(0, 6))
+
+
 def test_relu_override_rewrites_only_relus(small) -> None:
     ext = small.extractor([RELU])
     over = relu_override(ext)
@@ -311,6 +322,49 @@ def test_fused_input_pipeline_equals_transform_then_prepare_input(
     assert torch.allclose(
         pipe(x, None), m.prepare_input(tf.fit_only(x)), atol=1e-4 * (1 + float(want.abs().max()))
     )
+
+
+# Hand-computed model inputs for the canvas colour RGB (0.2, 0.5, 0.9), or grey 0.5 for 1-channel
+# models, in the model's own channel order: what a wrong preset or a lost BGR flip would change.
+PINNED = {
+    "imagenet": ([-1.2445415, 0.1964286, 2.1955556], 0.2256637),  # (x - mean) / std, RGB
+    "unit": ([0.2, 0.5, 0.9], 0.5),
+    "symmetric": ([-0.6, 0.0, 0.8], 0.0),  # 2x - 1
+    "byte": ([51.0, 127.5, 229.5], 127.5),  # 255 x
+    "caffe": (
+        [125.561, 10.721, -72.68],
+        12.7006667,
+    ),  # BGR: 255 (b, g, r) - (103.939, 116.779, 123.68)
+}
+
+
+@pytest.mark.parametrize("kind", ["rgb", "nhwc", "gray"])
+@pytest.mark.parametrize("preset", sorted(PINNED))
+@pytest.mark.parametrize("transforms", [None, TransformSettings()], ids=["identity", "robust"])
+def test_every_preset_gives_the_model_exactly_these_values(
+    model_cache, kind: str, preset: str, transforms
+) -> None:
+    """End to end through the renderer's fused input pipeline (what the model really gets)."""
+    from fvdesk.core.model.preprocessing import PRESETS
+    from fvdesk.core.optim.render import _InputPipeline
+    from fvdesk.core.optim.transforms import RobustnessTransform
+
+    m = load_model(small_onnx(model_cache, kind), check_parity=False)
+    c = m.input.channels
+    rgb, grey = PINNED[preset]
+    colour = [0.2, 0.5, 0.9] if c == 3 else [0.5]
+    x = torch.tensor(colour).view(1, c, 1, 1).expand(1, c, 32, 32).contiguous()
+    tf = RobustnessTransform(transforms, (32, 32), seeds=[3])
+    pipe = _InputPipeline(m, tf, c, torch.device("cpu"), PRESETS[preset])
+    y = pipe(x, None if tf.identity else tf.draw())
+    if kind == "nhwc":
+        assert y.shape == (1, 32, 32, 3)
+        centre = y[0, 16, 16, :]
+    else:
+        assert y.shape == (1, c, 32, 32)
+        centre = y[0, :, 16, 16]
+    want = torch.tensor(rgb if c == 3 else [grey])
+    assert torch.allclose(centre, want, rtol=1e-5, atol=1e-4), (centre.tolist(), want.tolist())
 
 
 # -- unusual inputs ---------------------------------------------------------------------------------
@@ -462,13 +516,14 @@ def test_pruned_extractor_matches_the_full_graph(small) -> None:
 def test_unit_labels_follow_the_apps_rule(demo_model_path) -> None:
     """Class layers get labels (as in the app's tree); feature maps never do."""
     from fvdesk.core.model.loader import load_model
-    from fvdesk.core.optim.render import _unit_label
 
     m = load_model(demo_model_path, check_parity=False)
-    assert _unit_label(m, "/classifier/Gemm", 4) == "checkerboard"
-    assert _unit_label(m, "/features/block1/conv/Conv", 4) is None
-    assert _unit_label(m, "/flatten/Flatten", 4) is None  # a vector, but 96 wide, not 8
-    assert _unit_label(m, "/classifier/Gemm", -1) is None
+    assert m.graph.unit_label("/classifier/Gemm", 4, m.labels) == "checkerboard"
+    assert m.graph.unit_label("/features/block1/conv/Conv", 4, m.labels) is None
+    assert (
+        m.graph.unit_label("/flatten/Flatten", 4, m.labels) is None
+    )  # a vector, but 96 wide, not 8
+    assert m.graph.unit_label("/classifier/Gemm", -1, m.labels) is None
 
 
 def test_batch_events_name_each_images_unit_and_facet(small) -> None:

@@ -34,8 +34,9 @@ def make_app(argv: list[str] | None = None) -> QApplication:
     return app  # type: ignore[return-value]
 
 
-def run_app(path: str | None = None) -> int:
-    """Show the main window with ``path`` (or the embedded demo model) and run the event loop."""
+def run_app(path: str | None = None, *, device: str | None = None) -> int:
+    """Show the main window with ``path`` (or the embedded demo model) and run the event loop;
+    ``device`` (from ``fvdesk MODEL --device D``) replaces the device setting for this session."""
     logging.basicConfig(
         level=os.environ.get("FVDESK_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s"
     )
@@ -43,6 +44,8 @@ def run_app(path: str | None = None) -> int:
     from fvdesk.gui.qt_main_window import MainWindow
 
     window = MainWindow()
+    if device:
+        window.settings_panel.set_value("device", device)
     window.show()
 
     def first_model() -> None:

@@ -1412,7 +1412,7 @@ class MainWindow(QMainWindow):
             if isinstance(t.result, GalleryItem):
                 item = t.result
             else:
-                item = GalleryItem.from_result(t.result, t.settings, device=device)
+                item = GalleryItem.from_result(t.result, device=device)
             # A gallery keeps one image per key: a unit rendered twice (another seed, another
             # combination on the same layer) is kept as the next facet instead of replaced.
             while item.key in used:

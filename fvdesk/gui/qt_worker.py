@@ -142,71 +142,29 @@ class RenderWorker(QObject):
         self.finished.emit(job, JobOutcome(results, job.cancel.is_set(), time.perf_counter() - t0))
 
     def _generator(self, job: RenderJob):
-        """The core generator for ``job`` (imports the engine here, on the worker thread)."""
-        from fvdesk.core.optim import render as engine
+        """The core job for ``job``, run by the core's job runner (imported here, on the worker
+        thread).  The job carries its own preprocessing and labels: the model is not touched."""
+        from fvdesk.core.optim.jobs import CombinationJob, Job, ModelRef, Term, UnitJob
+        from fvdesk.core.optim.run import run_job
 
         model = job.model
-        if job.preprocessing is not None and model.preprocessing != job.preprocessing:
-            model.set_preprocessing(job.preprocessing, persist=False)
+        facets = max(1, job.facets)
         if job.kind == "combination":
-            return self._combination(engine, job)
-        unit_job = engine.UnitJob(
-            job.layer,
-            list(job.units),
-            kind=job.kind,
-            negative=job.negative,
-            facets=max(1, job.facets),
+            terms = tuple(Term(t.layer, t.unit, t.kind, t.weight) for t in job.terms)
+            spec = CombinationJob(terms, negative=job.negative, facets=facets)
+        else:
+            units = () if job.kind == "deepdream" else tuple(job.units)
+            spec = UnitJob(job.layer, units, kind=job.kind, negative=job.negative, facets=facets)
+        core = Job(
+            spec,
+            job.settings,
+            job.preprocessing or model.preprocessing,
+            ModelRef.of(model),
+            tuple(model.labels) if model.labels else None,
+            job.title,
         )
-        return engine.render_units(model, unit_job, job.settings, cancel=job.cancel)
-
-    def _combination(self, engine, job: RenderJob):
-        """Neuron arithmetic: one image maximizing a weighted sum of channel objectives."""
-        from fvdesk.core.optim import objectives
-
-        total = None
-        for term in job.terms:
-            obj = objectives.unit(term.layer, term.kind, term.unit) * float(term.weight)
-            total = obj if total is None else total + obj
-        if total is None:
-            return []
-        if job.negative:
-            total = total * -1.0
-        result = yield from engine.render(
-            job.model, total, job.settings, batch=max(1, job.facets), cancel=job.cancel
-        )
-        return combination_results(job, result)
-
-
-def combination_results(job: RenderJob, result: Any) -> list:
-    """A ``RenderResult`` of a combination as ``UnitResult``-like records (one per facet image)."""
-    from fvdesk.core.optim import render as engine
-
-    caption = " ".join(t.caption() for t in job.terms).lstrip("+ ")
-    out = []
-    images = getattr(result, "images", None)
-    if images is None:
-        return out
-    values = list(getattr(result, "values", [None] * len(images)))
-    settings = job.settings
-    for i, image in enumerate(images):
-        out.append(
-            engine.UnitResult(
-                layer=job.layer,
-                unit=-1,
-                facet=i,
-                label=caption,
-                kind="combination",
-                negative=job.negative,
-                value=float(values[i])
-                if i < len(values) and values[i] is not None
-                else float("nan"),
-                image=image,
-                dead=i in set(getattr(result, "dead", []) or []),
-                seed=getattr(settings, "seed", None),
-                steps=int(getattr(result, "steps_done", getattr(settings, "steps", 0))),
-            )
-        )
-    return out
+        out = yield from run_job(model, core, job.cancel)
+        return out.results
 
 
 class RenderQueue(QObject):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -95,7 +95,23 @@ class LayerGraph:
     def logits(self) -> Layer | None:
         return self._by_name.get(self.logits_name) if self.logits_name else None
 
+    def unit_label(self, layer: str, unit: int, labels: Sequence[str] | None) -> str | None:
+        """The class name of ``unit``: only on the logits layer or a vector layer exactly as wide
+        as the labels (a softmax output), so no feature channel is ever named after a class."""
+        lay = self._by_name.get(layer)
+        if lay is None or not labels or not 0 <= unit < len(labels):
+            return None
+        is_class_layer = layer == self.logits_name or lay.kind == "vector"
+        return labels[unit] if is_class_layer and lay.channels in (0, len(labels)) else None
+
     def filter(self, text: str) -> list[Layer]:
         """Layers whose name or op type contains ``text`` (case-insensitive)."""
         t = text.lower()
         return [x for x in self.layers if t in x.name.lower() or t in x.op.lower()]
+
+
+def format_shape(shape: Sequence[int | None], *, batch: bool = False, sep: str = "×") -> str:
+    """``(None, 64, 56, 56)`` -> ``64×56×56``: the one way shapes are written for people (the
+    batch dimension left out unless asked, then a free batch is ``N``; unknown sizes as ``?``)."""
+    dims = [("N" if d is None else str(d)) for d in shape[:1]] if batch else []
+    return sep.join(dims + ["?" if d is None else str(d) for d in shape[1:]])

@@ -18,8 +18,8 @@ from torch import fx, nn
 from fvdesk.core.errors import RenderError
 from fvdesk.core.model.labels import read_labels_file
 from fvdesk.core.model.layers import LayerGraph, Layout
-from fvdesk.core.model.preprocessing import Preprocessing
-from fvdesk.core.model.sidecar import parse_preprocessing, save_sidecar
+from fvdesk.core.model.preprocessing import Preprocessing, parse_preprocessing
+from fvdesk.core.model.sidecar import save_sidecar
 
 
 @dataclass(frozen=True)
@@ -120,10 +120,13 @@ class LoadedModel:
         return self.path.name
 
     # -- input --------------------------------------------------------------------------------
-    def prepare_input(self, x01: torch.Tensor) -> torch.Tensor:
+    def prepare_input(
+        self, x01: torch.Tensor, preprocessing: Preprocessing | None = None
+    ) -> torch.Tensor:
         """NCHW images in [0, 1] (RGB, or 1 channel for grayscale models) -> the graph's image input.
 
-        Applies the preprocessing in force and the model's layout; stays differentiable.
+        Applies ``preprocessing`` (default: the one in force; a job passes the one it captured)
+        and the model's layout; stays differentiable.
         """
         if x01.shape[1] != self.input.channels:
             if self.input.channels == 1 and x01.shape[1] == 3:
@@ -135,7 +138,7 @@ class LoadedModel:
                 raise RenderError(
                     f"{self.name} expects {self.input.channels} input channels, got {x01.shape[1]}."
                 )
-        x = self.preprocessing.apply(x01)
+        x = (preprocessing or self.preprocessing).apply(x01)
         if self.input.layout == "NHWC":
             x = x.permute(0, 2, 3, 1)
         return x.contiguous()

@@ -19,9 +19,9 @@ NCHW or NHWC position (or dynamic there) are candidates.  ``input_name=`` (or th
 ``input_name``) picks one; with several candidates and no choice ``AmbiguousInputError`` lists
 them.  Other inputs get zeros of their declared shape (``LoadedModel.extra_inputs``).
 
-Preprocessing order: ``preprocessing=`` argument, ONNX ``metadata_props``
-(``fvdesk.preprocessing``, or Windows ML's ``Image.BitmapPixelFormat``/``Image.NominalPixelRange``),
-the sidecar, then the documented default preset ``imagenet`` (source ``"default"``).
+Preprocessing order: ``preprocessing=`` argument, the sidecar (the user's saved choice), ONNX
+``metadata_props`` (``fvdesk.preprocessing``, or Windows ML's ``Image.BitmapPixelFormat``/``Image.NominalPixelRange``),
+then the documented default preset ``imagenet`` (source ``"default"``).
 """
 
 from __future__ import annotations
@@ -63,8 +63,13 @@ from fvdesk.core.model.graph import (
 )
 from fvdesk.core.model.labels import default_labels, labels_from_metadata, read_labels_file
 from fvdesk.core.model.loaded import InputSpec, LoadedModel, Parity
-from fvdesk.core.model.preprocessing import DEFAULT_PRESET, PRESETS, Preprocessing
-from fvdesk.core.model.sidecar import Sidecar, parse_preprocessing, read_sidecar
+from fvdesk.core.model.preprocessing import (
+    DEFAULT_PRESET,
+    PRESETS,
+    Preprocessing,
+    parse_preprocessing,
+)
+from fvdesk.core.model.sidecar import Sidecar, read_sidecar
 
 ProgressFn = Callable[[float, str], None]
 
@@ -620,11 +625,12 @@ class _Loader:
                         f"The preprocessing argument is not valid JSON ({e.msg})."
                     ) from None
             return parse_preprocessing(value, "user", "The preprocessing argument")
+        # The user's saved choice beats what the file says: they chose it knowing the model.
+        if sidecar is not None and sidecar.preprocessing is not None:
+            return sidecar.preprocessing
         from_meta = preprocessing_from_metadata(metadata, str(self.path))
         if from_meta is not None:
             return from_meta
-        if sidecar is not None and sidecar.preprocessing is not None:
-            return sidecar.preprocessing
         return replace(PRESETS[DEFAULT_PRESET], source="default")
 
     def _labels(

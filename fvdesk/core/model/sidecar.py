@@ -17,14 +17,13 @@ Every key is optional.  Writes are atomic so a crash never leaves a half-written
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from fvdesk.core.errors import ConfigError
 from fvdesk.core.fileio import atomic_write_text
-from fvdesk.core.model.preprocessing import PRESETS, Preprocessing
+from fvdesk.core.model.preprocessing import PRESETS, Preprocessing, parse_preprocessing
 
 SIDECAR_SUFFIX = ".fvdesk.json"
 SIDECAR_VERSION = 1
@@ -43,66 +42,6 @@ def sidecar_path(model_path: str | Path) -> Path:
     """``folder/model.onnx`` -> ``folder/model.fvdesk.json``."""
     p = Path(model_path)
     return p.with_name(p.stem + SIDECAR_SUFFIX)
-
-
-def parse_preprocessing(value: Any, source: str, where: str) -> Preprocessing:
-    """A preset name or a ``{"preset"|"range"|"mean"|"std"|"bgr"}`` mapping -> ``Preprocessing``.
-
-    ``where`` names the file (or metadata key) for the one-sentence ``ConfigError``.
-    """
-    if isinstance(value, str):
-        if value not in PRESETS:
-            raise ConfigError(
-                f"{where} names an unknown preprocessing preset {value!r} (known: {', '.join(sorted(PRESETS))})."
-            )
-        return replace(PRESETS[value], source=source)
-    if not isinstance(value, dict):
-        raise ConfigError(
-            f"{where} has a preprocessing entry that is neither a preset name nor an object."
-        )
-    name = value.get("preset")
-    if (
-        name is not None
-        and name != "custom"
-        and not any(k in value for k in ("range", "mean", "std", "bgr"))
-    ):
-        return parse_preprocessing(name, source, where)
-    base = PRESETS.get(name) if isinstance(name, str) else None
-    base = base or Preprocessing("custom")
-    try:
-        lo, hi = value.get("range", [base.lo, base.hi])
-        lo, hi = float(lo), float(hi)
-        mean = tuple(float(v) for v in _as_list(value.get("mean", base.mean)))
-        std = tuple(float(v) for v in _as_list(value.get("std", base.std)))
-        bgr = value.get("bgr", base.bgr)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"{where} has preprocessing values that are not numbers (range, mean, std must be numeric)."
-        ) from None
-    if not isinstance(bgr, bool):
-        raise ConfigError(f"{where} has a preprocessing 'bgr' value that is not true or false.")
-    if not (mean and std and len(mean) in (1, 3) and len(std) in (1, 3)):
-        raise ConfigError(f"{where} needs 1 or 3 preprocessing mean and std values.")
-    if (
-        not all(math.isfinite(v) for v in (lo, hi, *mean, *std))
-        or lo == hi
-        or any(s == 0 for s in std)
-    ):
-        raise ConfigError(
-            f"{where} has a degenerate preprocessing (empty range, zero std or non-finite values)."
-        )
-    preset_name = "custom"
-    if isinstance(name, str) and name in PRESETS:
-        p = PRESETS[name]
-        if (p.lo, p.hi, p.mean, p.std, p.bgr) == (lo, hi, mean, std, bgr):
-            preset_name = name
-    return Preprocessing(preset_name, lo, hi, mean, std, bgr, source)
-
-
-def _as_list(v: Any) -> list:
-    if isinstance(v, (int, float)):
-        return [v]
-    return list(v)
 
 
 def read_sidecar(model_path: str | Path) -> Sidecar | None:

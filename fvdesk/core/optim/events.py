@@ -1,42 +1,45 @@
-"""What a render reports: its events and results (numpy only, no torch).
+"""What running a job reports: its events and results (numpy only, no torch).
 
-The app dispatches on these classes with ``isinstance`` without importing the engine.
+The app dispatches on these classes with ``isinstance`` without importing the engine.  Every
+image of a job has a *slot* (its index in the job, ``fvdesk.core.optim.jobs.Slot``); events say
+which slots their images are, so a front end routes them to tiles without arithmetic of its own.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 
-# -- events and results ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class StepEvent:
-    """One optimization step: per-image objective values under this step's transforms.
+@dataclass(frozen=True, kw_only=True)
+class BatchEvent:
+    """Which images of the job a batch event is about: the job ``slots`` of its images, the unit
+    and facet each holds, and ``offset``, the first slot of the batch."""
 
-    ``offset`` is the index of ``values[0]`` in the whole batch (non-zero only after the batch was
-    split); ``units`` says which unit each image holds (``render_units``).
-    """
+    units: tuple[int, ...] | None = None
+    offset: int = 0
+    facets: tuple[int, ...] | None = None
+    slots: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class StepEvent(BatchEvent):
+    """One optimization step: per-image objective values under this step's transforms."""
 
     step: int
     steps: int
     loss: float
     values: np.ndarray
-    units: tuple[int, ...] | None = None
-    offset: int = 0
-    facets: tuple[int, ...] | None = None  # the facet of each image, with ``units``
 
 
 @dataclass(frozen=True)
-class PreviewEvent:
+class PreviewEvent(BatchEvent):
     """Current images, uint8 (B, H, W, C)."""
 
     step: int
     images: np.ndarray
-    units: tuple[int, ...] | None = None
-    offset: int = 0
-    facets: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -62,9 +65,14 @@ class RenderResult:
 
 @dataclass
 class UnitResult:
-    """One rendered unit. ``value`` is the unit's own measure (activation, logit, probability,
-    mean square for deepdream) on the final image, not negated for negative renders; ``unit`` is
-    -1 for deepdream (the whole layer)."""
+    """One finished image of a job.
+
+    ``value`` is the unit's own measure (activation, logit, probability, mean square for
+    deepdream, the weighted sum for a combination) on the final image, not negated for negative
+    renders; ``unit`` is -1 when the image is not about one unit.  ``provenance`` is the record
+    that reproduces the image (``fvdesk.core.optim.jobs.Job.provenance``); ``caption`` is how
+    people see it named.
+    """
 
     layer: str
     unit: int
@@ -77,11 +85,25 @@ class UnitResult:
     dead: bool
     seed: int
     steps: int
+    slot: int = 0
+    caption: str = ""
+    seconds: float = 0.0
+    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class UnitDoneEvent:
     result: UnitResult
+
+
+@dataclass
+class JobResult:
+    """How a job ended: its finished images in slot order, and whether it was cancelled."""
+
+    results: list[UnitResult]
+    cancelled: bool
+    seconds: float
+    device: str
 
 
 Event = StepEvent | PreviewEvent | NoticeEvent | UnitDoneEvent

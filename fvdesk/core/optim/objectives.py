@@ -370,22 +370,32 @@ def random_direction(
     return Direction(layer, v / v.norm(), batch=batch)
 
 
-class Diversity(Objective):
+class _Coupling(Objective):
+    """A term on one layer that ties the images of a batch together (cannot be split)."""
+
+    coupled = True
+    name = ""
+
+    def __init__(self, layer: str) -> None:
+        self.layer = layer
+        self.layers = (layer,)
+
+    def describe(self) -> str:
+        return f"{self.name}({self.layer})"
+
+
+class Diversity(_Coupling):
     """``-sum_{a != b} cos(vec(G_a), vec(G_b)) / n`` within each group of images (article, Lucid).
 
     ``G`` is the per-image Gram matrix of the layer's channels.  Each image's value is its share
     (its row of the similarity matrix), so the per-image values sum to Lucid's batch term.
     """
 
-    coupled = True
+    name = "diversity"
 
     def __init__(self, layer: str, groups: Sequence[Sequence[int]] | None = None) -> None:
-        self.layer = layer
+        super().__init__(layer)
         self.groups = None if groups is None else [list(g) for g in groups]
-        self.layers = (layer,)
-
-    def describe(self) -> str:
-        return f"diversity({self.layer})"
 
     def __call__(self, acts: Activations) -> torch.Tensor:
         act = acts[self.layer].float()
@@ -464,21 +474,18 @@ def with_diversity(
     return WithDiversity(main, layer, weight, groups)
 
 
-class Alignment(Objective):
+class Alignment(_Coupling):
     """Neighbouring images' activations alike: ``-sum_d sum_i mean((a_i - a_{i+d})**2) / r**d``.
 
     Used with ``interpolate`` so the images of an interpolation line up (Lucid's alignment,
     distances 1..4).  Each pair's penalty is split between its two images.
     """
 
-    coupled = True
+    name = "alignment"
 
     def __init__(self, layer: str, decay_ratio: float = 2.0) -> None:
-        self.layer, self.decay_ratio = layer, float(decay_ratio)
-        self.layers = (layer,)
-
-    def describe(self) -> str:
-        return f"alignment({self.layer})"
+        super().__init__(layer)
+        self.decay_ratio = float(decay_ratio)
 
     def __call__(self, acts: Activations) -> torch.Tensor:
         act = acts[self.layer].float()

@@ -29,12 +29,11 @@ images of its batch.
 from __future__ import annotations
 
 import gc
-import threading
 import time
 import weakref
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,42 +42,23 @@ from torch import fx, nn
 from fvdesk.core.device import describe_device, pick_device
 from fvdesk.core.errors import RenderError
 from fvdesk.core.model.loaded import LoadedModel
+from fvdesk.core.model.preprocessing import Preprocessing
 from fvdesk.core.optim import objectives as obj
+from fvdesk.core.optim.drive import CancelFlag, cancel_fn
 from fvdesk.core.optim.events import (
     Event,
     NoticeEvent,
     PreviewEvent,
     RenderResult,
     StepEvent,
-    UnitDoneEvent,
-    UnitResult,
 )
+from fvdesk.core.optim.jobs import Slot
 from fvdesk.core.optim.param import ImageParam
 from fvdesk.core.optim.settings import RenderSettings
 from fvdesk.core.optim.transforms import RobustnessTransform
 
-CancelFlag = threading.Event | Callable[[], bool] | None
-UnitKind = Literal["neuron", "channel", "deepdream", "logit", "prob"]
-
 #: Start-latent standard deviation used when a dead unit is restarted ("stronger random start").
 RESTART_SD = 0.2
-
-
-@dataclass
-class UnitJob:
-    """Render ``units`` of ``layer`` (``facets`` images per unit, made diverse when facets > 1)."""
-
-    layer: str
-    units: list[int]
-    kind: UnitKind = "channel"
-    negative: bool = False
-    facets: int = 1
-    # Relative to the unit objective's magnitude (objectives.WithDiversity): ~Lucid's 1e2 on
-    # GoogLeNet mixed4a; much larger values let facets stop exciting the unit at all.
-    diversity_weight: float = 3.0
-    diversity_layer: str | None = (
-        None  # default: the layer itself, or the last feature map before it
-    )
 
 
 class _OutOfMemory(Exception):
@@ -94,16 +74,6 @@ def image_seed(seed: int, *keys: int) -> int:
         [int(seed) & 0xFFFFFFFF, *[(int(k) + 1) & 0xFFFFFFFF for k in keys]]
     )
     return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
-
-
-def _cancel_fn(cancel: CancelFlag) -> Callable[[], bool]:
-    if cancel is None:
-        return lambda: False
-    if hasattr(cancel, "is_set"):
-        return cancel.is_set  # type: ignore[union-attr]
-    if callable(cancel):
-        return lambda: bool(cancel())
-    raise TypeError("cancel must be a threading.Event, a zero-argument callable or None")
 
 
 def _is_oom(e: BaseException) -> bool:
@@ -124,7 +94,7 @@ def _as_oom(e: Exception, batch: int) -> _OutOfMemory:
     raise e
 
 
-def _resolve_device(device: torch.device | str | None, settings: RenderSettings) -> torch.device:
+def resolve_device(device: torch.device | str | None, settings: RenderSettings) -> torch.device:
     dev = device if isinstance(device, torch.device) else pick_device(device or settings.device)
     if dev.type == "cuda" and dev.index is None:  # compare equal to the model's cuda:N
         dev = torch.device("cuda", torch.cuda.current_device())
@@ -135,7 +105,8 @@ class _RedirectedReLU(torch.autograd.Function):
     """ReLU whose gradient is redirected for chosen images that it would block entirely (Lucid).
 
     For an image in ``redirect`` whose plain ReLU gradient is zero everywhere, the incoming
-    gradient passes through except where it would push an already-negative input lower.  Other
+    gradient passes through except where it would push an input further out of the active
+    range (a negative input lower, or for ReLU6 an input above 6 higher).  Other
     images get the plain gradient, so a live image renders the same whatever shares its batch.
     """
 
@@ -156,7 +127,12 @@ class _RedirectedReLU(torch.autograd.Function):
         plain = torch.where(passes, g, torch.zeros_like(g))
         if g.dim() < 2 or not bool(redirect.any()):
             return plain, None, None
-        redirected = torch.where((x < 0) & (g > 0), torch.zeros_like(g), g)
+        # pass the gradient, except where descent would push an input further out of the
+        # active range: below 0 (g > 0 lowers it) or, for ReLU6, above 6 (g < 0 raises it)
+        away = (x < 0) & (g > 0)
+        if ctx.upper is not None:
+            away = away | ((x > ctx.upper) & (g < 0))
+        redirected = torch.where(away, torch.zeros_like(g), g)
         blocked = (plain.flatten(1).abs().amax(1) == 0) & redirect
         blocked = blocked.view(-1, *([1] * (g.dim() - 1)))
         return torch.where(blocked, redirected, plain), None, None
@@ -227,7 +203,7 @@ def _penalties(x: torch.Tensor, settings: RenderSettings) -> torch.Tensor | None
 
 
 def _affine_preprocessing(
-    model: LoadedModel, channels: int, device: torch.device
+    model: LoadedModel, channels: int, device: torch.device, pre: Preprocessing | None = None
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``prepare_input`` as ``x -> M x + b`` per pixel (NCHW), measured by probing it.
 
@@ -242,11 +218,11 @@ def _affine_preprocessing(
     with torch.no_grad():
         eye = torch.eye(channels, device=device).view(channels, channels, 1, 1)
         probe = torch.cat([torch.zeros(1, channels, 1, 1, device=device), eye])
-        out = nchw(model.prepare_input(probe)).float()
+        out = nchw(model.prepare_input(probe, pre)).float()
         b = out[0, :, 0, 0]
         m = (out[1:, :, 0, 0] - b).T.contiguous()  # (C_out, C_in)
         check = torch.rand(2, channels, 3, 3, generator=torch.Generator().manual_seed(0)).to(device)
-        want = nchw(model.prepare_input(check)).float()
+        want = nchw(model.prepare_input(check, pre)).float()
         got = torch.einsum("oc,bchw->bohw", m, check) + b.view(1, -1, 1, 1)
         if want.shape != got.shape or not torch.allclose(
             want, got, rtol=1e-4, atol=1e-4 * (1 + float(want.abs().max()))
@@ -260,11 +236,16 @@ class _InputPipeline:
     preprocessing and layout, fused into as few passes over the batch as possible."""
 
     def __init__(
-        self, model: LoadedModel, tf: RobustnessTransform, channels: int, device: torch.device
+        self,
+        model: LoadedModel,
+        tf: RobustnessTransform,
+        channels: int,
+        device: torch.device,
+        pre: Preprocessing | None = None,
     ) -> None:
-        self.model, self.tf = model, tf
+        self.model, self.tf, self.pre = model, tf, pre
         self.nhwc = model.input.layout == "NHWC"
-        aff = _affine_preprocessing(model, channels, device)
+        aff = _affine_preprocessing(model, channels, device, pre)
         self.affine = aff is not None
         if aff is None:
             return
@@ -296,7 +277,7 @@ class _InputPipeline:
         tf = self.tf
         if not self.affine:
             y = tf.fit_only(x01) if params is None else tf.apply(x01, params)
-            return self.model.prepare_input(y)
+            return self.model.prepare_input(y, self.pre)
         if params is None:
             if tf.out == tf.canvas and tf.view == tf.canvas:
                 return self._layout(self._affine(x01, self.bias_full))
@@ -312,6 +293,7 @@ class _InputPipeline:
 class _CoreOut:
     result: RenderResult
     main_values: np.ndarray | None  # per-image uncoupled objective values on the final image
+    slots: tuple[int, ...] = ()  # the slot of each image
 
 
 # -- the core loop ----------------------------------------------------------------------------------
@@ -319,16 +301,20 @@ def _render_core(
     model: LoadedModel,
     objective: obj.Objective,
     settings: RenderSettings,
-    seeds: Sequence[int],
+    slots: Sequence[Slot],
     device: torch.device,
     cancelled: Callable[[], bool],
-    *,
-    units: tuple[int, ...] | None = None,
-    offset: int = 0,
-    facets: tuple[int, ...] | None = None,
+    pre: Preprocessing | None = None,
 ) -> Generator[Event, None, _CoreOut]:
+    """Optimize one batch, one image per slot; every event names the slots it is about."""
     t0 = time.perf_counter()
-    b = len(seeds)
+    b = len(slots)
+    seeds = [image_seed(settings.seed, *sl.seed_keys) for sl in slots]
+    ids = tuple(sl.index for sl in slots)
+    units = tuple(sl.unit for sl in slots)
+    facets = tuple(sl.facet for sl in slots)
+    offset = ids[0]
+    where = {"units": units, "offset": offset, "facets": facets, "slots": ids}
     if not objective.layers:
         raise RenderError("The objective reads no layer, so there is nothing to render.")
     if model.device != device:
@@ -373,7 +359,7 @@ def _render_core(
         fused = device.type in ("cpu", "cuda")  # one kernel per Adam step where torch has it
         opt = torch.optim.Adam(param.parameters(), lr=settings.lr, fused=fused)
         main = objective.main()
-        pipe = _InputPipeline(model, tf, model.input.channels, device)
+        pipe = _InputPipeline(model, tf, model.input.channels, device, pre)
 
         def forward(
             e: nn.Module, xin: torch.Tensor, redirect: torch.Tensor | None = None
@@ -403,10 +389,7 @@ def _render_core(
             )
 
         def who(idx: Sequence[int]) -> str:
-            names = [
-                f"unit {units[i]}" if units is not None and units[i] >= 0 else f"image {offset + i}"
-                for i in idx
-            ]
+            names = [f"unit {units[i]}" if units[i] >= 0 else f"image {ids[i]}" for i in idx]
             return ", ".join(dict.fromkeys(names))
 
         def check_finite(step: int, loss: float, values: np.ndarray) -> None:
@@ -450,9 +433,7 @@ def _render_core(
             ev.synchronize()
             arr = host.numpy().astype(np.float64)
             check_finite(step, float(arr[0]), arr[1:])
-            yield StepEvent(
-                step, settings.steps, float(arr[0]), arr[1:].copy(), units, offset, facets
-            )
+            yield StepEvent(step, settings.steps, float(arr[0]), arr[1:].copy(), **where)
 
         steps_done = 0
         was_cancelled = False
@@ -511,19 +492,17 @@ def _render_core(
             else:
                 arr = stats.numpy().astype(np.float64)
                 check_finite(step, float(arr[0]), arr[1:])
-                yield StepEvent(
-                    step, settings.steps, float(arr[0]), arr[1:].copy(), units, offset, facets
-                )
+                yield StepEvent(step, settings.steps, float(arr[0]), arr[1:].copy(), **where)
             if (
                 settings.preview_every
                 and step % settings.preview_every == 0
                 and step != settings.steps
             ):
                 yield from flush()
-                yield PreviewEvent(step, param.to_uint8(), units, offset, facets)
+                yield PreviewEvent(step, param.to_uint8(), **where)
         yield from flush()
         images = param.to_uint8()
-        yield PreviewEvent(steps_done, images, units, offset, facets)
+        yield PreviewEvent(steps_done, images, **where)
         values_np, main_np, zero = probe(not was_cancelled)
         dead = [i for i, z in enumerate(zero) if z] if not was_cancelled else []
         if dead:
@@ -535,12 +514,12 @@ def _render_core(
             values=values_np,
             steps_done=steps_done,
             cancelled=was_cancelled,
-            dead=[offset + i for i in dead],
+            dead=[ids[i] for i in dead],
             seconds=time.perf_counter() - t0,
             device=describe_device(device),
             batch=b,
         )
-        return _CoreOut(result, main_np)
+        return _CoreOut(result, main_np, ids)
     finally:
         for p, r in zip(params, was, strict=True):
             p.requires_grad_(r)
@@ -553,92 +532,111 @@ def _free(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def _merge(a: _CoreOut, c: _CoreOut) -> _CoreOut:
-    ra, rc = a.result, c.result
-    r = RenderResult(
-        images=np.concatenate([ra.images, rc.images]),
-        values=np.concatenate([ra.values, rc.values]),
-        steps_done=min(ra.steps_done, rc.steps_done),
-        cancelled=ra.cancelled or rc.cancelled,
-        dead=ra.dead + rc.dead,
-        seconds=ra.seconds + rc.seconds,
-        device=ra.device,
-        batch=max(ra.batch, rc.batch),
-    )
-    mv = (
-        None
-        if a.main_values is None or c.main_values is None
-        else np.concatenate([a.main_values, c.main_values])
-    )
-    return _CoreOut(r, mv)
+@dataclass(frozen=True)
+class BatchDone:
+    """Internal to the engine's callers: one batch finished (``render_batches`` yields it)."""
+
+    out: _CoreOut
 
 
-def _render_split(
+def _chunks(slots: Sequence[Slot], per: int) -> list[list[Slot]]:
+    """Consecutive slots, ``per`` at most, never splitting a group (a group may exceed ``per``)."""
+    out: list[list[Slot]] = []
+    cur: list[Slot] = []
+    groups: list[list[Slot]] = []
+    for sl in slots:
+        if groups and groups[-1][0].group == sl.group:
+            groups[-1].append(sl)
+        else:
+            groups.append([sl])
+    for g in groups:
+        if cur and len(cur) + len(g) > per:
+            out.append(cur)
+            cur = []
+        cur = cur + g
+    if cur:
+        out.append(cur)
+    return out
+
+
+def render_batches(
     model: LoadedModel,
-    objective: obj.Objective,
+    slots: Sequence[Slot],
+    build: Callable[[Sequence[Slot]], obj.Objective],
     settings: RenderSettings,
-    seeds: Sequence[int],
+    *,
+    per: int,
     device: torch.device,
     cancelled: Callable[[], bool],
-    *,
-    units: tuple[int, ...] | None,
-    offset: int,
-    max_batch: int | None,
-    facets: tuple[int, ...] | None = None,
-) -> Generator[Event, None, _CoreOut]:
-    """Run the batch whole, or in halves when it does not fit (each image keeps its own seed)."""
-    b = len(seeds)
-    oom: _OutOfMemory | None = None
-    if max_batch is None or b <= max_batch:
+    pre: Preprocessing | None = None,
+    what: Callable[[], str] = lambda: "this objective",
+) -> Generator[Event | BatchDone, None, None]:
+    """Render ``slots`` in batches of at most ``per`` images, whole groups at a time.
+
+    The one out-of-memory policy: a batch that does not fit is retried in batches of half the
+    size (whole groups), and the rest of the work keeps the smaller size; a group that cannot be
+    split (images coupled by diversity, interpolation or a shared parameterization) and does not
+    fit is a ``RenderError``.  Yields the engine's events and a ``BatchDone`` after each batch;
+    stops after a cancelled batch.
+    """
+    mb = model.input.max_batch
+    widest = max(
+        (sum(1 for s in slots if s.group == g) for g in {s.group for s in slots}), default=1
+    )
+    if mb is not None and widest > mb:
+        raise RenderError(
+            f"This model only accepts batch {mb}, but {what()} needs {widest} images in one batch."
+        )
+    per = max(1, min(per, mb) if mb is not None else per)
+    i = 0
+    while i < len(slots):
+        chunk = _chunks(slots[i:], per)[0]
+        oom: _OutOfMemory | None = None
         try:
-            return (
-                yield from _render_core(
-                    model,
-                    objective,
-                    settings,
-                    seeds,
-                    device,
-                    cancelled,
-                    units=units,
-                    offset=offset,
-                    facets=facets,
-                )  # fmt: skip
+            out = yield from _render_core(
+                model, build(chunk), settings, chunk, device, cancelled, pre
             )
         except Exception as e:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
-            oom = _as_oom(e, b)
-    # outside the except block, so the failed attempt's tensors can be freed
-    _free(device)
-    if b == 1:
-        raise RenderError(
-            f"Out of {device.type} memory even for one image; use a smaller canvas or another device."
-        )
-    if objective.coupled or settings.shared:
-        what = objective.describe() if objective.coupled else "the shared parameterization"
-        raise RenderError(
-            f"Out of {device.type} memory at batch {b}, and {what} needs all images "
-            "in one batch; use fewer images or a smaller canvas."
-            if oom is not None
-            else f"This model only accepts batch {max_batch}, but {what} needs {b} images in one batch."
-        )
-    half = (b + 1) // 2
-    if oom is not None:
-        yield NoticeEvent(
-            f"Out of {device.type} memory at batch {b} (step {oom.step}); retrying in batches of {half}."
-        )
-    oom = None
-    first = yield from _render_split(
-        model, objective.subset(0, half), settings, seeds[:half], device, cancelled,
-        units=units[:half] if units else None, offset=offset, max_batch=max_batch,
-        facets=facets[:half] if facets else None,
-    )  # fmt: skip
-    if first.result.cancelled:
-        return first
-    second = yield from _render_split(
-        model, objective.subset(half, b), settings, seeds[half:], device, cancelled,
-        units=units[half:] if units else None, offset=offset + half, max_batch=max_batch,
-        facets=facets[half:] if facets else None,
-    )  # fmt: skip
-    return _merge(first, second)
+            oom = _as_oom(e, len(chunk))
+        if oom is not None:  # outside the except block so the failed attempt's tensors are freed
+            _free(device)
+            if len(chunk) == 1:
+                raise RenderError(
+                    f"Out of {device.type} memory even for one image; use a smaller canvas or "
+                    "another device."
+                )
+            if len({s.group for s in chunk}) == 1:
+                raise RenderError(
+                    f"Out of {device.type} memory at batch {len(chunk)}, and {what()} needs all "
+                    "its images in one batch; use fewer images or a smaller canvas."
+                )
+            per = max(1, len(chunk) // 2)
+            yield NoticeEvent(
+                f"Out of {device.type} memory at batch {oom.batch} (step {oom.step}); "
+                f"continuing in batches of {per}."
+            )
+            continue
+        yield BatchDone(out)
+        if out.result.cancelled:
+            return
+        i += len(chunk)
+
+
+def _merge(outs: Sequence[_CoreOut], device: torch.device) -> RenderResult:
+    rs = [o.result for o in outs]
+    if not rs:
+        return RenderResult(np.zeros((0, 1, 1, 3), np.uint8), np.zeros(0), 0, True, [], 0.0,
+                            describe_device(device), 0)  # fmt: skip
+    return RenderResult(
+        images=np.concatenate([r.images for r in rs]),
+        values=np.concatenate([r.values for r in rs]),
+        steps_done=min(r.steps_done for r in rs),
+        cancelled=any(r.cancelled for r in rs),
+        dead=[d for r in rs for d in r.dead],
+        seconds=sum(r.seconds for r in rs),
+        device=rs[0].device,
+        batch=max(r.batch for r in rs),
+    )
 
 
 def render(
@@ -649,6 +647,7 @@ def render(
     batch: int | None = None,
     cancel: CancelFlag = None,
     device: torch.device | str | None = None,
+    preprocessing: Preprocessing | None = None,
 ) -> Generator[Event, None, RenderResult]:
     """Optimize ``batch`` (default ``settings.batch``) images for ``objective``.
 
@@ -656,7 +655,9 @@ def render(
     return value.  ``cancel`` (a ``threading.Event`` or zero-argument callable) is checked every
     step; a cancelled render returns the images as they are.  ``device`` overrides
     ``settings.device``; the model is moved there.  NaN/Inf raises ``RenderError`` naming the
-    step; out-of-memory halves the batch and retries (a ``NoticeEvent`` says so).
+    step; out-of-memory halves the batch and retries (a ``NoticeEvent`` says so).  Jobs
+    (``fvdesk.core.optim.run.run_job``) are the way front ends render; this is the engine's API
+    for arbitrary objectives.
     """
     settings = settings or RenderSettings()
     settings.validate()
@@ -665,146 +666,24 @@ def render(
         raise RenderError(f"A render needs at least one image, got batch {b}.")
     for name in objective.layers:
         model.graph[name]  # unknown layer -> RenderError with suggestions
-    dev = _resolve_device(device, settings)
-    seeds = [image_seed(settings.seed, i) for i in range(b)]
-    mb = model.input.max_batch
-    out = yield from _render_split(
-        model,
-        objective,
-        settings,
-        seeds,
-        dev,
-        _cancel_fn(cancel),
-        units=None,
-        offset=0,
-        max_batch=mb,
-    )
-    return out.result
+    dev = resolve_device(device, settings)
+    one = objective.coupled or bool(settings.shared)
+    slots = [Slot(i, -1, i, (i,), 0 if one else i) for i in range(b)]
 
+    def what() -> str:
+        return objective.describe() if objective.coupled else "the shared parameterization"
 
-# -- many units of one layer --------------------------------------------------------------------------
-def _diversity_layer(model: LoadedModel, layer: str) -> str:
-    lay = model.graph[layer]
-    if lay.kind == "feature":
-        return layer
-    before = [x for x in model.graph if x.kind == "feature" and x.index < lay.index]
-    return before[-1].name if before else layer
+    def build(chunk: Sequence[Slot]) -> obj.Objective:
+        start, stop = chunk[0].index, chunk[-1].index + 1
+        return objective if (start, stop) == (0, b) else objective.subset(start, stop)
 
-
-def _unit_label(model: LoadedModel, layer: str, unit: int) -> str | None:
-    # The same rule as the app's tree: the logits layer, or any vector layer as wide as the labels
-    # (e.g. a softmax output), so saved galleries carry the labels the canvas shows.
-    lay = model.graph[layer]
-    is_class_layer = layer == model.graph.logits_name or lay.kind == "vector"
-    if unit < 0 or not is_class_layer or not model.labels or len(model.labels) != lay.channels:
-        return None
-    return model.label(unit)
-
-
-def render_units(
-    model: LoadedModel,
-    job: UnitJob,
-    settings: RenderSettings | None = None,
-    cancel: CancelFlag = None,
-    *,
-    device: torch.device | str | None = None,
-) -> Generator[Event, None, list[UnitResult]]:
-    """Render every unit of ``job`` in batches of ``settings.batch`` images (each its own unit).
-
-    Facets of one unit stay in one batch (the diversity term compares them).  Yields the events
-    of ``render`` (with ``units`` set) plus a ``UnitDoneEvent`` per finished image; returns all
-    ``UnitResult``s in order.  Out-of-memory halves the batch for the rest of the job.
-    """
-    settings = settings or RenderSettings()
-    settings.validate()
-    lay = model.graph[job.layer]
-    if job.kind not in ("neuron", "channel", "deepdream", "logit", "prob"):
-        raise RenderError(
-            f"Unknown unit kind {job.kind!r}; use neuron, channel, deepdream, logit or prob."
-        )
-    facets = int(job.facets)
-    if facets < 1:
-        raise RenderError(f"A unit job needs at least one facet, got {facets}.")
-    if job.kind == "deepdream":
-        unit_list = [-1]
-    else:
-        unit_list = [int(u) for u in job.units]
-        n = lay.channels
-        bad = [u for u in unit_list if not 0 <= u < n]
-        if bad and n:
-            raise RenderError(
-                f"Unit {bad[0]} does not exist: layer {job.layer} has {n} channels (0-{n - 1})."
-            )
-    dev = _resolve_device(device, settings)
-    cancelled = _cancel_fn(cancel)
-    weight = obj.check_finite_weight(job.diversity_weight, "diversity")
-    mb = model.input.max_batch
-    use_div = facets > 1 and weight > 0
-    if use_div and mb is not None and mb < facets:
-        yield NoticeEvent(
-            f"This model only accepts batch {mb}: facets are rendered without the diversity term."
-        )
-        use_div = False
-    div_layer = job.diversity_layer or _diversity_layer(model, job.layer)
-    items = [(u, f) for u in unit_list for f in range(facets)]
-    group = facets if use_div else 1  # images that must share a batch
-    cap = settings.batch if mb is None else min(settings.batch, mb)
-    per = max(group, (cap // group) * group)
-    results: list[UnitResult] = []
-    i = 0
-    while i < len(items):
-        pairs = items[i : i + per]
-        seeds = [image_seed(settings.seed, u, f) for u, f in pairs]
-        img_units = tuple(u for u, _ in pairs)
-        if job.kind == "deepdream":
-            main: obj.Objective = obj.deepdream(job.layer)
+    outs: list[_CoreOut] = []
+    for ev in render_batches(
+        model, slots, build, settings,
+        per=b, device=dev, cancelled=cancel_fn(cancel), pre=preprocessing, what=what,
+    ):  # fmt: skip
+        if isinstance(ev, BatchDone):
+            outs.append(ev.out)
         else:
-            main = obj.Unit(job.layer, job.kind, list(img_units))
-        if job.negative:
-            main = -main
-        objective = main
-        if use_div:
-            groups = [list(range(k, k + facets)) for k in range(0, len(pairs), facets)]
-            objective = obj.with_diversity(main, div_layer, weight, groups)
-        oom: _OutOfMemory | None = None
-        try:
-            out = yield from _render_core(
-                model, objective, settings, seeds, dev, cancelled,
-                units=img_units, facets=tuple(f for _, f in pairs),
-            )  # fmt: skip
-        except Exception as e:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
-            oom = _as_oom(e, len(pairs))
-        if oom is not None:  # outside the except block so the failed attempt's tensors are freed
-            _free(dev)
-            if per <= group:
-                raise RenderError(
-                    f"Out of {dev.type} memory even at batch {per}; use a smaller canvas or another device."
-                )
-            per = max(group, ((per // 2) // group) * group)
-            yield NoticeEvent(
-                f"Out of {dev.type} memory at batch {oom.batch}; continuing in batches of {per}."
-            )
-            continue
-        r = out.result
-        mv = out.main_values if out.main_values is not None else r.values
-        for k, (u, f) in enumerate(pairs):
-            value = float(mv[k])
-            ur = UnitResult(
-                layer=job.layer,
-                unit=u,
-                facet=f,
-                label=_unit_label(model, job.layer, u),
-                kind=job.kind,
-                negative=job.negative,
-                value=-value if job.negative else value,
-                image=r.images[k],
-                dead=k in r.dead,
-                seed=settings.seed,
-                steps=r.steps_done,
-            )
-            results.append(ur)
-            yield UnitDoneEvent(ur)
-        if r.cancelled:
-            break
-        i += len(pairs)
-    return results
+            yield ev
+    return _merge(outs, dev)

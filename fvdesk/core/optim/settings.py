@@ -123,7 +123,7 @@ class RenderSettings:
     param: Literal["fourier", "pixel"] = "fourier"
     decorrelate: bool = True
     decay: float = 1.0
-    color_matrix: list[list[float]] | None = None  # None = ImageNet (method.md)
+    color_matrix: list[list[float]] | None = None  # None = the ImageNet colour correlation
     transforms: TransformSettings | None = field(default_factory=TransformSettings)
     fit: Literal["resize", "crop"] = "resize"  # fixed-size models: canvas -> native size
     tv: float = 0.0

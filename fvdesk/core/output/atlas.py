@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import html
 import json
 import os
-import time
 import urllib.parse
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +38,8 @@ from typing import Any
 
 from fvdesk.core.errors import FvdeskError, GalleryError
 from fvdesk.core.fileio import atomic_write_text
+from fvdesk.core.model.layers import format_shape
+from fvdesk.core.optim.drive import cancel_fn
 from fvdesk.core.output.gallery import (
     Gallery,
     GalleryItem,
@@ -49,6 +49,7 @@ from fvdesk.core.output.gallery import (
     read_gallery,
     safe_stem,
 )
+from fvdesk.core.output.html import esc, model_line, page, table, text_of
 
 ATLAS_FORMAT = "fvdesk-atlas"
 ATLAS_VERSION = 1
@@ -207,9 +208,23 @@ def shard_work(
     return out
 
 
-def comparable(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """Settings that change the picture (speed-only ones like ``batch`` are dropped)."""
-    return {k: v for k, v in settings.items() if k not in IGNORED_SETTINGS}
+def comparable(
+    settings: Mapping[str, Any], preprocessing: Mapping[str, Any] | None, objective: str | None
+) -> dict[str, Any]:
+    """What changes the picture: settings (speed-only ones like ``batch`` dropped), the
+    preprocessing (not where it came from) and the objective kind.  Records of fvdesk 0.1 kept
+    the preprocessing inside the settings; both forms compare alike."""
+    out = {k: v for k, v in settings.items() if k not in IGNORED_SETTINGS}
+    pre = preprocessing if preprocessing is not None else out.get("preprocessing")
+    out.pop("preprocessing", None)
+    out.pop("facets", None)
+    out["preprocessing"] = {k: v for k, v in (pre or {}).items() if k != "source"}
+    out["objective"] = objective
+    return out
+
+
+def item_comparable(item: GalleryItem) -> dict[str, Any]:
+    return comparable(item.settings, item.provenance.get("preprocessing"), item.objective)
 
 
 def _diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
@@ -274,23 +289,18 @@ class AtlasSummary:
 
 
 class BatchCommitter:
-    """Commits the units of each finished render batch to a gallery in one manifest write.
+    """Commits the images of each finished render batch to a gallery in one manifest write.
 
-    ``render_units`` yields the ``UnitDoneEvent``s of a batch back to back; they are buffered and
-    committed (PNGs, then one atomic manifest write) as soon as any other event arrives or the
-    render ends.  Units of a cancelled render (fewer steps than asked) are never committed.
-    ``seconds`` of an item is its share of the batch's wall time.
+    A job yields the ``UnitDoneEvent``s of a batch back to back; they are buffered and committed
+    (PNGs, then one atomic manifest write) as soon as any other event arrives or the job ends.
+    Images of a cancelled render (fewer steps than asked) are never committed.
     """
 
-    def __init__(
-        self, gallery: Gallery, record: dict[str, Any], *, device: str, steps: int | None
-    ) -> None:
+    def __init__(self, gallery: Gallery, *, device: str, steps: int | None) -> None:
         self.gallery = gallery
-        self.record = record
         self.device = device
         self.steps = steps
         self.pending: list[Any] = []
-        self.last = time.monotonic()
 
     def offer(self, event: Any) -> bool:
         """Take a ``UnitDoneEvent`` (True) or leave the event to the caller (False)."""
@@ -307,14 +317,11 @@ class BatchCommitter:
         """Commit what is buffered; returns the committed items."""
         if not self.pending:
             return []
-        now = time.monotonic()
-        share = round((now - self.last) / len(self.pending), 4)
         pairs = [
-            (GalleryItem.from_result(r, self.record, device=self.device, seconds=share), r.image)
+            (GalleryItem.from_result(r, device=self.device, seconds=round(r.seconds, 4)), r.image)
             for r in self.pending
         ]
         self.pending = []
-        self.last = now
         return self.gallery.add_many(pairs)
 
 
@@ -336,7 +343,6 @@ class Atlas:
         plan: Sequence[AtlasLayer],
         settings: Any,
         *,
-        record: dict[str, Any] | None = None,
         objective: str = "channel",
         shard: tuple[int, int] | None = None,
         force: bool = False,
@@ -346,9 +352,10 @@ class Atlas:
         self.out = Path(out)
         self.plan = list(plan)
         self.settings = settings
-        self.record = dict(record if record is not None else settings.to_dict())
-        self.record.setdefault("objective", objective)
+        self.preprocessing = model.preprocessing  # captured: the whole atlas uses one
+        self.labels = model.labels
         self.objective = objective
+        self.want = comparable(settings.to_dict(), self.preprocessing.to_dict(), objective)
         self.shard = shard
         self.force = force
         self.cancel = cancel
@@ -365,13 +372,11 @@ class Atlas:
     def prepare(self) -> Todo:
         """Validate ``DIR`` against this run and list the units still to render."""
         meta = self._check_atlas_json()
-        relaxed = meta is not None and comparable(meta.get("settings", {})) == comparable(
-            self.record
-        )
+        relaxed = meta is not None and _meta_comparable(meta) == self.want
         self._write_atlas_json(meta)
         total = skipped = 0
         pending = []
-        want = comparable(self.record)
+        want = self.want
         for layer, units in shard_work(self.plan, self.shard):
             g = Gallery.open(
                 self.out / layer.folder,
@@ -387,10 +392,10 @@ class Atlas:
                 it = g.get(layer.name, u, 0, self.objective)
                 if it is None:
                     left.append(u)
-                elif comparable(it.settings) != want:
+                elif item_comparable(it) != want:
                     if not (self.force or relaxed):
                         raise AtlasSettingsMismatch(
-                            f"{g.folder / it.file} was rendered with other settings ({_diff(comparable(it.settings), want)}); "
+                            f"{g.folder / it.file} was rendered with other settings ({_diff(item_comparable(it), want)}); "
                             "use the same options, another --out folder, or --force to re-render."
                         )
                     left.append(u)  # re-render under the settings the atlas is now committed to
@@ -402,9 +407,11 @@ class Atlas:
         return self._todo
 
     def run(self) -> Generator[Any, None, AtlasSummary]:
-        from fvdesk.core.optim.render import UnitJob, render_units
+        from fvdesk.core.optim.jobs import Job, ModelRef, UnitJob
+        from fvdesk.core.optim.run import run_job
 
         todo = self._todo or self.prepare()
+        labels = tuple(self.labels) if self.labels else None
         done = todo.skipped
         rendered = 0
         steps_wanted = getattr(self.settings, "steps", None)
@@ -412,13 +419,11 @@ class Atlas:
             for layer, units in todo.pending:
                 g = self._galleries[layer.name]
                 yield LayerStarted(layer.name, layer.folder, len(units))
-                committer = BatchCommitter(
-                    g, self.record, device=self.device_text, steps=steps_wanted
-                )
-                job = UnitJob(layer=layer.name, units=list(units), kind=self.objective)
-                gen = render_units(
-                    self.model, job, self.settings, self.cancel, device=self.model.device
-                )
+                committer = BatchCommitter(g, device=self.device_text, steps=steps_wanted)
+                spec = UnitJob(layer.name, tuple(units), kind=self.objective)
+                job = Job(spec, self.settings, self.preprocessing, ModelRef.of(self.model),
+                          labels, f"atlas: {layer.name}")  # fmt: skip
+                gen = run_job(self.model, job, self.cancel, device=self.model.device)
                 try:
                     for ev in gen:
                         if committer.offer(ev):
@@ -438,7 +443,7 @@ class Atlas:
                     yield UnitCommitted(layer.name, item.unit, item, done, todo.total)
                 g.finalize()
                 yield LayerFinished(layer.name, layer.folder)
-                if _cancelled(self.cancel):
+                if cancel_fn(self.cancel)():
                     break
         finally:
             with contextlib.suppress(Exception):
@@ -473,10 +478,10 @@ class Atlas:
                 f"The atlas folder {self.out} belongs to a different model ({meta.get('model', {}).get('file')}) "
                 f"than {self.info.file}; choose another folder."
             )
-        old = comparable(meta.get("settings", {}))
-        if old != comparable(self.record) and not self.force:
+        old = _meta_comparable(meta)
+        if old != self.want and not self.force:
             raise AtlasSettingsMismatch(
-                f"The atlas in {self.out} was rendered with other settings ({_diff(old, comparable(self.record))}); "
+                f"The atlas in {self.out} was rendered with other settings ({_diff(old, self.want)}); "
                 "use the same options, another --out folder, or --force to re-render with the new ones."
             )
         return meta
@@ -494,7 +499,8 @@ class Atlas:
             "fvdesk_version": __version__,
             "model": self.info.to_dict(),
             "objective": self.objective,
-            "settings": self.record,
+            "settings": self.settings.to_dict(),
+            "preprocessing": self.preprocessing.to_dict(),
             "created": (meta or {}).get("created", now),
             "updated": now,
             "layers": sorted(layers.values(), key=lambda d: (d.get("index", 0), d["name"])),
@@ -509,11 +515,8 @@ class Atlas:
             ) from None
 
 
-def _cancelled(cancel: Any) -> bool:
-    if cancel is None:
-        return False
-    is_set = getattr(cancel, "is_set", None)
-    return bool(is_set() if is_set is not None else cancel())
+def _meta_comparable(meta: Mapping[str, Any]) -> dict[str, Any]:
+    return comparable(meta.get("settings", {}), meta.get("preprocessing"), meta.get("objective"))
 
 
 def _now() -> str:
@@ -572,7 +575,6 @@ def merge_atlas(out: str | os.PathLike[str]) -> AtlasSummary:
 def write_atlas_index(out: str | os.PathLike[str]) -> Path:
     """``DIR/index.html``: every layer with its progress, a link to its gallery and thumbnails."""
     root = Path(out)
-    esc = html.escape
     meta = _read_atlas_json(root / ATLAS_JSON) if (root / ATLAS_JSON).exists() else {}
     rows = []
     total_done = total_units = 0
@@ -590,37 +592,32 @@ def write_atlas_index(out: str | os.PathLike[str]) -> Path:
             f'<img src="{href}/{esc(urllib.parse.quote(it.file))}" title="{esc(f"{it.layer}:{it.unit}")}" loading="lazy">'
             for it in items[:_THUMBS]
         )
-        shape = "×".join("N" if x is None else str(x) for x in d.get("shape", []) or [])
+        shape = format_shape(d.get("shape") or [None])
         rows.append(
             f'<tr><td><a href="{href}/index.html">{esc(str(d["name"]))}</a></td><td>{esc(str(d.get("op", "")))}</td>'
             f"<td>{esc(shape)}</td><td>{len(items)}/{n if n is not None else '?'}</td><td class=t>{thumbs}</td></tr>"
         )
     model = meta.get("model", {})
-    settings = meta.get("settings", {})
-    srows = "".join(
-        f"<tr><th>{esc(str(k))}</th><td>{esc(v if isinstance(v, str) else json.dumps(v))}</td></tr>"
-        for k, v in settings.items()
+    settings = dict(meta.get("settings", {}))
+    if isinstance(meta.get("preprocessing"), dict):
+        settings["preprocessing"] = {
+            k: v for k, v in meta["preprocessing"].items() if k != "source"
+        }
+    intro = (
+        f"{model_line(model)}: {total_done} of {total_units} units rendered; objective "
+        f"{esc(str(meta.get('objective', '?')))}; updated {esc(str(meta.get('updated', '')))}."
     )
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>{esc(str(model.get("file", "atlas")))} — fvdesk atlas</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }}
-table {{ border-collapse: collapse; font-size: 13px; }}
-th, td {{ text-align: left; padding: 2px 8px; border-bottom: 1px solid #ddd; vertical-align: middle; }}
-td.t img {{ width: 48px; height: 48px; image-rendering: pixelated; margin-right: 2px; }}
-</style></head><body>
-<h1>Atlas of {esc(str(model.get("file", "?")))}</h1>
-<p>{total_done} of {total_units} units rendered; objective {esc(str(meta.get("objective", "?")))};
-updated {esc(str(meta.get("updated", "")))}. Model sha256 <code>{esc(str(model.get("sha256", ""))[:16])}…</code>.</p>
-<details><summary>Settings</summary><table>{srows}</table></details>
-<table><tr><th>layer</th><th>op</th><th>shape</th><th>units</th><th></th></tr>
-{chr(10).join(rows)}
-</table>
-</body></html>
-"""
+    body = (
+        "<table><tr><th>layer</th><th>op</th><th>shape</th><th>units</th><th></th></tr>\n"
+        + "\n".join(rows)
+        + "\n</table>"
+    )
+    title = f"Atlas of {model.get('file', '?')}"
+    html_page = page(
+        title, "atlas", intro, table((k, text_of(v)) for k, v in settings.items()), body
+    )
     try:
-        atomic_write_text(root / INDEX, page)
+        atomic_write_text(root / INDEX, html_page)
     except OSError as e:
         raise GalleryError(f"Cannot write {root / INDEX}: {e.strerror or e}.") from None
     return root / INDEX

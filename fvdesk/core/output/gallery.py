@@ -9,12 +9,18 @@ A gallery folder holds:
 * ``contact_sheet.png``, a captioned grid of all items, and
 * ``index.html``, a self-contained page showing the grid with captions and the settings.
 
-Manifest (``format`` ``"fvdesk-gallery"``, ``version`` 1)::
+Manifest (``format`` ``"fvdesk-gallery"``, ``version`` 2)::
 
     {"format", "version", "fvdesk_version", "title", "model": {"file", "sha256"}, "device",
      "created", "updated",
-     "items": [{"file", "layer", "unit", "facet", "label", "objective", "negative", "value",
-                "dead", "seed", "steps", "settings", "timestamp", "device", "seconds"}, ...]}
+     "items": [{"file", "layer", "unit", "facet", "label", "caption", "objective", "negative",
+                "value", "dead", "seed", "steps", "provenance", "timestamp", "device",
+                "seconds"}, ...]}
+
+``provenance`` is the record that reproduces the item (``fvdesk.core.optim.jobs.Job.provenance``:
+the job with its objective terms, the item's slot and batch, settings, preprocessing, seed, model
+hash); ``fvdesk render --from gallery.json --item N`` renders it again.  Version 1 manifests (a
+``settings`` dict instead of ``provenance``) are read as items without a full record.
 
 Crash safety: ``Gallery.add`` writes the PNG atomically and *then* commits the manifest
 atomically, so an entry always has its PNG; a PNG without an entry (the process died between the
@@ -32,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import html
 import io
 import json
 import math
@@ -51,9 +56,10 @@ import numpy as np
 
 from fvdesk.core.errors import GalleryError
 from fvdesk.core.fileio import atomic_write_bytes, atomic_write_text
+from fvdesk.core.output.html import esc, model_line, page, table, text_of
 
 FORMAT = "fvdesk-gallery"
-VERSION = 1
+VERSION = 2
 MANIFEST = "gallery.json"
 CONTACT_SHEET = "contact_sheet.png"
 INDEX = "index.html"
@@ -125,9 +131,10 @@ ItemKey = tuple[str, int, int, str, bool]
 class GalleryItem:
     """One rendered image and everything needed to reproduce it.
 
-    ``objective`` is the objective kind (channel, neuron, deepdream, logit, prob); ``facet`` the
-    index among diverse renders of the same unit; ``settings`` the full render settings dict.
-    ``file`` is filled in by ``Gallery.add`` when left empty.
+    ``objective`` is the objective kind (channel, neuron, deepdream, logit, prob, combination);
+    ``facet`` the index among renders of the same unit; ``provenance`` the record that reproduces
+    it (empty for items of version-1 galleries, which kept only ``settings``).  ``file`` is filled
+    in by ``Gallery.add`` when left empty.
     """
 
     layer: str
@@ -140,11 +147,17 @@ class GalleryItem:
     dead: bool = False
     seed: int | None = None
     steps: int | None = None
-    settings: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+    caption: str = ""
     timestamp: str = ""
     device: str = ""
     seconds: float | None = None
     file: str = ""
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The render settings it was made with (from the provenance record)."""
+        return dict(self.provenance.get("settings") or {})
 
     @property
     def key(self) -> ItemKey:
@@ -162,7 +175,9 @@ class GalleryItem:
         kw = {k: v for k, v in d.items() if k in known}
         if not isinstance(kw.get("layer"), str) or not isinstance(kw.get("file", ""), str):
             raise ValueError("its layer or file is not a string")
-        for name in ("objective", "timestamp", "device"):  # compared and shown as text
+        if "provenance" not in kw and isinstance(d.get("settings"), dict):  # version 1
+            kw["provenance"] = {"settings": dict(d["settings"])}
+        for name in ("objective", "timestamp", "device", "caption"):  # compared and shown as text
             if name in kw:
                 kw[name] = "" if kw[name] is None else str(kw[name])
         if "label" in kw and kw["label"] is not None:
@@ -173,19 +188,14 @@ class GalleryItem:
         kw["facet"] = int(kw.get("facet") or 0)
         kw["negative"] = bool(kw.get("negative", False))
         kw["dead"] = bool(kw.get("dead", False))
-        kw["settings"] = dict(kw.get("settings") or {})
+        kw["provenance"] = dict(kw.get("provenance") or {})
         return cls(**kw)
 
     @classmethod
     def from_result(
-        cls,
-        result: Any,
-        settings: dict | None = None,
-        *,
-        device: str = "",
-        seconds: float | None = None,
+        cls, result: Any, *, device: str = "", seconds: float | None = None
     ) -> GalleryItem:
-        """From a render ``UnitResult`` (duck-typed: layer, unit, facet, label, kind, ...)."""
+        """From a job's ``UnitResult``; it carries its own provenance record."""
         return cls(
             layer=str(result.layer),
             unit=int(result.unit),
@@ -197,9 +207,10 @@ class GalleryItem:
             dead=bool(getattr(result, "dead", False)),
             seed=_int_or_none(getattr(result, "seed", None)),
             steps=_int_or_none(getattr(result, "steps", None)),
-            settings=dict(settings or {}),
+            provenance=dict(getattr(result, "provenance", None) or {}),
+            caption=str(getattr(result, "caption", "") or ""),
             device=device,
-            seconds=seconds,
+            seconds=seconds if seconds is not None else getattr(result, "seconds", None),
         )
 
 
@@ -402,36 +413,24 @@ def _sorted_items(items: Iterable[GalleryItem]) -> list[GalleryItem]:
 # ------------------------------------------------------------------------------------------------
 # The gallery
 # ------------------------------------------------------------------------------------------------
+@dataclass(eq=False)
 class Gallery:
     """A gallery folder opened for writing (or, with ``model_info=None``, read-only use).
 
-    Use ``Gallery.open``; the constructor is internal.
+    Use ``Gallery.open``; the constructor is internal.  ``_items`` holds every item known (this
+    writer's and other manifests'), ``_own`` those in this writer's manifest file.
     """
 
-    def __init__(
-        self,
-        folder: Path,
-        model: ModelInfo,
-        *,
-        shard: tuple[int, int] | None,
-        title: str,
-        device: str,
-        created: str,
-        updated: str,
-        items: dict[ItemKey, GalleryItem],
-        own: dict[ItemKey, GalleryItem],
-        writable: bool,
-    ) -> None:
-        self.folder = folder
-        self.model = model
-        self.shard = shard
-        self.title = title
-        self.device = device
-        self.created = created
-        self.updated = updated
-        self._items = items
-        self._own = own
-        self._writable = writable
+    folder: Path
+    model: ModelInfo
+    shard: tuple[int, int] | None
+    title: str
+    device: str
+    created: str
+    updated: str
+    _items: dict[ItemKey, GalleryItem]
+    _own: dict[ItemKey, GalleryItem]
+    _writable: bool
 
     # -- opening ---------------------------------------------------------------------------------
     @classmethod
@@ -510,14 +509,14 @@ class Gallery:
         g = cls(
             path,
             model,
-            shard=shard,
-            title=title or loaded.title,
-            device=device or loaded.device,
-            created=loaded.created or now,
-            updated=loaded.updated or now,
-            items=dict(loaded.items),
-            own=own,
-            writable=model_info is not None,
+            shard,
+            title or loaded.title,
+            device or loaded.device,
+            loaded.created or now,
+            loaded.updated or now,
+            dict(loaded.items),
+            own,
+            model_info is not None,
         )
         if g._writable:
             g._clean_stale_tmp(own_name, max_age=0)
@@ -539,26 +538,13 @@ class Gallery:
     def __len__(self) -> int:
         return len(self._items)
 
-    def has(
-        self,
-        layer: str,
-        unit: int,
-        facet: int = 0,
-        objective: str = "channel",
-        negative: bool = False,
-    ) -> bool:
-        """Whether the item is committed (its PNG is then guaranteed to exist)."""
-        return item_key(layer, unit, facet, objective, negative) in self._items
+    def get(self, *key: Any, **named: Any) -> GalleryItem | None:
+        """The committed item with this key (``layer, unit[, facet, objective, negative]``)."""
+        return self._items.get(item_key(*key, **named))
 
-    def get(
-        self,
-        layer: str,
-        unit: int,
-        facet: int = 0,
-        objective: str = "channel",
-        negative: bool = False,
-    ) -> GalleryItem | None:
-        return self._items.get(item_key(layer, unit, facet, objective, negative))
+    def has(self, *key: Any, **named: Any) -> bool:
+        """Whether the item is committed (its PNG is then guaranteed to exist)."""
+        return self.get(*key, **named) is not None
 
     def reload(self) -> None:
         """Re-read every manifest file (to see what concurrent shards committed meanwhile)."""
@@ -794,16 +780,13 @@ def _read_png(path: Path) -> np.ndarray:
 
 
 def caption_lines(item: GalleryItem) -> list[str]:
-    """``layer:unit`` (+ facet/negative marks), the class label when there is one, the value."""
-    head = f"{item.layer}:{item.unit}" if item.unit >= 0 else item.layer
-    if item.objective not in ("channel",):
-        head += f" {item.objective}"
-    if item.facet:
-        head += f" #{item.facet}"
-    if item.negative:
-        head += " (neg)"
+    """The item's caption (the one the job gave it), its class label, its value."""
+    from fvdesk.core.optim.jobs import unit_caption
+
+    head = item.caption or unit_caption(item.layer, item.unit, facet=item.facet,
+                                        negative=item.negative, kind=item.objective)  # fmt: skip
     lines = [head]
-    if item.label:
+    if item.label and item.label not in head:
         lines.append(str(item.label))
     value = "n/a" if item.value is None else f"{item.value:.4g}"
     lines.append(f"value {value}" + (" dead" if item.dead else ""))
@@ -889,62 +872,44 @@ def _fit_text(draw: Any, text: str, font: Any, width: int, *, keep_end: bool = F
 # index.html
 # ------------------------------------------------------------------------------------------------
 def settings_summary(items: Sequence[GalleryItem]) -> list[tuple[str, str]]:
-    """Settings as (key, value) rows; values that differ between items are listed together."""
+    """Settings and preprocessing as (key, value) rows; values that differ between items are
+    listed together."""
     keys: dict[str, list[str]] = {}
     for it in items:
-        for k, v in it.settings.items():
-            text = (
-                json.dumps(v, ensure_ascii=False, sort_keys=True) if not isinstance(v, str) else v
-            )
+        pre = it.provenance.get("preprocessing")
+        rows = dict(it.settings)
+        if isinstance(pre, dict):
+            rows["preprocessing"] = {k: v for k, v in pre.items() if k != "source"}
+        for k, v in rows.items():
             vals = keys.setdefault(k, [])
-            if text not in vals:
+            if (text := text_of(v)) not in vals:
                 vals.append(text)
     return [(k, " | ".join(v[:6]) + (" | …" if len(v) > 6 else "")) for k, v in keys.items()]
 
 
 def index_html(manifest: dict[str, Any], *, has_sheet: bool = True) -> str:
     """A self-contained page: model, settings summary, contact sheet link and the captioned grid."""
-    esc = html.escape
     items = [
         it if isinstance(it, GalleryItem) else GalleryItem.from_dict(it) for it in manifest["items"]
     ]
     model = manifest["model"]
-    title = manifest.get("title") or model.get("file") or "gallery"
-    rows = "".join(
-        f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in settings_summary(items)
-    )
+    title = str(manifest.get("title") or model.get("file") or "gallery")
     figs = []
     for it in items:
-        cap = "<br>".join(esc(line) for line in caption_lines(it))
+        lines = caption_lines(it)
+        cap = "<br>".join(esc(line) for line in lines)
         src = esc(urllib.parse.quote(it.file))
         figs.append(
-            f'<figure><a href="{src}"><img src="{src}" alt="{esc(caption_lines(it)[0])}" loading="lazy"></a>'
+            f'<figure><a href="{src}"><img src="{src}" alt="{esc(lines[0])}" loading="lazy"></a>'
             f"<figcaption>{cap}</figcaption></figure>"
         )
     sheet = f'<p><a href="{CONTACT_SHEET}">contact sheet</a></p>' if has_sheet else ""
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>{esc(str(title))} — fvdesk gallery</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }}
-.grid {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(150px, 1fr)); gap: 12px; }}
-figure {{ margin: 0; }}
-img {{ width: 100%; image-rendering: pixelated; background: #eee; }}
-figcaption {{ font-size: 12px; overflow-wrap: anywhere; }}
-table {{ border-collapse: collapse; font-size: 13px; margin-bottom: 1em; }}
-th, td {{ text-align: left; padding: 1px 8px; border-bottom: 1px solid #ddd; vertical-align: top; }}
-</style></head><body>
-<h1>{esc(str(title))}</h1>
-<p>Model <b>{esc(str(model.get("file", "")))}</b> (sha256 <code>{esc(str(model.get("sha256", ""))[:16])}…</code>),
-{len(items)} item(s), device {esc(str(manifest.get("device") or "?"))}, fvdesk {esc(str(manifest.get("fvdesk_version", "")))},
-updated {esc(str(manifest.get("updated", "")))}.</p>
-<details><summary>Settings</summary><table>{rows}</table></details>
-{sheet}
-<div class="grid">
-{chr(10).join(figs)}
-</div>
-</body></html>
-"""
+    intro = (
+        f"{model_line(model)}, {len(items)} item(s), device {esc(str(manifest.get('device') or '?'))}, "
+        f"fvdesk {esc(str(manifest.get('fvdesk_version', '')))}, updated {esc(str(manifest.get('updated', '')))}."
+    )
+    body = f'{sheet}\n<div class="grid">\n{chr(10).join(figs)}\n</div>'
+    return page(title, "gallery", intro, table(settings_summary(items)), body)
 
 
 # ------------------------------------------------------------------------------------------------

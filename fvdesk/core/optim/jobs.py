@@ -1,0 +1,517 @@
+"""Jobs: *what* to render and *how*, and the provenance record that reproduces every image.
+
+A ``Job`` is plain data (no torch): a spec saying what to render (``UnitJob``: units of one layer;
+``CombinationJob``: a weighted sum of unit objectives; later kinds register themselves the same
+way) plus how (``RenderSettings``, the ``Preprocessing`` in force, the labels in force).  The app,
+the CLI and the atlas build the same jobs; ``fvdesk.core.optim.run.run_job`` runs any of them and
+``fvdesk.core.optim.drive.drive`` is the one loop that consumes the events.
+
+Every job expands into ``Slot``s, one per image.  A slot knows its unit, facet and the keys of its
+own seed, and which slots must share its batch (a ``group``: facets coupled by the diversity term).
+The runner fills batches from whole groups; each finished image carries a provenance record (the
+job, its slot, the slots that shared its batch, settings, preprocessing, model hash) from which
+``run_job(..., only=batch)`` renders the same batch again, so a saved item reproduces to the same
+pixels on CPU.
+
+Objective expressions (``parse_objective``) are how a user writes a combination on the command
+line: ``"L:12 + 0.5*L:40 - L:7"``; ``L:12@3,4`` is the neuron at x=3, y=4; ``prob(L:3)`` names a
+kind.  Terms are separated by `` + `` or `` - `` with spaces around them (layer names may contain
+``-`` and ``+``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Any, ClassVar, Literal
+
+from fvdesk.core.errors import ConfigError, RenderError
+from fvdesk.core.model.preprocessing import Preprocessing, parse_preprocessing
+from fvdesk.core.optim.settings import RenderSettings
+
+UnitKind = Literal["neuron", "channel", "deepdream", "logit", "prob"]
+#: The objective kinds of a single unit, in the order menus and help texts list them.
+UNIT_KINDS: tuple[str, ...] = ("channel", "neuron", "deepdream", "logit", "prob")
+#: Kinds that read class scores (a vector layer).
+CLASS_KINDS: tuple[str, ...] = ("logit", "prob")
+PROVENANCE_FORMAT = "fvdesk-provenance"
+PROVENANCE_VERSION = 1
+#: Diversity weight relative to the unit objective's magnitude (objectives.WithDiversity): about
+#: Lucid's 1e2 on GoogLeNet mixed4a; much larger values make facets stop exciting the unit.
+DEFAULT_DIVERSITY = 3.0
+
+
+def check_kind(kind: str) -> str:
+    if kind not in UNIT_KINDS:
+        raise ConfigError(f"Unknown objective kind {kind!r}; use one of {', '.join(UNIT_KINDS)}.")
+    return kind
+
+
+def default_kind(layer: Any) -> str:
+    """The natural objective of a layer's units: a class logit for vectors, else the channel."""
+    return "logit" if getattr(layer, "kind", "feature") == "vector" else "channel"
+
+
+# ------------------------------------------------------------------------------------------------
+# Terms, slots, captions
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Term:
+    """One weighted unit objective: ``weight * kind(layer, unit)`` (at ``x, y`` for a neuron)."""
+
+    layer: str
+    unit: int
+    kind: str = "channel"
+    weight: float = 1.0
+    x: int | None = None
+    y: int | None = None
+
+    def __post_init__(self) -> None:
+        check_kind(self.kind)
+        if not math.isfinite(float(self.weight)):
+            raise ConfigError(f"The weight of {self.layer}:{self.unit} must be finite.")
+
+    def caption(self, *, signed: bool = False) -> str:
+        """``0.5·layer:12@3,4`` (``+``/``−`` in front when ``signed``)."""
+        w = abs(self.weight) if signed else self.weight
+        scale = "" if w == 1 else "−" if w == -1 else f"{w:g}·"
+        body = f"{self.layer}:{self.unit}" if self.unit >= 0 else self.layer
+        if self.x is not None or self.y is not None:
+            body += f"@{_pos(self.x)},{_pos(self.y)}"
+        if self.kind not in ("channel", "logit", "neuron"):
+            body = f"{self.kind}({body})"
+        if not signed:
+            return scale + body
+        return f"{'−' if self.weight < 0 else '+'} {scale}{body}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Term:
+        try:
+            return cls(
+                layer=str(d["layer"]),
+                unit=int(d["unit"]),
+                kind=str(d.get("kind", "channel")),
+                weight=float(d.get("weight", 1.0)),
+                x=None if d.get("x") is None else int(d["x"]),
+                y=None if d.get("y") is None else int(d["y"]),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"Invalid objective term {d!r}: {e}.") from None
+
+
+def _pos(v: int | None) -> str:
+    return "c" if v is None else str(v)
+
+
+def combination_caption(terms: Sequence[Term]) -> str:
+    """``a:1 + 0.5·b:2 − c:3``: the one way a combination is written for people."""
+    text = " ".join(t.caption(signed=True) for t in terms)
+    return text[2:] if text.startswith("+ ") else text.replace("− ", "−", 1)
+
+
+def unit_caption(layer: str, unit: int, *, label: str | None = None, facet: int = 0,
+                 negative: bool = False, kind: str = "channel") -> str:  # fmt: skip
+    """The one caption of a rendered unit (tiles, galleries, contact sheets, the atlas)."""
+    name = layer if unit < 0 else f"{layer}:{unit}"
+    if kind == "deepdream":
+        name = f"deepdream({layer})"
+    parts = [("−" if negative else "") + name]
+    if label:
+        parts.append(label)
+    if facet:
+        parts.append(f"#{facet}")
+    return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One image of a job: its unit and facet, the keys of its seed, and its batch group."""
+
+    index: int
+    unit: int
+    facet: int
+    seed_keys: tuple[int, ...]
+    group: int
+
+
+# ------------------------------------------------------------------------------------------------
+# Job specs (what to render)
+# ------------------------------------------------------------------------------------------------
+_SPECS: dict[str, type[JobSpec]] = {}
+
+
+class JobSpec:
+    """What to render.  Subclasses are frozen dataclasses registered by their ``type`` name."""
+
+    type: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.type:
+            _SPECS[cls.type] = cls
+
+    # -- what every spec says about itself ------------------------------------------------------
+    def slots(self) -> list[Slot]:
+        raise NotImplementedError
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    @property
+    def title(self) -> str:
+        raise NotImplementedError
+
+    def validate(self, graph: Any) -> None:
+        """Raise an ``FvdeskError`` naming the first layer or unit ``graph`` does not have."""
+        for name in self.layers:
+            graph[name]  # RenderError with suggestions
+
+    # -- serialization -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"type": self.type}
+        for f in fields(self):  # type: ignore[arg-type]
+            v = getattr(self, f.name)
+            if isinstance(v, tuple) and v and isinstance(v[0], Term):
+                v = [t.to_dict() for t in v]
+            elif isinstance(v, tuple):
+                v = list(v)
+            d[f.name] = v
+        return d
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> JobSpec:
+        if not isinstance(d, dict) or d.get("type") not in _SPECS:
+            what = d.get("type") if isinstance(d, dict) else type(d).__name__
+            raise ConfigError(f"Unknown job type {what!r}; known: {', '.join(sorted(_SPECS))}.")
+        cls = _SPECS[d["type"]]
+        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        kw = {k: v for k, v in d.items() if k in names}
+        try:
+            return cls._from_kwargs(kw)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"Invalid {d['type']} job: {e}.") from None
+
+    @classmethod
+    def _from_kwargs(cls, kw: dict[str, Any]) -> JobSpec:
+        return cls(**kw)
+
+
+def _check_facets(facets: int) -> int:
+    if isinstance(facets, bool) or not isinstance(facets, int) or facets < 1:
+        raise ConfigError(f"A job needs at least one facet per unit, got {facets!r}.")
+    return facets
+
+
+@dataclass(frozen=True)
+class UnitJob(JobSpec):
+    """Units of one layer, ``facets`` images each (made diverse when facets > 1).
+
+    ``x, y`` place a neuron objective (``None``: the centre).  ``diversity_layer`` defaults to the
+    layer itself, or the last feature map before a vector layer.
+    """
+
+    type: ClassVar[str] = "units"
+
+    layer: str
+    units: tuple[int, ...] = ()
+    kind: str = "channel"
+    negative: bool = False
+    facets: int = 1
+    x: int | None = None
+    y: int | None = None
+    diversity_weight: float = DEFAULT_DIVERSITY
+    diversity_layer: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "units", tuple(int(u) for u in self.units))
+        check_kind(self.kind)
+        _check_facets(self.facets)
+        if not math.isfinite(float(self.diversity_weight)) or self.diversity_weight < 0:
+            raise ConfigError(
+                f"The diversity weight must be a finite number >= 0, got {self.diversity_weight!r}."
+            )
+        if self.kind != "deepdream" and not self.units:
+            raise ConfigError(f"A {self.kind} job on {self.layer} needs at least one unit.")
+
+    @property
+    def unit_list(self) -> list[int]:
+        return [-1] if self.kind == "deepdream" else list(self.units)
+
+    @property
+    def coupled(self) -> bool:
+        return self.facets > 1 and self.diversity_weight > 0
+
+    def slots(self) -> list[Slot]:
+        out = []
+        for gi, u in enumerate(self.unit_list):
+            for f in range(self.facets):
+                out.append(Slot(len(out), u, f, (u, f), gi if self.coupled else len(out)))
+        return out
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return (self.layer,)
+
+    @property
+    def title(self) -> str:
+        if self.kind == "deepdream":
+            return f"deepdream({self.layer})"
+        n = len(self.units)
+        return f"{self.layer}:{self.units[0]}" if n == 1 else f"{self.layer} ({n} units)"
+
+    def validate(self, graph: Any) -> None:
+        lay = graph[self.layer]
+        if self.kind in CLASS_KINDS and lay.kind != "vector":
+            raise RenderError(
+                f"A {self.kind} objective needs a vector layer (class scores); "
+                f"{self.layer} is a feature map."
+            )
+        n = lay.channels
+        bad = [u for u in self.units if not 0 <= u < n] if self.kind != "deepdream" else []
+        if bad and n:
+            raise RenderError(
+                f"Unit {bad[0]} does not exist: layer {self.layer} has {n} channels (0-{n - 1})."
+            )
+        _check_position(lay, self.x, self.y)
+
+
+@dataclass(frozen=True)
+class CombinationJob(JobSpec):
+    """Neuron arithmetic: ``facets`` images of one weighted sum of unit objectives."""
+
+    type: ClassVar[str] = "combination"
+
+    terms: tuple[Term, ...]
+    negative: bool = False
+    facets: int = 1
+    diversity_weight: float = DEFAULT_DIVERSITY
+    diversity_layer: str | None = None
+
+    def __post_init__(self) -> None:
+        terms = tuple(t if isinstance(t, Term) else Term.from_dict(t) for t in self.terms)
+        object.__setattr__(self, "terms", terms)
+        if not terms:
+            raise ConfigError("A combination needs at least one term.")
+        _check_facets(self.facets)
+
+    @property
+    def coupled(self) -> bool:
+        return self.facets > 1 and self.diversity_weight > 0
+
+    def slots(self) -> list[Slot]:
+        # seeds as plain ``render(batch=facets)`` draws them: one key, the image index
+        return [Slot(f, -1, f, (f,), 0 if self.coupled else f) for f in range(self.facets)]
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(t.layer for t in self.terms))
+
+    @property
+    def title(self) -> str:
+        return combination_caption(self.terms)
+
+    def validate(self, graph: Any) -> None:
+        for t in self.terms:
+            UnitJob(t.layer, (t.unit,), kind=t.kind, x=t.x, y=t.y).validate(graph)
+
+
+def _check_position(layer: Any, x: int | None, y: int | None) -> None:
+    spatial = getattr(layer, "spatial", None)
+    if x is None and y is None:
+        return
+    if not spatial:
+        raise RenderError(f"Layer {layer.name} has no spatial grid, so a neuron position is moot.")
+    h, w = spatial
+    for name, v, n in (("x", x, w), ("y", y, h)):
+        if v is not None and n and not 0 <= v < n:
+            raise RenderError(
+                f"Neuron position {name}={v} is outside layer {layer.name} ({w} wide, {h} high)."
+            )
+
+
+# ------------------------------------------------------------------------------------------------
+# The job: what + how
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelRef:
+    """Which model a job is for: the hash is what galleries compare; the path is a hint."""
+
+    file: str
+    sha256: str
+    path: str = ""
+
+    @classmethod
+    def of(cls, model: Any) -> ModelRef:
+        return cls(str(model.path.name), str(model.sha256), str(model.path))
+
+    def to_dict(self) -> dict[str, str]:
+        return {"file": self.file, "sha256": self.sha256, "path": self.path}
+
+
+@dataclass(frozen=True)
+class Job:
+    """A spec plus how to run it.  Everything a run reads is captured here, at submission, so
+    changing the app's settings, preprocessing or labels never changes a job already queued."""
+
+    spec: JobSpec
+    settings: RenderSettings
+    preprocessing: Preprocessing
+    model: ModelRef
+    labels: tuple[str, ...] | None = None
+    title: str = ""
+
+    @classmethod
+    def for_model(cls, model: Any, spec: JobSpec, settings: RenderSettings | None = None,
+                  *, title: str = "") -> Job:  # fmt: skip
+        """A job for a ``LoadedModel`` with its current preprocessing and labels."""
+        return cls(
+            spec,
+            settings or RenderSettings(),
+            model.preprocessing,
+            ModelRef.of(model),
+            tuple(model.labels) if model.labels else None,
+            title or spec.title,
+        )
+
+    def with_settings(self, **changes: Any) -> Job:
+        return replace(self, settings=replace(self.settings, **changes))
+
+    def provenance_key(self) -> dict[str, Any]:
+        """What determines the pixels (two jobs with equal keys render the same images)."""
+        pre = {k: v for k, v in self.preprocessing.to_dict().items() if k != "source"}
+        return {"job": self.spec.to_dict(), "settings": self.settings.to_dict(), "pre": pre}
+
+    def label(self, graph: Any, layer: str, unit: int) -> str | None:
+        return graph.unit_label(layer, unit, self.labels)
+
+    def provenance(self, slot: Slot, batch: Sequence[int], *, device: str) -> dict[str, Any]:
+        """The record a gallery item stores: enough to render the same pixels again."""
+        from fvdesk import __version__
+
+        return {
+            "format": PROVENANCE_FORMAT,
+            "version": PROVENANCE_VERSION,
+            "model": self.model.to_dict(),
+            "job": self.spec.to_dict(),
+            "slot": slot.index,
+            "unit": slot.unit,
+            "facet": slot.facet,
+            "batch": [int(i) for i in batch],
+            "seed": self.settings.seed,
+            "settings": self.settings.to_dict(),
+            "preprocessing": self.preprocessing.to_dict(),
+            "device": device,
+            "fvdesk_version": __version__,
+        }
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    """A job rebuilt from a provenance record, and which slots to render to get the item back."""
+
+    job: Job
+    slot: int
+    batch: tuple[int, ...]
+
+
+def job_from_provenance(record: dict[str, Any], *, where: str = "the record") -> Reproduction:
+    """Inverse of ``Job.provenance``; raises ``ConfigError`` naming ``where`` when it cannot."""
+    if not isinstance(record, dict) or record.get("format") != PROVENANCE_FORMAT:
+        raise ConfigError(
+            f"{where} has no provenance record (saved by an fvdesk older than 0.2?), "
+            "so it cannot be reproduced."
+        )
+    if int(record.get("version", 0)) > PROVENANCE_VERSION:
+        raise ConfigError(f"{where} was written by a newer fvdesk; update fvdesk to reproduce it.")
+    try:
+        spec = JobSpec.from_dict(record["job"])
+        settings = RenderSettings.from_dict(record["settings"])
+        raw_pre = record["preprocessing"]
+        pre = parse_preprocessing(raw_pre, str(raw_pre.get("source", "user")), where)
+        m = record["model"]
+        model = ModelRef(str(m["file"]), str(m["sha256"]), str(m.get("path", "")))
+        slot = int(record["slot"])
+        batch = tuple(int(i) for i in record.get("batch") or [slot])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"{where} has a damaged provenance record ({e}).") from None
+    if slot not in batch:
+        raise ConfigError(f"{where} has a damaged provenance record (slot not in its batch).")
+    return Reproduction(Job(spec, settings, pre, model), slot, batch)
+
+
+# ------------------------------------------------------------------------------------------------
+# Objective expressions
+# ------------------------------------------------------------------------------------------------
+_SPLIT = re.compile(r"\s+([+-])\s+")
+_TERM = re.compile(
+    r"^(?:(?P<w>[0-9.]+(?:e[+-]?\d+)?)\s*\*\s*)?"
+    r"(?:(?P<kind>[a-z]+)\((?P<inner>.+)\)|(?P<plain>.+))$",
+    re.IGNORECASE,
+)
+_UNIT = re.compile(r"^(?P<layer>.+):(?P<unit>\d+)(?:@(?P<x>\d+),(?P<y>\d+))?$")
+
+
+def parse_objective(text: str, resolve_kind: Any = None) -> tuple[Term, ...]:
+    """``"L:12 + 0.5*L:40 - L:7"`` -> terms.  ``resolve_kind(layer) -> kind`` picks the kind of
+    a bare ``L:u`` (channel for feature maps, logit for vectors); ``L:u@x,y`` is a neuron."""
+    src = text.strip()
+    if not src:
+        raise ConfigError("The objective expression is empty.")
+    sign = 1.0
+    if src[0] in "+-" and (len(src) == 1 or not src[1].isdigit()):
+        sign, src = (-1.0 if src[0] == "-" else 1.0), src[1:].lstrip()
+    pieces = _SPLIT.split(src)
+    signs = [sign] + [(-1.0 if op == "-" else 1.0) for op in pieces[1::2]]
+    terms = []
+    for s, raw in zip(signs, pieces[0::2], strict=True):
+        terms.append(_parse_term(raw.strip(), s, text, resolve_kind))
+    return tuple(terms)
+
+
+def _parse_term(raw: str, sign: float, text: str, resolve_kind: Any) -> Term:
+    m = _TERM.match(raw)
+    bad = ConfigError(
+        f"Cannot read {raw!r} in the objective {text!r}; write terms like "
+        "LAYER:UNIT, 0.5*LAYER:UNIT, LAYER:UNIT@X,Y or prob(LAYER:UNIT), joined by ' + ' or ' - '."
+    )
+    if not m:
+        raise bad
+    weight = sign * (float(m["w"]) if m["w"] else 1.0)
+    body = (m["inner"] or m["plain"]).strip()
+    u = _UNIT.match(body)
+    if not u or any(c.isspace() for c in body):
+        raise bad
+    layer = u["layer"]
+    x = None if u["x"] is None else int(u["x"])
+    y = None if u["y"] is None else int(u["y"])
+    kind = (m["kind"] or "").lower()
+    if not kind:
+        kind = "neuron" if x is not None else (resolve_kind(layer) if resolve_kind else "channel")
+    try:
+        return Term(layer, int(u["unit"]), kind, weight, x, y)
+    except ConfigError as e:
+        raise ConfigError(f"In the objective {text!r}: {e}") from None
+
+
+__all__ = [
+    "CLASS_KINDS",
+    "UNIT_KINDS",
+    "CombinationJob",
+    "Job",
+    "JobSpec",
+    "ModelRef",
+    "Reproduction",
+    "Slot",
+    "Term",
+    "UnitJob",
+    "combination_caption",
+    "job_from_provenance",
+    "parse_objective",
+    "unit_caption",
+]

@@ -1,0 +1,218 @@
+"""The user-facing render settings, described once for every front end (CLI flags, the app's dock).
+
+Each ``Option`` names a field of ``RenderSettings`` (or of its ``TransformSettings``), says what it
+is for, its type and its group.  The CLI builds its flags from this table and the app its
+controls, so a setting added to the engine reaches both by adding one row; a test fails when a
+``RenderSettings`` field is neither described here nor listed in ``INTERNAL``.  Validation stays in
+``RenderSettings.validate`` (one sentence naming the setting).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from fvdesk.core.errors import ConfigError
+from fvdesk.core.optim.settings import RenderSettings, TransformSettings
+
+#: ``RenderSettings`` fields with no option of their own, and why.
+INTERNAL: dict[str, str] = {
+    "transforms": "its elements are options; --no-transforms removes the chain",
+    "color_matrix": "set by --color-from DIR (estimated from the images) or left to ImageNet's",
+    "shared": "set by interpolation jobs",
+    "device": "chosen with --device",
+    "preview_every": "how often the app refreshes live previews",
+}
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    help: str
+    group: str
+    kind: type  # int, float, bool, str, or tuple (a comma list of floats)
+    choices: tuple[str, ...] | None = None
+    optional: bool = False  # "none"/"native" allowed (None)
+    transform: bool = False  # a TransformSettings field
+    low: float | None = 0  # smallest value allowed (numbers)
+    above: bool = False  # the value must be above ``low``, not equal to it
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def default(self) -> Any:
+        src = TransformSettings() if self.transform else RenderSettings()
+        return getattr(src, self.name)
+
+    def parse(self, text: str) -> Any:
+        """A command-line string as this option's value (``ConfigError`` naming the flag)."""
+        t = text.strip()
+        if self.optional and t.lower() in ("none", "native", ""):
+            return None
+        try:
+            if self.kind is tuple:
+                return tuple(float(v) for v in t.split(",") if v.strip())
+            if self.kind is bool:
+                if t.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if t.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(t)
+            value = self.kind(t)
+        except ValueError:
+            noun = {int: "a whole number", float: "a number", tuple: "a comma list of numbers"}
+            raise ConfigError(
+                f"{self.flag} takes {noun.get(self.kind, 'a value')}, got {text!r}."
+            ) from None
+        if self.choices and value not in self.choices:
+            raise ConfigError(f"{self.flag} takes one of {', '.join(self.choices)}, got {text!r}.")
+        if self.kind in (int, float) and self.low is not None:
+            if self.above and not value > self.low:
+                rule = "must be positive" if self.low == 0 else f"must be above {self.low:g}"
+                raise ConfigError(f"{self.flag} {text!r} {rule}.")
+            if not value >= self.low:
+                rule = "must not be negative" if self.low == 0 else f"must be at least {self.low:g}"
+                raise ConfigError(f"{self.flag} {text!r} {rule}.")
+        return value
+
+
+OPTIONS: tuple[Option, ...] = (
+    # optimization
+    Option("steps", "optimization steps per image", "optimization", int, low=1),
+    Option(
+        "size",
+        "canvas size in pixels (square); 'native' = the model's input size",
+        "optimization",
+        int,
+        optional=True,
+        low=8,
+    ),
+    Option("lr", "Adam learning rate", "optimization", float, above=True),
+    Option(
+        "batch",
+        "images optimized together (speed only; out of memory halves it)",
+        "optimization",
+        int,
+        low=1,
+    ),
+    Option("seed", "random seed: the same seed renders the same image", "optimization", int),
+    Option("init_sd", "standard deviation of the random start", "optimization", float),
+    Option(
+        "relu_override_steps",
+        "steps of redirected ReLU gradients for units dead on the start image (0: off)",
+        "optimization",
+        int,
+    ),
+    # parameterization
+    Option(
+        "param",
+        "image parameterization: decorrelated Fourier spectrum or raw pixels",
+        "parameterization",
+        str,
+        choices=("fourier", "pixel"),
+    ),
+    Option(
+        "decorrelate",
+        "decorrelate colours (ImageNet's colour covariance, or --color-from)",
+        "parameterization",
+        bool,
+    ),
+    Option(
+        "decay",
+        "Fourier spectrum decay: frequencies scaled by 1/f^decay",
+        "parameterization",
+        float,
+    ),
+    Option(
+        "fit",
+        "fixed-size models: resize the canvas to the model's size, or centre-crop it",
+        "parameterization",
+        str,
+        choices=("resize", "crop"),
+    ),
+    # transformation robustness
+    Option(
+        "pad",
+        "pixels of padding around the canvas before the random transforms",
+        "transformation robustness",
+        int,
+        transform=True,
+    ),
+    Option(
+        "jitter",
+        "first random shift, total pixels",
+        "transformation robustness",
+        int,
+        transform=True,
+    ),
+    Option(
+        "scales",
+        "random scales to draw from (comma list; empty: none)",
+        "transformation robustness",
+        tuple,
+        optional=True,
+        transform=True,
+    ),
+    Option(
+        "angles",
+        "random rotations in degrees to draw from (comma list; empty: none)",
+        "transformation robustness",
+        tuple,
+        optional=True,
+        transform=True,
+    ),
+    Option(
+        "jitter2",
+        "second random shift, total pixels",
+        "transformation robustness",
+        int,
+        transform=True,
+    ),
+    Option(
+        "pad_mode",
+        "what the padding shows: constant grey or a reflection",
+        "transformation robustness",
+        str,
+        choices=("constant", "reflect"),
+        transform=True,
+    ),
+    # frequency penalties
+    Option("tv", "total-variation penalty weight", "frequency penalization", float),
+    Option("l1", "L1 penalty weight (pixels away from grey)", "frequency penalization", float),
+    Option("l2", "L2 penalty weight (pixels away from grey)", "frequency penalization", float),
+    Option("blur_every", "blur the image every N steps (0: never)", "frequency penalization", int),
+    Option(
+        "blur_sigma", "sigma in pixels of that blur", "frequency penalization", float, above=True
+    ),
+    # speed
+    Option(
+        "channels_last", "CUDA: channels-last memory layout (same numbers, faster)", "speed", bool
+    ),
+    Option("amp", "CUDA: bfloat16 autocast of the model's forward pass", "speed", bool),
+)
+
+
+def option(name: str) -> Option:
+    for o in OPTIONS:
+        if o.name == name:
+            return o
+    raise KeyError(name)
+
+
+def undocumented() -> list[str]:
+    """``RenderSettings`` fields that no option describes and ``INTERNAL`` does not explain."""
+    known = {o.name for o in OPTIONS if not o.transform} | set(INTERNAL)
+    return [f.name for f in fields(RenderSettings) if f.name not in known]
+
+
+def apply(settings: RenderSettings, values: Mapping[str, Any]) -> RenderSettings:
+    """``settings`` with the given option values (by option name) replaced, validated."""
+    top = {k: v for k, v in values.items() if not option(k).transform}
+    tf = {k: v for k, v in values.items() if option(k).transform}
+    out = replace(settings, **top)
+    if tf and out.transforms is not None:
+        out = replace(out, transforms=replace(out.transforms, **tf))
+    out.validate()
+    return out
