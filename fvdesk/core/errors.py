@@ -37,3 +37,7 @@ class RenderError(FvdeskError):
 
 class GalleryError(FvdeskError):
     """A gallery folder cannot be written or read."""
+
+
+class DatasetError(ConfigError):
+    """An image folder cannot be used (missing, empty, vanished mid-pass) or its cache is damaged."""

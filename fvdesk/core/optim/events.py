@@ -49,6 +49,17 @@ class NoticeEvent:
     message: str
 
 
+@dataclass(frozen=True)
+class ProgressEvent:
+    """Progress of work that is not optimization steps (a dataset pass): ``done`` of ``total``
+    ``what`` (e.g. images), so a front end can draw a bar and estimate the time left."""
+
+    done: int
+    total: int
+    what: str = "images"
+    message: str = ""
+
+
 @dataclass
 class RenderResult:
     """The final images (uint8 (B, H, W, C)) and their objective values (untransformed)."""
@@ -106,4 +117,4 @@ class JobResult:
     device: str
 
 
-Event = StepEvent | PreviewEvent | NoticeEvent | UnitDoneEvent
+Event = StepEvent | PreviewEvent | NoticeEvent | UnitDoneEvent | ProgressEvent

@@ -13,7 +13,8 @@ detected per image.
 Terms (the article's list): ``neuron`` (``layer[x, y, z]``, centre by default), ``channel``
 (mean of ``layer[:, :, z]``), ``deepdream`` (mean of ``layer**2``), ``logit`` (``pre_softmax[k]``),
 ``probability`` (``softmax[k]``), ``direction`` (dot product with a channel-space vector),
-``random_direction``, ``negative`` (minimize anything), ``diversity`` (negative pairwise cosine
+``random_direction``, ``negative`` (minimize anything), ``steer`` (a unit plus a cosine term
+toward a vector: dataset-cluster facets), ``diversity`` (negative pairwise cosine
 similarity of Gram matrices across the batch), ``interpolate`` (linear blend of two objectives
 across the batch) and ``alignment`` (neighbouring images' activations alike).  Diversity and
 alignment couple images of a batch (``coupled``): they cannot be split across batches, and
@@ -368,6 +369,81 @@ def random_direction(
     g = torch.Generator().manual_seed(int(seed))
     v = torch.randn(channels, generator=g)
     return Direction(layer, v / v.norm(), batch=batch)
+
+
+class CosineTo(Objective):
+    """Cosine similarity of the layer's activation vectors to one target vector per image.
+
+    Per position (the mean over the grid of ``cos(act[:, y, x], v)``), or of the spatially
+    averaged vector when ``pooled`` (and always for vector layers).  Image ``b`` uses
+    ``vectors[b]``; with a single vector every image uses it.
+    """
+
+    def __init__(self, layer: str, vectors: Sequence[Sequence[float]] | torch.Tensor,
+                 *, pooled: bool = False) -> None:  # fmt: skip
+        self.layer, self.pooled = layer, bool(pooled)
+        v = torch.as_tensor(vectors, dtype=torch.float32)
+        self.vectors = v.unsqueeze(0) if v.dim() == 1 else v
+        self.layers = (layer,)
+
+    def describe(self) -> str:
+        return f"cos({self.layer}, {self.vectors.shape[0]}x{self.vectors.shape[1]}-d)"
+
+    def __call__(self, acts: Activations) -> torch.Tensor:
+        act = acts[self.layer].float()
+        b, c = act.shape[0], act.shape[1]
+        v = self.vectors.to(act.device)
+        if v.shape[1] != c:
+            raise ValueError(f"{self.layer} has {c} channels, the target vectors {v.shape[1]}")
+        v = v.expand(b, -1) if v.shape[0] == 1 else v
+        if v.shape[0] != b:
+            raise ValueError(f"{self.describe()} has {v.shape[0]} vectors for a batch of {b}")
+        if self.pooled or act.dim() == 2:
+            a = act.flatten(2).mean(-1) if act.dim() > 2 else act
+            return torch.nn.functional.cosine_similarity(a, v, dim=1, eps=1e-8)
+        vv = v.view(b, c, *([1] * (act.dim() - 2)))
+        cos = torch.nn.functional.cosine_similarity(act, vv.expand_as(act), dim=1, eps=1e-8)
+        return cos.flatten(1).mean(1)
+
+    def subset(self, start: int, stop: int) -> Objective:
+        vs = self.vectors if self.vectors.shape[0] == 1 else self.vectors[start:stop]
+        return CosineTo(self.layer, vs, pooled=self.pooled)
+
+
+class Steered(Objective):
+    """``main + weight * |main| * term`` per image, ``|main|`` detached (floored at 1e-3).
+
+    Steers a unit objective toward something (a cluster centroid's direction) with a weight
+    relative to the unit's own magnitude, so one weight suits every model and layer, as
+    ``WithDiversity`` does for the diversity term.  Per image: batches split freely.  ``main()``
+    is the unit objective alone, so the value a result reports is the unit's.
+    """
+
+    def __init__(self, main: Objective, term: Objective, weight: float) -> None:
+        if main.coupled or term.coupled:
+            raise ValueError("steer combines per-image objectives")
+        self.inner, self.term, self.weight = main, term, float(weight)
+        self.layers = _layers(main, term)
+
+    def describe(self) -> str:
+        return f"{self.inner.describe()} + {self.weight:g}*|.|*{self.term.describe()}"
+
+    def main(self) -> Objective | None:
+        return self.inner
+
+    def __call__(self, acts: Activations) -> torch.Tensor:
+        v = self.inner(acts)
+        return v + self.weight * v.detach().abs().clamp_min(1e-3) * self.term(acts)
+
+    def subset(self, start: int, stop: int) -> Objective:
+        return Steered(self.inner.subset(start, stop), self.term.subset(start, stop), self.weight)
+
+
+def steer(main: Objective, layer: str, vectors: Sequence[Sequence[float]] | torch.Tensor,
+          weight: float = 1.0, *, pooled: bool = False) -> Objective:  # fmt: skip
+    """``main`` plus a cosine term toward ``vectors`` on ``layer`` (one per image; see
+    ``Steered``): how a dataset-cluster facet is rendered."""
+    return Steered(main, CosineTo(layer, vectors, pooled=pooled), weight)
 
 
 class _Coupling(Objective):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from fvdesk.core.dataset.passes import run_examples
 from fvdesk.core.device import describe_device
 from fvdesk.core.errors import RenderError
 from fvdesk.core.model.loaded import LoadedModel
@@ -21,7 +22,9 @@ from fvdesk.core.optim import objectives as obj
 from fvdesk.core.optim.drive import CancelFlag, cancel_fn
 from fvdesk.core.optim.events import Event, JobResult, NoticeEvent, UnitDoneEvent, UnitResult
 from fvdesk.core.optim.jobs import (
+    ClusterJob,
     CombinationJob,
+    ExamplesJob,
     Job,
     JobSpec,
     Slot,
@@ -230,8 +233,29 @@ def _plan_combination(model: LoadedModel, job: Job) -> Plan:
                 lambda _s: text, caption, notices)  # fmt: skip
 
 
+def _plan_clusters(model: LoadedModel, job: Job) -> Plan:
+    spec: ClusterJob = job.spec  # type: ignore[assignment]
+
+    def build(chunk: Sequence[Slot]) -> obj.Objective:
+        main = obj.Unit(spec.layer, spec.kind, [s.unit for s in chunk])  # type: ignore[arg-type]
+        vectors = [spec.centroids[s.facet] for s in chunk]
+        return obj.steer(main, spec.cluster_layer, vectors, spec.weight, pooled=spec.pooled)
+
+    def label(slot: Slot) -> str | None:
+        return job.label(model.graph, spec.layer, slot.unit)
+
+    def caption(slot: Slot, lab: str | None) -> str:
+        return unit_caption(spec.layer, slot.unit, label=lab, facet=slot.facet,
+                            kind=spec.kind) + f" (cluster {slot.facet + 1}/{spec.facets})"  # fmt: skip
+
+    what = f"{spec.kind}({spec.layer}) steered to dataset clusters"
+    return Plan(spec.slots(), build, spec.layer, "cluster", False, what, label, caption, [])
+
+
 PLANS[UnitJob] = _plan_units
 PLANS[CombinationJob] = _plan_combination
+PLANS[ClusterJob] = _plan_clusters
+register_runner(ExamplesJob, run_examples)
 
 
 def render_units(

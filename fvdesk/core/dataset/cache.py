@@ -1,0 +1,401 @@
+"""The examples cache: per-image summaries of a layer's units, so reopening a folder is instant.
+
+Location: ``$FVDESK_CACHE_DIR`` when set (tests, a second profile), else the platform's user
+cache folder (``$XDG_CACHE_HOME/fvdesk`` or ``~/.cache/fvdesk`` on Linux, ``~/Library/Caches/
+fvdesk`` on macOS, ``%LOCALAPPDATA%\\fvdesk\\Cache`` on Windows), never the image folder.
+
+A *store* is one folder per (model sha256, preprocessing, input size and fit policy, image folder,
+layer, measure), named by a hash of that key (``key.json`` inside says it in words), under
+``examples/<model sha256 prefix>/``.  Another model, preprocessing or input size is another store,
+so a cache is never used for something it was not computed for.
+
+A store holds *segments*: ``seg-*.rows`` (raw rows: per image and unit the spatial max and its
+position, the spatial min and its position, the objective value) and ``seg-*.json`` (which
+files, by relative path + size + mtime, the rows are, plus the files found unreadable).  A pass
+writes one new segment for the files no segment covers, so a changed or added file costs only
+its own row; rows of files that changed or disappeared are ignored, and the store is compacted
+into one segment when stale rows or segments pile up.  Rows are written and renamed atomically
+and the JSON (written last, also atomically) is the commit point: a killed pass leaves at most
+an orphan ``.rows`` file that a later compaction removes.  Concurrent writers (atlas shards)
+only ever add segments.  Summaries read rows in chunks, so memory stays flat however big the
+folder is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fvdesk.core.dataset.folder import FileEntry, FolderScan
+from fvdesk.core.errors import DatasetError
+from fvdesk.core.fileio import atomic_open, atomic_write_text
+
+CACHE_ENV = "FVDESK_CACHE_DIR"
+#: How an image becomes the model input; part of every key (change it when the policy changes).
+FIT_POLICY = "shorter-side-bilinear+centre-crop/1"
+SEGMENT_FORMAT = "fvdesk-examples-segment"
+SEGMENT_VERSION = 1
+#: Compact when a store has more segments than this, or more stale rows than valid ones.
+MAX_SEGMENTS = 8
+_ORPHAN_AGE = 15 * 60
+
+
+def cache_root() -> Path:
+    """The user's cache folder for fvdesk (see the module docstring)."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    home = Path.home()
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or str(home / "AppData" / "Local")
+        return Path(base) / "fvdesk" / "Cache"
+    if sys.platform == "darwin":
+        return home / "Library" / "Caches" / "fvdesk"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg and Path(xdg).is_absolute() else home / ".cache") / "fvdesk"
+
+
+def examples_dir() -> Path:
+    return cache_root() / "examples"
+
+
+def _tree_size(path: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += (Path(dirpath) / name).stat().st_size
+    return total
+
+
+def cache_size(model_sha256: str | None = None) -> int:
+    """Bytes the examples cache uses (of one model when ``model_sha256`` is given)."""
+    base = examples_dir()
+    return _tree_size(base / model_sha256[:16] if model_sha256 else base)
+
+
+def clear_cache(model_sha256: str | None = None) -> int:
+    """Delete the examples cache (of one model, or all of it); returns the bytes freed."""
+    base = examples_dir()
+    target = base / model_sha256[:16] if model_sha256 else base
+    size = _tree_size(target)
+    if target.exists():
+        try:
+            shutil.rmtree(target)
+        except OSError as e:
+            raise DatasetError(
+                f"Cannot clear the examples cache {target} ({e.strerror or e})."
+            ) from None
+    return size
+
+
+def format_bytes(n: int) -> str:
+    """``1.2 MB``: cache sizes as people read them."""
+    size = float(n)
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{int(size)} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} TB"  # pragma: no cover
+
+
+# ------------------------------------------------------------------------------------------------
+# Keys and rows
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StoreKey:
+    """What a store's rows depend on; ``measure`` is ``channel`` or ``neuron@x,y``."""
+
+    model_sha256: str
+    preprocessing: str  # canonical JSON of the preprocessing values (not where they came from)
+    input_size: tuple[int, int]
+    root: str
+    layer: str
+    measure: str
+    fit: str = FIT_POLICY
+
+    @classmethod
+    def make(cls, model: Any, pre: Any, root: Path, layer: str, measure: str) -> StoreKey:
+        values = {k: v for k, v in pre.to_dict().items() if k != "source"}
+        return cls(
+            str(model.sha256),
+            json.dumps(values, sort_keys=True),
+            (int(model.input.height), int(model.input.width)),
+            str(Path(root).resolve()),
+            layer,
+            measure,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_sha256": self.model_sha256,
+            "preprocessing": json.loads(self.preprocessing),
+            "input_size": list(self.input_size),
+            "root": self.root,
+            "layer": self.layer,
+            "measure": self.measure,
+            "fit": self.fit,
+        }
+
+    def digest(self) -> str:
+        text = json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+
+    def folder(self) -> Path:
+        return examples_dir() / self.model_sha256[:16] / self.digest()
+
+
+def row_dtype(units: int, positions: int) -> np.dtype:
+    """One image's row: per unit the max and its flat grid position, the min and its position,
+    and the objective value (the channel mean, or the value itself)."""
+    pos = "<u2" if positions <= 1 << 16 else "<u4"
+    return np.dtype([("max", "<f4", (units,)), ("amax", pos, (units,)), ("min", "<f4", (units,)),
+                     ("amin", pos, (units,)), ("mean", "<f4", (units,))])  # fmt: skip
+
+
+@dataclass
+class Segment:
+    name: str
+    rows: list[tuple[str, int, int, int, int]]  # rel, size, mtime_ns, width, height
+    skipped: list[tuple[str, int, int, str]]  # rel, size, mtime_ns, reason
+
+
+@dataclass
+class Lookup:
+    """Where the current folder's images are in a store: ``where[i] = (segment, row)``;
+    ``skipped[i] = reason`` for files found unreadable; ``todo`` are the images to compute."""
+
+    segments: list[Segment]
+    where: dict[int, tuple[int, int]] = field(default_factory=dict)
+    skipped: dict[int, str] = field(default_factory=dict)
+    sizes: dict[int, tuple[int, int]] = field(default_factory=dict)  # source (width, height)
+    todo: list[int] = field(default_factory=list)
+    stale: int = 0  # rows no current file uses
+
+    @property
+    def valid(self) -> int:
+        return len(self.where)
+
+
+class LayerStore:
+    """One store (see the module docstring)."""
+
+    def __init__(self, key: StoreKey, units: int, positions: int) -> None:
+        self.key = key
+        self.units = int(units)
+        self.dtype = row_dtype(self.units, positions)
+        self.folder = key.folder()
+
+    # -- reading ---------------------------------------------------------------------------------
+    def segments(self) -> list[Segment]:
+        """The committed segments, oldest first (a damaged or mismatched one is ignored)."""
+        out = []
+        with contextlib.suppress(FileNotFoundError):
+            for meta in sorted(self.folder.glob("seg-*.json")):
+                seg = self._read_segment(meta)
+                if seg is not None:
+                    out.append(seg)
+        return out
+
+    def _read_segment(self, meta: Path) -> Segment | None:
+        try:
+            d = json.loads(meta.read_text(encoding="utf-8"))
+            if d.get("format") != SEGMENT_FORMAT or int(d.get("version", 0)) != SEGMENT_VERSION:
+                return None
+            if int(d["units"]) != self.units or d["dtype"] != self.dtype.descr.__repr__():
+                return None
+            rows = [(str(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in d["rows"]]
+            skipped = [(str(r[0]), int(r[1]), int(r[2]), str(r[3])) for r in d["skipped"]]
+            size = (self.folder / (meta.stem + ".rows")).stat().st_size
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            return None
+        if size != len(rows) * self.dtype.itemsize:
+            return None
+        return Segment(meta.stem, rows, skipped)
+
+    def lookup(self, scan: FolderScan) -> Lookup:
+        """Match the folder's current files against the committed rows (newest segment wins)."""
+        segs = self.segments()
+        index = scan.index()
+        lk = Lookup(segs)
+        for s, seg in enumerate(segs):
+            for r, (rel, size, mtime, w, h) in enumerate(seg.rows):
+                i = index.get((rel, size, mtime))
+                if i is None:
+                    lk.stale += 1
+                    continue
+                if i in lk.where:
+                    lk.stale += 1
+                lk.where[i] = (s, r)
+                lk.sizes[i] = (w, h)
+                lk.skipped.pop(i, None)
+            for rel, size, mtime, reason in seg.skipped:
+                i = index.get((rel, size, mtime))
+                if i is not None and i not in lk.where:
+                    lk.skipped[i] = reason
+        lk.todo = [i for i in range(len(scan.images)) if i not in lk.where and i not in lk.skipped]
+        return lk
+
+    def rows(self, lk: Lookup, chunk: int = 256) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(image indices, rows)`` of every valid row, ``chunk`` rows at a time."""
+        by_seg: dict[int, list[tuple[int, int]]] = {}
+        for i, (s, r) in lk.where.items():
+            by_seg.setdefault(s, []).append((r, i))
+        for s, pairs in sorted(by_seg.items()):
+            pairs.sort()
+            path = self.folder / (lk.segments[s].name + ".rows")
+            n_rows = len(lk.segments[s].rows)
+            wanted = dict(pairs)
+            try:
+                with open(path, "rb") as fh:
+                    for start in range(0, n_rows, chunk):
+                        stop = min(start + chunk, n_rows)
+                        keep = [r for r in range(start, stop) if r in wanted]
+                        if not keep:
+                            continue
+                        fh.seek(start * self.dtype.itemsize)
+                        block = np.fromfile(fh, dtype=self.dtype, count=stop - start)
+                        sel = np.array(keep, np.int64) - start
+                        yield np.array([wanted[r] for r in keep], np.int64), block[sel]
+            except OSError as e:
+                raise DatasetError(
+                    f"The examples cache {path} cannot be read ({e.strerror or e}); "
+                    "clear the cache and run again."
+                ) from None
+
+    # -- writing ---------------------------------------------------------------------------------
+    def writer(self) -> SegmentWriter:
+        return SegmentWriter(self)
+
+    def write_key(self) -> None:
+        path = self.folder / "key.json"
+        if not path.exists():
+            atomic_write_text(path, json.dumps(self.key.to_dict(), indent=1) + "\n")
+
+    def compact(self, scan: FolderScan, lk: Lookup | None = None) -> bool:
+        """Rewrite the valid rows into one segment when stale rows or segments pile up."""
+        lk = lk or self.lookup(scan)
+        if len(lk.segments) <= MAX_SEGMENTS and lk.stale <= max(lk.valid, 64):
+            self._remove_orphans(lk)
+            return False
+        w = self.writer()
+        try:
+            for gidx, rows in self.rows(lk):
+                w.add([scan.images[i] for i in gidx], [lk.sizes[int(i)] for i in gidx], rows)
+            for i, reason in lk.skipped.items():
+                w.skip(scan.images[i], reason)
+        except BaseException:
+            w.abort()
+            raise
+        w.commit()
+        for seg in lk.segments:
+            for suffix in (".json", ".rows"):  # the JSON first: a half-removed segment is ignored
+                with contextlib.suppress(OSError):
+                    (self.folder / (seg.name + suffix)).unlink()
+        self._remove_orphans(lk)
+        return True
+
+    def _remove_orphans(self, lk: Lookup) -> None:
+        known = {seg.name for seg in lk.segments}
+        now = time.time()
+        with contextlib.suppress(OSError):
+            for p in self.folder.iterdir():
+                if (
+                    p.suffix == ".rows"
+                    and p.stem not in known
+                    and not (self.folder / (p.stem + ".json")).exists()
+                ):
+                    with contextlib.suppress(OSError):
+                        if now - p.stat().st_mtime > _ORPHAN_AGE:
+                            p.unlink()
+
+
+class SegmentWriter:
+    """Streams rows of one new segment; ``commit`` makes them visible, ``abort`` drops them."""
+
+    def __init__(self, store: LayerStore) -> None:
+        self.store = store
+        self.name = f"seg-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
+        self.rows: list[tuple[str, int, int, int, int]] = []
+        self.skipped: list[tuple[str, int, int, str]] = []
+        self._stack: contextlib.ExitStack | None = None
+        self._fh: Any = None
+
+    def _open(self) -> None:
+        try:
+            self.store.folder.mkdir(parents=True, exist_ok=True)
+            self.store.write_key()
+            self._stack = contextlib.ExitStack()
+            self._fh = self._stack.enter_context(
+                atomic_open(self.store.folder / (self.name + ".rows"), "wb")
+            )
+        except OSError as e:
+            raise DatasetError(
+                f"Cannot write the examples cache in {self.store.folder} ({e.strerror or e})."
+            ) from None
+
+    def add(self, entries: Sequence[FileEntry], sizes: Sequence[tuple[int, int]],
+            rows: np.ndarray) -> None:  # fmt: skip
+        if not len(entries):
+            return
+        if self._stack is None:
+            self._open()
+        data = np.ascontiguousarray(rows, dtype=self.store.dtype)
+        try:
+            self._fh.write(data.tobytes())
+        except OSError as e:
+            self.abort()
+            raise DatasetError(
+                f"Cannot write the examples cache in {self.store.folder} ({e.strerror or e})."
+            ) from None
+        for f, (w, h) in zip(entries, sizes, strict=True):
+            self.rows.append((f.rel, f.size, f.mtime_ns, int(w), int(h)))
+
+    def skip(self, entry: FileEntry, reason: str) -> None:
+        self.skipped.append((entry.rel, entry.size, entry.mtime_ns, reason))
+
+    def commit(self) -> None:
+        """Rename the rows into place, then write the JSON (the commit point)."""
+        if not self.rows and not self.skipped:
+            self.abort()
+            return
+        try:
+            if self._stack is None:
+                self._open()
+            assert self._stack is not None
+            self._stack.close()
+            self._stack = None
+            meta = {
+                "format": SEGMENT_FORMAT,
+                "version": SEGMENT_VERSION,
+                "units": self.store.units,
+                "dtype": self.store.dtype.descr.__repr__(),
+                "rows": self.rows,
+                "skipped": self.skipped,
+            }
+            atomic_write_text(self.store.folder / (self.name + ".json"), json.dumps(meta))
+        except OSError as e:
+            raise DatasetError(
+                f"Cannot write the examples cache in {self.store.folder} ({e.strerror or e})."
+            ) from None
+
+    def abort(self) -> None:
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            stack.__exit__(_Aborted, _Aborted(), None)
+
+
+class _Aborted(Exception):
+    """Thrown into the atomic write so it removes its temporary file."""

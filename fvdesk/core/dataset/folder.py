@@ -1,0 +1,283 @@
+"""The user's image folder: which files it holds, and how one file becomes the model's input.
+
+``scan_folder(root)`` lists every regular file under ``root`` (recursively; hidden files and
+folders left out), sorted by relative POSIX path, with size and modification time: together they
+are the folder's identity for the cache.  Files whose suffix no Pillow reader claims are listed
+as skipped ("not an image file") without being opened; the others are decoded by ``load_image``.
+
+Decoding handles what real folders hold: EXIF orientation (phone photos), grayscale, palette
+and bilevel images, transparency (composited on white, as a page shows it), 16-bit and 32-bit
+integer and float images (scaled by their bit depth, not clipped), CMYK/YCbCr/LAB, the first
+frame of animations.  Unreadable, truncated, empty and oversized files raise ``ImageSkipped``
+with a short reason; the pass counts and lists them and carries on.
+
+Fitting to the model (``fit_box``): the image is scaled so its shorter side matches the model's
+input (aspect kept) and the centre is cropped, the torchvision ``Resize`` + ``CenterCrop``
+convention; the returned ``Geometry`` maps model-input pixels back to the source image so crop
+boxes can be drawn on the original.  Pillow does the resampling (bilinear, antialiased when
+shrinking; JPEGs are decoded at reduced scale when that is still large enough).  The array handed
+to the model goes through ``LoadedModel.prepare_input`` like every rendered image.
+
+Torch-free (numpy + Pillow), so the app and the colour statistics can use it without the engine.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fvdesk.core.errors import DatasetError
+
+#: Images with more pixels than this are skipped as decompression bombs (Pillow's own default).
+MAX_PIXELS = 89_478_485
+#: File names that operating systems leave in image folders.
+_CRUFT = frozenset({"thumbs.db", "desktop.ini", "icon\r"})
+#: Background that transparent pixels are composited on (white, as a page shows them).
+BACKGROUND = (255, 255, 255)
+
+
+class ImageSkipped(Exception):
+    """One file could not be used; ``reason`` is a few words for the skipped-files list."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A file of the folder: its path relative to the root (POSIX), size and mtime (ns)."""
+
+    rel: str
+    size: int
+    mtime_ns: int
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        return (self.rel, self.size, self.mtime_ns)
+
+
+@dataclass
+class FolderScan:
+    """What ``scan_folder`` found: candidate images (sorted) and files that are not images."""
+
+    root: Path
+    images: list[FileEntry]
+    other: list[tuple[str, str]]  # (relative path, reason)
+
+    def index(self) -> dict[tuple[str, int, int], int]:
+        """``FileEntry.key`` -> position in ``images`` (the global image index)."""
+        return {f.key: i for i, f in enumerate(self.images)}
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How a source image (``src_w`` x ``src_h`` px, after EXIF rotation) maps to the model input:
+    model pixel ``(u, v)`` is source pixel ``(x0 + u / scale, y0 + v / scale)``."""
+
+    src_w: int
+    src_h: int
+    x0: float
+    y0: float
+    scale: float
+
+    def to_source(self, box: Sequence[float]) -> tuple[float, float, float, float]:
+        """A box ``(x0, y0, x1, y1)`` in model-input pixels as source pixels, inside the image."""
+        a, b, c, d = (float(v) for v in box)
+        s = self.scale
+        x0 = min(max(self.x0 + a / s, 0.0), self.src_w)
+        y0 = min(max(self.y0 + b / s, 0.0), self.src_h)
+        x1 = min(max(self.x0 + c / s, 0.0), self.src_w)
+        y1 = min(max(self.y0 + d / s, 0.0), self.src_h)
+        return (x0, y0, x1, y1)
+
+
+def geometry(src_w: int, src_h: int, out_h: int, out_w: int) -> Geometry:
+    """Scale the shorter side to the output, crop the centre (``Resize`` + ``CenterCrop``)."""
+    scale = max(out_w / src_w, out_h / src_h)
+    return Geometry(src_w, src_h, (src_w - out_w / scale) / 2, (src_h - out_h / scale) / 2, scale)
+
+
+# ------------------------------------------------------------------------------------------------
+# Scanning
+# ------------------------------------------------------------------------------------------------
+def image_suffixes() -> frozenset[str]:
+    """Suffixes (lower case, with the dot) of the formats Pillow can open here."""
+    from PIL import Image
+
+    ext = Image.registered_extensions()
+    return frozenset(k.lower() for k, fmt in ext.items() if fmt in Image.OPEN)
+
+
+def scan_folder(root: str | os.PathLike[str]) -> FolderScan:
+    """Every file under ``root`` (recursive, hidden entries and OS cruft left out, symlinked
+    folders not followed), sorted by relative path; ``DatasetError`` when ``root`` is no folder."""
+    base = Path(root)
+    if not base.is_dir():
+        what = "does not exist" if not base.exists() else "is not a folder"
+        raise DatasetError(f"The image folder {base} {what}.")
+    suffixes = image_suffixes()
+    images: list[FileEntry] = []
+    other: list[tuple[str, str]] = []
+
+    def walk_error(e: OSError) -> None:
+        if Path(e.filename or "") == base:
+            raise DatasetError(f"The image folder {base} cannot be read ({e.strerror or e}).")
+        other.append((_rel(base, Path(e.filename or "")), "folder cannot be read"))
+
+    for dirpath, dirnames, filenames in os.walk(base, onerror=walk_error):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            if name.startswith(".") or name.lower() in _CRUFT:
+                continue
+            path = Path(dirpath) / name
+            rel = _rel(base, path)
+            try:
+                st = path.stat()
+            except OSError:
+                other.append((rel, "cannot be read"))
+                continue
+            if not path.is_file():
+                continue
+            if path.suffix.lower() not in suffixes:
+                other.append((rel, "not an image file"))
+                continue
+            images.append(FileEntry(rel, int(st.st_size), int(st.st_mtime_ns)))
+    images.sort(key=lambda f: f.rel)
+    other.sort()
+    return FolderScan(base, images, other)
+
+
+def _rel(base: Path, path: Path) -> str:
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+# ------------------------------------------------------------------------------------------------
+# Decoding
+# ------------------------------------------------------------------------------------------------
+_QUIET = False
+
+
+def _quiet_bomb_warning() -> None:
+    """Pillow warns about large images on open; ``load_image`` checks the size itself and skips
+    them with a reason, so the warning would only repeat that on stderr."""
+    global _QUIET
+    if not _QUIET:
+        from PIL import Image
+
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+        _QUIET = True
+
+
+def load_image(path: str | os.PathLike[str], *, draft: tuple[int, int] | None = None) -> Any:
+    """Decode ``path`` as an 8-bit RGB ``PIL.Image`` in its displayed orientation.
+
+    Returns ``(image, (width, height))`` where the size is the full-resolution size after EXIF
+    rotation; with ``draft=(w, h)`` a JPEG may be decoded at a reduced scale no smaller than
+    that (the returned image is then smaller than the size).  Raises ``ImageSkipped``.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    _quiet_bomb_warning()
+    p = Path(path)
+    try:
+        if p.stat().st_size == 0:
+            raise ImageSkipped("empty file")
+        with Image.open(p) as im:
+            w, h = im.size
+            if w * h > MAX_PIXELS:
+                raise ImageSkipped(
+                    f"decompression bomb ({w}x{h} px, over the {MAX_PIXELS // 1_000_000} MP limit)"
+                )
+            orientation = _orientation(im)
+            if orientation in (5, 6, 7, 8):
+                w, h = h, w
+            if draft is not None and im.format == "JPEG":
+                side = max(draft)
+                im.draft("RGB", (side, side))
+            im.load()
+            im = ImageOps.exif_transpose(im) if orientation not in (None, 1) else im
+            rgb = _to_rgb(im)
+    except ImageSkipped:
+        raise
+    except FileNotFoundError:
+        raise
+    except Image.DecompressionBombError:
+        raise ImageSkipped(
+            f"decompression bomb (over the {MAX_PIXELS // 1_000_000} MP limit)"
+        ) from None
+    except UnidentifiedImageError:
+        raise ImageSkipped("not an image Pillow can read") from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
+        text = str(e).lower()
+        if "truncated" in text or isinstance(e, EOFError):
+            raise ImageSkipped("truncated image data") from None
+        if isinstance(e, OSError) and not p.exists():
+            raise FileNotFoundError(str(p)) from None
+        raise ImageSkipped(f"unreadable ({_first_line(e)})") from None
+    return rgb, (w, h)
+
+
+def _orientation(im: Any) -> int | None:
+    try:
+        value = im.getexif().get(0x0112)
+    except (AttributeError, OSError, SyntaxError, ValueError):
+        return None
+    return int(value) if isinstance(value, int) else None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:80]
+
+
+def _to_rgb(im: Any) -> Any:
+    """Any Pillow mode as 8-bit RGB: deep images scaled by their depth, alpha on white."""
+    from PIL import Image
+
+    mode = im.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        a = np.asarray(im).astype(np.float64)
+        if mode.startswith("I;16"):
+            a = a / 65535.0
+        elif mode == "I":
+            a = a / (65535.0 if a.max(initial=0) <= 65535 else float(a.max()))
+        elif a.size and (a.min() < 0 or a.max() > 1):  # float images outside [0, 1]
+            lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+            a = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+        g = (np.clip(np.nan_to_num(a), 0, 1) * 255 + 0.5).astype(np.uint8)
+        return Image.fromarray(g).convert("RGB")
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif mode in ("LA", "La", "PA", "RGBa"):
+        im = im.convert("RGBA")
+    if im.mode == "RGBA":
+        bg = Image.new("RGB", im.size, BACKGROUND)
+        bg.paste(im, mask=im.getchannel("A"))
+        return bg
+    return im if im.mode == "RGB" else im.convert("RGB")
+
+
+def fit_image(path: str | os.PathLike[str], out_h: int, out_w: int) -> tuple[np.ndarray, Geometry]:
+    """``path`` scaled and centre-cropped to ``out_h`` x ``out_w``: uint8 (H, W, 3) and how the
+    result maps back to the source image.  Raises ``ImageSkipped`` / ``FileNotFoundError``."""
+    from PIL import Image
+
+    geo0 = None
+    img, (w, h) = load_image(path, draft=(out_w, out_h))
+    geo0 = geometry(w, h, out_h, out_w)
+    # The (possibly JPEG-draft-reduced) decoded image has its own scale; crop the same region.
+    k = img.width / w
+    box = (geo0.x0 * k, geo0.y0 * k, (geo0.x0 + out_w / geo0.scale) * k,
+           (geo0.y0 + out_h / geo0.scale) * k)  # fmt: skip
+    small = img.resize((out_w, out_h), Image.Resampling.BILINEAR, box=box)
+    return np.asarray(small, dtype=np.uint8), geo0
