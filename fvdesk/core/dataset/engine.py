@@ -40,25 +40,48 @@ class Measure:
         return "channel" if self.kind != "neuron" else f"neuron@{self.x},{self.y}"
 
 
-def _reduce_torch(act: torch.Tensor, m: Measure, dtype: np.dtype) -> np.ndarray:
-    a = act.float()
-    b, c = a.shape[0], a.shape[1]
-    out = np.zeros(b, dtype)
-    if a.dim() == 2:
-        v = a.cpu().numpy()
-        out["max"] = out["min"] = out["mean"] = v
-        return out
+def _fill(out: np.ndarray, v: np.ndarray, pos: int = 0) -> np.ndarray:
+    """Rows where the unit has one value per image (vectors, neurons)."""
+    out["max"] = out["min"] = out["mean"] = v
+    out["amax"] = out["amin"] = pos
+    return out
+
+
+def _neuron_xy(m: Measure, h: int, w: int) -> tuple[int, int]:
+    return (w // 2 if m.x is None else m.x), (h // 2 if m.y is None else m.y)
+
+
+def reduce_numpy(a: np.ndarray, m: Measure, dtype: np.dtype) -> np.ndarray:
+    """Rows of a batch of maps (B, C, H, W) or vectors (B, C), on the CPU (numpy is
+    single-threaded, so it never waits on threads the image decoders keep busy)."""
+    out = np.zeros(a.shape[0], dtype)
+    if a.ndim == 2:
+        return _fill(out, a)
     if m.kind == "neuron":
-        h, w = a.shape[2], a.shape[3]
-        x = w // 2 if m.x is None else m.x
-        y = h // 2 if m.y is None else m.y
-        v = a[:, :, y, x].cpu().numpy()
-        out["max"] = out["min"] = out["mean"] = v
-        out["amax"] = out["amin"] = y * w + x
-        return out
-    flat = a.reshape(b, c, -1)
-    mx, amx = flat.max(-1)
-    mn, amn = flat.min(-1)
+        x, y = _neuron_xy(m, a.shape[2], a.shape[3])
+        return _fill(out, a[:, :, y, x], y * a.shape[3] + x)
+    flat = a.reshape(a.shape[0], a.shape[1], -1)
+    amax, amin = flat.argmax(-1), flat.argmin(-1)
+    out["amax"], out["amin"] = amax, amin
+    out["max"] = np.take_along_axis(flat, amax[..., None], -1)[..., 0]
+    out["min"] = np.take_along_axis(flat, amin[..., None], -1)[..., 0]
+    out["mean"] = flat.mean(-1, dtype=np.float64)
+    return out
+
+
+def reduce_torch(a: torch.Tensor, m: Measure, dtype: np.dtype) -> np.ndarray:
+    """``reduce_numpy`` on the device the maps are on (a GPU), so only the rows leave it."""
+    if a.device.type == "cpu":
+        return reduce_numpy(a.float().numpy(), m, dtype)
+    a = a.float()
+    out = np.zeros(a.shape[0], dtype)
+    if a.dim() == 2:
+        return _fill(out, a.cpu().numpy())
+    if m.kind == "neuron":
+        x, y = _neuron_xy(m, a.shape[2], a.shape[3])
+        return _fill(out, a[:, :, y, x].cpu().numpy(), y * a.shape[3] + x)
+    flat = a.reshape(a.shape[0], a.shape[1], -1)
+    (mx, amx), (mn, amn) = flat.max(-1), flat.min(-1)
     out["max"], out["amax"] = mx.cpu().numpy(), amx.cpu().numpy()
     out["min"], out["amin"] = mn.cpu().numpy(), amn.cpu().numpy()
     out["mean"] = flat.mean(-1).cpu().numpy()
@@ -66,12 +89,19 @@ def _reduce_torch(act: torch.Tensor, m: Measure, dtype: np.dtype) -> np.ndarray:
 
 
 class Engine:
-    """Runs batches of uint8 (B, H, W, 3) images; ``run`` returns ``{layer: rows}``."""
+    """Runs batches of uint8 (B, H, W, 3) images; ``run`` returns ``{layer: rows}``.
+
+    Preprocessing: ``prepare_input`` is probed once as a per-pixel affine map (as the renderer
+    does, ``render._affine_preprocessing``, which checks the probe) and applied in one pass on
+    the uint8 pixels; a preprocessing that is not affine goes through ``prepare_input`` itself.
+    """
 
     name = ""
 
     def __init__(self, model: LoadedModel, layers: Sequence[str], measure: Measure,
                  pre: Preprocessing, device: torch.device) -> None:  # fmt: skip
+        from fvdesk.core.optim.render import _affine_preprocessing
+
         self.model, self.layers, self.measure, self.pre = model, list(layers), measure, pre
         self.device = device
         self.dtypes = {}
@@ -79,11 +109,25 @@ class Engine:
             lay = model.graph[name]
             grid = (lay.spatial[0] * lay.spatial[1]) if lay.spatial else 1
             self.dtypes[name] = row_dtype(lay.channels, max(grid, 1))
+        aff = _affine_preprocessing(model, 3, torch.device("cpu"), pre)
+        self.affine = None if aff is None else (aff[0].numpy() / 255.0, aff[1].numpy())
+        self.nhwc = model.input.layout == "NHWC"
 
-    def prepare(self, images: np.ndarray, device: torch.device) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
-        x01 = x.permute(0, 3, 1, 2).float().div_(255.0)
-        return self.model.prepare_input(x01, self.pre)
+    def inputs(self, images: np.ndarray) -> np.ndarray:
+        """uint8 (B, H, W, 3) -> the graph's image input (float32, NCHW or NHWC)."""
+        if self.affine is None:
+            with torch.inference_mode():
+                x01 = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2) / 255.0
+                return self.model.prepare_input(x01.float(), self.pre).numpy()
+        m, b = self.affine  # (C_out, 3) per unit of uint8, (C_out,)
+        if m.shape[0] == 3 and not (m - np.diag(np.diagonal(m))).any():
+            y = images * np.diagonal(m).astype(np.float32) + b.astype(np.float32)
+        else:
+            y = b.astype(np.float32) + sum(
+                images[..., c : c + 1] * m[:, c].astype(np.float32) for c in range(3)
+            )
+        y = y.astype(np.float32, copy=False)
+        return y if self.nhwc else np.ascontiguousarray(y.transpose(0, 3, 1, 2))
 
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
         raise NotImplementedError
@@ -100,8 +144,15 @@ class TorchEngine(Engine):
 
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
         with torch.inference_mode():
-            acts = self.ext(self.prepare(images, self.device))
-            return {k: _reduce_torch(acts[k], self.measure, self.dtypes[k]) for k in self.layers}
+            if self.device.type == "cpu" or self.affine is None:
+                x = torch.from_numpy(self.inputs(images)).to(self.device)
+            else:  # on a GPU: send the uint8 pixels and prepare them there
+                u8 = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
+                m, b = (torch.from_numpy(v).float().to(self.device) for v in self.affine)
+                x = torch.einsum("bhwc,oc->bhwo", u8.float(), m) + b
+                x = x if self.nhwc else x.permute(0, 3, 1, 2).contiguous()
+            acts = self.ext(x)
+            return {k: reduce_torch(acts[k], self.measure, self.dtypes[k]) for k in self.layers}
 
 
 class OrtEngine(Engine):
@@ -109,9 +160,8 @@ class OrtEngine(Engine):
 
     def __init__(self, *args: Any, threads: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.session = ort_session(self.model, [self.model.graph[n].output for n in self.layers],
-                                   self.device, threads=threads)  # fmt: skip
         self.outputs = [self.model.graph[n].output for n in self.layers]
+        self.session = ort_session(self.model, self.outputs, self.device, threads=threads)
         self.feeds = {}
         inputs = list(self.model.onnx_model.graph.input)
         for i, vi in enumerate(inputs):
@@ -119,16 +169,13 @@ class OrtEngine(Engine):
                 self.feeds[vi.name] = self.model.extra_inputs[f"input_{i + 1}"].cpu().numpy()
 
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        with torch.inference_mode():
-            x = self.prepare(images, torch.device("cpu")).numpy()
-        feeds = {**self.feeds, self.model.input.name: x.astype(np.float32, copy=False)}
+        feeds = {**self.feeds, self.model.input.name: self.inputs(images)}
         outs = self.session.run(self.outputs, feeds)
         result = {}
         for name, a in zip(self.layers, outs, strict=True):
             if self.model.graph[name].layout == "NHWC":
                 a = a.transpose(0, 3, 1, 2)
-            t = torch.from_numpy(np.ascontiguousarray(a))
-            result[name] = _reduce_torch(t, self.measure, self.dtypes[name])
+            result[name] = reduce_numpy(a, self.measure, self.dtypes[name])
         return result
 
 
@@ -169,8 +216,9 @@ def ort_session(model: LoadedModel, outputs: Sequence[str] | None, device: torch
     proto = model.onnx_model if outputs is None else truncated_onnx(model.onnx_model, outputs)
     so = ort.SessionOptions()
     so.log_severity_level = 3
-    if threads:
-        so.intra_op_num_threads = threads
+    so.intra_op_num_threads = threads or torch.get_num_threads()
+    # no busy-waiting between runs: the image decoders need those cores meanwhile
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = ["CPUExecutionProvider"]
     if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))

@@ -1,0 +1,285 @@
+"""Images per second of the dataset-examples pass: both engines vs plain onnxruntime inference of
+the whole model on the same images, and peak memory at 1k and 10k images.
+
+Prints one JSON document (and writes it with ``--out``).  Not a test: nothing is asserted.
+
+    .venv/bin/python benchmarks/bench_examples.py --out bench_examples.json
+    .venv/bin/python benchmarks/bench_examples.py --models demo --memory 1000,10000
+
+* Models: the embedded demo model (64 px; layer ``/features/block3/relu/Relu``) and torchvision
+  ResNet-18 with random weights exported to ONNX (224 px; layer ``/layer3/layer3.1/relu_1/Relu``,
+  three quarters of the way through).  Images: generated pattern images (``fvdesk.core.patterns``)
+  written once into ``~/.cache/fvdesk-bench/examples-*``: 64 px PNGs for the demo model,
+  320x240 JPEGs for ResNet-18 (so decoding and resizing cost what photos cost).
+* ``speed`` (one process, ``--speed-images`` images, methods interleaved round by round):
+  ``pass_onnxruntime`` and ``pass_torch`` are the whole fvdesk pass (scan, decode on threads,
+  preprocessing, the truncated model, per-unit reductions, cache rows written) with a fresh
+  cache; ``ort_full_model`` is plain onnxruntime inference of the whole model (same threads, no
+  spinning) on the same images decoded on the same threads and preprocessed the same way,
+  outputs discarded; ``*_model_only`` time just the
+  engines on images already in memory.  Ratios: pass / full-model inference.
+* ``memory`` (one child process per folder size): peak resident memory (``ru_maxrss``) of a pass
+  with the default engine, minus the resident memory after loading the model, and the time to
+  reopen the same folder from the cache.
+* With CUDA, the speed section also runs on the GPU (onnxruntime's CUDA provider when present).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+BENCH_CACHE = Path.home() / ".cache" / "fvdesk-bench"
+MODELS = {
+    "demo": {"layer": "/features/block3/relu/Relu", "image": (64, 64), "suffix": ".png"},
+    "resnet18": {"layer": "/layer3/layer3.1/relu_1/Relu", "image": (320, 240), "suffix": ".jpg"},
+}
+
+
+def model_path(name: str) -> Path:
+    if name == "demo":
+        from fvdesk.core.resources import demo_model_path
+
+        return demo_model_path()
+    from tests.models import torchvision_onnx
+
+    folder = BENCH_CACHE / "models"
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(torchvision_onnx(name, folder, size=224))
+
+
+def image_folder(name: str, n: int) -> Path:
+    """``n`` pattern images for model ``name`` (generated once, reused)."""
+    from PIL import Image
+
+    from fvdesk.core.patterns import generate
+
+    w, h = MODELS[name]["image"]
+    suffix = MODELS[name]["suffix"]
+    folder = BENCH_CACHE / f"examples-{name}-{n}"
+    done = folder / ".complete"
+    if done.exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    base = 64 if w == 64 else 96
+    for start in range(0, n, 256):
+        x, y = generate(min(256, n - start), base, seed=start)
+        for k in range(len(x)):
+            i = start + k
+            im = Image.fromarray((x[k].transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8))
+            if im.size != (w, h):
+                im = im.resize((w, h), Image.Resampling.BILINEAR)
+            sub = folder / f"{i // 1000:02d}"
+            sub.mkdir(exist_ok=True)
+            im.save(sub / f"{i:05d}_c{int(y[k])}{suffix}", quality=90)
+    done.write_text("ok")
+    return folder
+
+
+def load(name: str, device: str = "cpu"):
+    from fvdesk.core.model.loader import load_model
+
+    return load_model(model_path(name), device=device, check_parity=False)
+
+
+def run_pass(model, folder: Path, layer: str, engine: str, device: str) -> dict:
+    """One fvdesk pass with a fresh cache; images/s and what it computed."""
+    from fvdesk.core.optim.drive import drive
+    from fvdesk.core.optim.jobs import ExamplesJob, Job
+    from fvdesk.core.optim.run import run_job
+
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["FVDESK_CACHE_DIR"] = cache
+        job = Job.for_model(model, ExamplesJob(str(folder), (layer,), engine=engine))
+        t0 = time.perf_counter()
+        result = drive(run_job(model, job, device=device))
+        dt = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        again = drive(run_job(model, job, device=device))
+        reopen = time.perf_counter() - t1
+    assert again.computed == 0
+    return {"images": result.images, "seconds": dt, "images_per_s": result.images / dt,
+            "engine": result.engine, "reopen_s": reopen}  # fmt: skip
+
+
+def full_model(model, folder: Path, device: str) -> dict:
+    """Plain onnxruntime inference of the whole model on the same decoded, preprocessed images."""
+    import torch
+
+    from fvdesk.core.dataset.engine import Measure, OrtEngine, ort_session
+    from fvdesk.core.dataset.folder import scan_folder
+    from fvdesk.core.dataset.passes import decoded_batches
+
+    sess = ort_session(model, None, torch.device(device))
+    prep = OrtEngine(model, [model.graph.layers[0].name], Measure(), model.preprocessing,
+                     torch.device(device))  # fmt: skip
+    scan = scan_folder(folder)
+    size = (model.input.height, model.input.width)
+    t0 = time.perf_counter()
+    n = 0
+    for _ids, results in decoded_batches(scan, range(len(scan.images)), size, 32):
+        px = np.stack([r[1] for r in results if r[0] == "ok"])
+        sess.run(None, {model.input.name: prep.inputs(px)})
+        n += len(px)
+    dt = time.perf_counter() - t0
+    return {"images": n, "seconds": dt, "images_per_s": n / dt}
+
+
+def model_only(model, folder: Path, layer: str, device: str, n: int = 256) -> dict:
+    """The engines alone on images already decoded (where the pass's time goes)."""
+    import torch
+
+    from fvdesk.core.dataset.engine import Measure, OrtEngine, TorchEngine, ort_session
+    from fvdesk.core.dataset.folder import fit_image, scan_folder
+
+    scan = scan_folder(folder)
+    size = (model.input.height, model.input.width)
+    px = np.stack([fit_image(folder / f.rel, *size)[0] for f in scan.images[:n]])
+    dev = torch.device(device)
+    out = {}
+    engines = {
+        "torch": TorchEngine(model, [layer], Measure(), model.preprocessing, dev),
+        "onnxruntime": OrtEngine(model, [layer], Measure(), model.preprocessing, dev),
+    }
+    full = ort_session(model, None, dev)
+
+    def run_full(batch: np.ndarray) -> None:
+        full.run(None, {model.input.name: engines["onnxruntime"].inputs(batch)})
+
+    methods = {**{k: e.run for k, e in engines.items()}, "ort_full_model": run_full}
+    times: dict[str, list[float]] = {k: [] for k in methods}
+    for fn in methods.values():
+        fn(px[:32])  # warm-up
+    for rnd in range(3):
+        order = list(methods)[rnd % 3 :] + list(methods)[: rnd % 3]
+        for k in order:
+            t0 = time.perf_counter()
+            for i in range(0, n, 32):
+                methods[k](px[i : i + 32])
+            times[k].append(time.perf_counter() - t0)
+    for k, ts in times.items():
+        out[k] = {"images_per_s_median": n / float(np.median(ts)), "images_per_s_best": n / min(ts)}
+    return out
+
+
+def speed(name: str, n: int, device: str) -> dict:
+    model = load(name, device)
+    folder = image_folder(name, n)
+    layer = MODELS[name]["layer"]
+    rounds: dict[str, list[dict]] = {"pass_onnxruntime": [], "pass_torch": [], "ort_full_model": []}
+    for rnd in range(2):
+        order = list(rounds)[rnd:] + list(rounds)[:rnd]
+        for k in order:
+            if k == "ort_full_model":
+                rounds[k].append(full_model(model, folder, device))
+            else:
+                rounds[k].append(run_pass(model, folder, layer, k.split("_")[1], device))
+    best = {k: max(r["images_per_s"] for r in v) for k, v in rounds.items()}
+    return {
+        "model": name,
+        "layer": layer,
+        "images": n,
+        "device": device,
+        "images_per_s_best_of_2": best,
+        "reopen_s": {
+            k: min(r["reopen_s"] for r in v) for k, v in rounds.items() if k != "ort_full_model"
+        },
+        "ratio_pass_onnxruntime_vs_full_model": best["pass_onnxruntime"] / best["ort_full_model"],
+        "ratio_pass_torch_vs_full_model": best["pass_torch"] / best["ort_full_model"],
+        "model_only": model_only(model, folder, layer, device),
+    }
+
+
+def child(name: str, n: int, device: str) -> dict:
+    """Run in a subprocess: peak memory of one pass (default engine) over ``n`` images."""
+    model = load(name, device)
+    folder = image_folder(name, n)
+    base_kb = _current_rss_kb()
+    r = run_pass(model, folder, MODELS[name]["layer"], "auto", device)
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {**r, "rss_after_load_mb": base_kb / 1024, "peak_rss_mb": peak_kb / 1024,
+            "pass_peak_over_load_mb": (peak_kb - base_kb) / 1024}  # fmt: skip
+
+
+def _current_rss_kb() -> int:
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def memory(name: str, sizes: list[int], device: str) -> dict:
+    out = {}
+    for n in sizes:
+        image_folder(name, n)  # generate outside the measured process
+        cmd = [sys.executable, __file__, "--child", name, str(n), "--device", device]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        out[str(n)] = json.loads(res.stdout.strip().splitlines()[-1])
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default="demo,resnet18")
+    p.add_argument("--speed-images", type=int, default=1000)
+    p.add_argument("--memory", default="1000,10000", help="folder sizes (0 = skip)")
+    p.add_argument("--memory-models", default="demo,resnet18")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path)
+    p.add_argument("--child", nargs=2, metavar=("MODEL", "N"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.child:
+        print(json.dumps(child(args.child[0], int(args.child[1]), args.device)))
+        return
+    import onnxruntime
+
+    report: dict = {
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "threads": args.threads,
+            "cpus": os.cpu_count(),
+            "load_avg": os.getloadavg(),
+        },  # fmt: skip
+        "speed": [],
+        "memory": {},
+    }
+    devices = [args.device] + (
+        ["cuda"] if torch.cuda.is_available() and args.device == "cpu" else []
+    )
+    for name in args.models.split(","):
+        for dev in devices:
+            report["speed"].append(speed(name, args.speed_images, dev))
+            print(json.dumps(report["speed"][-1]), file=sys.stderr)
+    sizes = [int(s) for s in args.memory.split(",") if int(s)]
+    for name in args.memory_models.split(","):
+        if sizes:
+            report["memory"][name] = memory(name, sizes, args.device)
+            print(json.dumps(report["memory"][name]), file=sys.stderr)
+    text = json.dumps(report, indent=1)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
