@@ -26,7 +26,7 @@ from typing import Any, TextIO
 
 from fvdesk.core.optim.jobs import UNIT_KINDS
 
-COMMANDS = ("layers", "info", "render", "atlas")
+COMMANDS = ("layers", "info", "render", "atlas", "examples")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 
 
@@ -440,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="with --from: only item N (as numbered in the gallery's index; repeatable)",
     )
+    _add_images_flags(ren, clusters=True)
     ren.set_defaults(func=cmd_render)
 
     atl = sub.add_parser(
@@ -486,7 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="resume even if DIR was rendered with other settings, re-rendering those units",
     )
+    _add_images_flags(atl)
     atl.set_defaults(func=cmd_atlas)
+    _add_examples_parser(sub, common)
     return p
 
 
@@ -930,7 +933,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     model = _load(args, device=device)
     spec = render_spec(args, model)
     job = Job.for_model(model, spec, _settings_or_usage(args, device))
-    done = write_job(model, job, args.out, device=device, quiet=args.quiet)
+    if args.images is not None:
+        done = render_with_examples(args, model, job, device)
+    else:
+        done = write_job(model, job, args.out, device=device, quiet=args.quiet)
     if not args.quiet:
         print(
             f"Rendered {len(done)} image(s) of {job.title} into {args.out} "
@@ -944,6 +950,21 @@ def write_job(
 ) -> list[Any]:
     """Run ``job`` and commit its images to the gallery in ``out`` batch by batch (what is
     finished survives Ctrl+C); returns the job's results."""
+    return write_jobs(model, [job], out, device=device, quiet=quiet, only=only)
+
+
+def write_jobs(
+    model: Any,
+    jobs: Sequence[Any],
+    out: Path,
+    *,
+    device: Any,
+    quiet: bool,
+    only: Sequence[int] | None = None,
+    finalize: bool = True,
+) -> list[Any]:
+    """``write_job`` for several jobs into one gallery (one contact sheet and index at the end;
+    none with ``finalize=False``, for a caller that adds to the gallery first)."""
     from fvdesk.core.device import describe_device
     from fvdesk.core.optim.drive import drive
     from fvdesk.core.optim.events import NoticeEvent, StepEvent
@@ -952,35 +973,40 @@ def write_job(
     from fvdesk.core.output.gallery import Gallery, ModelInfo
 
     dev_text = describe_device(device)
-    gallery = Gallery.open(out, ModelInfo.from_model(model), title=job.title, device=dev_text)
-    committer = BatchCommitter(gallery, device=dev_text, steps=job.settings.steps)
-    total = len(only) if only is not None else len(job.spec.slots())
-    bar = Progress(total, enabled=Progress.wanted(quiet), label=job.title[-40:])
+    title = jobs[0].title if len(jobs) == 1 else f"{jobs[0].title} and {len(jobs) - 1} more"
+    gallery = Gallery.open(out, ModelInfo.from_model(model), title=title, device=dev_text)
+    total = len(only) if only is not None else sum(len(j.spec.slots()) for j in jobs)
+    bar = Progress(total, enabled=Progress.wanted(quiet), label=title[-40:])
     committed = 0
+    results: list[Any] = []
+    for job in jobs:
+        committer = BatchCommitter(gallery, device=dev_text, steps=job.settings.steps)
 
-    def on_event(ev: Any) -> None:
-        nonlocal committed
-        if committer.offer(ev):
-            return
-        committed += len(committer.flush())
-        bar.update(done=committed)
-        if isinstance(ev, StepEvent):
-            bar.update(step=ev.step, steps=ev.steps)
-        elif isinstance(ev, NoticeEvent) and not quiet:
-            bar.message(f"note: {ev.message}")
+        def on_event(ev: Any, committer: Any = committer) -> None:
+            nonlocal committed
+            if committer.offer(ev):
+                return
+            committed += len(committer.flush())
+            bar.update(done=committed)
+            if isinstance(ev, StepEvent):
+                bar.update(step=ev.step, steps=ev.steps)
+            elif isinstance(ev, NoticeEvent) and not quiet:
+                bar.message(f"note: {ev.message}")
 
-    try:
-        result = drive(run_job(model, job, device=device, only=only), on_event)
-        committed += len(committer.flush())
-        bar.update(done=committed, force=True)
-    except BaseException:  # Ctrl+C: keep the renders that finished
-        with contextlib.suppress(Exception):
-            committer.flush()
-        raise
-    finally:
-        bar.close()
-    gallery.finalize(prune=True)
-    return result.results
+        try:
+            result = drive(run_job(model, job, device=device, only=only), on_event)
+            committed += len(committer.flush())
+            bar.update(done=committed, force=True)
+        except BaseException:  # Ctrl+C: keep the renders that finished
+            with contextlib.suppress(Exception):
+                committer.flush()
+            bar.close()
+            raise
+        results.extend(result.results)
+    bar.close()
+    if finalize:
+        gallery.finalize(prune=True)
+    return results
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
@@ -1094,6 +1120,7 @@ def cmd_atlas(args: argparse.Namespace) -> int:
     except atl.LayerSelectionError as e:
         raise UsageError(str(e)) from None
     settings = _settings_or_usage(args, device)
+    decorate = atlas_examples(args, model, plan, device) if args.images is not None else None
     runner = atl.Atlas(
         model,
         args.out,
@@ -1102,6 +1129,7 @@ def cmd_atlas(args: argparse.Namespace) -> int:
         objective=args.objective,
         shard=shard,
         force=args.force,
+        decorate=decorate,
     )
     try:
         todo = runner.prepare()
@@ -1152,6 +1180,233 @@ def _drive(gen: Any, bar: Progress, quiet: bool) -> Any:
         h = handlers.get(type(ev))
         if h is not None:
             h(ev)
+
+
+# ------------------------------------------------------------------------------------------------
+# Dataset examples: `fvdesk examples`, and --images for render and atlas
+# ------------------------------------------------------------------------------------------------
+def _add_images_flags(parser: argparse.ArgumentParser, *, clusters: bool = False) -> None:
+    g = parser.add_argument_group("dataset examples")
+    g.add_argument(
+        "--images",
+        type=Path,
+        metavar="DIR",
+        help="a folder of your images (recursive, any format Pillow reads): each unit's items get "
+        "the images that excite it most and least, with crops (cached per model and folder)",
+    )
+    g.add_argument("--top", type=_nonneg, default=9, metavar="K",
+                   help="most exciting images per unit (default: 9)")  # fmt: skip
+    g.add_argument("--bottom", type=_nonneg, default=9, metavar="K",
+                   help="least exciting images per unit (default: 9)")  # fmt: skip
+    g.add_argument("--engine", choices=("auto", "torch", "onnxruntime"), default="auto",
+                   help="what runs the activation pass (default: auto, the faster one measured "
+                   "for the device)")  # fmt: skip
+    if clusters:
+        g.add_argument(
+            "--cluster-facets",
+            action="store_true",
+            help="with --images and --diversity N: one facet per k-means cluster of the unit's "
+            "top images (Wei et al.), each steered toward its cluster, instead of the diversity term",
+        )
+
+
+def _add_examples_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    ex = sub.add_parser(
+        "examples",
+        parents=[common],
+        help="dataset examples of units: the images of a folder that excite them most and least",
+        description="Run the images in --images through the model (truncated after --layer) and "
+        "keep, per unit, the --top images with the highest and the --bottom with the lowest "
+        "activation, with crops of the unit's receptive field. With --out, write them as a "
+        "gallery (index.html shows them); without, list them. Results are cached per model, "
+        "preprocessing and folder: a second run, or one after adding a few images, is quick.",
+    )
+    _add_images_flags(ex)
+    ex.add_argument(
+        "--layer", "-l", metavar="LAYER", help="layer name as `fvdesk layers` prints it"
+    )
+    ex.add_argument("--units", "-u", type=_unit_spec, default=UnitSpec("all"), metavar="SPEC",
+                    help="all, 7, 0-63 or 3,7,9 (default: all)")  # fmt: skip
+    ex.add_argument("--objective", choices=("channel", "neuron"), default="channel",
+                    help="rank by the channel's spatial max (default) or the neuron at --position")  # fmt: skip
+    ex.add_argument("--position", type=_position, metavar="X,Y",
+                    help="the neuron's grid position (default: the centre)")  # fmt: skip
+    ex.add_argument("--batch", type=_positive, default=32, metavar="N",
+                    help="images per forward pass (default: 32)")  # fmt: skip
+    ex.add_argument("--out", type=Path, metavar="DIR", help="write a gallery of the examples")
+    ex.add_argument("--cache", action="store_true",
+                    help="print where the examples cache is and its size")  # fmt: skip
+    ex.add_argument("--clear-cache", action="store_true",
+                    help="delete the examples cache (only MODEL's when MODEL is given)")  # fmt: skip
+    ex.set_defaults(func=cmd_examples)
+
+
+def examples_pass(args: argparse.Namespace, model: Any, layers: Sequence[str], device: Any, *,
+                  kind: str = "channel", position: tuple[int, int] | None = None,
+                  top: int | None = None) -> Any:  # fmt: skip
+    """Run the dataset pass for ``layers`` with a progress bar; returns its ``ExamplesResult``."""
+    from fvdesk.core.errors import FvdeskError
+    from fvdesk.core.optim.drive import drive
+    from fvdesk.core.optim.events import NoticeEvent, ProgressEvent
+    from fvdesk.core.optim.jobs import ExamplesJob, Job
+    from fvdesk.core.optim.run import run_job
+
+    try:
+        spec = ExamplesJob(
+            str(args.images), tuple(layers), kind=kind,
+            x=position[0] if position else None, y=position[1] if position else None,
+            top=args.top if top is None else top, bottom=args.bottom,
+            batch=getattr(args, "batch", 32), engine=args.engine,
+        )  # fmt: skip
+        spec.validate(model.graph)
+    except FvdeskError as e:
+        raise UsageError(str(e)) from None
+    bar = Progress(0, enabled=Progress.wanted(args.quiet), label="examples")
+
+    def on_event(ev: Any) -> None:
+        if isinstance(ev, ProgressEvent):
+            bar.total = ev.total
+            bar.update(done=ev.done, force=ev.done == ev.total)
+        elif isinstance(ev, NoticeEvent) and not args.quiet:
+            bar.message(f"note: {ev.message}")
+
+    try:
+        result = drive(run_job(model, Job.for_model(model, spec), device=device), on_event)
+    finally:
+        bar.close()
+    if not args.quiet:
+        cached = result.images - result.computed
+        where = f"; {cached:,} from the cache" if cached > 0 else ""
+        print(f"Dataset {args.images}: {result.images:,} images{where} ({result.engine or 'cache'}).",
+              file=sys.stderr)  # fmt: skip
+    return result
+
+
+def _examples_lookup(result: Any, args: argparse.Namespace,
+                     clusters: dict[int, Any] | None = None) -> Callable[[Any], Any]:  # fmt: skip
+    from fvdesk.core.dataset.export import ItemExamples
+
+    def lookup(item: Any) -> Any:
+        layer = result.layers.get(item.layer)
+        if layer is None or not 0 <= item.unit < layer.units:
+            return None
+        ux = layer.unit(item.unit, top=args.top, bottom=args.bottom)
+        members = (clusters or {}).get(item.unit)
+        if item.objective == "cluster" and members is not None and item.facet < len(members):
+            return ItemExamples(ux, members[item.facet][: args.top])
+        return ItemExamples(ux)
+
+    return lookup
+
+
+def _pre_record(model: Any) -> dict[str, Any]:
+    return {k: v for k, v in model.preprocessing.to_dict().items() if k != "source"}
+
+
+def render_with_examples(args: argparse.Namespace, model: Any, job: Any, device: Any) -> list[Any]:
+    """``render --images``: the pass for the rendered layer, the renders (one facet per dataset
+    cluster with ``--cluster-facets``), then every item gets its examples."""
+    from fvdesk.core.dataset.clusters import DEFAULT_POOL, cluster_facets
+    from fvdesk.core.dataset.export import attach_examples
+    from fvdesk.core.optim.jobs import Job, UnitJob
+    from fvdesk.core.output.gallery import Gallery
+
+    spec = job.spec
+    if not isinstance(spec, UnitJob) or spec.kind == "deepdream":
+        raise UsageError("--images goes with renders of units (not combinations or deepdream)")
+    kind = "neuron" if spec.kind == "neuron" else "channel"
+    position = (spec.x, spec.y) if kind == "neuron" and spec.x is not None else None
+    pool = max(args.top, DEFAULT_POOL) if args.cluster_facets else None
+    result = examples_pass(
+        args, model, [spec.layer], device, kind=kind, position=position, top=pool
+    )
+    jobs, clusters = [job], None
+    if args.cluster_facets:
+        if spec.facets < 2:
+            raise UsageError("--cluster-facets needs --diversity N (N facets, one per cluster)")
+        if kind == "neuron":
+            raise UsageError("--cluster-facets goes with channel and class objectives")
+        clusters, jobs = {}, []
+        for u in spec.units:
+            cl = cluster_facets(model, result.layers[spec.layer], u, spec.facets,
+                                pre=job.preprocessing, seed=job.settings.seed)  # fmt: skip
+            clusters[u] = cl.members
+            jobs.append(Job(cl.job, job.settings, job.preprocessing, job.model, job.labels))
+    done = write_jobs(model, jobs, args.out, device=device, quiet=args.quiet, finalize=False)
+    g = Gallery.open(args.out, model)
+    attach_examples(g, _examples_lookup(result, args, clusters), preprocessing=_pre_record(model))
+    g.finalize(prune=True)
+    return done
+
+
+def atlas_examples(args: argparse.Namespace, model: Any, plan: Sequence[Any],
+                   device: Any) -> Callable[[Any, Any], None]:  # fmt: skip
+    """``atlas --images``: one pass for every planned layer now; the returned hook gives each
+    layer gallery's units their examples as the atlas finishes it (resumed ones too)."""
+    from fvdesk.core.dataset.export import Crops, attach_examples
+
+    kind = "neuron" if args.objective == "neuron" else "channel"
+    result = examples_pass(args, model, [x.name for x in plan], device, kind=kind)
+    lookup = _examples_lookup(result, args)
+    pre = _pre_record(model)
+    crops = Crops()
+
+    def decorate(gallery: Any, _layer: Any) -> None:
+        attach_examples(gallery, lookup, preprocessing=pre, crops=crops)
+
+    return decorate
+
+
+def cmd_examples(args: argparse.Namespace) -> int:
+    from fvdesk.core.dataset.cache import cache_root, cache_size, clear_cache, format_bytes
+
+    if args.cache or args.clear_cache:
+        sha = None
+        if args.model:
+            from fvdesk.core.output.gallery import ModelInfo
+
+            sha = ModelInfo.from_file(args.model).sha256
+        if args.clear_cache:
+            freed = clear_cache(sha)
+            print(f"Cleared {format_bytes(freed)} of dataset examples from {cache_root()}.")
+        else:
+            what = f" for {Path(args.model).name}" if sha else ""
+            print(f"Examples cache{what}: {format_bytes(cache_size(sha))} in {cache_root()}.")
+        return EXIT_OK
+    if args.images is None or args.layer is None:
+        raise UsageError("--images DIR and --layer LAYER are required (or --cache / --clear-cache)")
+    device = _device(args)
+    model = _load(args, device=device)
+    layer = _resolve_layer(model, args.layer)
+    try:
+        units = args.units.resolve(layer.channels, f"layer {layer.name}")
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    result = examples_pass(args, model, [layer.name], device, kind=args.objective,
+                           position=args.position)  # fmt: skip
+    le = result.layers[layer.name]
+    if args.out is None:
+        for u in units:
+            ux = le.unit(u)
+            name = model.graph.unit_label(layer.name, u, model.labels)
+            head = f"{layer.name}:{u}" + (f" {name}" if name else "")
+            tops = ", ".join(f"{ex.rel} ({ex.value:.3g})" for ex in ux.top[:3])
+            print(f"{head}: {tops}" + (" …" if len(ux.top) > 3 else ""))
+        return EXIT_OK
+    from fvdesk.core.dataset.export import write_examples_gallery
+    from fvdesk.core.device import describe_device
+    from fvdesk.core.output.gallery import ModelInfo
+
+    write_examples_gallery(
+        args.out, ModelInfo.from_model(model), le, units,
+        labels=lambda u: model.graph.unit_label(layer.name, u, model.labels),
+        top=args.top, bottom=args.bottom, preprocessing=_pre_record(model),
+        device=describe_device(device),
+    )  # fmt: skip
+    if not args.quiet:
+        print(f"Wrote the examples of {len(units)} unit(s) of {layer.name} into {args.out} "
+              f"(open {args.out / 'index.html'}).")  # fmt: skip
+    return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

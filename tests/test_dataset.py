@@ -28,6 +28,7 @@ from fvdesk.core.optim.events import NoticeEvent, ProgressEvent
 from fvdesk.core.optim.jobs import ExamplesJob, Job
 from fvdesk.core.optim.run import run_job
 from fvdesk.core.patterns import CLASSES, generate
+from tests.images import class_dir, pattern_folder, save_png
 
 LOGITS = "/classifier/Gemm"
 BLOCK2 = "/features/block2/relu/Relu"
@@ -47,23 +48,10 @@ def demo(demo_model_path):
     return load_model(demo_model_path, check_parity=False)
 
 
-def class_dir(c: int) -> str:
-    return f"c{c}"
-
-
-def save_png(path: Path, chw: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray((chw.transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)).save(path)
-
-
 @pytest.fixture(scope="module")
 def patterns(tmp_path_factory) -> Path:
     """12 pattern images of each of the 8 classes, one sub-folder per class."""
-    root = tmp_path_factory.mktemp("patterns")
-    x, y = generate(PER_CLASS * len(CLASSES), 64, seed=11)
-    for i in range(len(x)):
-        save_png(root / class_dir(int(y[i])) / f"{i:03d}.png", x[i])
-    return root
+    return pattern_folder(tmp_path_factory.mktemp("patterns"), PER_CLASS)
 
 
 def copy_tree(src: Path, dst: Path) -> Path:

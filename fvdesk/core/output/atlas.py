@@ -30,7 +30,7 @@ import fnmatch
 import json
 import os
 import urllib.parse
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -347,6 +347,7 @@ class Atlas:
         shard: tuple[int, int] | None = None,
         force: bool = False,
         cancel: Any = None,
+        decorate: Callable[[Gallery, AtlasLayer], None] | None = None,
     ) -> None:
         self.model = model
         self.out = Path(out)
@@ -359,6 +360,7 @@ class Atlas:
         self.shard = shard
         self.force = force
         self.cancel = cancel
+        self.decorate = decorate  # adds to a layer's gallery before its index (dataset examples)
         self.info = ModelInfo.from_model(model)
         self._todo: Todo | None = None
         self._galleries: dict[str, Gallery] = {}
@@ -441,10 +443,18 @@ class Atlas:
                     done += 1
                     rendered += 1
                     yield UnitCommitted(layer.name, item.unit, item, done, todo.total)
+                if self.decorate is not None:
+                    self.decorate(g, layer)
                 g.finalize()
                 yield LayerFinished(layer.name, layer.folder)
                 if cancel_fn(self.cancel)():
                     break
+            if self.decorate is not None and not cancel_fn(self.cancel)():
+                pending = {layer.name for layer, _ in todo.pending}
+                for layer, _units in shard_work(self.plan, self.shard):
+                    if layer.name not in pending:  # all its units were done by an earlier run
+                        self.decorate(self._galleries[layer.name], layer)
+                        self._galleries[layer.name].finalize()
         finally:
             with contextlib.suppress(Exception):
                 write_atlas_index(self.out)

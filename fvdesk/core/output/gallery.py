@@ -15,12 +15,23 @@ Manifest (``format`` ``"fvdesk-gallery"``, ``version`` 2)::
      "created", "updated",
      "items": [{"file", "layer", "unit", "facet", "label", "caption", "objective", "negative",
                 "value", "dead", "seed", "steps", "provenance", "timestamp", "device",
-                "seconds"}, ...]}
+                "seconds", "examples"}, ...]}
 
 ``provenance`` is the record that reproduces the item (``fvdesk.core.optim.jobs.Job.provenance``:
 the job with its objective terms, the item's slot and batch, settings, preprocessing, seed, model
 hash); ``fvdesk render --from gallery.json --item N`` renders it again.  Version 1 manifests (a
 ``settings`` dict instead of ``provenance``) are read as items without a full record.
+
+``examples`` (optional; absent in older manifests, which read as items without examples) holds
+the unit's dataset examples (``fvdesk.core.dataset.export``)::
+
+    {"dataset": absolute folder, "measure", "count", "preprocessing", "fit",
+     "top": [{"file": "examples/NAME.png", "source": path relative to the dataset, "value",
+              "box": [x0, y0, x1, y1] in the source image's pixels, "size": [w, h]}, ...],
+     "bottom": [...], "histogram": {"edges": [...], "counts": [...]}, "below": fraction}
+
+The crops live in the gallery's ``examples/`` sub-folder, written before the manifest entry that
+names them (so an entry never names a missing crop); ``prune`` removes crops no entry names.
 
 Crash safety: ``Gallery.add`` writes the PNG atomically and *then* commits the manifest
 atomically, so an entry always has its PNG; a PNG without an entry (the process died between the
@@ -56,7 +67,7 @@ import numpy as np
 
 from fvdesk.core.errors import GalleryError
 from fvdesk.core.fileio import atomic_write_bytes, atomic_write_text
-from fvdesk.core.output.html import esc, model_line, page, table, text_of
+from fvdesk.core.output.html import esc, examples_block, model_line, page, table, text_of
 
 FORMAT = "fvdesk-gallery"
 VERSION = 2
@@ -153,6 +164,7 @@ class GalleryItem:
     device: str = ""
     seconds: float | None = None
     file: str = ""
+    examples: dict = field(default_factory=dict)
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -189,7 +201,13 @@ class GalleryItem:
         kw["negative"] = bool(kw.get("negative", False))
         kw["dead"] = bool(kw.get("dead", False))
         kw["provenance"] = dict(kw.get("provenance") or {})
+        kw["examples"] = _clean_examples(kw.get("examples"))
         return cls(**kw)
+
+    @property
+    def example_files(self) -> list[str]:
+        """The crops this item's examples name (relative to the gallery folder)."""
+        return [e["file"] for part in ("top", "bottom") for e in self.examples.get(part, [])]
 
     @classmethod
     def from_result(
@@ -219,6 +237,29 @@ def item_key(
 ) -> ItemKey:
     """The identity of an item within a gallery (one PNG per key)."""
     return (str(layer), int(unit), int(facet), str(objective), bool(negative))
+
+
+EXAMPLES_DIR = "examples"
+
+
+def _clean_examples(value: Any) -> dict:
+    """An item's examples as read from a manifest: entries whose crop is not a plain file in
+    ``examples/`` are dropped (a manifest never makes fvdesk touch files elsewhere)."""
+    if not isinstance(value, dict) or not value:
+        return {}
+    out = dict(value)
+    for part in ("top", "bottom"):
+        entries = value.get(part)
+        out[part] = [
+            dict(e)
+            for e in (entries if isinstance(entries, list) else [])
+            if isinstance(e, dict)
+            and isinstance(e.get("file"), str)
+            and e["file"].startswith(EXAMPLES_DIR + "/")
+            and Path(e["file"]).name == e["file"][len(EXAMPLES_DIR) + 1 :]
+            and Path(e["file"]).name not in ("", ".", "..")
+        ]
+    return out
 
 
 def _finite_or_none(v: Any) -> float | None:
@@ -621,6 +662,25 @@ class Gallery:
             raise
         return staged
 
+    def update_items(self, items: Sequence[GalleryItem]) -> None:
+        """Commit new manifest entries for items this writer already holds (same key and file),
+        e.g. with examples attached; their PNGs are not touched."""
+        self._require_writable()
+        before = (dict(self._items), dict(self._own))
+        for item in items:
+            old = self._own.get(item.key)
+            if old is None or old.file != item.file:
+                raise GalleryError(
+                    f"The gallery {self.folder} has no item {item.caption or item.file} to update."
+                )
+            self._items[item.key] = item
+            self._own[item.key] = item
+        try:
+            self._commit()
+        except BaseException:
+            self._items, self._own = before
+            raise
+
     def _commit(self) -> None:
         self.updated = _now()
         try:
@@ -689,14 +749,18 @@ class Gallery:
         """Delete PNGs that no manifest references and leftover temporary files (single writer only)."""
         self.reload()
         keep = {_fold(it.file) for it in self._items.values()} | {_fold(CONTACT_SHEET)}
+        keep |= {_fold(f) for it in self._items.values() for f in it.example_files}
         removed = []
-        for p in self.folder.iterdir():
+        crops = self.folder / EXAMPLES_DIR
+        listing = [*self.folder.iterdir(), *(crops.iterdir() if crops.is_dir() else [])]
+        for p in listing:
+            rel = p.relative_to(self.folder).as_posix()
             stale_tmp = p.name.startswith(".") and p.name.endswith(".tmp")
-            orphan = p.suffix.lower() == ".png" and _fold(p.name) not in keep
+            orphan = p.suffix.lower() == ".png" and _fold(rel) not in keep
             if p.is_file() and (stale_tmp or orphan):
                 with contextlib.suppress(OSError):
                     p.unlink()
-                    removed.append(p.name)
+                    removed.append(rel)
         return removed
 
     def _image_for(self, item: GalleryItem) -> np.ndarray:
@@ -899,10 +963,18 @@ def index_html(manifest: dict[str, Any], *, has_sheet: bool = True) -> str:
         lines = caption_lines(it)
         cap = "<br>".join(esc(line) for line in lines)
         src = esc(urllib.parse.quote(it.file))
-        figs.append(
-            f'<figure><a href="{src}"><img src="{src}" alt="{esc(lines[0])}" loading="lazy"></a>'
-            f"<figcaption>{cap}</figcaption></figure>"
+        image = (
+            f'<a href="{src}"><img src="{src}" alt="{esc(lines[0])}" loading="lazy"></a>'
+            f"<figcaption>{cap}</figcaption>"
         )
+        if it.examples:
+            value = None if it.objective == "examples" else it.value
+            figs.append(
+                f'<figure class="ex"><div class="render">{image}</div>'
+                f"<div>{examples_block(it.examples, value)}</div></figure>"
+            )
+        else:
+            figs.append(f"<figure>{image}</figure>")
     sheet = f'<p><a href="{CONTACT_SHEET}">contact sheet</a></p>' if has_sheet else ""
     intro = (
         f"{model_line(model)}, {len(items)} item(s), device {esc(str(manifest.get('device') or '?'))}, "
