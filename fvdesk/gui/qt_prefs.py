@@ -93,6 +93,19 @@ class Prefs:
     def save_ui_values(self, values: dict[str, Any]) -> None:
         self.qs.setValue("render/ui", json.dumps(values, sort_keys=True))
 
+    # -- dataset per model (by sha256: the demo model's folder is read-only, and a folder path
+    # belongs to this machine, so it goes here rather than in the model's sidecar) ------------
+    def dataset_for(self, sha256: str) -> dict[str, Any]:
+        """The stored dataset choice of a model (a ``DatasetChoice.to_dict()``), or ``{}``."""
+        return self._json(f"datasets/{sha256[:32]}")
+
+    def set_dataset_for(self, sha256: str, choice: dict[str, Any] | None) -> None:
+        key = f"datasets/{sha256[:32]}"
+        if choice is None:
+            self.qs.remove(key)
+        else:
+            self.qs.setValue(key, json.dumps(choice, sort_keys=True))
+
     def last_dir(self, kind: str) -> str:
         return str(self.qs.value(f"dirs/{kind}", "") or "")
 

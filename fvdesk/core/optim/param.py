@@ -112,9 +112,6 @@ def color_matrix_from_images(
     return root.tolist()
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-
-
 def color_matrix_from_folder(
     folder: str | Path,
     method: Literal["svd", "cholesky"] = "svd",
@@ -124,26 +121,26 @@ def color_matrix_from_folder(
 ) -> list[list[float]]:
     """Estimate the colour matrix from a folder of the user's images (their training-like data).
 
-    Images are read with Pillow, converted to RGB and shrunk to ``size`` px (colour statistics do
-    not need resolution); at most ``max_images`` files, sorted by name, are used.
+    The folder is read as the dataset-examples pass reads it (``fvdesk.core.dataset.folder``:
+    recursive, EXIF, 16-bit, palette and transparent images decoded as shown, bad files
+    skipped); images are shrunk to ``size`` px (colour statistics do not need resolution); at
+    most ``max_images`` files, in path order, are used.
     """
-    from PIL import Image
+    from fvdesk.core.dataset.folder import ImageSkipped, load_image, scan_folder
 
     root = Path(folder)
     if not root.is_dir():
         raise ConfigError(f"{root} is not a folder, so no colour statistics can be read from it.")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:max_images]
     arrays = []
-    for p in files:
+    for f in scan_folder(root).images[:max_images]:
         try:
-            with Image.open(p) as im:
-                im = im.convert("RGB")
-                im.thumbnail((size, size))
-                arrays.append(np.asarray(im, dtype=np.float64).reshape(-1, 3) / 255.0)
-        except OSError:
+            im, _ = load_image(root / f.rel, draft=(size, size))
+        except (ImageSkipped, OSError):
             continue
+        im.thumbnail((size, size))
+        arrays.append(np.asarray(im, dtype=np.float64).reshape(-1, 3) / 255.0)
     if not arrays:
-        raise ConfigError(f"{root} holds no readable images ({', '.join(IMAGE_SUFFIXES)}).")
+        raise ConfigError(f"{root} holds no readable images.")
     pixels = np.concatenate(arrays)[None, :, None, :]  # (1, P, 1, 3)
     return color_matrix_from_images(pixels, method)
 
