@@ -198,13 +198,13 @@ def load_image(path: str | os.PathLike[str], *, draft: tuple[int, int] | None = 
                 raise ImageSkipped(
                     f"decompression bomb ({w}x{h} px, over the {MAX_PIXELS // 1_000_000} MP limit)"
                 )
+            if draft is not None and im.format == "JPEG":
+                side = max(draft)  # either side may end up the shorter one after rotation
+                im.draft("RGB", (side, side))
+            im.load()
             orientation = _orientation(im)
             if orientation in (5, 6, 7, 8):
                 w, h = h, w
-            if draft is not None and im.format == "JPEG":
-                side = max(draft)
-                im.draft("RGB", (side, side))
-            im.load()
             im = ImageOps.exif_transpose(im) if orientation not in (None, 1) else im
             rgb = _to_rgb(im)
     except ImageSkipped:
@@ -228,6 +228,9 @@ def load_image(path: str | os.PathLike[str], *, draft: tuple[int, int] | None = 
 
 
 def _orientation(im: Any) -> int | None:
+    """The EXIF orientation tag (read only where a format can carry one: parsing costs time)."""
+    if "exif" not in im.info and im.format not in ("TIFF", "MPO"):
+        return None
     try:
         value = im.getexif().get(0x0112)
     except (AttributeError, OSError, SyntaxError, ValueError):
@@ -272,9 +275,10 @@ def fit_image(path: str | os.PathLike[str], out_h: int, out_w: int) -> tuple[np.
     result maps back to the source image.  Raises ``ImageSkipped`` / ``FileNotFoundError``."""
     from PIL import Image
 
-    geo0 = None
     img, (w, h) = load_image(path, draft=(out_w, out_h))
     geo0 = geometry(w, h, out_h, out_w)
+    if img.size == (out_w, out_h):
+        return np.asarray(img, dtype=np.uint8), geo0
     # The (possibly JPEG-draft-reduced) decoded image has its own scale; crop the same region.
     k = img.width / w
     box = (geo0.x0 * k, geo0.y0 * k, (geo0.x0 + out_w / geo0.scale) * k,
