@@ -16,7 +16,7 @@ Prints one JSON document (and writes it with ``--out``).  Not a test: nothing is
   preprocessing, the truncated model, per-unit reductions, cache rows written) with a fresh
   cache; ``ort_full_model`` is plain onnxruntime inference of the whole model (same threads, no
   spinning) on the same images decoded on the same threads and preprocessed the same way,
-  outputs discarded; ``*_model_only`` time just the
+  outputs discarded, timed like the pass from the folder name (listing and session included); ``*_model_only`` time just the
   engines on images already in memory.  Ratios: pass / full-model inference.
 * ``memory`` (one child process per folder size): peak resident memory (``ru_maxrss``) of a pass
   with the default engine, minus the resident memory after loading the model, and the time to
@@ -119,16 +119,16 @@ def full_model(model, folder: Path, device: str) -> dict:
     """Plain onnxruntime inference of the whole model on the same decoded, preprocessed images."""
     import torch
 
-    from fvdesk.core.dataset.engine import Measure, OrtEngine, ort_session
+    from fvdesk.core.dataset.engine import Engine, Measure, ort_session
     from fvdesk.core.dataset.folder import scan_folder
     from fvdesk.core.dataset.passes import decoded_batches
 
+    t0 = time.perf_counter()  # like the pass: from a loaded model and a folder name
     sess = ort_session(model, None, torch.device(device))
-    prep = OrtEngine(model, [model.graph.layers[0].name], Measure(), model.preprocessing,
-                     torch.device(device))  # fmt: skip
+    prep = Engine(model, [model.graph.layers[0].name], Measure(), model.preprocessing,
+                  torch.device(device))  # fmt: skip
     scan = scan_folder(folder)
     size = (model.input.height, model.input.width)
-    t0 = time.perf_counter()
     n = 0
     for _ids, results in decoded_batches(scan, range(len(scan.images)), size, 32):
         px = np.stack([r[1] for r in results if r[0] == "ok"])

@@ -26,6 +26,14 @@ def demo_model_path():
     return path
 
 
+@pytest.fixture
+def examples_cache(tmp_path_factory, monkeypatch):
+    """A private dataset-examples cache (``FVDESK_CACHE_DIR``) for one test."""
+    path = tmp_path_factory.mktemp("examples_cache")
+    monkeypatch.setenv("FVDESK_CACHE_DIR", str(path))
+    return path
+
+
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory: pytest.TempPathFactory):
     """A session folder where exported ONNX fixtures are written once and shared by tests."""

@@ -36,11 +36,7 @@ BLOCK3 = "/features/block3/relu/Relu"
 PER_CLASS = 12
 
 
-@pytest.fixture(autouse=True)
-def cache_dir(tmp_path_factory, monkeypatch):
-    path = tmp_path_factory.mktemp("cache")
-    monkeypatch.setenv("FVDESK_CACHE_DIR", str(path))
-    return path
+pytestmark = pytest.mark.usefixtures("examples_cache")
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +219,7 @@ def test_demo_layers_fields(demo) -> None:
 
 # -- the cache --------------------------------------------------------------------------------------
 def test_cache_is_reused_and_only_changed_files_recomputed(
-    demo, patterns, tmp_path, cache_dir
+    demo, patterns, tmp_path, examples_cache
 ) -> None:
     root = copy_tree(patterns, tmp_path / "imgs")
     first, _ = run_pass(demo, root, [LOGITS, BLOCK2])
@@ -259,7 +255,7 @@ def test_cache_is_reused_and_only_changed_files_recomputed(
     assert other.computed == 96
     freed = clear_cache(demo.sha256)
     assert freed > 0 and cache_size() == 0
-    assert not any(cache_dir.rglob("*.rows")) and not any(root.rglob("*.rows"))
+    assert not any(examples_cache.rglob("*.rows")) and not any(root.rglob("*.rows"))
 
 
 def test_cancelled_and_vanished_passes_keep_what_was_done(demo, patterns, tmp_path) -> None:
@@ -362,6 +358,11 @@ def test_empty_or_missing_folder_is_one_sentence(demo, tmp_path) -> None:
         run_pass(demo, tmp_path / "docs", [LOGITS])
     with pytest.raises(DatasetError, match="does not exist"):
         run_pass(demo, tmp_path / "nope", [LOGITS])
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "fake.png").write_text("text")
+    with pytest.raises(DatasetError) as e:
+        run_pass(demo, tmp_path / "bad", [LOGITS])
+    assert str(e.value).endswith("can be read (fake.png (not an image Pillow can read)).")
 
 
 # -- clusters ------------------------------------------------------------------------------------------

@@ -19,11 +19,7 @@ LOGITS = "/classifier/Gemm"
 BLOCK2 = "/features/block2/relu/Relu"
 
 
-@pytest.fixture(autouse=True)
-def cache_dir(tmp_path_factory, monkeypatch):
-    path = tmp_path_factory.mktemp("cache")
-    monkeypatch.setenv("FVDESK_CACHE_DIR", str(path))
-    return path
+pytestmark = pytest.mark.usefixtures("examples_cache")
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +34,7 @@ def run(capsys, *argv) -> tuple[int, str, str]:
 
 
 def test_examples_command_writes_a_gallery_of_examples(
-    capsys, patterns, tmp_path, cache_dir
+    capsys, patterns, tmp_path, examples_cache
 ) -> None:
     out = tmp_path / "g"
     code, _, err = run(capsys, "examples", "--images", patterns, "--layer", LOGITS, "--units",
@@ -64,9 +60,9 @@ def test_examples_command_writes_a_gallery_of_examples(
                            "--units", "2", *FAST)  # fmt: skip
     assert code == 0 and listing.startswith(f"{LOGITS}:2 diagonal stripes /: c2/")
     code, text, _ = run(capsys, "examples", "--cache")
-    assert code == 0 and str(cache_dir) in text and "0 bytes" not in text
+    assert code == 0 and str(examples_cache) in text and "0 bytes" not in text
     code, text, _ = run(capsys, "examples", "--clear-cache")
-    assert code == 0 and text.startswith("Cleared ") and not any(cache_dir.rglob("*.rows"))
+    assert code == 0 and text.startswith("Cleared ") and not any(examples_cache.rglob("*.rows"))
 
 
 def test_examples_command_errors(capsys, tmp_path) -> None:

@@ -35,8 +35,7 @@ TIMEOUT = 60_000
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("FVDESK_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+def isolated(examples_cache, tmp_path_factory, monkeypatch):
     monkeypatch.setenv(qt_prefs.SETTINGS_ENV, str(tmp_path_factory.mktemp("s") / "s.ini"))
 
 

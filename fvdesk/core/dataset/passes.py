@@ -41,6 +41,8 @@ from fvdesk.core.optim.jobs import ExamplesJob, Job
 
 #: How many skipped files a notice names before "and N more".
 SHOWN_SKIPS = 8
+#: The requested layers' activations of one batch stay under this (the batch shrinks to fit).
+OUTPUT_BUDGET = 512 * 2**20
 
 
 @dataclass
@@ -196,6 +198,11 @@ def run_examples(
     skip_list = [(scan.images[i].rel, why) for i, why in sorted(skipped.items())]
     skip_list += [(rel, why) for rel, why in scan.other]
     skip_list.sort()
+    if count == 0 and not stopped:
+        raise DatasetError(
+            f"None of the {len(scan.images):,} image files in {root} can be read "
+            f"({skipped_summary(0, skip_list).split(': ', 1)[-1]})."
+        )
     if skip_list:
         yield NoticeEvent(f"{root}: {skipped_summary(count, skip_list)}.")
     return ExamplesResult(
@@ -210,6 +217,18 @@ def run_examples(
         computed=total,
         engine=engine_name,
     )
+
+
+def _batch_size(model: LoadedModel, spec: ExamplesJob) -> int:
+    """``spec.batch``, smaller when the model only takes small batches or the requested layers'
+    activations of a batch would exceed ``OUTPUT_BUDGET`` (many layers of a big model)."""
+    per_image = 0
+    for name in spec.targets:
+        shape = model.graph[name].shape[1:]
+        per_image += 4 * int(np.prod([d or 1 for d in shape]))
+    per = max(1, min(spec.batch, OUTPUT_BUDGET // max(per_image, 1)))
+    mb = model.input.max_batch
+    return per if mb is None else max(1, min(per, mb))
 
 
 def _take_batch(scan: FolderScan, ids: list[int], results: list[tuple[str, Any, Any]], engine: Any,

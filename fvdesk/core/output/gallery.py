@@ -651,28 +651,25 @@ class Gallery:
             except OSError as e:
                 raise GalleryError(f"Cannot write {target}: {e.strerror or e}.") from None
             staged.append(item)
-        before = (dict(self._items), dict(self._own))
-        for item in staged:
-            self._items[item.key] = item
-            self._own[item.key] = item
-        try:
-            self._commit()
-        except BaseException:
-            self._items, self._own = before
-            raise
+        self._commit_items(staged)
         return staged
 
     def update_items(self, items: Sequence[GalleryItem]) -> None:
         """Commit new manifest entries for items this writer already holds (same key and file),
         e.g. with examples attached; their PNGs are not touched."""
         self._require_writable()
-        before = (dict(self._items), dict(self._own))
         for item in items:
             old = self._own.get(item.key)
             if old is None or old.file != item.file:
                 raise GalleryError(
                     f"The gallery {self.folder} has no item {item.caption or item.file} to update."
                 )
+        self._commit_items(items)
+
+    def _commit_items(self, items: Sequence[GalleryItem]) -> None:
+        """Enter ``items`` and commit the manifest; on failure the entries are as before."""
+        before = (dict(self._items), dict(self._own))
+        for item in items:
             self._items[item.key] = item
             self._own[item.key] = item
         try:
