@@ -258,29 +258,39 @@ def test_cache_is_reused_and_only_changed_files_recomputed(
     assert not any(examples_cache.rglob("*.rows")) and not any(root.rglob("*.rows"))
 
 
-def test_cancelled_and_vanished_passes_keep_what_was_done(demo, patterns, tmp_path) -> None:
+def test_interrupted_cancelled_and_vanished_passes_keep_what_was_done(demo, patterns, tmp_path) -> None:
+    import re
+
     root = copy_tree(patterns, tmp_path / "imgs")
-    spec = ExamplesJob(str(root), (LOGITS,), batch=16)
-    job = Job.for_model(demo, spec)
-    stop = {"now": False}
+    job = Job.for_model(demo, ExamplesJob(str(root), (LOGITS,), batch=16))
 
-    def on_event(ev):
-        if isinstance(ev, ProgressEvent) and ev.done >= 32:
-            stop["now"] = True
+    def interrupt(ev):
+        if isinstance(ev, ProgressEvent) and ev.done >= 16:
+            raise KeyboardInterrupt
 
-    result = drive(run_job(demo, job, lambda: stop["now"]), on_event)
-    assert result.cancelled and result.images == 32
+    with pytest.raises(KeyboardInterrupt):
+        drive(run_job(demo, job), interrupt)
     moved = tmp_path / "moved"
 
     def vanish(ev):
         if isinstance(ev, ProgressEvent) and ev.done >= 16 and root.exists():
             shutil.move(str(root), str(moved))  # keeps the files' mtimes
 
-    with pytest.raises(DatasetError, match="disappeared during the pass.*kept in the cache"):
+    with pytest.raises(DatasetError, match="disappeared during the pass.*kept in the cache") as e:
         drive(run_job(demo, job), vanish)
+    kept = int(re.search(r"the (\d+) images done", str(e.value)).group(1))
+    assert 16 <= kept <= 64
     shutil.move(str(moved), str(root))
+    stop = {"now": False}
+
+    def on_event(ev):
+        if isinstance(ev, ProgressEvent) and ev.done >= 16:
+            stop["now"] = True
+
+    result = drive(run_job(demo, job, lambda: stop["now"]), on_event)
+    assert result.cancelled and result.computed == 80 - kept and result.images == 16 + kept + 16
     rest, _ = run_pass(demo, root, [LOGITS], batch=16)
-    assert rest.computed <= 96 - 32 - 16 and rest.images == 96
+    assert rest.computed == 96 - 16 - kept - 16 and rest.images == 96
 
 
 # -- what real folders hold --------------------------------------------------------------------------

@@ -332,6 +332,7 @@ class SegmentWriter:
         self.skipped: list[tuple[str, int, int, str]] = []
         self._stack: contextlib.ExitStack | None = None
         self._fh: Any = None
+        self._closed = False
 
     def _open(self) -> None:
         try:
@@ -348,12 +349,13 @@ class SegmentWriter:
 
     def add(self, entries: Sequence[FileEntry], sizes: Sequence[tuple[int, int]],
             rows: np.ndarray) -> None:  # fmt: skip
-        if not len(entries):
+        if not len(entries) or self._closed:
             return
         if self._stack is None:
             self._open()
         data = np.ascontiguousarray(rows, dtype=self.store.dtype)
         try:
+            self._fh.seek(len(self.rows) * self.store.dtype.itemsize)
             self._fh.write(data.tobytes())
         except OSError as e:
             self.abort()
@@ -368,6 +370,8 @@ class SegmentWriter:
 
     def commit(self) -> None:
         """Rename the rows into place, then write the JSON (the commit point)."""
+        if self._closed:
+            return
         if not self.rows and not self.skipped:
             self.abort()
             return
@@ -375,6 +379,8 @@ class SegmentWriter:
             if self._stack is None:
                 self._open()
             assert self._stack is not None
+            # an interrupted add() may have written a row it did not record: keep recorded rows
+            self._fh.truncate(len(self.rows) * self.store.dtype.itemsize)
             self._stack.close()
             self._stack = None
             meta = {
@@ -386,12 +392,14 @@ class SegmentWriter:
                 "skipped": self.skipped,
             }
             atomic_write_text(self.store.folder / (self.name + ".json"), json.dumps(meta))
+            self._closed = True
         except OSError as e:
             raise DatasetError(
                 f"Cannot write the examples cache in {self.store.folder} ({e.strerror or e})."
             ) from None
 
     def abort(self) -> None:
+        self._closed = True
         if self._stack is not None:
             stack, self._stack = self._stack, None
             stack.__exit__(_Aborted, _Aborted(), None)

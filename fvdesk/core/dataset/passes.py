@@ -11,7 +11,7 @@ batches, and returns an ``ExamplesResult`` holding every layer's ``LayerExamples
 Bad files never stop it: unreadable, truncated, empty, oversized and non-image files are counted
 and listed ("1,203 images, 4 skipped: ...") and remembered in the cache until they change.  A
 cancelled pass commits what it computed; a folder that disappears mid-pass commits what was done
-and raises a ``DatasetError`` saying so.
+and raises a ``DatasetError`` saying so; an interruption (Ctrl+C) or an error keeps them too.
 """
 
 from __future__ import annotations
@@ -171,18 +171,13 @@ def run_examples(
                     stopped = True
                     break
         except _FolderVanished:
-            for wr in writers.values():
-                wr.commit()
             raise DatasetError(
                 f"The image folder {root} disappeared during the pass; the {done:,} images done "
                 "are kept in the cache."
             ) from None
-        except BaseException:
+        finally:  # cancelled, interrupted or failed: the rows computed so far are kept
             for wr in writers.values():
-                wr.abort()
-            raise
-        for wr in writers.values():
-            wr.commit()
+                wr.commit()
     layers: dict[str, LayerExamples] = {}
     skipped: dict[int, str] = dict(skipped_now)
     count = 0
