@@ -929,6 +929,13 @@ def cmd_render(args: argparse.Namespace) -> int:
         raise UsageError("--out DIR is required (or --from GALLERY)")
     if args.item:
         raise UsageError("--item goes with --from GALLERY")
+    unit_render = args.objective in UNIT_KINDS and args.objective != "deepdream"
+    if args.images is not None and not unit_render:
+        raise UsageError("--images goes with renders of units (not combinations or deepdream)")
+    if args.cluster_facets and (args.images is None or (args.diversity or 1) < 2):
+        raise UsageError(
+            "--cluster-facets needs --images DIR and --diversity N (one facet per cluster)"
+        )
     device = _device(args)
     model = _load(args, device=device)
     spec = render_spec(args, model)
@@ -1322,8 +1329,6 @@ def render_with_examples(args: argparse.Namespace, model: Any, job: Any, device:
     )
     jobs, clusters = [job], None
     if args.cluster_facets:
-        if spec.facets < 2:
-            raise UsageError("--cluster-facets needs --diversity N (N facets, one per cluster)")
         if kind == "neuron":
             raise UsageError("--cluster-facets goes with channel and class objectives")
         clusters, jobs = {}, []

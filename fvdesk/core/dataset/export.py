@@ -137,7 +137,7 @@ def attach_examples(
     """Give this writer's items their examples (those without any, or all when ``again``);
     ``lookup(item)`` says which (``None``: none for it).  Returns how many items got them."""
     crops = crops or Crops()
-    todo = [it for it in gallery.items if it.key in gallery._own and (again or not it.examples)]
+    todo = [it for it in gallery.own_items if again or not it.examples]
     done = 0
     for start in range(0, len(todo), batch):
         updated = []

@@ -576,6 +576,11 @@ class Gallery:
         """All items known to this writer (its own plus other manifests' at open/reload time)."""
         return _sorted_items(self._items.values())
 
+    @property
+    def own_items(self) -> list[GalleryItem]:
+        """The items in this writer's manifest file (what ``update_items`` may change)."""
+        return _sorted_items(self._own.values())
+
     def __len__(self) -> int:
         return len(self._items)
 
