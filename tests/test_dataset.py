@@ -258,7 +258,9 @@ def test_cache_is_reused_and_only_changed_files_recomputed(
     assert not any(examples_cache.rglob("*.rows")) and not any(root.rglob("*.rows"))
 
 
-def test_interrupted_cancelled_and_vanished_passes_keep_what_was_done(demo, patterns, tmp_path) -> None:
+def test_interrupted_cancelled_and_vanished_passes_keep_what_was_done(
+    demo, patterns, tmp_path
+) -> None:
     import re
 
     root = copy_tree(patterns, tmp_path / "imgs")
