@@ -2,7 +2,8 @@
 
 Budget: the demo model is loaded once per module (plus once through File > Open), renders use a
 few steps on a 32 px canvas.  Settings go to a temporary ini file (``FVDESK_SETTINGS``) and error
-dialogs are recorded instead of shown, so nothing blocks and no developer settings are touched.
+dialogs are recorded instead of shown, so nothing blocks and no developer settings are touched
+(the fixtures are in conftest.py, the helpers in gui_support.py).
 """
 
 from __future__ import annotations
@@ -19,64 +20,22 @@ pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import QMimeData, QModelIndex, QPointF, Qt, QUrl  # noqa: E402
 from PySide6.QtGui import QDropEvent  # noqa: E402
-from PySide6.QtWidgets import QFileDialog, QMessageBox  # noqa: E402
+from PySide6.QtWidgets import QFileDialog  # noqa: E402
 
-from fvdesk.gui import qt_prefs  # noqa: E402
 from fvdesk.gui.qt_tiles import CANCELLED, DONE, FAILED, RUNNING  # noqa: E402
-
-LOAD_TIMEOUT = 180_000
-RENDER_TIMEOUT = 120_000
-CONV1 = "/features/block1/conv/Conv"
-LOGITS = "/classifier/Gemm"
+from tests.gui_support import (  # noqa: E402
+    CONV1,
+    LOAD_TIMEOUT,
+    LOGITS,
+    RENDER_TIMEOUT,
+    fast_settings,
+    wait_idle,
+)
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    """Private settings file; error dialogs recorded, never shown."""
-    monkeypatch.setenv(qt_prefs.SETTINGS_ENV, str(tmp_path / "settings.ini"))
-    shown: list[tuple[str, str]] = []
-
-    def critical(parent, title, text, *args, **kwargs):
-        shown.append((title, text))
-        return QMessageBox.StandardButton.Ok
-
-    monkeypatch.setattr(QMessageBox, "critical", critical)
-    return shown
-
-
-@pytest.fixture(scope="module")
-def demo_model():
-    from fvdesk.core.model.loader import load_model
-    from fvdesk.core.resources import demo_model_path
-
-    return load_model(demo_model_path())
-
-
-def fast_settings(window, **extra) -> None:
-    values = {"steps": 6, "size": 32, "batch": 8, "preview_every": 2, "device": "cpu"}
-    values.update(extra)
-    window.settings_panel.set_values(values)
-
-
-@pytest.fixture
-def window(qtbot):
-    from fvdesk.gui.qt_main_window import MainWindow
-
-    w = MainWindow()
-    qtbot.addWidget(w)
-    w.resize(1200, 800)
-    w.show()
-    yield w
-    w.shutdown(timeout_ms=20_000)
-    assert not w.queue.thread_running()
-
-
-@pytest.fixture
-def demo_window(window, demo_model):
-    """A window showing the (module-shared) demo model, with fast render settings."""
-    window.session.set_model(demo_model)
-    fast_settings(window)
-    return window
+def _private_settings(isolated):
+    return isolated
 
 
 def tree_rows(w, parent=None, depth=0):
@@ -102,10 +61,6 @@ def proxy_index_of_unit(w, layer: str, unit: int) -> QModelIndex:
         parent = parent.parent()
     w.layers.tree.scrollTo(idx)
     return idx
-
-
-def wait_idle(qtbot, w, timeout=RENDER_TIMEOUT) -> None:
-    qtbot.waitUntil(lambda: not w.queue.busy(), timeout=timeout)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -10,8 +10,8 @@ arithmetic here.  Events are told apart with ``isinstance`` on the core's event 
 Extension points, for job kinds to come (directions, interpolations, dataset examples):
   * build a spec and call ``submit(spec)``: tiles, routing, progress and galleries follow;
   * ``register_tiles(SpecType, describe)`` says how a slot of that kind is shown on the canvas
-    (layer, unit, kind, caption, label, and ``row`` to lay the job's tiles out as a strip);
-    without one, a slot shows the spec's title.
+    (layer, unit, kind, caption, label, and ``strip: True`` to lay the job's tiles out on a row
+    of their own, e.g. an interpolation); without one, a slot shows the spec's title.
 """
 
 from __future__ import annotations
@@ -80,8 +80,11 @@ register_tiles(UnitJob, _unit_tiles)
 register_tiles(CombinationJob, _combination_tiles)
 
 
-def tile_fields(spec: JobSpec, slot: Slot, label_of: Callable[[str, int], str | None]) -> dict:
-    """The ``Tile`` fields of one slot of ``spec`` (also used for tiles of opened galleries)."""
+def tile_fields(
+    spec: JobSpec, slot: Slot, label_of: Callable[[str, int], str | None], *, row: int = 0
+) -> dict:
+    """The ``Tile`` fields of one slot of ``spec`` (also used for tiles of opened galleries);
+    a describer that answers ``strip: True`` gets its job's tiles on a row of their own, ``row``."""
     describe = _DESCRIBERS.get(type(spec))
     if describe is not None:
         fields = describe(spec, slot, label_of)
@@ -90,7 +93,9 @@ def tile_fields(spec: JobSpec, slot: Slot, label_of: Callable[[str, int], str | 
         fields = {"layer": layers[0] if layers else "", "unit": slot.unit, "kind": spec.type,
                   "caption": unit_caption(spec.title, -1, facet=slot.facet)}  # fmt: skip
     negative = bool(getattr(spec, "negative", False))
-    return {"facet": slot.facet, "negative": negative, "spec": spec, "slot": slot.index, **fields}
+    strip = fields.pop("strip", False)
+    return {"facet": slot.facet, "negative": negative, "spec": spec, "slot": slot.index,
+            "row": row if strip else 0, **fields}  # fmt: skip
 
 
 class JobController(Controller):
@@ -141,7 +146,7 @@ class JobController(Controller):
         task = Task(job.title, lambda cancel: _run(model, job, cancel), job=job, model=model)
         tiles = []
         for slot in spec.slots():
-            t = Tile(**tile_fields(spec, slot, session.unit_label))
+            t = Tile(**tile_fields(spec, slot, session.unit_label, row=task.id))
             t.job_id = task.id
             t.settings = settings.to_dict()
             t.model_name = t.model_file = model.name
@@ -187,6 +192,34 @@ class JobController(Controller):
         if self.session.model is None:
             return None
         return self.submit(UnitJob(layer, kind="deepdream"), overrides=overrides)
+
+    def render_refs(self, refs: list[Any], what: str = "selection") -> None:
+        """A command on tree rows (``RowRef``s).  ``selection``: the units (one job per layer),
+        and the first N units of each layer; ``facets``/``negative``/``combine``: each unit;
+        ``first``/``all``/``deepdream``: each layer (of a row or of a unit)."""
+        ui = self.ui()
+        units = [r for r in refs if r.kind == "unit"]
+        if what in ("facets", "negative", "combine"):
+            for r in units:
+                if what == "combine":
+                    self.add_to_combination(r.layer.name, r.unit)
+                else:
+                    self.render_units(r.layer.name, [r.unit], negative=what == "negative",
+                                      facets=int(ui["facets"]) if what == "facets" else 1)  # fmt: skip
+            return
+        by_layer: dict[str, list[int]] = {}
+        if what == "selection":
+            for r in units:
+                by_layer.setdefault(r.layer.name, []).append(r.unit)
+            refs = [r for r in refs if r.kind == "layer"]
+        for name, picked in by_layer.items():
+            self.render_units(name, sorted(set(picked)))
+        for layer in dict.fromkeys(r.layer for r in refs if r.layer is not None):
+            n = max(0, layer.channels)
+            if what == "deepdream":
+                self.render_deepdream(layer.name)
+            else:
+                self.render_layer(layer.name, n if what == "all" else min(int(ui["first_n"]), n))
 
     def render_again(self, tile: Tile) -> Task | None:
         """The tile's image again with the next seed: its unit alone, the rest of its job as it

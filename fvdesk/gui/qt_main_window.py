@@ -175,12 +175,12 @@ class MainWindow(QMainWindow):
             "close_model": s.close, "quit": self.close, "find": self._focus_filter,
             "select_all": self.tile_view.selectAll, "remove_tiles": self.remove_selected_tiles,
             "clear_tiles": jobs.clear_tiles, "render_selected": self.render_selection,
-            "render_facets": lambda: self._render_selected_units(facets=True),
-            "render_negative": lambda: self._render_selected_units(negative=True),
-            "render_first": lambda: self._render_selected_layers("first"),
-            "render_all": lambda: self._render_selected_layers("all"),
-            "deepdream": lambda: self._render_selected_layers("deepdream"),
-            "add_combination": self._add_selected_to_combination,
+            "render_facets": lambda: jobs.render_refs(self.layers.selected_refs(), "facets"),
+            "render_negative": lambda: jobs.render_refs(self.layers.selected_refs(), "negative"),
+            "render_first": lambda: jobs.render_refs(self.layers.selected_refs(), "first"),
+            "render_all": lambda: jobs.render_refs(self.layers.selected_refs(), "all"),
+            "deepdream": lambda: jobs.render_refs(self.layers.selected_refs(), "deepdream"),
+            "add_combination": lambda: jobs.render_refs(self.layers.selected_refs(), "combine"),
             "render_combination": jobs.render_combination,
             "clear_combination": jobs.clear_combination, "atlas": self.atlas_dialog,
             "cancel": self.cancel_current, "cancel_all": self.queue.cancel_all,
@@ -378,39 +378,7 @@ class MainWindow(QMainWindow):
     # ==========================================================================================
     def render_selection(self) -> None:
         """Ctrl+R: selected units (grouped per layer), or the first N units of selected layers."""
-        by_layer: dict[str, list[int]] = {}
-        layers: list[Any] = []
-        for ref in self.layers.selected_refs():
-            if ref.kind == "unit":
-                by_layer.setdefault(ref.layer.name, []).append(ref.unit)
-            elif ref.kind == "layer":
-                layers.append(ref.layer)
-        for name, units in by_layer.items():
-            self.jobs.render_units(name, sorted(set(units)))
-        n = int(self.jobs.ui()["first_n"])
-        for layer in layers:
-            self.jobs.render_layer(layer.name, min(n, max(0, layer.channels)))
-
-    def _selected_units(self) -> list[RowRef]:
-        return [r for r in self.layers.selected_refs() if r.kind == "unit"]
-
-    def _render_selected_units(self, *, negative: bool = False, facets: bool = False) -> None:
-        n = int(self.jobs.ui()["facets"]) if facets else 1
-        for ref in self._selected_units():
-            self.jobs.render_units(ref.layer.name, [ref.unit], negative=negative, facets=n)
-
-    def _render_selected_layers(self, what: str) -> None:
-        first = int(self.jobs.ui()["first_n"])
-        for name in self.layers.selected_layers():
-            n = max(0, self.model.graph[name].channels)
-            if what == "deepdream":
-                self.jobs.render_deepdream(name)
-            else:
-                self.jobs.render_layer(name, min(first, n) if what == "first" else n)
-
-    def _add_selected_to_combination(self) -> None:
-        for ref in self._selected_units():
-            self.jobs.add_to_combination(ref.layer.name, ref.unit)
+        self.jobs.render_refs(self.layers.selected_refs())
 
     def cancel_current(self) -> None:
         task = self.queue.cancel_current()
