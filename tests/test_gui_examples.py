@@ -242,3 +242,29 @@ def test_dataset_dialog_scans_persists_and_clears_the_cache(
     assert cache_size() == 2000
     qtbot.mouseClick(dlg.none_button, Qt.MouseButton.LeftButton)
     assert dlg.choice() is None
+
+
+def test_queue_runner_runs_the_pass_on_the_render_queue(qtbot, demo, patterns):
+    from fvdesk.gui.qt_examples import QueueRunner
+    from fvdesk.gui.qt_worker import RenderQueue
+
+    queue = RenderQueue()
+    try:
+        runner = QueueRunner(queue)
+        events, results, errors, threads = [], [], [], []
+        job = Job.for_model(demo, ExamplesJob(str(patterns), (LOGITS,), batch=16))
+        runner.submit(demo, job, events.append, results.append, errors.append)
+        qtbot.waitUntil(lambda: bool(results or errors), timeout=TIMEOUT)
+        assert not errors and results[0].images == 48
+        assert any(isinstance(e, ProgressEvent) for e in events)
+
+        def where():
+            threads.append(threading.current_thread())
+            return 42
+
+        got = []
+        runner.call(where, got.append, errors.append)
+        qtbot.waitUntil(lambda: bool(got), timeout=TIMEOUT)
+        assert got == [42] and threads[0] is not threading.main_thread()
+    finally:
+        assert queue.shutdown(30_000)

@@ -13,8 +13,8 @@
 
 Widgets only display.  Model work (the pass, decoding source images, scanning, clearing the
 cache) goes through a ``JobRunner`` the window gives them, so it never runs on the GUI thread and
-plugs into the app's job controller; ``ThreadRunner`` is a self-contained one (daemon threads, a
-signal per event).  docs/INTEGRATION-examples.md says how the window wires these.
+plugs into the app's job controller: ``QueueRunner`` runs jobs on the app's ``RenderQueue``,
+``ThreadRunner`` is a self-contained one (daemon threads, a signal per event).  docs/INTEGRATION-examples.md says how the window wires these.
 """
 
 from __future__ import annotations
@@ -169,6 +169,55 @@ class ThreadRunner(QObject):
         self._threads.pop(tid, None)
         if task is not None:
             task[2](message)
+
+
+class QueueRunner(QObject):
+    """A ``JobRunner`` over the app's ``RenderQueue`` (jobs take their turn on the render thread,
+    so a pass never competes with a render for the cores) and ``BackgroundCall`` (functions)."""
+
+    def __init__(self, queue: Any, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.queue = queue
+        self._tasks: dict[int, tuple[EventFn, DoneFn, FailFn]] = {}
+        queue.job_event.connect(self._on_event)
+        queue.job_finished.connect(self._on_finished)
+        queue.job_failed.connect(lambda task, message, _exc: self._end(task, 2, message))
+        queue.job_dropped.connect(lambda task: self._end(task, 2, "Cancelled before it ran."))
+
+    def submit(self, model: Any, job: Any, on_event: EventFn, on_done: DoneFn,
+               on_failed: FailFn) -> Callable[[], None]:  # fmt: skip
+        from fvdesk.gui.qt_worker import Task
+
+        def start(cancel: threading.Event) -> Any:
+            from fvdesk.core.optim.run import run_job
+
+            return run_job(model, job, cancel)
+
+        task = Task(job.title, start, job=job, model=model)
+        self._tasks[task.id] = (on_event, on_done, on_failed)
+        self.queue.submit(task)
+        return lambda: self.queue.cancel_job(task)
+
+    def call(self, fn: Callable[[], Any], on_done: DoneFn, on_failed: FailFn) -> None:
+        from fvdesk.gui.qt_worker import BackgroundCall
+
+        bc = BackgroundCall(lambda _progress: fn(), name="fvdesk-examples")
+        bc.done.connect(on_done)
+        bc.failed.connect(lambda message, _exc: on_failed(message))
+        bc.start()
+
+    def _on_event(self, task: Any, ev: object) -> None:
+        cbs = self._tasks.get(task.id)
+        if cbs is not None:
+            cbs[0](ev)
+
+    def _on_finished(self, task: Any, result: object) -> None:
+        self._end(task, 1, result)
+
+    def _end(self, task: Any, which: int, value: Any) -> None:
+        cbs = self._tasks.pop(task.id, None)
+        if cbs is not None:
+            cbs[which](value)
 
 
 def open_in_viewer(path: Path) -> None:
