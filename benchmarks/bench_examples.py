@@ -11,7 +11,8 @@ Prints one JSON document (and writes it with ``--out``).  Not a test: nothing is
   three quarters of the way through).  Images: generated pattern images (``fvdesk.core.patterns``)
   written once into ``~/.cache/fvdesk-bench/examples-*``: 64 px PNGs for the demo model,
   320x240 JPEGs for ResNet-18 (so decoding and resizing cost what photos cost).
-* ``speed`` (one process, ``--speed-images`` images, methods interleaved round by round):
+* ``speed`` (one process, ``--speed-images`` images in rounds of 200, methods interleaved round
+  by round, their order rotating; medians of the rounds and of the per-round ratios):
   ``pass_onnxruntime`` and ``pass_torch`` are the whole fvdesk pass (scan, decode on threads,
   preprocessing, the truncated model, per-unit reductions, cache rows written) with a fresh
   cache; ``ort_full_model`` is plain onnxruntime inference of the whole model (same threads, no
@@ -42,6 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 BENCH_CACHE = Path.home() / ".cache" / "fvdesk-bench"
+#: Images per sub-folder; the speed rounds each take one sub-folder.
+CHUNK = 200
 MODELS = {
     "demo": {"layer": "/features/block3/relu/Relu", "image": (64, 64), "suffix": ".png"},
     "resnet18": {"layer": "/layer3/layer3.1/relu_1/Relu", "image": (320, 240), "suffix": ".jpg"},
@@ -68,7 +71,7 @@ def image_folder(name: str, n: int) -> Path:
 
     w, h = MODELS[name]["image"]
     suffix = MODELS[name]["suffix"]
-    folder = BENCH_CACHE / f"examples-{name}-{n}"
+    folder = BENCH_CACHE / f"examples-{name}-{n}-v2"
     done = folder / ".complete"
     if done.exists():
         return folder
@@ -81,7 +84,7 @@ def image_folder(name: str, n: int) -> Path:
             im = Image.fromarray((x[k].transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8))
             if im.size != (w, h):
                 im = im.resize((w, h), Image.Resampling.BILINEAR)
-            sub = folder / f"{i // 1000:02d}"
+            sub = folder / f"{i // CHUNK:03d}"
             sub.mkdir(exist_ok=True)
             im.save(sub / f"{i:05d}_c{int(y[k])}{suffix}", quality=90)
     done.write_text("ok")
@@ -175,29 +178,38 @@ def model_only(model, folder: Path, layer: str, device: str, n: int = 256) -> di
 
 
 def speed(name: str, n: int, device: str) -> dict:
+    """Rounds of ``CHUNK`` images (one sub-folder each), the methods' order rotating every round,
+    so the machine's drift hits them alike; the median round of each method is reported."""
     model = load(name, device)
     folder = image_folder(name, n)
     layer = MODELS[name]["layer"]
+    subs = sorted(p for p in folder.iterdir() if p.is_dir())
     rounds: dict[str, list[dict]] = {"pass_onnxruntime": [], "pass_torch": [], "ort_full_model": []}
-    for rnd in range(2):
-        order = list(rounds)[rnd:] + list(rounds)[:rnd]
-        for k in order:
+    for rnd, sub in enumerate(subs):
+        names = list(rounds)
+        for k in names[rnd % 3 :] + names[: rnd % 3]:
             if k == "ort_full_model":
-                rounds[k].append(full_model(model, folder, device))
+                rounds[k].append(full_model(model, sub, device))
             else:
-                rounds[k].append(run_pass(model, folder, layer, k.split("_")[1], device))
-    best = {k: max(r["images_per_s"] for r in v) for k, v in rounds.items()}
+                rounds[k].append(run_pass(model, sub, layer, k.split("_")[1], device))
+    rate = {k: float(np.median([r["images_per_s"] for r in v])) for k, v in rounds.items()}
+    ratios = {  # per round, then the median: robust to a slow moment in one round
+        k: float(np.median([a["images_per_s"] / b["images_per_s"]
+                            for a, b in zip(rounds[k], rounds["ort_full_model"], strict=True)]))
+        for k in ("pass_onnxruntime", "pass_torch")
+    }  # fmt: skip
     return {
         "model": name,
         "layer": layer,
         "images": n,
+        "rounds": len(subs),
         "device": device,
-        "images_per_s_best_of_2": best,
+        "images_per_s_median_round": rate,
         "reopen_s": {
             k: min(r["reopen_s"] for r in v) for k, v in rounds.items() if k != "ort_full_model"
         },
-        "ratio_pass_onnxruntime_vs_full_model": best["pass_onnxruntime"] / best["ort_full_model"],
-        "ratio_pass_torch_vs_full_model": best["pass_torch"] / best["ort_full_model"],
+        "ratio_pass_onnxruntime_vs_full_model": ratios["pass_onnxruntime"],
+        "ratio_pass_torch_vs_full_model": ratios["pass_torch"],
         "model_only": model_only(model, folder, layer, device),
     }
 

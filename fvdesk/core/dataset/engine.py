@@ -156,12 +156,26 @@ class TorchEngine(Engine):
 
 
 class OrtEngine(Engine):
+    """onnxruntime on the pruned graph.  A feature map measured per channel is reduced inside the
+    graph (ReduceMax/ArgMax/ReduceMin/ArgMin/ReduceMean over its grid, first index on ties as
+    numpy), so onnxruntime's threads do it and only ``units`` numbers per image come out."""
+
     name = "onnxruntime"
 
     def __init__(self, *args: Any, threads: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.outputs = [self.model.graph[n].output for n in self.layers]
-        self.session = ort_session(self.model, self.outputs, self.device, threads=threads)
+        g = self.model.graph
+        self.reduced = {
+            n for n in self.layers if g[n].kind == "feature" and self.measure.kind == "channel"
+        }
+        proto = truncated_onnx(self.model.onnx_model, [g[n].output for n in self.layers])
+        self.outputs: dict[str, list[str]] = {}
+        for n in self.layers:
+            if n in self.reduced:
+                self.outputs[n] = _append_reductions(proto, g[n].output, g[n].layout == "NHWC")
+            else:
+                self.outputs[n] = [g[n].output]
+        self.session = ort_session(self.model, proto, self.device, threads=threads)
         self.feeds = {}
         inputs = list(self.model.onnx_model.graph.input)
         for i, vi in enumerate(inputs):
@@ -170,13 +184,58 @@ class OrtEngine(Engine):
 
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
         feeds = {**self.feeds, self.model.input.name: self.inputs(images)}
-        outs = self.session.run(self.outputs, feeds)
+        names = [t for n in self.layers for t in self.outputs[n]]
+        got = dict(zip(names, self.session.run(names, feeds), strict=True))
         result = {}
-        for name, a in zip(self.layers, outs, strict=True):
+        for name in self.layers:
+            outs = [got[t] for t in self.outputs[name]]
+            if name in self.reduced:
+                rows = np.zeros(outs[0].shape[0], self.dtypes[name])
+                for field_name, a in zip(_FIELDS, outs, strict=True):
+                    rows[field_name] = a
+                result[name] = rows
+                continue
+            a = outs[0]
             if self.model.graph[name].layout == "NHWC":
                 a = a.transpose(0, 3, 1, 2)
             result[name] = reduce_numpy(a, self.measure, self.dtypes[name])
         return result
+
+
+_FIELDS = ("max", "amax", "min", "amin", "mean")
+
+
+def _append_reductions(proto: Any, tensor: str, nhwc: bool) -> list[str]:
+    """Nodes computing ``tensor``'s rows over its grid; returns their output names (``_FIELDS``)."""
+    import onnx
+    from onnx import helper
+
+    g = proto.graph
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 13)
+    base = f"fvdesk_rows/{tensor}"
+    src = tensor
+    if nhwc:
+        g.node.append(helper.make_node("Transpose", [src], [base + "/nchw"], perm=[0, 3, 1, 2]))
+        src = base + "/nchw"
+    shape = base + "/shape"
+    g.initializer.append(helper.make_tensor(shape, onnx.TensorProto.INT64, [3], [0, 0, -1]))
+    flat = base + "/flat"
+    g.node.append(helper.make_node("Reshape", [src, shape], [flat]))
+    names = [f"{base}/{f}" for f in _FIELDS]
+    for op, out in zip(
+        ("ReduceMax", "ArgMax", "ReduceMin", "ArgMin", "ReduceMean"), names, strict=True
+    ):
+        if op.startswith("Arg"):
+            g.node.append(helper.make_node(op, [flat], [out], axis=2, keepdims=0))
+        elif opset >= 18:
+            axes = base + "/axes"
+            if not any(t.name == axes for t in g.initializer):
+                g.initializer.append(helper.make_tensor(axes, onnx.TensorProto.INT64, [1], [2]))
+            g.node.append(helper.make_node(op, [flat, axes], [out], keepdims=0))
+        else:
+            g.node.append(helper.make_node(op, [flat], [out], axes=[2], keepdims=0))
+    g.output.extend(helper.make_value_info(n, onnx.TypeProto()) for n in names)
+    return names
 
 
 def truncated_onnx(onnx_model: Any, outputs: Sequence[str]) -> Any:
@@ -207,22 +266,23 @@ def truncated_onnx(onnx_model: Any, outputs: Sequence[str]) -> Any:
     return m
 
 
-def ort_session(model: LoadedModel, outputs: Sequence[str] | None, device: torch.device,
+def ort_session(model: LoadedModel, graph: Any, device: torch.device,
                 *, threads: int | None = None) -> Any:  # fmt: skip
-    """An onnxruntime session of ``model``'s canonical graph (pruned to ``outputs`` unless None),
-    with the CUDA provider first when ``device`` is a GPU and onnxruntime offers it."""
+    """An onnxruntime session of ``graph`` (a ``ModelProto``; ``None``: the model's whole
+    canonical graph), with the CUDA provider first when ``device`` is a GPU and onnxruntime has
+    it."""
     import onnxruntime as ort
 
-    proto = model.onnx_model if outputs is None else truncated_onnx(model.onnx_model, outputs)
+    proto = model.onnx_model if graph is None else graph
     so = ort.SessionOptions()
     so.log_severity_level = 3
     so.intra_op_num_threads = threads or torch.get_num_threads()
     # no busy-waiting between runs: the image decoders need those cores meanwhile
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    providers = ["CPUExecutionProvider"]
+    providers: list[Any] = ["CPUExecutionProvider"]
     if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
-    return ort.InferenceSession(proto.SerializeToString(), so, providers=providers)  # type: ignore[attr-defined]
+    return ort.InferenceSession(proto.SerializeToString(), so, providers=providers)
 
 
 def pick_engine(name: str, device: torch.device) -> str:
