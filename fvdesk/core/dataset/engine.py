@@ -7,10 +7,11 @@ outputs (CUDA provider when the device is a GPU and onnxruntime has it).  Both a
 preprocessing through ``LoadedModel.prepare_input``, run without gradients and reduce every map
 to its rows on the device they ran on, so only ``units`` numbers per image leave it.
 
-``pick_engine`` chooses by measurement (``benchmarks/bench_examples.py``): onnxruntime on CPUs,
-where it ran the demo model and ResNet-18 about twice as fast as the converted torch module,
-and torch on GPUs (its CUDA path is the one the renderer already exercises); a model
-onnxruntime cannot take in one piece (over 2 GB) uses torch.
+``pick_engine`` chooses by measurement (``benchmarks/bench_examples.py``, 2 CPU threads):
+onnxruntime on CPUs, where the whole pass ran 2.1x (ResNet-18 to layer3) and 6x (demo model) as
+fast as with the converted torch module, and torch on GPUs (its CUDA path is the one the renderer
+already exercises; the benchmark also times onnxruntime's CUDA provider when a GPU is there).  A
+model onnxruntime cannot take in one piece (over protobuf's 2 GB) falls back to torch.
 """
 
 from __future__ import annotations
