@@ -24,6 +24,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from fvdesk.core.progress import EtaEstimator
+from fvdesk.core.progress import format_duration as _duration
+
 COMMANDS = ("layers", "info", "render", "atlas")
 OBJECTIVES = ("channel", "neuron", "deepdream", "logit", "prob")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
@@ -152,6 +155,7 @@ class Progress:
         self.done = 0
         self.step = self.steps = 0
         self.start = time.monotonic()
+        self._eta = EtaEstimator(start=self.start)
         self._last = 0.0
         self._width = 0
 
@@ -185,12 +189,10 @@ class Progress:
         bar_w = 24
         filled = int(bar_w * frac)
         bar = "#" * filled + "." * (bar_w - filled)
-        elapsed = now - self.start
-        eta = ""
-        if 0 < self.done < self.total:
-            eta = f" eta {_duration(elapsed / self.done * (self.total - self.done))}"
+        est = self._eta.update(frac, now=now)
+        eta = f" {est.eta_text}" if est.eta_text and self.done < self.total else ""
         step = f" step {self.step}/{self.steps}" if self.steps else ""
-        line = f"{self.label} [{bar}] {self.done}/{self.total}{step} {_duration(elapsed)}{eta}"
+        line = f"{self.label} [{bar}] {self.done}/{self.total}{step} {_duration(est.elapsed)}{eta}"
         self._draw(line)
 
     def message(self, text: str) -> None:
@@ -217,15 +219,6 @@ class Progress:
         self._width = len(line)
 
 
-def _duration(seconds: float) -> str:
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s // 60 % 60:02d}m"
-
-
 # ------------------------------------------------------------------------------------------------
 # The parser
 # ------------------------------------------------------------------------------------------------
@@ -240,6 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
         "Without MODEL, commands use the embedded demo model.",
     )
     p.add_argument("--version", action="version", version=f"fvdesk {__version__}")
+    p.add_argument(
+        "--self-test",
+        action="store_true",
+        help="check this installation end to end (demo model, parity, renders on every device, "
+        "a gallery, the app window), one line per check; exit 0 when all pass",
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     common = argparse.ArgumentParser(add_help=False)
@@ -416,6 +415,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(args_list)
     except SystemExit as e:  # argparse: --help/--version (0) or bad arguments (2)
         return e.code if isinstance(e.code, int) else EXIT_USAGE
+    if getattr(args, "self_test", False) and not getattr(args, "command", None):
+        from fvdesk.selftest import run_self_test
+
+        return run_self_test()
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
@@ -457,6 +460,12 @@ def _wants_gui(argv: list[str]) -> bool:
 
 
 def _run_gui(model_path: str | None) -> int:
+    from fvdesk.core.display_check import check_display
+
+    problem = check_display()  # before Qt loads: its own failure is an abort and a core dump
+    if problem is not None:
+        print(f"fvdesk: error: {problem}", file=sys.stderr)
+        return EXIT_FAILED
     try:
         from fvdesk.gui.app import run_app
     except ImportError as e:

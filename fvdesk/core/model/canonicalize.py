@@ -410,6 +410,9 @@ def _short(e: BaseException) -> str:
 # -- opsets ----------------------------------------------------------------------------------
 def unsupported_ops(model: ModelProto) -> collections.Counter[str]:
     """Ops without an onnx2torch converter at the model's opset: ``{"Domain::Op (opset N)": count}``."""
+    from fvdesk.core.model.onnx2torch_compat import import_onnx2torch
+
+    import_onnx2torch()
     from onnx2torch.node_converters import get_converter
 
     opsets = {o.domain or "": o.version for o in model.opset_import}

@@ -41,7 +41,6 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnx2torch.converter
 import onnxruntime
 import torch
 from torch import fx
@@ -63,9 +62,11 @@ from fvdesk.core.model.graph import (
 )
 from fvdesk.core.model.labels import default_labels, labels_from_metadata, read_labels_file
 from fvdesk.core.model.loaded import InputSpec, LoadedModel, Parity
+from fvdesk.core.model.onnx2torch_compat import import_onnx2torch
 from fvdesk.core.model.preprocessing import DEFAULT_PRESET, PRESETS, Preprocessing
 from fvdesk.core.model.sidecar import Sidecar, parse_preprocessing, read_sidecar
 
+onnx2torch = import_onnx2torch()
 ProgressFn = Callable[[float, str], None]
 
 DEFAULT_SIZE = 224
