@@ -551,9 +551,16 @@ def _load(args: argparse.Namespace, *, device: Any = None, progress: Progress | 
 
 
 def _resolve_layer(model: Any, name: str) -> Any:
+    from fvdesk.core.errors import RenderError
+
     graph = model.graph
     if name in graph:
         return graph[name]
+    if any(x.name == name for x in graph.unavailable):
+        try:
+            graph[name]
+        except RenderError as e:
+            raise UsageError(str(e)) from None
     hint = graph.suggest(name)
     more = f"; did you mean {', '.join(hint)}?" if hint else "; `fvdesk layers` lists them."
     raise UsageError(f"the model {model.name} has no layer named {name!r}{more}")
@@ -579,14 +586,34 @@ def _emit_json(obj: Any) -> None:
 # ------------------------------------------------------------------------------------------------
 def layer_dict(layer: Any) -> dict[str, Any]:
     """The JSON form of a layer (``fvdesk layers --json``)."""
-    return {
+    d = {
         "name": layer.name,
         "op": layer.op,
         "shape": _shape_list(layer.shape),
         "channels": layer.channels,
         "kind": layer.kind,
         "index": layer.index,
+        "describe": layer.describe(),
+        "available": layer.available,
     }
+    if layer.kind == "tokens":
+        d.update(layout=layer.layout, grid=list(layer.grid or ()), extra_tokens=layer.extra_tokens)
+    if layer.kind == "attention":
+        d["axes"] = list(layer.axes)
+    if not layer.available:
+        d["reason"] = layer.reason
+    return d
+
+
+def _layer_note(layer: Any, graph: Any) -> str:
+    """What the LAYERS table adds after the channel count."""
+    if not layer.available:
+        return "  (not converted)"
+    if layer.name == graph.logits_name:
+        return "  (logits)"
+    if layer.kind in ("tokens", "attention"):
+        return f"  ({layer.describe()})"
+    return ""
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
@@ -594,11 +621,14 @@ def cmd_layers(args: argparse.Namespace) -> int:
     graph = model.graph
     if args.json:
         layers = graph.filter(args.filter) if args.filter else list(graph)
-        _emit_json([layer_dict(x) for x in layers])
+        cut = [
+            x for x in graph.unavailable if not args.filter or x in graph.filter_all(args.filter)
+        ]
+        _emit_json([layer_dict(x) for x in [*layers, *cut]])
         return EXIT_OK
     out = sys.stdout
     if args.filter:
-        layers = graph.filter(args.filter)
+        layers = graph.filter_all(args.filter)
         if not layers:
             print(f"No layer of {model.name} matches {args.filter!r}.", file=sys.stderr)
             return EXIT_OK
@@ -624,20 +654,46 @@ def cmd_layers(args: argparse.Namespace) -> int:
         if layer is None:
             out.write(f"{text}\n")
         else:
-            mark = "  (logits)" if layer.name == graph.logits_name else ""
+            units = str(layer.channels) if layer.channels else "?"
+            shape = _shape_text(layer.shape) if layer.shape else "?"
             out.write(
-                f"{text:<{width}}{layer.op:<20}{_shape_text(layer.shape):<20}{layer.channels:>8}{mark}\n"
+                f"{text:<{width}}{layer.op:<20}{shape:<20}{units:>8}{_layer_note(layer, graph)}\n"
             )
-    n_feat = sum(1 for x in graph if x.kind == "feature")
-    out.write(
-        f"\n{len(graph)} layers ({n_feat} feature maps, {len(graph) - n_feat} vectors) in {model.name}.\n"
-    )
+    kinds = [x.kind for x in graph]
+    n_feat = kinds.count("feature")
+    parts = [f"{n_feat} feature maps"]
+    if kinds.count("tokens"):
+        parts.append(f"{kinds.count('tokens')} token layers")
+    if kinds.count("attention"):
+        parts.append(f"{kinds.count('attention')} attention tensors")
+    parts.append(f"{kinds.count('vector')} vectors")
+    out.write(f"\n{len(graph)} layers ({', '.join(parts)}) in {model.name}.\n")
+    if model.conversion is not None:
+        out.write(f"{model.conversion.describe()}\n")
     return EXIT_OK
 
 
 # ------------------------------------------------------------------------------------------------
 # info
 # ------------------------------------------------------------------------------------------------
+def conversion_dict(model: Any) -> dict[str, Any]:
+    """``fvdesk info``'s account of the conversion: complete, or where it stopped and why."""
+    cut = model.conversion
+    if cut is None:
+        return {"complete": True, "status": "complete"}
+    return {
+        "complete": False,
+        "status": cut.describe(),
+        "stopped_at": cut.stopped_at,
+        "op": cut.op,
+        "reason": cut.reason,
+        "nodes_left_out": cut.cut_nodes,
+        "nodes": cut.total_nodes,
+        "ops_left_out": dict(cut.cut_ops),
+        "boundary": list(cut.boundary),
+    }
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from fvdesk.core.device import describe_device
 
@@ -665,8 +721,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         "layers": {
             "count": len(model.graph),
             "feature_maps": n_feat,
+            "token_layers": sum(1 for x in model.graph if x.kind == "tokens"),
+            "attention_tensors": sum(1 for x in model.graph if x.kind == "attention"),
+            "not_converted": len(model.graph.unavailable),
             "logits": model.graph.logits_name,
         },
+        "conversion": conversion_dict(model),
         "parity": None,
         "device": describe_device(device),
         "warnings": list(model.warnings),
@@ -706,6 +766,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             "layers",
             f"{len(model.graph)} ({n_feat} feature maps); logits: {model.graph.logits_name or 'not found'}",
         ),
+        ("conversion", info["conversion"]["status"]),
         ("parity", model.parity.describe() if model.parity is not None else "not checked"),
         ("device", info["device"]),
     ]

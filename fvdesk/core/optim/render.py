@@ -685,9 +685,9 @@ def render(
 # -- many units of one layer --------------------------------------------------------------------------
 def _diversity_layer(model: LoadedModel, layer: str) -> str:
     lay = model.graph[layer]
-    if lay.kind == "feature":
+    if lay.kind in ("feature", "tokens"):  # maps (token layers are handed out as patch maps)
         return layer
-    before = [x for x in model.graph if x.kind == "feature" and x.index < lay.index]
+    before = [x for x in model.graph if x.kind in ("feature", "tokens") and x.index < lay.index]
     return before[-1].name if before else layer
 
 
