@@ -58,6 +58,8 @@ _KEEPS_LAYOUT = {
     "HardSwish", "Identity", "LayerNormalization", "LeakyRelu", "Log", "MatMul", "Max", "Min",
     "Mish", "Mul", "Neg", "Pow", "PRelu", "Reciprocal", "Relu", "Selu", "Sigmoid", "Softplus",
     "Sqrt", "Sub", "Sum", "Tanh", "Where",
+    # rank-preserving data movement: Swin's patch merging slices and concatenates NHWC maps
+    "Slice", "Pad", "Concat", "Split",
 }  # fmt: skip
 
 
@@ -238,8 +240,10 @@ def _attention_axes(
     ``counts`` are the model's token counts, the residual stream's first: it decides when a head
     dimension happens to equal another count (a small model's 16 dims and 4×4 patches)."""
     _, a, b, c = shape
-    if (b, c) in grids:
+    if (b, c) in grids or (a, b) in grids:  # a feature map, channels first or last
         return None
+    if a in counts[:1] and a not in (b, c):
+        return ()  # (N, tokens, heads, dims) on the way into or out of the heads
     if b == c and b in counts:
         return ("heads", "queries", "keys")
     for group in (counts[:1], counts):

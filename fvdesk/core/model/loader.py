@@ -260,8 +260,14 @@ class _Loader:
             if half:
                 reference = request.base
                 tolerance = max(tolerance, precision.HALF_TOLERANCE)
-            loaded.parity = compute_parity(loaded, tolerance=tolerance, reference=reference)
-            if not loaded.parity.ok:
+            try:
+                loaded.parity = compute_parity(loaded, tolerance=tolerance, reference=reference)
+            except _ReferenceRejected as e:
+                self.warnings.append(
+                    f"onnxruntime rejects {self.path.name} ({e}), so parity could not be checked; "
+                    "the torch conversion may differ from what other runtimes compute."
+                )
+            if loaded.parity is not None and not loaded.parity.ok:
                 self.warnings.append(
                     f"{self.path.name}: the converted model differs from onnxruntime "
                     f"({loaded.parity.describe()}); renders may not reflect the ONNX model exactly."
@@ -509,46 +515,84 @@ class _Loader:
             )
         if not g.output:
             raise ModelLoadError(f"{p} is corrupt or truncated: its graph declares no outputs.")
+        vet.check_text(model, str(p))
+        vet.check_opsets(model, str(p))
         return model
 
     def _load_external_data(self, model: Any) -> None:
-        from onnx.external_data_helper import (
-            ExternalDataInfo,
-            _get_all_tensors,
-            load_external_data_for_model,
-            uses_external_data,
-        )
+        """Read weights kept in external files, after checking every declaration: the location
+        stays inside the model's folder (symlinks resolved), names a regular file, and the
+        declared offset and length are numbers that fit that file and the tensor's size."""
+        from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
         folder = self.path.parent.resolve()
-        locations: dict[str, Path] = {}
+        plans: list[tuple[Any, Path, int, int]] = []
         for t in _get_all_tensors(model):
             if not uses_external_data(t):
                 continue
-            info = ExternalDataInfo(t)
-            loc = info.location or ""
-            target = (folder / loc).resolve()
-            if not loc or Path(loc).is_absolute() or not target.is_relative_to(folder):
+            info = {e.key: e.value for e in t.external_data}
+            loc = info.get("location", "")
+            try:
+                target = (folder / loc).resolve()
+                inside = bool(loc) and not Path(loc).is_absolute() and target.is_relative_to(folder)
+            except (ValueError, OSError):  # NUL bytes, loops of symlinks
+                inside = False
+            if not inside:
                 raise ModelLoadError(
                     f"{self.path} refers to external data at {loc!r}, outside the model's folder; "
                     "fvdesk refuses to read it."
                 )
-            locations[loc] = target
-        if not locations:
+            if not target.exists():
+                raise ModelLoadError(
+                    f"{self.path} keeps its weights in external data file(s) {loc!r} that are missing from {folder}."
+                )
+            if not target.is_file():
+                raise ModelLoadError(
+                    f"{self.path} refers to external data {loc!r}, which is not a regular file."
+                )
+            plans.append((t, target, *self._external_range(t, info, target)))
+        if not plans:
             return
-        missing = [loc for loc, target in locations.items() if not target.is_file()]
-        if missing:
-            shown = ", ".join(repr(m) for m in missing[:3]) + (" ..." if len(missing) > 3 else "")
-            raise ModelLoadError(
-                f"{self.path} keeps its weights in external data file(s) {shown} that are missing from {folder}."
-            )
         self.phase = "reading external data"
         self.report(0.15, "Reading external weights")
         try:
-            load_external_data_for_model(model, str(folder))
-        except (OSError, ValueError, RuntimeError) as e:
+            for t, target, offset, length in plans:
+                with open(target, "rb") as fh:
+                    fh.seek(offset)
+                    data = fh.read(length)
+                if len(data) != length:
+                    raise OSError(f"{target.name} ended early")
+                t.raw_data = data
+                del t.external_data[:]
+                t.data_location = onnx.TensorProto.DEFAULT
+        except OSError as e:
             raise ModelLoadError(
                 f"{self.path} has unreadable external data ({_cause(e)})."
             ) from None
+
+    def _external_range(self, t: Any, info: dict[str, str], target: Path) -> tuple[int, int]:
+        """(offset, length) of an external tensor, checked against the file and the tensor."""
+        size = target.stat().st_size
+        try:
+            offset = int(info.get("offset", "0") or 0)
+            length = int(info["length"]) if info.get("length") else size - offset
+        except ValueError:
+            raise ModelLoadError(
+                f"{self.path} is corrupt: the external data of {t.name!r} has a non-numeric offset or length."
+            ) from None
+        want = vet.tensor_bytes(t)
+        if (
+            offset < 0
+            or length < 0
+            or offset + length > size
+            or (want is not None and length != want)
+        ):
+            raise ModelLoadError(
+                f"{self.path} is corrupt: the external data of {t.name!r} (offset {offset}, "
+                f"length {length}) does not fit {target.name} ({size} bytes) and the tensor's "
+                f"{want if want is not None else '?'} bytes."
+            )
+        return offset, length
 
     # -- input --------------------------------------------------------------------------------
     def _find_image_input(
@@ -839,6 +883,10 @@ class _Loader:
                 except json.JSONDecodeError as e:
                     raise ConfigError(
                         f"The preprocessing argument is not valid JSON ({e.msg})."
+                    ) from None
+                except RecursionError:
+                    raise ConfigError(
+                        "The preprocessing argument is not valid JSON (nested too deeply)."
                     ) from None
             return parse_preprocessing(value, "user", "The preprocessing argument")
         from_meta = preprocessing_from_metadata(metadata, str(self.path))
@@ -1234,6 +1282,11 @@ def preprocessing_from_metadata(
             value = json.loads(raw)
         except json.JSONDecodeError:
             value = raw.strip()
+        except RecursionError:
+            raise ConfigError(
+                f"The metadata of {where} has an fvdesk.preprocessing that is not valid JSON "
+                "(nested too deeply)."
+            ) from None
         return parse_preprocessing(value, "metadata", f"The metadata of {where}")
     if metadata.get("author", "").startswith("Ultralytics") or {"imgsz", "stride", "names"} <= set(
         metadata
@@ -1312,7 +1365,10 @@ def compute_parity(
             except Exception:  # noqa: BLE001 - fall back to the canonical graph
                 ref_vals = None
         if ref_vals is None:
-            ref_vals = _run_reference(model.onnx_model, model, x, tensors)
+            try:
+                ref_vals = _run_reference(model.onnx_model, model, x, tensors)
+            except Exception as e:  # noqa: BLE001 - onnxruntime's own error types vary by build
+                raise _ReferenceRejected(_cause(e)) from e
     finally:
         model.to(device)
 
@@ -1338,6 +1394,10 @@ def compute_parity(
         ok=ok,
         reference=label,
     )
+
+
+class _ReferenceRejected(Exception):
+    """onnxruntime cannot build or run the reference graph (the file is not valid ONNX)."""
 
 
 def _run_reference(

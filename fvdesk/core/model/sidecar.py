@@ -118,6 +118,8 @@ def read_sidecar(model_path: str | Path) -> Sidecar | None:
         raise ConfigError(
             f"The sidecar {path} is not valid JSON (line {e.lineno}: {e.msg})."
         ) from None
+    except RecursionError:
+        raise ConfigError(f"The sidecar {path} is not valid JSON (nested too deeply).") from None
     except OSError as e:
         raise ConfigError(f"The sidecar {path} cannot be read ({e.strerror or e}).") from None
     if not isinstance(data, dict):
@@ -157,7 +159,7 @@ def save_sidecar(
             old = json.loads(path.read_text(encoding="utf-8"))
             if isinstance(old, dict):
                 data.update(old)
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             pass
     data["version"] = SIDECAR_VERSION
     if preprocessing is not None:

@@ -53,6 +53,16 @@ def _gib(n: float) -> str:
     return f"{n / (1 << 30):.1f} GiB" if n >= 1 << 30 else f"{n / (1 << 20):.0f} MiB"
 
 
+def tensor_bytes(t: TensorProto) -> int | None:
+    """The bytes a tensor's raw data must hold (None for strings, whose size is not fixed)."""
+    if t.data_type == TensorProto.STRING:
+        return None
+    n = math.prod(int(d) for d in t.dims)
+    if t.data_type in (TensorProto.INT4, TensorProto.UINT4):
+        return (n + 1) // 2
+    return n * _itemsize(t.data_type)
+
+
 def tensor_problem(t: TensorProto) -> str | None:
     """Why a weight's declaration cannot be right (negative dims, data that does not match the
     declared count, an absurd size), or None."""
@@ -95,6 +105,61 @@ def check_declared_sizes(model: ModelProto, where: str) -> None:
         problem = tensor_problem(t)
         if problem is not None:
             raise ModelLoadError(f"{where} is corrupt: {problem}.")
+
+
+def check_opsets(model: ModelProto, where: str) -> None:
+    """Opset versions must be ones an ONNX release can define (refuses corrupt numbers before
+    onnx's schema lookups choke on them)."""
+    from onnx import defs
+
+    newest = defs.onnx_opset_version()
+    for o in model.opset_import:
+        standard = o.domain in ("", "ai.onnx")
+        if o.version < 1 or o.version >= 1 << 31 or (standard and o.version > newest):
+            name = "the standard opset" if standard else f"opset {o.domain!r}"
+            raise ModelLoadError(
+                f"{where} declares {name} version {o.version}, which "
+                + (
+                    f"is newer than any fvdesk knows ({newest})."
+                    if standard and o.version > newest
+                    else "is not a valid version."
+                )
+            )
+
+
+def check_text(model: ModelProto, where: str) -> None:
+    """Names and metadata must be text: protobuf hands out invalid UTF-8 as bytes, which no later
+    step expects (a corrupt or hostile file)."""
+
+    def bad(values: Any) -> bool:
+        return any(isinstance(v, bytes) for v in values)
+
+    def graph_bad(g: Any) -> str | None:
+        for i, n in enumerate(g.node):
+            if bad([n.name, n.op_type, n.domain, *n.input, *n.output]) or bad(
+                a.name for a in n.attribute
+            ):
+                return f"node {i}"
+            for a in n.attribute:
+                for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                    found = graph_bad(sub)
+                    if found:
+                        return found
+        names = [t.name for t in g.initializer] + [
+            v.name for v in [*g.input, *g.output, *g.value_info]
+        ]
+        return "a tensor name" if bad(names) or bad([g.name]) else None
+
+    where_bad = graph_bad(model.graph)
+    if where_bad is None and bad(
+        [o.domain for o in model.opset_import]
+        + [p.key for p in model.metadata_props]
+        + [p.value for p in model.metadata_props]
+        + [model.producer_name, model.domain]
+    ):
+        where_bad = "its metadata"
+    if where_bad is not None:
+        raise ModelLoadError(f"{where} is corrupt: {where_bad} holds text that is not valid UTF-8.")
 
 
 def check_image_size(height: int, width: int, where: str) -> None:
