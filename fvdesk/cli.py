@@ -195,6 +195,11 @@ class Progress:
         line = f"{self.label} [{bar}] {self.done}/{self.total}{step} {_duration(est.elapsed)}{eta}"
         self._draw(line)
 
+    def resume(self, done: int) -> None:
+        """Start counting at ``done`` units already finished (they say nothing about speed)."""
+        self._eta.reset(time.monotonic(), done / self.total if self.total else 0.0)
+        self.update(done=done, force=True)
+
     def message(self, text: str) -> None:
         """Print a line above the bar (notices), or plainly when the bar is off."""
         if self.enabled:
@@ -929,7 +934,7 @@ def cmd_atlas(args: argparse.Namespace) -> int:
     except atl.AtlasSettingsMismatch as e:
         raise UsageError(str(e)) from None
     bar = Progress(todo.total, enabled=Progress.wanted(args.quiet), label="atlas")
-    bar.update(done=todo.skipped, force=True)
+    bar.resume(todo.skipped)
     if not args.quiet and todo.skipped:
         bar.message(f"resuming: {todo.skipped} of {todo.total} units already done")
     try:

@@ -554,7 +554,25 @@ def classify(message: str, path: Path) -> str:
     return "wrapped" if WRAPPER in message else "refused"
 
 
-def _child(path: Path, write_fd: int, address_limit: int) -> None:
+#: Canaries: children that misbehave on purpose, run first when asked, so every report shows
+#: that the harness sees each kind of failure (they are kept out of the counts).
+CANARIES = {-4: "crash", -3: "hang", -2: "traceback", -1: "unclear"}
+_CANARY_TIMEOUT = 2.0
+
+
+def _canary(kind: str) -> None:
+    from fvdesk.core.errors import ModelLoadError
+
+    if kind == "crash":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if kind == "hang":
+        time.sleep(3600)
+    if kind == "traceback":
+        raise KeyError("a raw exception")
+    raise ModelLoadError("two lines\nand no file name")
+
+
+def _child(path: Path, write_fd: int, address_limit: int, canary: str | None = None) -> None:
     """In the forked child: open the file, report, leave without cleanup."""
     try:
         os.setpgid(0, 0)
@@ -565,6 +583,8 @@ def _child(path: Path, write_fd: int, address_limit: int) -> None:
 
         t0 = time.perf_counter()
         try:
+            if canary is not None:
+                _canary(canary)
             load_model(path, device="cpu")
             verdict = {"outcome": "loaded", "message": ""}
         except FvdeskError as e:
@@ -635,12 +655,19 @@ def run_campaign(
     keep: Path | None = None,
     only: list[int] | None = None,
     progress: Callable[[int, Counter], None] | None = None,
+    canaries: bool = False,
+    bases: list[str] | None = None,
 ) -> tuple[Counter, list[Result]]:
     """Generate and open ``count`` files (or the numbers in ``only``); returns (outcome counts,
-    per-file results)."""
+    per-file results).  ``canaries`` first runs the ``CANARIES`` (negative numbers in the
+    results, not in the counts)."""
     prepare_parent()
-    bases = base_models()
+    models = base_models()
+    if bases:
+        models = {k: v for k, v in models.items() if k in bases}
     numbers = only if only is not None else list(range(count))
+    if canaries:
+        numbers = sorted(CANARIES) + numbers
     work = Path(tempfile.mkdtemp(prefix="fvdesk-hostile-")) if keep is None else Path(keep)
     work.mkdir(parents=True, exist_ok=True)
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -656,14 +683,15 @@ def run_campaign(
                 number = next(todo, None)
                 if number is None:
                     break
-                case = make_case(seed, number, bases)
-                folder = work / f"{number:06d}"
+                canary = CANARIES.get(number)
+                case = Case(f"canary: {canary}", b"") if canary else make_case(seed, number, models)
+                folder = work / (f"{number:06d}" if number >= 0 else f"canary{-number}")
                 path = write_case(case, folder)
                 r, w = os.pipe()
                 pid = os.fork()
                 if pid == 0:
                     os.close(r)
-                    _child(path, w, limit)
+                    _child(path, w, limit, canary)
                 os.close(w)
                 with contextlib.suppress(OSError):
                     os.setpgid(pid, pid)  # also here: the child may not have run yet
@@ -679,7 +707,8 @@ def run_campaign(
                     chunk = os.read(fd, 65536)
                     job.buf += chunk
                     finished = not chunk
-                if not finished and now - job.start <= timeout:
+                limit_s = timeout if job.number >= 0 else _CANARY_TIMEOUT
+                if not finished and now - job.start <= limit_s:
                     continue
                 hung = not finished
                 if hung:
@@ -688,10 +717,12 @@ def run_campaign(
                 os.close(fd)
                 del running[fd]
                 res = _verdict(job, status, usage, hung, now)
+                results.append(res)
+                if job.number < 0:
+                    continue
                 if res.peak_mb > baseline + memory_mb:
                     counts["memory"] += 1
                 counts[res.outcome] += 1
-                results.append(res)
                 if keep is None:
                     shutil.rmtree(job.folder, ignore_errors=True)
                 done += 1
@@ -765,6 +796,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", type=int, nargs="+", help="just these file numbers")
     p.add_argument("--keep", type=Path, help="keep the generated files in this folder")
     p.add_argument("--json", type=Path, help="write counts, timing and examples here")
+    p.add_argument("--bases", help="comma-separated base models (tiny,new_ops,demo; default all)")
+    p.add_argument(
+        "--canaries",
+        action="store_true",
+        help="first run four children that crash, hang, raise and give an unclear error on "
+        "purpose, to show the harness counts each",
+    )
     args = p.parse_args(argv)
     t0 = time.monotonic()
     # Single-threaded math libraries in the forking parent (before numpy and torch load): a pool
@@ -786,10 +824,15 @@ def main(argv: list[str] | None = None) -> int:
             keep=args.keep,
             only=args.only,
             progress=show,
+            canaries=args.canaries,
+            bases=args.bases.split(",") if args.bases else None,
         )
     seconds = time.monotonic() - t0
+    canary = {CANARIES[r.number]: r.outcome for r in results if r.number < 0}
+    results = [r for r in results if r.number >= 0]
     report = {
         "files": len(results),
+        "canaries_seen_as": canary,
         "seed": args.seed,
         "seconds": round(seconds, 1),
         "counts": {k: counts.get(k, 0) for k in (*OUTCOMES, "memory")},
@@ -805,7 +848,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     bad = sum(counts.get(k, 0) for k in ("unclear", "traceback", "crash", "hang", "memory"))
-    return 1 if bad else 0
+    return 1 if bad or any(k != v for k, v in canary.items()) else 0
 
 
 if __name__ == "__main__":

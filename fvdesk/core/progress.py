@@ -10,8 +10,8 @@ minute left" means:
   steady work and does not swing with one slow step the way an instantaneous rate does.
 * Shown values are smoothed: between two updates the previous estimate counts down with the wall
   clock and is blended with the new raw one, so the text does not jump back and forth.
-* Progress that goes backwards (a retried phase, a new job) restarts the estimate, and work that
-  was already done at the first update (a resumed atlas) does not count as speed.
+* Progress that goes backwards (a retried phase, a new job) restarts the estimate there, and work
+  that was done before the estimate started (``origin``: a resumed atlas) does not count as speed.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ class EtaEstimator:
         self,
         *,
         start: float | None = None,
+        origin: float = 0.0,
         min_fraction: float = 0.01,
         min_elapsed: float = 1.0,
         smoothing: float = 0.3,
@@ -70,13 +71,13 @@ class EtaEstimator:
         self.min_fraction = float(min_fraction)
         self.min_elapsed = float(min_elapsed)
         self.smoothing = float(smoothing)
-        self.reset(start)
+        self.reset(start, origin)
 
-    def reset(self, start: float | None = None) -> None:
-        """Start over (a new job, or progress that went backwards)."""
+    def reset(self, start: float | None = None, origin: float = 0.0) -> None:
+        """Start over at ``origin`` (the fraction already done: a resumed job)."""
         self.start = self._clock() if start is None else float(start)
-        self._fraction = 0.0
-        self._origin: float | None = None
+        self._origin = min(max(float(origin), 0.0), 1.0)
+        self._fraction = self._origin
         self._shown: float | None = None
         self._last = self.start
 
@@ -96,11 +97,9 @@ class EtaEstimator:
         t = self._clock() if now is None else float(now)
         f = min(max(float(fraction), 0.0), 1.0)
         if f < self._fraction:
-            self.reset(t)
+            self.reset(t, f)
         elapsed = max(0.0, t - self.start)
         self._fraction = f
-        if self._origin is None:
-            self._origin = f
         if f >= 1.0:
             self._shown, self._last = 0.0, t
             return Estimate(1.0, elapsed, 0.0)

@@ -808,6 +808,70 @@ def fix_pooling_padding(model: ModelProto, report: Report) -> None:
         report.add(f"rewrote {asym} asymmetric AveragePool paddings as Pad + AveragePool")
 
 
+def fix_pad_values(model: ModelProto, report: Report) -> None:
+    """``Pad`` with a ``constant_value`` input: onnx2torch hands the tensor to ``F.pad``, which
+    wants a Python number, and fails at run time.  A zero value is dropped (it is the default);
+    another value ``c`` becomes ``Pad(x, 0) + C`` where the constant ``C`` holds ``c`` on the
+    padded border and 0 inside, which is exact (x + 0 = x, 0 + c = c); it needs a static shape.
+    """
+    g = model.graph
+    consts = {t.name: t for t in g.initializer}
+    shapes = known_shapes(model)
+    out: list[NodeProto] = []
+    dropped = rewritten = 0
+    for n in g.node:
+        value = consts.get(n.input[2]) if n.op_type == "Pad" and len(n.input) > 2 else None
+        if (
+            value is None
+            or len(n.input) > 3
+            or _attr(n, "mode", b"constant") not in (b"constant", "constant")
+        ):
+            out.append(n)
+            continue
+        c = numpy_helper.to_array(value).reshape(-1)
+        pads = consts.get(n.input[1])
+        if c.size == 0 or float(c[0]) == 0.0:
+            del n.input[2:]
+            dropped += 1
+            out.append(n)
+            continue
+        shape = shapes.get(n.input[0])
+        if pads is None or not shape or not all(isinstance(d, int) and d > 0 for d in shape[1:]):
+            out.append(n)
+            continue
+        p = numpy_helper.to_array(pads).astype(np.int64).reshape(-1)
+        rank = len(shape)
+        if p.size != 2 * rank or p[0] or p[rank] or (p < 0).any():
+            out.append(n)  # the batch padded, or cropping: leave it to the converter
+            continue
+        dims = [1] + [int(d) + int(p[i]) + int(p[i + rank]) for i, d in enumerate(shape) if i]
+        border = np.full(dims, c[0], dtype=numpy_helper.to_array(value).dtype)
+        inner = (slice(None),) + tuple(
+            slice(int(p[i]), int(p[i]) + int(shape[i])) for i in range(1, rank)
+        )
+        border[inner] = 0
+        padded, const = f"{n.output[0]}__fvdesk_zero_pad", f"{n.output[0]}__fvdesk_pad_border"
+        g.initializer.append(numpy_helper.from_array(border, const))
+        pad = NodeProto()
+        pad.CopyFrom(n)
+        del pad.input[2:]
+        pad.output[0] = padded
+        pad.name = f"{n.name}/fvdesk_zero_pad"
+        out.extend([pad, helper.make_node("Add", [padded, const], [n.output[0]], name=n.name)])
+        rewritten += 1
+    if rewritten:
+        copies = [NodeProto() for _ in out]
+        for dst, src in zip(copies, out, strict=True):
+            dst.CopyFrom(src)
+        del g.node[:]
+        g.node.extend(copies)
+    if dropped or rewritten:
+        report.add(
+            f"rewrote {dropped + rewritten} Pad constant values onnx2torch cannot pass to torch "
+            f"({dropped} zero, {rewritten} as zero padding plus a constant border)"
+        )
+
+
 def _attr(n: NodeProto, name: str, default: object = None) -> object:
     for a in n.attribute:
         if a.name == name:
@@ -949,7 +1013,9 @@ def lower_opset(model: ModelProto, report: Report, *, where: str = "the model") 
                 model = infer_shapes(model)
             before = ops.default_opset(model)
             counts, why = ops.lower_to_17(model, known_shapes(model))
-            if why is None:
+            if why is not None:
+                report.warnings.append(f"opset {before} stays: {why}")
+            else:
                 listed = ", ".join(f"{k} x{v}" for k, v in sorted(counts.items()))
                 report.add(
                     f"lowered opset {before} -> {ops.TARGET} by rewriting nodes to their "
@@ -1012,6 +1078,7 @@ PASSES: tuple[Pass, ...] = (
     Pass("lower opset", lambda m, r, w: lower_opset(m, r, where=w)),
     Pass("infer shapes", lambda m, r, w: infer_shapes(m, r)),
     Pass("fix pooling padding", _in_place(fix_pooling_padding)),
+    Pass("fix pad values", _in_place(fix_pad_values)),
 )
 PASS_NAMES = tuple(p.name for p in PASSES)
 #: Passes that change the model even when they report no step (so they are always suspects).

@@ -302,8 +302,8 @@ class _Loader:
             return _keep(built, failure)
         self.report(0.55, "Retrying without graph repair")
         try:
-            plain = self._build(req, skip=_ALL_STEPS)
-        except _BuildFailure:
+            plain = self._build(req, skip=_all_steps())
+        except Exception:  # noqa: BLE001 - the file as it is does no better: keep the first answer
             return _keep(built, failure)
         if plain.cut is not None:
             return _keep(built, failure)
@@ -312,7 +312,7 @@ class _Loader:
             self.report(0.6, f"Retrying without the step '{name}'")
             try:
                 candidate = self._build(req, skip=(name,))
-            except _BuildFailure:
+            except Exception:  # noqa: BLE001 - this step is not the culprit (or not alone)
                 continue
             if candidate.cut is None:
                 candidate.skipped = [name]
@@ -324,7 +324,7 @@ class _Loader:
                     f"({why}); fvdesk left that step out."
                 )
                 return candidate
-        plain.skipped = list(_ALL_STEPS)
+        plain.skipped = list(_all_steps())
         plain.warnings.append(
             f"{self.path.name}: graph repair made the model unconvertible ({why}) and no single "
             "step could be blamed; fvdesk converted the file without repairs."
@@ -710,8 +710,9 @@ class _Loader:
                 # Shapes were inferred already (on a weight-free copy); onnx2torch would serialize
                 # the whole model again to redo it.
                 original_inf, original_get = conv.safe_shape_inference, conv.get_converter
-                if not own_inference:
-                    conv.safe_shape_inference = _no_shape_inference
+                conv.safe_shape_inference = (
+                    _tolerant(original_inf) if own_inference else _no_shape_inference
+                )
                 conv.get_converter = tracked
                 try:
                     module = conv.convert(model, attach_onnx_mapping=True)
@@ -920,8 +921,11 @@ class _Loader:
 
 
 # -- building blocks -----------------------------------------------------------------------
-#: Every skippable step: the canonicalization passes and the loader's shape measurement.
-_ALL_STEPS = (*canon.PASS_NAMES, canon.MEASURE_SHAPES)
+def _all_steps() -> tuple[str, ...]:
+    """Every skippable step: the canonicalization passes and the loader's shape measurement."""
+    return (*canon.PASS_NAMES, canon.MEASURE_SHAPES)
+
+
 #: Conversion-time failures handled by cutting the graph there, at most this many per build.
 _MAX_CUTS = 8
 
@@ -1021,6 +1025,18 @@ _CONVERT_LOCK = threading.Lock()
 
 def _no_shape_inference(model: Any, **_kwargs: Any) -> Any:
     return model
+
+
+def _tolerant(inference: Callable[..., Any]) -> Callable[..., Any]:
+    """onnx2torch's own shape inference, but a graph it rejects is converted as it is."""
+
+    def run(model: Any, **kwargs: Any) -> Any:
+        try:
+            return inference(model, **kwargs)
+        except Exception:  # noqa: BLE001 - shapes are optional for most converters
+            return model
+
+    return run
 
 
 def _describe_input(vi: Any) -> str:

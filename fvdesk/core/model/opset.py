@@ -212,14 +212,26 @@ def _resize(n: NodeProto, ctx: _Ctx) -> None:
     scales = _needs_const(ctx, n, 2, "scales")
     if sizes is not None and sizes.size:
         sizes = sizes.astype(np.int64).reshape(-1)
+        ins = [ctx.dim(x, a) for a in axes]
         if policy != "stretch":
-            ins = [ctx.dim(x, a) for a in axes]
             ratios = [s / d for s, d in zip(sizes, ins, strict=True)]
             r = min(ratios) if policy == "not_larger" else max(ratios)
             sizes = np.array([int(np.floor(r * d + 0.5)) for d in ins], np.int64)
-        full = np.array([ctx.dim(x, a) for a in range(rank)], np.int64)
-        full[axes] = sizes
-        n.input[3] = ctx.add_const(n.name or "resize", full)
+        static = ctx.shape(x)
+        if static is not None and all(isinstance(d, int) and d > 0 for d in static):
+            full = np.array(static, np.int64)
+            full[axes] = sizes
+            n.input[3] = ctx.add_const(n.name or "resize", full)
+        else:  # a dynamic batch: the same output through scales, where float32 gives it exactly
+            full_s = np.ones(rank, np.float32)
+            for a, size, d in zip(axes, sizes, ins, strict=True):
+                full_s[a] = np.float32(size / d)
+                if int(np.floor(np.float32(d) * full_s[a])) != int(size):
+                    raise NotLowerable(f"Resize {n.name!r} sizes are not exact as scales")
+            while len(n.input) < 3:
+                n.input.append("")
+            n.input[2] = ctx.add_const(n.name or "resize", full_s)
+            del n.input[3:]
     elif scales is not None and scales.size:
         full_s = np.ones(rank, np.float32)
         full_s[axes] = scales.reshape(-1)
