@@ -446,3 +446,27 @@ def to_float16(src: Path, dst: Path) -> Path:
         if vi.type.tensor_type.elem_type == TensorProto.FLOAT:
             vi.type.tensor_type.elem_type = TensorProto.FLOAT16
     return _save(model, dst)
+
+
+class TinyDeiT(nn.Module):
+    """DeiT's layout (timm's ``deit_*_distilled``): a class and a distillation token before the
+    patches, a standard encoder layer, a head on each token, averaged."""
+
+    def __init__(self, size: int = 32, patch: int = 8, dim: int = 20, classes: int = 6) -> None:
+        super().__init__()
+        grid = size // patch
+        self.embed = nn.Conv2d(3, dim, patch, stride=patch)
+        self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.1)
+        self.dist = nn.Parameter(torch.randn(1, 1, dim) * 0.1)
+        self.pos = nn.Parameter(torch.randn(1, 2 + grid * grid, dim) * 0.1)
+        self.block = nn.TransformerEncoderLayer(dim, 2, 36, dropout=0.0, batch_first=True)
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, classes)
+        self.head_dist = nn.Linear(dim, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.embed(x).flatten(2).transpose(1, 2)
+        n = t.shape[0]
+        t = torch.cat([self.cls.expand(n, -1, -1), self.dist.expand(n, -1, -1), t], 1) + self.pos
+        t = self.norm(self.block(t))
+        return (self.head(t[:, 0]) + self.head_dist(t[:, 1])) / 2
