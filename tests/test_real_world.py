@@ -26,6 +26,7 @@ from fvdesk.core.optim.events import StepEvent
 from fvdesk.core.optim.render import UnitJob, render, render_units
 from fvdesk.core.optim.settings import RenderSettings
 from tests import models as test_models
+from tests.test_render import drive
 
 FAST = RenderSettings(steps=10, size=32, batch=2, seed=0, lr=0.05)
 
@@ -56,15 +57,6 @@ def _original(path: Path, tensors: list[str], x: np.ndarray) -> list[np.ndarray]
 def _rises(events) -> tuple[float, float]:
     steps = [e for e in events if isinstance(e, StepEvent)]
     return float(np.mean(steps[0].values)), float(np.mean(steps[-1].values))
-
-
-def _drain(gen):
-    events = []
-    while True:
-        try:
-            events.append(next(gen))
-        except StopIteration as stop:
-            return events, stop.value
 
 
 # -- vision transformers ---------------------------------------------------------------------------
@@ -124,12 +116,12 @@ def test_vit_objectives_channel_patch_and_class_token(vit) -> None:
 
 def test_render_a_vit_mlp_unit_end_to_end(vit) -> None:
     name = "/encoder/layers/encoder_layer_1/mlp/mlp.1/Mul_1"
-    events, results = _drain(render_units(vit, UnitJob(layer=name, units=[3, 11]), FAST))
+    events, results = drive(render_units(vit, UnitJob(layer=name, units=[3, 11]), FAST))
     assert [r.unit for r in results] == [3, 11]
     assert all(r.image.shape == (32, 32, 3) and r.image.dtype == np.uint8 for r in results)
     first, last = _rises(events)
     assert last > first, (first, last)
-    events, result = _drain(render(vit, obj.neuron(name, 3, token=0), FAST, batch=1))
+    events, result = drive(render(vit, obj.neuron(name, 3, token=0), FAST, batch=1))
     first, last = _rises(events)
     assert last > first and result.images.shape == (1, 32, 32, 3)
 
@@ -227,7 +219,7 @@ def test_conv_lstm_opens_up_to_the_lstm(model_cache: Path, capsys) -> None:
     with pytest.raises(RenderError, match="conversion to torch stopped"):
         m.graph[cut.stopped_at]
     relu = next(x.name for x in m.graph.layers if x.op == "Relu")
-    _events, results = _drain(render_units(m, UnitJob(layer=relu, units=[0]), FAST))
+    _events, results = drive(render_units(m, UnitJob(layer=relu, units=[0]), FAST))
     assert results[0].image.shape == (32, 32, 3)
     assert main(["info", str(path), "--json", "--quiet"]) == 0
     info = json.loads(capsys.readouterr().out)
@@ -289,6 +281,6 @@ def test_float16_model_renders_in_float32(model_cache: Path, tmp_path: Path) -> 
     assert 0 < par.rel_diff < 1e-2  # half-precision rounding, measured, and small
     assert any("float16" in s for s in m.canonicalization)
     layer = m.graph.layers[1].name
-    events, results = _drain(render_units(m, UnitJob(layer=layer, units=[0]), FAST))
+    events, results = drive(render_units(m, UnitJob(layer=layer, units=[0]), FAST))
     first, last = _rises(events)
     assert last > first and np.isfinite(results[0].value)

@@ -21,6 +21,9 @@ import onnx
 from onnx import ModelProto, NodeProto, TensorProto, helper, numpy_helper
 
 from fvdesk.core.errors import FvdeskError, ModelLoadError
+from fvdesk.core.model.nodes import attr as _attr
+from fvdesk.core.model.nodes import replace_all
+from fvdesk.core.model.nodes import set_attr as _set_attr
 
 STANDARD_DOMAINS = ("", "ai.onnx")
 # Ops whose value is not a function of their inputs, or that carry subgraphs: never folded.
@@ -203,11 +206,7 @@ def prune_unused(model: ModelProto, report: Report, protect: Iterable[str] = ())
     keep_inputs = [i for i in g.input if i.name in used]
     if len(keep_inputs) != len(g.input):
         dropped = [i.name for i in g.input if i.name not in used]
-        copies = [onnx.ValueInfoProto() for _ in keep_inputs]
-        for dst, src in zip(copies, keep_inputs, strict=True):
-            dst.CopyFrom(src)
-        del g.input[:]
-        g.input.extend(copies)
+        replace_all(g.input, keep_inputs, onnx.ValueInfoProto)
         report.add(f"removed {len(dropped)} unused graph inputs ({', '.join(dropped[:4])})")
     unused_init = [i for i, t in enumerate(g.initializer) if t.name not in used]
     for i in reversed(unused_init):
@@ -317,11 +316,7 @@ def fold_constants(model: ModelProto, report: Report, *, where: str = "the model
             if x in alias:
                 n.input[k] = alias[x]
     kept = [g.node[i] for i in range(len(g.node)) if i not in drop]
-    copies = [NodeProto() for _ in kept]
-    for dst, src in zip(copies, kept, strict=True):
-        dst.CopyFrom(src)
-    del g.node[:]
-    g.node.extend(copies)
+    replace_all(g.node, kept, NodeProto)
     g.initializer.extend(new_inits)
     counts = collections.Counter(n.op_type for n in folded_nodes)
     report.add(
@@ -499,11 +494,7 @@ def expand_function_ops(model: ModelProto, report: Report) -> bool:
         expanded[n.op_type] += 1
     if not expanded:
         return False
-    copies = [NodeProto() for _ in out_nodes]
-    for dst, src in zip(copies, out_nodes, strict=True):
-        dst.CopyFrom(src)
-    del model.graph.node[:]
-    model.graph.node.extend(copies)
+    replace_all(model.graph.node, out_nodes, NodeProto)
     listed = ", ".join(f"{k} x{v}" for k, v in sorted(expanded.items()))
     report.add(f"expanded ops without a torch converter into their ONNX function bodies ({listed})")
     return True
@@ -628,11 +619,7 @@ def _restore_weights(light: ModelProto, full: ModelProto, stubbed: list[str]) ->
     """Put the stubbed weights of ``full`` back into a (converted) weight-free copy ``light``."""
     names = set(stubbed)
     inputs = [i for i in light.graph.input if i.name not in names]
-    copies = [onnx.ValueInfoProto() for _ in inputs]
-    for dst, src in zip(copies, inputs, strict=True):
-        dst.CopyFrom(src)
-    del light.graph.input[:]
-    light.graph.input.extend(copies)
+    replace_all(light.graph.input, inputs, onnx.ValueInfoProto)
     light.graph.initializer.extend(t for t in full.graph.initializer if t.name in names)
     return light
 
@@ -800,11 +787,7 @@ def fix_pooling_padding(model: ModelProto, report: Report) -> None:
     if same:
         report.add(f"made {same} SAME auto-paddings explicit")
     if asym:
-        copies = [NodeProto() for _ in new_nodes]
-        for dst, src in zip(copies, new_nodes, strict=True):
-            dst.CopyFrom(src)
-        del g.node[:]
-        g.node.extend(copies)
+        replace_all(g.node, new_nodes, NodeProto)
         report.add(f"rewrote {asym} asymmetric AveragePool paddings as Pad + AveragePool")
 
 
@@ -860,32 +843,12 @@ def fix_pad_values(model: ModelProto, report: Report) -> None:
         out.extend([pad, helper.make_node("Add", [padded, const], [n.output[0]], name=n.name)])
         rewritten += 1
     if rewritten:
-        copies = [NodeProto() for _ in out]
-        for dst, src in zip(copies, out, strict=True):
-            dst.CopyFrom(src)
-        del g.node[:]
-        g.node.extend(copies)
+        replace_all(g.node, out, NodeProto)
     if dropped or rewritten:
         report.add(
             f"rewrote {dropped + rewritten} Pad constant values onnx2torch cannot pass to torch "
             f"({dropped} zero, {rewritten} as zero padding plus a constant border)"
         )
-
-
-def _attr(n: NodeProto, name: str, default: object = None) -> object:
-    for a in n.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
-
-
-def _set_attr(n: NodeProto, name: str, value: object) -> None:
-    for i, a in enumerate(n.attribute):
-        if a.name == name:
-            del n.attribute[i]
-            break
-    if value is not None:
-        n.attribute.append(helper.make_attribute(name, value))
 
 
 def _same_pads(n: NodeProto, shapes: dict) -> list[int] | None:

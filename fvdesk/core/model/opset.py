@@ -36,7 +36,10 @@ import collections
 from collections.abc import Callable
 
 import numpy as np
-from onnx import ModelProto, NodeProto, TensorProto, defs, helper, numpy_helper
+from onnx import ModelProto, NodeProto, TensorProto, defs, numpy_helper
+
+from fvdesk.core.model.nodes import attr as _attr
+from fvdesk.core.model.nodes import set_attr as _set
 
 TARGET = 17
 _REDUCE = {
@@ -101,22 +104,6 @@ class _Ctx:
         if not isinstance(d, int) or d <= 0:
             raise NotLowerable(f"dimension {axis} of {tensor!r} is not static")
         return d
-
-
-def _attr(n: NodeProto, name: str, default: object = None) -> object:
-    for a in n.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
-
-
-def _set(n: NodeProto, name: str, value: object) -> None:
-    for i, a in enumerate(n.attribute):
-        if a.name == name:
-            del n.attribute[i]
-            break
-    if value is not None:
-        n.attribute.append(helper.make_attribute(name, value))
 
 
 def _text(v: object) -> str:
