@@ -2,14 +2,23 @@
 
 Phases (each reported to ``progress(fraction, message)`` and timed in ``LoadedModel.timings``):
 
-1. read      the file in chunks (sha256 on the way), parse it, load and vet external data
-2. repair    name nodes, check/sort the graph, ``canonicalize`` (onnx tools + onnxruntime folding)
-3. check     every node against onnx2torch's converter registry (all unsupported ops named at once)
-4. convert   ``onnx2torch.convert(..., attach_onnx_mapping=True)``, ``eval()``
-5. probe     one forward at the native size records every tensor's shape; batch 2 and a larger
-             size are tried to learn ``max_batch`` / ``fixed_size``
-6. layers    the ``LayerGraph`` (shape inference + probe) and ``node_of_layer`` (fx node names)
+1. read      the file in chunks (sha256 on the way), parse it, vet declared sizes and names, load
+             and vet external data
+2. repair    name nodes, check/sort the graph, ``canonicalize`` (named passes: onnx tools,
+             onnxruntime folding, opset-17 rewrites, float16 widening)
+3. check     every node against onnx2torch's converter registry; unconvertible nodes and what
+             depends on them are cut off (partial conversion, ``LoadedModel.conversion``)
+4. convert   ``onnx2torch.convert(..., attach_onnx_mapping=True)``, ``eval()``; a node whose
+             converter raises is cut off too
+5. probe     forwards at batch 1 and 2 at the native size record every tensor's shape (and which
+             tensors carry the batch in dim 0); a larger size tells ``fixed_size``
+6. layers    the ``LayerGraph`` (shape inference + probe): feature maps, vectors, token layers,
+             attention tensors, and the left-out nodes greyed
 7. parity    torch vs onnxruntime (CPU) on a seeded input, on the outputs and a mid feature map
+
+Steps 2-5 form one build attempt.  When the canonical graph fails to convert or run (or converts
+only in part) where the file without repairs converts completely, the build is retried with each
+applied repair left out in turn, and the one to blame is reported.
 
 Nothing is half-loaded: the result is built only when every phase succeeded, and every failure is
 an ``FvdeskError`` whose message is one sentence naming the file.
@@ -20,7 +29,8 @@ NCHW or NHWC position (or dynamic there) are candidates.  ``input_name=`` (or th
 them.  Other inputs get zeros of their declared shape (``LoadedModel.extra_inputs``).
 
 Preprocessing order: ``preprocessing=`` argument, ONNX ``metadata_props``
-(``fvdesk.preprocessing``, or Windows ML's ``Image.BitmapPixelFormat``/``Image.NominalPixelRange``),
+(``fvdesk.preprocessing``; Ultralytics exports, which feed [0, 1]; Windows ML's
+``Image.BitmapPixelFormat``/``Image.NominalPixelRange``),
 the sidecar, then the documented default preset ``imagenet`` (source ``"default"``).
 """
 
