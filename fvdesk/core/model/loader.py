@@ -728,7 +728,14 @@ class _Loader:
                     module = conv.convert(model, attach_onnx_mapping=True)
                 finally:
                     conv.safe_shape_inference, conv.get_converter = original_inf, original_get
-        except (NotImplementedError, KeyError, ValueError, TypeError, IndexError) as e:
+        except (
+            NotImplementedError,
+            KeyError,
+            ValueError,
+            TypeError,
+            IndexError,
+            RuntimeError,
+        ) as e:
             if current:
                 node = current[0]
                 op = (
