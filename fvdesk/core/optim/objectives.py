@@ -29,6 +29,8 @@ from typing import Literal
 
 import torch
 
+from fvdesk.core.model.layers import token_target
+
 UnitKind = Literal["neuron", "channel", "deepdream", "logit", "prob"]
 Activations = Mapping[str, torch.Tensor]
 
@@ -287,9 +289,18 @@ def neuron(
     x: int | None = None,
     y: int | None = None,
     *,
+    token: int | None = None,
     batch: int | None = None,
 ) -> Objective:
-    """``layer[x, y, z]`` (centre position by default): one spatial position of one channel."""
+    """``layer[x, y, z]`` (centre position by default): one spatial position of one channel.
+
+    For a token layer (a vision transformer) positions are patches of its grid; ``token=k``
+    picks extra token ``k`` instead (0: the class token), read as ``layer#k``.
+    """
+    if token is not None:
+        if x is not None or y is not None:
+            raise ValueError("a neuron objective takes a patch (x, y) or a token, not both")
+        return Unit(token_target(layer, token), "neuron", z, batch=batch)
     return Unit(layer, "neuron", z, x=x, y=y, batch=batch)
 
 

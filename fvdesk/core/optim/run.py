@@ -148,9 +148,9 @@ def _run_planned(
 def diversity_layer(model: LoadedModel, layer: str) -> str:
     """Where facets are compared: the layer itself, or the last feature map before a vector."""
     lay = model.graph[layer]
-    if lay.kind == "feature":
+    if lay.kind in ("feature", "tokens"):  # maps (token layers are handed out as patch maps)
         return layer
-    before = [x for x in model.graph if x.kind == "feature" and x.index < lay.index]
+    before = [x for x in model.graph if x.kind in ("feature", "tokens") and x.index < lay.index]
     return before[-1].name if before else layer
 
 

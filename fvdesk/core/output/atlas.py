@@ -104,14 +104,14 @@ def layer_folder(layer: Any) -> str:
 def plan_atlas(
     model: Any, layers: Sequence[str] | None = None, units_per_layer: int | None = None
 ) -> list[AtlasLayer]:
-    """The layers to render (default: every feature-map layer) and their units, in model order.
+    """The layers to render (default: every feature map and token layer) and their units, in order.
 
     ``layers`` holds names or glob patterns (``*relu*``); a name or pattern matching nothing raises
     ``LayerSelectionError`` with the nearest names.  ``units_per_layer`` keeps the first N units.
     """
     graph = model.graph
     if not layers:
-        chosen = [x for x in graph if x.kind == "feature"]
+        chosen = [x for x in graph if x.kind in ("feature", "tokens")]
     else:
         picked: dict[str, Any] = {}
         for pat in layers:
