@@ -64,7 +64,7 @@ def test_settings_defaults_and_json_round_trip() -> None:
     # the recipe chosen by benchmarks/bench_fidelity.py (issue 12): lr 0.08 annealed over the
     # second half to 5 %, spectrum 1/f**1.5, fvdesk's transform chain; early stop off
     assert (s.steps, s.size, s.lr, s.batch, s.param, s.decorrelate, s.decay) == (
-        512,
+        256,
         None,
         0.08,
         8,

@@ -141,7 +141,7 @@ class TransformSettings:
 class RenderSettings:
     """Everything that determines a render; ``to_dict()`` is what galleries record."""
 
-    steps: int = 512
+    steps: int = 256  # reaches Lucent's 512-step quality well before; see benchmarks/README.md
     size: int | None = None  # canvas px; None = the model's input size
     lr: float = 0.08
     batch: int = 8
