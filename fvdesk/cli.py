@@ -1027,7 +1027,7 @@ def write_job(
 
     dev_text = describe_device(device)
     gallery = Gallery.open(out, ModelInfo.from_model(model), title=job.title, device=dev_text)
-    committer = BatchCommitter(gallery, device=dev_text, steps=job.settings.steps)
+    committer = BatchCommitter(gallery, device=dev_text)
     total = len(only) if only is not None else len(job.spec.slots())
     bar = Progress(total, enabled=Progress.wanted(quiet), label=job.title[-40:])
     committed = 0

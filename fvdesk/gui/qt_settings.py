@@ -61,8 +61,9 @@ FIELDS: tuple[Field, ...] = (
     Field("size", "Canvas size", "int", 128, 0, 1024, 16, suffix=" px", special="model's size", group="Optimization",
           tip="Side of the optimized image; at the minimum, the model's own input size. "
               "Models with a fixed input size see the canvas resized."),
-    Field("lr", "Learning rate", "float", 0.05, 0.0001, 2.0, 0.01, 4, group="Optimization",
-          tip="Adam learning rate (the article: 0.05 in decorrelated Fourier space)."),
+    Field("lr", "Learning rate", "float", 0.08, 0.0001, 2.0, 0.01, 4, group="Optimization",
+          tip="Adam learning rate, annealed over the second half of the steps (the engine's default; "
+              "the article: 0.05, constant)."),
     Field("batch", "Batch size", "int", 8, 1, 512, 1, group="Optimization",
           tip="Images optimized together; many units of a layer render in batches of this size."),
     Field("seed", "Seed", "int", 0, 0, 2**31 - 1, 1, group="Optimization",

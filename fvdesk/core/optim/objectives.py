@@ -479,7 +479,7 @@ class WithDiversity(Objective):
 
 
 def with_diversity(
-    main: Objective, layer: str, weight: float = 3.0, groups: Sequence[Sequence[int]] | None = None
+    main: Objective, layer: str, weight: float = 1.25, groups: Sequence[Sequence[int]] | None = None
 ) -> Objective:
     """``main`` plus the diversity term, weighted relative to ``main``'s magnitude (see class)."""
     return WithDiversity(main, layer, weight, groups)

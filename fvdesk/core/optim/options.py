@@ -100,6 +100,26 @@ OPTIONS: tuple[Option, ...] = (
     Option("seed", "random seed: the same seed renders the same image", "optimization", int),
     Option("init_sd", "standard deviation of the random start", "optimization", float),
     Option(
+        "lr_anneal",
+        "share of the steps, at the end, over which the learning rate falls (cosine; 0: constant)",
+        "optimization",
+        float,
+    ),
+    Option("lr_final", "the learning rate at the end, as a share of --lr", "optimization", float),
+    Option(
+        "early_stop",
+        "stop once no image's objective gains more than this share per window (0: never)",
+        "optimization",
+        float,
+    ),
+    Option(
+        "early_stop_window",
+        "steps per window of that early-stop comparison",
+        "optimization",
+        int,
+        low=1,
+    ),
+    Option(
         "relu_override_steps",
         "steps of redirected ReLU gradients for units dead on the start image (0: off)",
         "optimization",
@@ -168,6 +188,13 @@ OPTIONS: tuple[Option, ...] = (
         "second random shift, total pixels",
         "transformation robustness",
         int,
+        transform=True,
+    ),
+    Option(
+        "subpixel",
+        "real-valued (not whole-pixel) random shifts",
+        "transformation robustness",
+        bool,
         transform=True,
     ),
     Option(

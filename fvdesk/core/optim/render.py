@@ -54,6 +54,7 @@ from fvdesk.core.optim.events import (
 )
 from fvdesk.core.optim.jobs import Slot
 from fvdesk.core.optim.param import ImageParam
+from fvdesk.core.optim.schedule import EarlyStop, anneal_steps, learning_rate
 from fvdesk.core.optim.settings import RenderSettings
 from fvdesk.core.optim.transforms import RobustnessTransform
 
@@ -358,6 +359,9 @@ def _render_core(
         )
         fused = device.type in ("cpu", "cuda")  # one kernel per Adam step where torch has it
         opt = torch.optim.Adam(param.parameters(), lr=settings.lr, fused=fused)
+        anneal = anneal_steps(settings.steps, settings.lr_anneal)
+        stopper = EarlyStop(settings.early_stop, settings.early_stop_window)
+        end = settings.steps  # the last step; moves earlier when the objective has converged
         main = objective.main()
         pipe = _InputPipeline(model, tf, model.input.channels, device, pre)
 
@@ -422,6 +426,21 @@ def _render_core(
         redirect = torch.zeros(b, dtype=torch.bool, device=device)
         redirect[dead_start] = True
 
+        def watch(step: int, values: np.ndarray) -> Generator[Event, None, None]:
+            """Early stop: once converged, only the learning-rate anneal is left to run."""
+            nonlocal end
+            if (
+                end == settings.steps
+                and stopper.update(step, values)
+                and step + anneal < settings.steps
+            ):
+                end = step + anneal
+                yield NoticeEvent(
+                    f"Converged at step {step} (no image gained more than {settings.early_stop:g} "
+                    f"of its objective over {settings.early_stop_window} steps); stopping after "
+                    f"step {end} of {settings.steps}."
+                )
+
         pending: tuple[int, torch.Tensor, torch.cuda.Event] | None = None
 
         def flush() -> Generator[Event, None, None]:
@@ -434,14 +453,20 @@ def _render_core(
             arr = host.numpy().astype(np.float64)
             check_finite(step, float(arr[0]), arr[1:])
             yield StepEvent(step, settings.steps, float(arr[0]), arr[1:].copy(), **where)
+            yield from watch(step, arr[1:])
 
         steps_done = 0
         was_cancelled = False
         step = 0
         for step in range(1, settings.steps + 1):
+            if step > end:
+                break
             if cancelled():
                 was_cancelled = True
                 break
+            if anneal:
+                for group in opt.param_groups:
+                    group["lr"] = learning_rate(step, end, settings.lr, anneal, settings.lr_final)
             if override_until and step == override_until + 1 and not restarted:
                 restarted = True
                 _, _, zero = probe(True)
@@ -493,11 +518,8 @@ def _render_core(
                 arr = stats.numpy().astype(np.float64)
                 check_finite(step, float(arr[0]), arr[1:])
                 yield StepEvent(step, settings.steps, float(arr[0]), arr[1:].copy(), **where)
-            if (
-                settings.preview_every
-                and step % settings.preview_every == 0
-                and step != settings.steps
-            ):
+                yield from watch(step, arr[1:])
+            if settings.preview_every and step % settings.preview_every == 0 and step != end:
                 yield from flush()
                 yield PreviewEvent(step, param.to_uint8(), **where)
         yield from flush()

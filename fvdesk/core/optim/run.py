@@ -135,6 +135,7 @@ def _run_planned(
                 seed=settings.seed,
                 steps=r.steps_done,
                 slot=sid,
+                cancelled=r.cancelled,
                 caption=plan.caption(slot, label),
                 seconds=share,
                 provenance=job.provenance(slot, out.slots, device=text),

@@ -17,22 +17,43 @@ from fvdesk.core.errors import ConfigError
 PadMode = Literal["constant", "reflect"]
 FitMode = Literal["resize", "crop"]
 
+#: The article's chain: scales and angles (degrees) drawn each step.
 ARTICLE_SCALES: tuple[float, ...] = (1.0, 0.975, 1.025, 0.95, 1.05)
 ARTICLE_ANGLES: tuple[float, ...] = tuple(float(a) for a in range(-5, 6))
+#: fvdesk's default chain (chosen by ``benchmarks/bench_fidelity.py``): scales 0.80-1.04, so the
+#: network sees the canvas a little zoomed out (0.92 on average) and fine detail gains it less;
+#: rotations up to 10 degrees either way.
+FVDESK_SCALES: tuple[float, ...] = tuple(round(0.8 + 0.02 * i, 2) for i in range(13))
+FVDESK_ANGLES: tuple[float, ...] = tuple(float(a) for a in range(-10, 11, 2))
 
 
 @dataclass
 class TransformSettings:
-    """The robustness chain; set an element to 0 / ``None`` / ``False`` to remove it."""
+    """The robustness chain; set an element to 0 / ``None`` / ``False`` to remove it.
+
+    The defaults are fvdesk's chain: the article's padding and jitters, wider scales (zoomed
+    out on average) and rotations, real-valued jitters and mirrored padding; ``article()`` is
+    the article's chain exactly.
+    """
 
     pad: int = 16
     jitter: int = 16
-    scales: tuple[float, ...] | None = ARTICLE_SCALES
-    angles: tuple[float, ...] | None = ARTICLE_ANGLES  # degrees
+    scales: tuple[float, ...] | None = FVDESK_SCALES
+    angles: tuple[float, ...] | None = FVDESK_ANGLES  # degrees
     jitter2: int = 8
     crop: bool = True
-    pad_mode: PadMode = "constant"
+    pad_mode: PadMode = "reflect"
     pad_value: float = 0.5
+    # jitters as any real shift, not whole pixels: the network never sees the canvas on its own
+    # pixel grid, so pixel-exact patterns cannot pay off (see transforms.py)
+    subpixel: bool = True
+
+    @classmethod
+    def article(cls) -> TransformSettings:
+        """The article's chain: pad 16 (grey), jitter 16, scale, rotate +-5 deg, jitter 8, crop."""
+        return cls(
+            scales=ARTICLE_SCALES, angles=ARTICLE_ANGLES, pad_mode="constant", subpixel=False
+        )
 
     def __post_init__(self) -> None:
         if self.scales is not None:
@@ -53,6 +74,10 @@ class TransformSettings:
             raise ConfigError(f"Transform scales must be positive numbers, got {self.scales!r}.")
         if self.angles is not None and any(not math.isfinite(a) for a in self.angles):
             raise ConfigError(f"Transform angles must be finite numbers, got {self.angles!r}.")
+        if not isinstance(self.subpixel, bool):
+            raise ConfigError(
+                f"Transform setting 'subpixel' must be true or false, got {self.subpixel!r}."
+            )
         if self.pad_mode not in ("constant", "reflect"):
             raise ConfigError(
                 f"Transform pad_mode must be 'constant' or 'reflect', got {self.pad_mode!r}."
@@ -116,13 +141,13 @@ class TransformSettings:
 class RenderSettings:
     """Everything that determines a render; ``to_dict()`` is what galleries record."""
 
-    steps: int = 512
+    steps: int = 256  # reaches Lucent's 512-step quality well before; see benchmarks/README.md
     size: int | None = None  # canvas px; None = the model's input size
-    lr: float = 0.05
+    lr: float = 0.08
     batch: int = 8
     param: Literal["fourier", "pixel"] = "fourier"
     decorrelate: bool = True
-    decay: float = 1.0
+    decay: float = 1.5  # spectrum 1/f**decay; the article's (Lucid's) is 1.0
     color_matrix: list[list[float]] | None = None  # None = the ImageNet colour correlation
     transforms: TransformSettings | None = field(default_factory=TransformSettings)
     fit: Literal["resize", "crop"] = "resize"  # fixed-size models: canvas -> native size
@@ -139,6 +164,14 @@ class RenderSettings:
     amp: bool = False  # CUDA only; bfloat16 autocast of the model's forward
     init_sd: float = 0.01
     shared: list[list[int]] = field(default_factory=list)  # [(keyframes, factor)], interpolation
+    # learning-rate schedule (schedule.py): constant, then a cosine over the last ``lr_anneal``
+    # of the steps down to ``lr_final`` times ``lr``; 0 = a constant rate
+    lr_anneal: float = 0.5
+    lr_final: float = 0.05
+    # early stop (schedule.EarlyStop): stop (after the anneal) once no image's objective gained
+    # more than ``early_stop`` (relative) from one ``early_stop_window``-step window to the next
+    early_stop: float = 0.0
+    early_stop_window: int = 32
 
     def __post_init__(self) -> None:
         if isinstance(self.transforms, dict):
@@ -158,6 +191,7 @@ class RenderSettings:
             "blur_every",
             "relu_override_steps",
             "seed",
+            "early_stop_window",
         ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -168,7 +202,7 @@ class RenderSettings:
             isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 8
         ):
             raise bad("size", "must be None or a whole number of pixels >= 8")
-        for name in ("lr", "decay", "tv", "l1", "l2", "blur_sigma", "init_sd"):
+        for name in ("lr", "decay", "tv", "l1", "l2", "blur_sigma", "init_sd", "early_stop"):
             v = getattr(self, name)
             if (
                 isinstance(v, bool)
@@ -179,6 +213,12 @@ class RenderSettings:
                 raise bad(name, "must be a finite number >= 0")
         if self.lr <= 0:
             raise bad("lr", "must be positive")
+        for name in ("lr_anneal", "lr_final"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+                raise bad(name, "must be a number from 0 to 1")
+        if self.early_stop_window < 1:
+            raise bad("early_stop_window", "must be at least 1")
         if self.param not in ("fourier", "pixel"):
             raise bad("param", "must be 'fourier' or 'pixel'")
         if self.fit not in ("resize", "crop"):
