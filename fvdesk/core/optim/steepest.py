@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import torch
 
+from fvdesk.core.optim.parameterizations import make_param
 from fvdesk.core.optim.settings import RenderSettings
+from fvdesk.core.optim.transforms import RobustnessTransform
 
 
 class SteepestAscent(torch.optim.Optimizer):
@@ -81,3 +84,34 @@ def step_image(delta: torch.Tensor) -> np.ndarray:
 
 def rms(x: torch.Tensor) -> float:
     return math.sqrt(float(x.detach().double().pow(2).mean()))
+
+
+def first_step(
+    model: Any,
+    objective: Any,
+    settings: RenderSettings,
+    x0: torch.Tensor,
+    device: torch.device,
+    pre: Any = None,
+) -> tuple[torch.Tensor, float]:
+    """One update from the start images ``x0`` (NCHW in [0, 1]) under ``settings``'
+    parameterization and update rule, without transforms: the change of the image it makes, and
+    the first-order gain of the objective per unit RMS change (``g . dx / rms(dx)``)."""
+    b, _, h, w = x0.shape
+    p = make_param(settings, b, h, w, channels=model.input.channels, seeds=[0] * b, device=device)
+    p.set_image_(x0)
+    opt = make_optimizer(settings, p.parameters(), device)
+    ext = model.extractor(list(objective.layers))
+    out = (int(model.input.height), int(model.input.width)) if model.input.fixed_size else None
+    fit = RobustnessTransform(None, (h, w), out=out, fit=settings.fit)
+    x = p()
+    x.retain_grad()
+    values = objective(ext(model.prepare_input(fit.fit_only(x), pre)))
+    opt.zero_grad(set_to_none=True)
+    (-values.sum()).backward()
+    g = x.grad.detach()
+    opt.step()
+    with torch.no_grad():
+        delta = p() - x.detach()
+    gain = float((g * delta).sum().neg()) / max(rms(delta), 1e-20)
+    return delta, gain
