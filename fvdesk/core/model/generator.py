@@ -117,7 +117,7 @@ def _latent_shape(inputs: list[Any]) -> tuple[int, ...] | None:
     ]
     if len(dims) == 2 and dims[1]:
         return (int(dims[1]),)
-    if len(dims) == 4 and dims[1] and dims[2] in (1, None) and dims[3] in (1, None):
+    if len(dims) == 4 and dims[1] and dims[2] == 1 and dims[3] == 1:
         return (int(dims[1]), 1, 1)
     return None
 

@@ -150,8 +150,10 @@ def magnitude_spectrum_of_folder(
     """The magnitude spectrum of a folder of images (unreadable files are skipped)."""
     from PIL import Image
 
+    files = folder_images(folder, max_images)
+
     def read() -> Iterable[np.ndarray]:
-        for p in folder_images(folder, max_images):
+        for p in files:
             try:
                 with Image.open(p) as im:
                     yield np.asarray(im.convert("RGB"))
