@@ -354,7 +354,7 @@ def test_direction_value_is_the_dot_product_it_claims(demo, tmp_path) -> None:
 
 # -- the article's figures -------------------------------------------------------------------------
 def test_steepest_descent_view_orders_the_metrics_as_the_article(demo) -> None:
-    job = Job.for_model(demo, SteepestJob((Term(BLOCK3, 3),), steps=2), RenderSettings(size=32))
+    job = Job.for_model(demo, SteepestJob((Term(BLOCK3, 3),)), RenderSettings(steps=2, size=32))
     out = drive(run_job(demo, job))
     assert [r.slot for r in out.results] == list(range(6))
     hf = high_frequency_share(np.stack([r.image for r in out.results[:3]]))

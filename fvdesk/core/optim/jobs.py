@@ -534,19 +534,15 @@ class SpectrumJob(JobSpec):
 @dataclass(frozen=True)
 class SteepestJob(JobSpec):
     """The steepest-descent view: from one start image, the first step under the L2, L-infinity
-    and decorrelated-Fourier metrics (slots 0-2) and the renders after ``steps`` steps of each
-    (slots 3-5; ``None``: the settings' steps)."""
+    and decorrelated-Fourier metrics (slots 0-2) and the renders after the settings' steps of
+    each (slots 3-5)."""
 
     type: ClassVar[str] = "steepest"
 
     terms: tuple[Term, ...]
-    steps: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "terms", _terms(self.terms, "A steepest-descent view"))
-        n = self.steps
-        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-            raise ConfigError(f"The steepest-descent view needs steps >= 1, got {n!r}.")
 
     def slots(self) -> list[Slot]:
         return [Slot(i, -1, i, (0,), i) for i in range(6)]

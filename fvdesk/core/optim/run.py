@@ -408,7 +408,7 @@ def _run_steepest(
     dev = resolve_device(device, job.settings)
     if model.device != dev:
         model.to(dev)
-    base = replace(job.settings, steps=spec.steps or job.settings.steps)
+    base = job.settings
     objective = terms_objective(spec.terms)
     x0 = _start_image(model, base, dev)
     text = describe_device(dev)
@@ -424,9 +424,10 @@ def _run_steepest(
             unit = spec.terms[0].unit if len(spec.terms) == 1 else -1
             ur = UnitResult(spec.terms[0].layer, unit, slot.facet,
                             f"{100 * high:.0f}% above 0.25 cyc/px", "steepest", False, gain,
-                            step_image(delta)[0], False, base.seed, 1,
+                            step_image(delta)[0], False, base.seed, base.steps,
                             slot=slot.index, caption=name,
                             provenance=job.provenance(slot, [slot.index], device=text))  # fmt: skip
+            # ``steps``: the view's budget (a first step is complete, not a cancelled render)
             results.append(ur)
             yield UnitDoneEvent(ur)
             continue
