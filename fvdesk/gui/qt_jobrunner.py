@@ -63,6 +63,7 @@ class JobRunner(QObject):
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fvdesk-figure")
         self._flags: set[threading.Event] = set()
         self._futures: set[Future] = set()
+        self._closed = False
         self._event.connect(lambda sink, ev: sink.feed(ev))
         self._finished.connect(lambda sink, res: sink.finished(res))
         self._failed.connect(lambda sink, msg: sink.failed(msg))
@@ -71,6 +72,9 @@ class JobRunner(QObject):
         """Queue ``spec``; returns the function that cancels it."""
         from fvdesk.core.optim.jobs import Job
 
+        if self._closed:
+            sink.failed("The renderer has shut down.")
+            return lambda: None
         model = self._model()
         if model is None:
             sink.failed("Open a model first.")
@@ -94,6 +98,7 @@ class JobRunner(QObject):
 
     def shutdown(self, timeout: float = 10.0) -> bool:
         """Cancel everything and wait for the worker; True when it stopped."""
+        self._closed = True
         for flag in list(self._flags):
             flag.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
