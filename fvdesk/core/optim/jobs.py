@@ -286,8 +286,33 @@ class UnitJob(JobSpec):
         _check_position(lay, self.x, self.y)
 
 
+def _terms(value: Any, what: str) -> tuple[Term, ...]:
+    terms = tuple(t if isinstance(t, Term) else Term.from_dict(t) for t in value)
+    if not terms:
+        raise ConfigError(f"{what} needs at least one term.")
+    return terms
+
+
+def _validate_terms(terms: Sequence[Term], graph: Any) -> None:
+    for t in terms:
+        UnitJob(t.layer, (t.unit,), kind=t.kind, x=t.x, y=t.y).validate(graph)
+
+
+class _OnTerms(JobSpec):
+    """A spec about one weighted sum of unit objectives (``self.terms``)."""
+
+    terms: tuple[Term, ...]
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(t.layer for t in self.terms))
+
+    def validate(self, graph: Any) -> None:
+        _validate_terms(self.terms, graph)
+
+
 @dataclass(frozen=True)
-class CombinationJob(JobSpec):
+class CombinationJob(_OnTerms):
     """Neuron arithmetic: ``facets`` images of one weighted sum of unit objectives."""
 
     type: ClassVar[str] = "combination"
@@ -314,27 +339,8 @@ class CombinationJob(JobSpec):
         return [Slot(f, -1, f, (f,), 0 if self.coupled else f) for f in range(self.facets)]
 
     @property
-    def layers(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(t.layer for t in self.terms))
-
-    @property
     def title(self) -> str:
         return combination_caption(self.terms)
-
-    def validate(self, graph: Any) -> None:
-        _validate_terms(self.terms, graph)
-
-
-def _terms(value: Any, what: str) -> tuple[Term, ...]:
-    terms = tuple(t if isinstance(t, Term) else Term.from_dict(t) for t in value)
-    if not terms:
-        raise ConfigError(f"{what} needs at least one term.")
-    return terms
-
-
-def _validate_terms(terms: Sequence[Term], graph: Any) -> None:
-    for t in terms:
-        UnitJob(t.layer, (t.unit,), kind=t.kind, x=t.x, y=t.y).validate(graph)
 
 
 @dataclass(frozen=True)
@@ -497,7 +503,7 @@ class InterpolationJob(JobSpec):
 
 
 @dataclass(frozen=True)
-class SpectrumJob(JobSpec):
+class SpectrumJob(_OnTerms):
     """The regularization spectrum row: one objective rendered once per variant
     (``fvdesk.core.optim.variants.SPECTRUM``), each with the job's settings turned into the
     variant's."""
@@ -520,19 +526,12 @@ class SpectrumJob(JobSpec):
         return [Slot(i, -1, i, (0,), i) for i in range(len(self.variants))]
 
     @property
-    def layers(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(t.layer for t in self.terms))
-
-    @property
     def title(self) -> str:
         return f"spectrum of {combination_caption(self.terms)}"
 
-    def validate(self, graph: Any) -> None:
-        _validate_terms(self.terms, graph)
-
 
 @dataclass(frozen=True)
-class SteepestJob(JobSpec):
+class SteepestJob(_OnTerms):
     """The steepest-descent view: from one start image, the first step under the L2, L-infinity
     and decorrelated-Fourier metrics (slots 0-2) and the renders after the settings' steps of
     each (slots 3-5)."""
@@ -548,15 +547,8 @@ class SteepestJob(JobSpec):
         return [Slot(i, -1, i, (0,), i) for i in range(6)]
 
     @property
-    def layers(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(t.layer for t in self.terms))
-
-    @property
     def title(self) -> str:
         return f"steepest descent for {combination_caption(self.terms)}"
-
-    def validate(self, graph: Any) -> None:
-        _validate_terms(self.terms, graph)
 
 
 def _check_position(layer: Any, x: int | None, y: int | None) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 
@@ -183,7 +184,7 @@ def _groups(chunk: Sequence[Slot]) -> list[list[int]]:
 
 
 def _diverse(
-    model: LoadedModel, spec: UnitJob | CombinationJob, layer: str, slots: list[Slot]
+    model: LoadedModel, spec: UnitJob | CombinationJob | DirectionJob, layer: str, slots: list[Slot]
 ) -> tuple[list[Slot], str | None, list[str]]:
     """Drop the coupling when the model cannot batch a unit's facets (with a notice)."""
     if not spec.coupled:
@@ -198,6 +199,17 @@ def _diverse(
     return slots, spec.diversity_layer or diversity_layer(model, layer), []
 
 
+def _signed_diverse(
+    main: obj.Objective, spec: Any, div_layer: str | None, chunk: Sequence[Slot]
+) -> obj.Objective:
+    """``main`` negated for negative specs, with the diversity term when facets are coupled."""
+    if spec.negative:
+        main = -main
+    if div_layer is None:
+        return main
+    return obj.with_diversity(main, div_layer, spec.diversity_weight, _groups(chunk))
+
+
 def _plan_units(model: LoadedModel, job: Job) -> Plan:
     spec: UnitJob = job.spec  # type: ignore[assignment]
     slots, div_layer, notices = _diverse(model, spec, spec.layer, spec.slots())
@@ -208,11 +220,7 @@ def _plan_units(model: LoadedModel, job: Job) -> Plan:
         else:
             units = [s.unit for s in chunk]
             main = obj.Unit(spec.layer, spec.kind, units, x=spec.x, y=spec.y)  # type: ignore[arg-type]
-        if spec.negative:
-            main = -main
-        if div_layer is None:
-            return main
-        return obj.with_diversity(main, div_layer, spec.diversity_weight, _groups(chunk))
+        return _signed_diverse(main, spec, div_layer, chunk)
 
     def label(slot: Slot) -> str | None:
         return job.label(model.graph, spec.layer, slot.unit)
@@ -232,12 +240,7 @@ def _plan_combination(model: LoadedModel, job: Job) -> Plan:
     text = combination_caption(spec.terms)
 
     def build(chunk: Sequence[Slot]) -> obj.Objective:
-        total = terms_objective(spec.terms)
-        if spec.negative:
-            total = -total
-        if div_layer is None:
-            return total
-        return obj.with_diversity(total, div_layer, spec.diversity_weight, _groups(chunk))
+        return _signed_diverse(terms_objective(spec.terms), spec, div_layer, chunk)
 
     def caption(slot: Slot, _label: str | None) -> str:
         name = f"({text})" if spec.negative and len(spec.terms) > 1 else text
@@ -268,12 +271,7 @@ def _plan_direction(model: LoadedModel, job: Job) -> Plan:
 
     def build(chunk: Sequence[Slot]) -> obj.Objective:
         rows = torch.stack([vectors[s.seed_keys[0]] for s in chunk])
-        main: obj.Objective = obj.Direction(spec.layer, rows)
-        if spec.negative:
-            main = -main
-        if div_layer is None:
-            return main
-        return obj.with_diversity(main, div_layer, spec.diversity_weight, _groups(chunk))
+        return _signed_diverse(obj.Direction(spec.layer, rows), spec, div_layer, chunk)
 
     def caption(slot: Slot, _label: str | None) -> str:
         d, f = slot.seed_keys
@@ -374,15 +372,22 @@ def _as_slot(
         return stop.value
 
 
+def _figure_start(
+    model: LoadedModel, job: Job, device: torch.device | str | None
+) -> tuple[float, torch.device]:
+    """The start time and device of a figure's run, after checking its settings and spec."""
+    job.settings.validate()
+    job.spec.validate(model.graph)
+    return time.perf_counter(), resolve_device(device, job.settings)
+
+
 def _run_spectrum(
     model: LoadedModel, job: Job, cancelled: Callable[[], bool],
     only: Sequence[int] | None, device: torch.device | str | None,
 ) -> Generator[Event, None, JobResult]:  # fmt: skip
     """The regularization spectrum row: the objective once per variant of the settings."""
-    t0 = time.perf_counter()
+    t0, dev = _figure_start(model, job, device)
     spec: SpectrumJob = job.spec  # type: ignore[assignment]
-    spec.validate(model.graph)
-    dev = resolve_device(device, job.settings)
     target = CombinationJob(spec.terms)
     results: list[UnitResult] = []
     cancelled_any = False
@@ -402,10 +407,8 @@ def _run_steepest(
     only: Sequence[int] | None, device: torch.device | str | None,
 ) -> Generator[Event, None, JobResult]:  # fmt: skip
     """The steepest-descent view: three first steps (slots 0-2), three renders (slots 3-5)."""
-    t0 = time.perf_counter()
+    t0, dev = _figure_start(model, job, device)
     spec: SteepestJob = job.spec  # type: ignore[assignment]
-    spec.validate(model.graph)
-    dev = resolve_device(device, job.settings)
     if model.device != dev:
         model.to(dev)
     base = job.settings
