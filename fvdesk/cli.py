@@ -1185,6 +1185,7 @@ def _settings_or_usage(args: argparse.Namespace, device: Any) -> Any:
 # atlas
 # ------------------------------------------------------------------------------------------------
 def cmd_atlas(args: argparse.Namespace) -> int:
+    from fvdesk.core.optim.drive import drive
     from fvdesk.core.output import atlas as atl
 
     if args.merge is not None:
@@ -1230,7 +1231,7 @@ def cmd_atlas(args: argparse.Namespace) -> int:
     if not args.quiet and todo.skipped:
         bar.message(f"resuming: {todo.skipped} of {todo.total} units already done")
     try:
-        summary = _drive(runner.run(), bar, args.quiet)
+        summary = drive(runner.run(), _atlas_events(bar, args.quiet))
     except BaseException:
         bar.close()
         if not args.quiet:
@@ -1249,8 +1250,8 @@ def cmd_atlas(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _drive(gen: Any, bar: Progress, quiet: bool) -> Any:
-    """Run an atlas generator, feeding the progress bar; returns its summary."""
+def _atlas_events(bar: Progress, quiet: bool) -> Callable[[Any], None]:
+    """The atlas's events as progress-bar updates (for ``drive``)."""
     from fvdesk.core.optim.events import NoticeEvent, StepEvent
     from fvdesk.core.output import atlas as atl
 
@@ -1262,14 +1263,13 @@ def _drive(gen: Any, bar: Progress, quiet: bool) -> Any:
         ),
         atl.LayerStarted: lambda ev: bar.update(label=ev.layer[-30:]),
     }
-    while True:
-        try:
-            ev = next(gen)
-        except StopIteration as stop:
-            return stop.value
+
+    def on_event(ev: Any) -> None:
         h = handlers.get(type(ev))
         if h is not None:
             h(ev)
+
+    return on_event
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -40,3 +40,56 @@ def torchvision_onnx(model_cache):
         return test_models.torchvision_onnx(arch, model_cache, size=size, **kwargs)
 
     return make
+
+
+# ------------------------------------------------------------------------------------------------
+# The app (tests/test_gui*.py; Qt is imported only by the tests that use these)
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """Private settings file; error dialogs recorded (the list returned), never shown."""
+    from PySide6.QtWidgets import QMessageBox
+
+    from fvdesk.gui import qt_prefs
+
+    monkeypatch.setenv(qt_prefs.SETTINGS_ENV, str(tmp_path / "settings.ini"))
+    shown: list[tuple[str, str]] = []
+
+    def critical(parent, title, text, *args, **kwargs):
+        shown.append((title, text))
+        return QMessageBox.StandardButton.Ok
+
+    monkeypatch.setattr(QMessageBox, "critical", critical)
+    return shown
+
+
+@pytest.fixture(scope="module")
+def demo_model():
+    """The demo model, loaded once per test module (tests restore what they change)."""
+    from fvdesk.core.model.loader import load_model
+    from fvdesk.core.resources import demo_model_path
+
+    return load_model(demo_model_path())
+
+
+@pytest.fixture
+def window(qtbot, isolated):
+    from fvdesk.gui.qt_main_window import MainWindow
+
+    w = MainWindow()
+    qtbot.addWidget(w)
+    w.resize(1200, 800)
+    w.show()
+    yield w
+    w.shutdown(timeout_ms=20_000)
+    assert not w.queue.thread_running()
+
+
+@pytest.fixture
+def demo_window(window, demo_model):
+    """A window showing the (module-shared) demo model, with fast render settings."""
+    from tests.gui_support import fast_settings
+
+    window.session.set_model(demo_model)
+    fast_settings(window)
+    return window

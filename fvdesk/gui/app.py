@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import QCoreApplication, QTimer
@@ -64,13 +65,19 @@ def run_app(path: str | None = None, *, device: str | None = None) -> int:
 
     rc = app.exec()
     window.shutdown()
+    return finish(rc)
+
+
+def finish(rc: int, *, leave: Callable[[int], object] = os._exit) -> int:
+    """After the event loop: wait for gallery writes (a gallery is never left half-written),
+    then ``leave`` at once if work that cannot be interrupted is still running (a model still
+    converting, a render step that did not return in time); settings are already written."""
     from fvdesk.gui.qt_main_window import _orphans
     from fvdesk.gui.qt_worker import BackgroundCall
 
-    if _orphans or BackgroundCall.any_alive():
-        # A model is still converting (load_model cannot be interrupted) or a render step did not
-        # return in time: leave without waiting for it; settings are already written.
+    BackgroundCall.wait_for_writes()
+    if _orphans or BackgroundCall.any_alive(abandonable=True):
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(rc)
+        leave(rc)
     return rc

@@ -76,6 +76,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("add_combination", "&Add to Combination", "Ctrl+K", "Add the selected unit to the pending combination (a sum of objectives).", "&Render"),
     ActionSpec("render_combination", "Render &Combination", "Ctrl+Shift+K", "Render the pending combination as one image.", "&Render"),
     ActionSpec("clear_combination", "Clear Com&bination", None, "Forget the pending combination.", "&Render"),
+    ActionSpec("atlas", "A&tlas of Selected Layers…", "Ctrl+Shift+A", "Render every unit of the selected layers into a folder, one gallery per layer; choose the same folder again to resume.", "&Render"),
     ActionSpec(SEPARATOR, "", None, "", "&Render"),
     ActionSpec("cancel", "&Cancel Current Render", "Esc", "Stop the render that is running; queued jobs go on.", "&Render", _SP.SP_MediaStop, toolbar=True),
     ActionSpec("cancel_all", "Cancel &All Renders", "Shift+Esc", "Stop the running render and drop the queue.", "&Render"),

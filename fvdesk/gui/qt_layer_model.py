@@ -22,7 +22,9 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QBrush, QColor, QFont, QPalette
 from PySide6.QtWidgets import QApplication
 
-if TYPE_CHECKING:  # fvdesk.core.model imports torch; the window must appear before that
+from fvdesk.core.model.layers import format_shape
+
+if TYPE_CHECKING:
     from fvdesk.core.model.layers import Layer, LayerGraph, TreeNode
 
 _ROOT = QModelIndex()  # the invalid index, shared as a default argument
@@ -48,12 +50,6 @@ class RowRef:
     layer: Layer | None
     unit: int
     node: TreeNode | None
-
-
-def format_shape(shape: tuple[int | None, ...], *, batch: bool = False) -> str:
-    """``(None, 64, 56, 56)`` -> ``64×56×56`` (the batch dimension left out unless asked)."""
-    dims = shape if batch else shape[1:]
-    return "×".join("?" if d is None else str(d) for d in dims)
 
 
 class LayerTreeModel(QAbstractItemModel):
@@ -126,15 +122,10 @@ class LayerTreeModel(QAbstractItemModel):
         return max(int(layer.channels), 0)
 
     def unit_label(self, layer: Layer, unit: int) -> str | None:
-        """The class name of a unit of the logits layer (or any vector layer as wide as the labels)."""
-        if not self.labels or self.graph is None:
+        """The class name of a unit (the core's one rule, ``LayerGraph.unit_label``)."""
+        if self.graph is None:
             return None
-        is_logits = self.graph.logits_name == layer.name
-        if (
-            is_logits or (layer.kind == "vector" and layer.channels == len(self.labels))
-        ) and 0 <= unit < len(self.labels):
-            return self.labels[unit]
-        return None
+        return self.graph.unit_label(layer.name, unit, self.labels)
 
     # -- addressing ---------------------------------------------------------------------------
     def ref(self, index: Index) -> RowRef | None:

@@ -61,22 +61,22 @@ def main(argv: list[str] | None = None) -> int:
         {"steps": args.steps, "size": args.size, "preview_every": 8, "device": "auto"}
     )
     layer = "/features/block3/relu/Relu"
-    w.render_layer(w.model.graph.logits_name, 8)
-    w.render_layer(layer, args.units)
-    w.select_in_tree(layer, 5)
+    w.jobs.render_layer(w.model.graph.logits_name, 8)
+    w.jobs.render_layer(layer, args.units)
+    w.layers.select(layer, 5)
     t0 = time.monotonic()
     if not _wait(lambda: not w.queue.busy(), 3600):
         print("rendering took too long", file=sys.stderr)
         return 1
     print(f"rendered in {time.monotonic() - t0:.0f} s")
     # one more layer, caught while optimizing: live previews, progress, the queue in the status bar
-    w.render_units("/features/block4/relu/Relu", [0, 1, 2, 3])
-    w.render_deepdream("/features/block2/relu/Relu")
+    w.jobs.render_units("/features/block4/relu/Relu", [0, 1, 2, 3])
+    w.jobs.render_deepdream("/features/block2/relu/Relu")
     running = w.tiles.tiles()[-2]
     _wait(lambda: running.step >= args.steps * 0.45, 3600)
     columns = 6
     view = w.tile_view
-    w.size_slider.setValue(view.viewport().width() // columns - 24)
+    w.canvas.size_slider.setValue(view.viewport().width() // columns - 24)
     view.scrollToTop()
     view.setCurrentIndex(w.tiles.index(5, 0))
     _wait(lambda: False, 0.5)

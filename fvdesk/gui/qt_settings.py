@@ -208,7 +208,8 @@ class RenderSettingsPanel(QWidget):
         browse.setText("…")
         browse.setToolTip("Choose a labels file (.txt one per line, or JSON)")
         browse.clicked.connect(self.browse_labels_requested)
-        clear = QToolButton()
+        clear = self.labels_clear = QToolButton()
+        clear.setObjectName("labelsClear")
         clear.setText("×")
         clear.setToolTip("Back to the labels the model came with")
         clear.clicked.connect(lambda: self.labels_file_chosen.emit(""))
@@ -242,23 +243,15 @@ class RenderSettingsPanel(QWidget):
     def _make_widget(self, f: Field) -> QWidget:
         if f.kind == "file":
             return _FileField(f, self)
-        if f.kind == "int":
-            w = QSpinBox()
-            w.setRange(int(f.lo), int(f.hi))
-            w.setSingleStep(int(f.step))
-            w.setValue(int(f.default))
+        if f.kind in ("int", "float"):
+            num = int if f.kind == "int" else float
+            w = QSpinBox() if f.kind == "int" else QDoubleSpinBox()
+            if isinstance(w, QDoubleSpinBox):
+                w.setDecimals(f.decimals)
+            w.setRange(num(f.lo), num(f.hi))
+            w.setSingleStep(num(f.step))
+            w.setValue(num(f.default))
             w.setSuffix(f.suffix)
-            if f.special:
-                w.setSpecialValueText(f.special)
-            w.setKeyboardTracking(False)
-            w.valueChanged.connect(self.changed)
-            return w
-        if f.kind == "float":
-            w = QDoubleSpinBox()
-            w.setDecimals(f.decimals)
-            w.setRange(f.lo, f.hi)
-            w.setSingleStep(f.step)
-            w.setValue(float(f.default))
             if f.special:
                 w.setSpecialValueText(f.special)
             w.setKeyboardTracking(False)

@@ -1,8 +1,10 @@
-"""The tiled canvases: a list model of tiles, a painting delegate, the grid view and the zoom window.
+"""Tiles: the plain data of one image on the canvas, the list model that holds them and the
+delegate that paints one.
 
 A tile is plain data (``Tile``); the model holds them in order and signals single-row changes so a
 live preview repaints one tile, not the grid.  Painting is one delegate (no widget per tile), so a
-layer of 2048 units is a grid of 2048 tiles without 2048 widgets.
+layer of 2048 units is a grid of 2048 tiles without 2048 widgets.  The view is
+``fvdesk.gui.qt_tile_view``, the zoom window ``fvdesk.gui.qt_zoom``.
 """
 
 from __future__ import annotations
@@ -24,37 +26,19 @@ from PySide6.QtCore import (
     Signal,
 )
 from PySide6.QtGui import (
-    QAction,
     QColor,
     QFont,
     QFontMetrics,
-    QGuiApplication,
     QImage,
-    QKeySequence,
     QPainter,
     QPainterPath,
     QPalette,
     QPen,
-    QPixmap,
-    QWheelEvent,
 )
 from PySide6.QtWidgets import (
-    QAbstractItemView,
-    QDialog,
-    QDialogButtonBox,
-    QFileDialog,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QListView,
-    QPushButton,
-    QScrollArea,
-    QSizePolicy,
     QStyle,
     QStyledItemDelegate,
     QStyleOptionViewItem,
-    QVBoxLayout,
-    QWidget,
 )
 
 _ROOT = QModelIndex()  # the invalid index, shared as a default argument
@@ -146,12 +130,17 @@ def to_qimage(array: np.ndarray) -> QImage:
 
 @dataclass(eq=False)
 class Tile:
-    """One render on the canvas: what it shows, how far it got, and what produced it."""
+    """One image on the canvas: what it shows, how far it got, and what produced it.
+
+    ``spec`` and ``slot`` are the core job spec and the slot of the image (events and results
+    find their tile by slot); ``row`` > 0 lays consecutive tiles with that value out on a row of
+    their own (a strip of related images, e.g. an interpolation).
+    """
 
     layer: str
     unit: int  # -1 when the objective is not one unit (DeepDream, combination)
     kind: str
-    caption: str
+    caption: str  # the core's caption policy (jobs.unit_caption / combination_caption)
     label: str | None = None
     facet: int = 0
     negative: bool = False
@@ -163,7 +152,10 @@ class Tile:
     image: QImage | None = None
     array: np.ndarray | None = None  # final uint8 image, what a gallery saves
     job_id: int = 0
-    result: Any = None  # the engine's UnitResult
+    spec: Any = None  # the JobSpec the tile belongs to
+    slot: int = 0
+    row: int = 0
+    result: Any = None  # the job's UnitResult, or the GalleryItem of an opened gallery
     settings: dict = field(default_factory=dict)
     model_name: str = ""
     model_file: str = ""
@@ -180,9 +172,7 @@ class Tile:
         return self.step / self.steps if self.steps else 0.0
 
     def title(self) -> str:
-        extra = " (negative)" if self.negative else ""
-        facet = f" #{self.facet + 1}" if self.facet else ""
-        return f"{self.caption}{extra}{facet}"
+        return self.caption
 
     def status_text(self) -> str:
         if self.state == RUNNING:
@@ -209,6 +199,10 @@ class TileModel(QAbstractListModel):
     # -- access -------------------------------------------------------------------------------
     def tiles(self) -> list[Tile]:
         return list(self._tiles)
+
+    def row_keys(self) -> list[int]:
+        """Each tile's ``row`` (what the view lays out strips by)."""
+        return [t.row for t in self._tiles]
 
     def tile(self, tile_id: int) -> Tile | None:
         row = self._row_of.get(tile_id)
@@ -457,245 +451,3 @@ class TileDelegate(QStyledItemDelegate):
     def _centered(painter: QPainter, rect: QRect, text: str, color: QColor) -> None:
         painter.setPen(color)
         painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, text)
-
-
-class TileView(QListView):
-    """The grid of tiles: wraps left to right, multi-selection, Ctrl+wheel resizes the tiles."""
-
-    zoom_requested = Signal(int)  # tile id
-    tile_size_changed = Signal(int)
-
-    def __init__(self, model: TileModel, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setObjectName("tileView")
-        self.setModel(model)
-        self.delegate = TileDelegate(self)
-        self.setItemDelegate(self.delegate)
-        self.setViewMode(QListView.ViewMode.ListMode)
-        self.setFlow(QListView.Flow.LeftToRight)
-        self.setWrapping(True)
-        self.setResizeMode(QListView.ResizeMode.Adjust)
-        self.setMovement(QListView.Movement.Static)
-        self.setUniformItemSizes(True)
-        self.setLayoutMode(QListView.LayoutMode.Batched)
-        self.setBatchSize(256)
-        self.setSpacing(4)
-        self.setMouseTracking(True)
-        self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
-        self.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
-        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
-        self.doubleClicked.connect(self._on_double_click)
-        self.empty_text = ""
-
-    def tile_model(self) -> TileModel:
-        return self.model()  # type: ignore[return-value]
-
-    def set_tile_size(self, px: int) -> None:
-        px = int(max(MIN_TILE, min(MAX_TILE, px)))
-        if px == self.delegate.tile_px:
-            return
-        self.delegate.tile_px = px
-        self.scheduleDelayedItemsLayout()
-        self.viewport().update()
-        self.tile_size_changed.emit(px)
-
-    def tile_size(self) -> int:
-        return self.delegate.tile_px
-
-    def selected_tiles(self) -> list[Tile]:
-        m = self.tile_model()
-        rows = sorted(i.row() for i in self.selectionModel().selectedIndexes())
-        return [t for t in (m.tile_at(m.index(r, 0)) for r in rows) if t is not None]
-
-    def current_tile(self) -> Tile | None:
-        idx = self.currentIndex()
-        tile = self.tile_model().tile_at(idx) if idx.isValid() else None
-        if tile is None:
-            sel = self.selected_tiles()
-            tile = sel[0] if sel else None
-        return tile
-
-    def _on_double_click(self, index: QModelIndex) -> None:
-        tile = self.tile_model().tile_at(index)
-        if tile is not None:
-            self.zoom_requested.emit(tile.id)
-
-    def wheelEvent(self, e: QWheelEvent) -> None:
-        if e.modifiers() & Qt.KeyboardModifier.ControlModifier:
-            step = 1.15 if e.angleDelta().y() > 0 else 1 / 1.15
-            self.set_tile_size(round(self.tile_size() * step))
-            e.accept()
-            return
-        super().wheelEvent(e)
-
-    def paintEvent(self, e) -> None:
-        super().paintEvent(e)
-        if self.model() is not None and self.model().rowCount() == 0 and self.empty_text:
-            p = QPainter(self.viewport())
-            color = self.palette().color(QPalette.ColorRole.PlaceholderText)
-            p.setPen(color)
-            p.drawText(
-                self.viewport().rect().adjusted(24, 24, -24, -24),
-                Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap,
-                self.empty_text,
-            )
-            p.end()
-
-
-class ZoomDialog(QDialog):
-    """One tile at full resolution, nearest-neighbour scaled, live while it still renders."""
-
-    ZOOMS = (1, 2, 3, 4, 6, 8)
-
-    def __init__(self, model: TileModel, tile_id: int, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setObjectName("zoomDialog")
-        self.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
-        self._model = model
-        self.tile_id = tile_id
-        self._zoom: int | None = None  # None = fit to window
-        self.image_label = QLabel()
-        self.image_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.image_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
-        self.scroll = QScrollArea()
-        self.scroll.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.scroll.setWidget(self.image_label)
-        self.scroll.setWidgetResizable(True)
-        self.scroll.setBackgroundRole(QPalette.ColorRole.Dark)
-        self.scroll.setMinimumSize(300, 300)
-
-        buttons = QHBoxLayout()
-        fit = QPushButton("Fit")
-        fit.clicked.connect(lambda: self.set_zoom(None))
-        buttons.addWidget(fit)
-        for z in self.ZOOMS:
-            b = QPushButton(f"{z}×")
-            b.setToolTip(f"{z} screen pixels per image pixel (nearest neighbour)")
-            b.clicked.connect(lambda _=False, z=z: self.set_zoom(z))
-            buttons.addWidget(b)
-        buttons.addStretch(1)
-        copy = QPushButton("Copy")
-        copy.setToolTip("Copy the image to the clipboard")
-        copy.clicked.connect(self.copy_image)
-        save = QPushButton("Save PNG…")
-        save.clicked.connect(self.save_image)
-        buttons.addWidget(copy)
-        buttons.addWidget(save)
-
-        self.info = QFormLayout()
-        self.info_labels: dict[str, QLabel] = {}
-        for key in ("Unit", "Label", "State", "Objective", "Seed / steps", "Settings"):
-            lab = QLabel()
-            lab.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-            lab.setWordWrap(True)
-            self.info_labels[key] = lab
-            self.info.addRow(key + ":", lab)
-        close = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
-        close.rejected.connect(self.close)
-
-        layout = QVBoxLayout(self)
-        layout.addWidget(self.scroll, 1)
-        layout.addLayout(buttons)
-        layout.addLayout(self.info)
-        layout.addWidget(close)
-        for z, key in ((None, "0"), (1, "1"), (2, "2"), (4, "4"), (8, "8")):
-            act = QAction(self)
-            act.setShortcut(QKeySequence(key))
-            act.triggered.connect(lambda _=False, z=z: self.set_zoom(z))
-            self.addAction(act)
-        model.dataChanged.connect(self._on_changed)
-        model.rowsRemoved.connect(self._on_removed)
-        model.modelReset.connect(self._on_removed)
-        self.resize(640, 760)
-        self.refresh()
-
-    def tile(self) -> Tile | None:
-        return self._model.tile(self.tile_id)
-
-    def set_zoom(self, zoom: int | None) -> None:
-        self._zoom = zoom
-        self.scroll.setWidgetResizable(zoom is None)
-        self._render_pixmap()
-
-    def current_pixmap(self) -> QPixmap | None:
-        pm = self.image_label.pixmap()
-        return None if pm is None or pm.isNull() else pm
-
-    def refresh(self) -> None:
-        t = self.tile()
-        if t is None:
-            return
-        self.setWindowTitle(f"{t.title()} — fvdesk")
-        info = self.info_labels
-        info["Unit"].setText(t.title() + (f"   [{t.kind}]" if t.kind else ""))
-        info["Label"].setText(t.label or "—")
-        info["State"].setText(
-            t.state
-            + (f": {t.message}" if t.message else "")
-            + (f" (step {t.step}/{t.steps})" if t.state == RUNNING else "")
-        )
-        info["Objective"].setText(f"{t.value:.6g}" if t.value is not None else "—")
-        seed = t.settings.get("seed", "—") if t.settings else "—"
-        info["Seed / steps"].setText(f"{seed} / {t.steps or t.settings.get('steps', '—')}")
-        keys = ("size", "param", "decorrelate", "lr", "tv", "l1", "l2", "blur_every")
-        info["Settings"].setText(
-            ", ".join(f"{k} {t.settings[k]}" for k in keys if k in t.settings) or "—"
-        )
-        self._render_pixmap()
-
-    def _render_pixmap(self) -> None:
-        t = self.tile()
-        if t is None or t.image is None or t.image.isNull():
-            self.image_label.setText("no image yet")
-            return
-        img = t.image
-        if self._zoom is None:
-            avail = self.scroll.viewport().size()
-            z = max(1, min(avail.width() // img.width(), avail.height() // img.height()))
-        else:
-            z = self._zoom
-        pm = QPixmap.fromImage(
-            img.scaled(
-                img.width() * z,
-                img.height() * z,
-                Qt.AspectRatioMode.IgnoreAspectRatio,
-                Qt.TransformationMode.FastTransformation,
-            )
-        )
-        self.image_label.setPixmap(pm)
-        if self._zoom is not None:
-            self.image_label.resize(pm.size())
-
-    def resizeEvent(self, e) -> None:
-        super().resizeEvent(e)
-        if self._zoom is None:
-            self._render_pixmap()
-
-    def _on_changed(self, first: QModelIndex, last: QModelIndex) -> None:
-        t = self.tile()
-        if t is not None and first.row() <= self._model.index_of(self.tile_id).row() <= last.row():
-            self.refresh()
-
-    def _on_removed(self, *_: object) -> None:
-        if self.tile() is None:
-            self.close()
-
-    def copy_image(self) -> None:
-        t = self.tile()
-        if t is not None and t.image is not None:
-            QGuiApplication.clipboard().setImage(t.image)
-
-    def save_image(self) -> None:
-        t = self.tile()
-        if t is None or t.image is None:
-            return
-        stem = (
-            "".join(c if c.isalnum() or c in "-_." else "_" for c in t.caption).strip("._")
-            or "tile"
-        )
-        path, _ = QFileDialog.getSaveFileName(
-            self, "Save Image", stem + ".png", "PNG images (*.png)"
-        )
-        if path:
-            t.image.save(path, "PNG")

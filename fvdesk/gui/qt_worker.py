@@ -1,15 +1,19 @@
-"""Background work: the render queue (a QObject on a QThread) and one-off calls (load, save).
+"""Background work: the render thread (one queue of ``Task``s) and one-off calls (load, save).
 
-Rendering follows the superqt pattern: the core's render generator runs on the worker thread and
-every event it yields becomes a signal; cancelling sets the job's ``threading.Event``, which the
-engine checks every step.  The GUI thread never touches torch: it only receives events.
+Everything that touches the model's torch module runs on the render thread, one task at a time:
+renders, atlases, and whatever later job kinds need (dataset passes, sweeps).  A task is a
+generator factory; the worker runs it through the core's one drive loop
+(``fvdesk.core.optim.drive.drive``) and turns every event into a signal; cancelling sets the
+task's ``threading.Event``, which the engine checks every step.  The GUI thread never touches
+torch: it only receives events.
 
-Shutdown never calls ``QThread.terminate()``: it drops the queue, sets the running job's cancel
+Shutdown never calls ``QThread.terminate()``: it drops the queue, sets the running task's cancel
 flag, ``quit()``s the thread's event loop and ``wait()``s — the current step finishes, the
 generator returns, the loop exits.
 
-One-off calls (model loading, gallery writing) run on plain daemon threads: ``load_model`` cannot
-be interrupted, and a daemon thread lets the app quit while a huge model is still converting.
+One-off calls run on plain daemon threads (``BackgroundCall``).  ``load_model`` cannot be
+interrupted, so a loading call is *abandonable*: the app may quit while a huge model still
+converts.  A gallery write is not: quitting waits for it (``BackgroundCall.wait_for_writes``).
 """
 
 from __future__ import annotations
@@ -18,23 +22,23 @@ import collections
 import itertools
 import logging
 import threading
-import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
+from fvdesk.core.errors import FvdeskError
+from fvdesk.core.optim.drive import drive
+
 log = logging.getLogger(__name__)
 
-_job_ids = itertools.count(1)
+_task_ids = itertools.count(1)
 
 
 def error_text(exc: BaseException) -> str:
     """The one sentence a user sees: ``FvdeskError`` messages as they are, others with their type."""
-    from fvdesk.core.errors import FvdeskError
-
     if isinstance(exc, FvdeskError):
         return str(exc)
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -44,144 +48,65 @@ def error_text(exc: BaseException) -> str:
 
 
 @dataclass(eq=False)
-class CombinationTerm:
-    """One summand of a neuron-arithmetic objective."""
+class Task:
+    """One piece of model work for the render thread.
 
-    layer: str
-    unit: int
-    weight: float = 1.0
-    label: str | None = None
-    kind: str = "channel"  # objective kind of the unit (channel, neuron, logit, prob)
-
-    def caption(self) -> str:
-        sign = "−" if self.weight < 0 else "+"
-        w = abs(self.weight)
-        scale = "" if w == 1 else f"{w:g}·"
-        return f"{sign} {scale}{self.layer}:{self.unit}"
-
-
-@dataclass(eq=False)
-class RenderJob:
-    """What the worker runs: a ``UnitJob`` for the engine, or a combination of channel objectives.
-
-    ``model``, ``settings`` and ``preprocessing`` are captured when the job is queued, so changing
-    the dock or opening another model never changes a job already waiting.
+    ``start(cancel)`` is called *on the render thread* and returns the generator to drive (e.g.
+    ``run_job(model, job, cancel)``); its return value arrives with ``RenderQueue.job_finished``.
+    ``job`` is the core ``Job`` for render tasks (None for other work, e.g. an atlas); ``model``
+    the ``LoadedModel`` it works on.
     """
 
-    model: Any  # LoadedModel
-    layer: str
-    units: list[int]
-    kind: str  # channel | neuron | deepdream | logit | prob | combination
-    settings: Any  # RenderSettings
-    negative: bool = False
-    facets: int = 1
-    terms: list[CombinationTerm] = field(default_factory=list)
-    preprocessing: Any = None  # Preprocessing to apply before running, or None to keep
-    title: str = ""
-    id: int = field(default_factory=lambda: next(_job_ids))
+    title: str
+    start: Callable[[threading.Event], Generator[Any, None, Any]]
+    job: Any = None
+    model: Any = None
+    id: int = field(default_factory=lambda: next(_task_ids))
     cancel: threading.Event = field(default_factory=threading.Event)
-
-    @property
-    def images(self) -> int:
-        """How many images (tiles) the job produces."""
-        if self.kind in ("combination", "deepdream"):
-            return max(1, self.facets)
-        return len(self.units) * max(1, self.facets)
-
-
-@dataclass(frozen=True)
-class JobOutcome:
-    """How a job ended: its results (``UnitResult`` list), and whether it was cancelled."""
-
-    results: list
-    cancelled: bool
-    seconds: float
 
 
 class RenderWorker(QObject):
-    """Lives on the render thread; ``run`` drives one job's generator to its end."""
+    """Lives on the render thread; ``run`` drives one task's generator to its end."""
 
-    started = Signal(object)  # RenderJob
-    event = Signal(object, object)  # RenderJob, engine event
-    finished = Signal(object, object)  # RenderJob, JobOutcome
-    failed = Signal(object, str)  # RenderJob, message
+    started = Signal(object)  # Task
+    event = Signal(object, object)  # Task, event
+    finished = Signal(object, object)  # Task, the generator's return value
+    failed = Signal(object, str, object)  # Task, message, exception
 
-    #: StepEvents are throttled to this rate; previews and unit results always go through.
+    #: StepEvents are throttled to this rate; previews and results always go through.
     STEP_HZ = 20.0
 
     @Slot(object)
-    def run(self, job: RenderJob) -> None:
-        self.started.emit(job)
-        t0 = time.perf_counter()
-        last_step = 0.0
+    def run(self, task: Task) -> None:
+        self.started.emit(task)
         try:
-            gen = self._generator(job)
-            while True:
-                try:
-                    ev = next(gen)
-                except StopIteration as stop:
-                    results = list(stop.value or [])
-                    break
-                name = type(ev).__name__
-                if name == "StepEvent":
-                    now = time.perf_counter()
-                    final = getattr(ev, "step", 0) >= getattr(ev, "steps", 0)  # steps count from 1
-                    if now - last_step < 1.0 / self.STEP_HZ and not final:
-                        continue
-                    last_step = now
-                self.event.emit(job, ev)
-        except BaseException as exc:  # noqa: BLE001 - every failure becomes a failed tile, never a crash
-            if not isinstance(exc, Exception):
-                raise
-            from fvdesk.core.errors import FvdeskError
-
+            result = drive(
+                task.start(task.cancel), lambda ev: self.event.emit(task, ev), step_hz=self.STEP_HZ
+            )
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a message, never a crash
             if not isinstance(exc, FvdeskError):
-                log.error("render job %s failed:\n%s", job.id, traceback.format_exc())
-            self.failed.emit(job, error_text(exc))
+                log.error("task %s failed:\n%s", task.title, traceback.format_exc())
+            self.failed.emit(task, error_text(exc), exc)
             return
-        self.finished.emit(job, JobOutcome(results, job.cancel.is_set(), time.perf_counter() - t0))
-
-    def _generator(self, job: RenderJob):
-        """The core job for ``job``, run by the core's job runner (imported here, on the worker
-        thread).  The job carries its own preprocessing and labels: the model is not touched."""
-        from fvdesk.core.optim.jobs import CombinationJob, Job, ModelRef, Term, UnitJob
-        from fvdesk.core.optim.run import run_job
-
-        model = job.model
-        facets = max(1, job.facets)
-        if job.kind == "combination":
-            terms = tuple(Term(t.layer, t.unit, t.kind, t.weight) for t in job.terms)
-            spec = CombinationJob(terms, negative=job.negative, facets=facets)
-        else:
-            units = () if job.kind == "deepdream" else tuple(job.units)
-            spec = UnitJob(job.layer, units, kind=job.kind, negative=job.negative, facets=facets)
-        core = Job(
-            spec,
-            job.settings,
-            job.preprocessing or model.preprocessing,
-            ModelRef.of(model),
-            tuple(model.labels) if model.labels else None,
-            job.title,
-        )
-        out = yield from run_job(model, core, job.cancel)
-        return out.results
+        self.finished.emit(task, result)
 
 
 class RenderQueue(QObject):
-    """The GUI-thread side: a FIFO of jobs, one running at a time on the worker thread."""
+    """The GUI-thread side of the render thread: a FIFO of tasks, one running at a time."""
 
     job_started = Signal(object)
     job_event = Signal(object, object)
     job_finished = Signal(object, object)
-    job_failed = Signal(object, str)
+    job_failed = Signal(object, str, object)
     job_dropped = Signal(object)  # cancelled before it ran
+    busy_changed = Signal(bool)
     idle = Signal()
     _dispatch = Signal(object)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self._queue: collections.deque[RenderJob] = collections.deque()
-        self.current: RenderJob | None = None
+        self._queue: collections.deque[Task] = collections.deque()
+        self.current: Task | None = None
         self._thread = QThread()
         self._thread.setObjectName("fvdesk-render")
         self._worker = RenderWorker()
@@ -189,14 +114,14 @@ class RenderQueue(QObject):
         self._thread.finished.connect(self._worker.deleteLater)
         self._dispatch.connect(self._worker.run)
         self._worker.started.connect(self.job_started)
-        self._worker.event.connect(self._on_event)
+        self._worker.event.connect(self.job_event)
         self._worker.finished.connect(self._on_finished)
         self._worker.failed.connect(self._on_failed)
         self._closed = False
         self._thread.start()
 
     # -- queries ------------------------------------------------------------------------------
-    def pending(self) -> list[RenderJob]:
+    def pending(self) -> list[Task]:
         return list(self._queue)
 
     def busy(self) -> bool:
@@ -206,37 +131,42 @@ class RenderQueue(QObject):
         return self._thread.isRunning()
 
     # -- commands -----------------------------------------------------------------------------
-    def submit(self, job: RenderJob) -> None:
+    def submit(self, task: Task) -> Task:
         if self._closed:
             raise RuntimeError("the render queue is shut down")
-        self._queue.append(job)
+        was_busy = self.busy()
+        self._queue.append(task)
+        if not was_busy:
+            self.busy_changed.emit(True)
         self._next()
+        return task
 
-    def cancel_current(self) -> RenderJob | None:
-        job = self.current
-        if job is not None:
-            job.cancel.set()
-        return job
+    def cancel_current(self) -> Task | None:
+        task = self.current
+        if task is not None:
+            task.cancel.set()
+        return task
 
-    def cancel_job(self, job: RenderJob) -> None:
-        """Cancel one job wherever it is (running or waiting)."""
-        if job is self.current:
-            job.cancel.set()
-            return
-        if job in self._queue:
-            self._queue.remove(job)
-            job.cancel.set()
-            self.job_dropped.emit(job)
+    def cancel_job(self, task: Task) -> None:
+        """Cancel one task wherever it is (running or waiting)."""
+        if task is self.current:
+            task.cancel.set()
+        elif task in self._queue:
+            self._queue.remove(task)
+            task.cancel.set()
+            self.job_dropped.emit(task)
+            self._maybe_idle()
 
     def cancel_all(self) -> None:
         while self._queue:
-            job = self._queue.popleft()
-            job.cancel.set()
-            self.job_dropped.emit(job)
+            task = self._queue.popleft()
+            task.cancel.set()
+            self.job_dropped.emit(task)
         self.cancel_current()
+        self._maybe_idle()
 
     def shutdown(self, timeout_ms: int = 10_000) -> bool:
-        """Cancel everything and join the worker thread; True when it has stopped."""
+        """Cancel everything and join the render thread; True when it has stopped."""
         self._closed = True
         self.cancel_all()
         self._thread.quit()
@@ -244,26 +174,29 @@ class RenderQueue(QObject):
 
     # -- internals ----------------------------------------------------------------------------
     def _next(self) -> None:
-        if self.current is not None or not self._queue or self._closed:
-            if self.current is None and not self._queue:
-                self.idle.emit()
+        if self.current is not None or self._closed:
+            return
+        if not self._queue:
+            self._maybe_idle()
             return
         self.current = self._queue.popleft()
         self._dispatch.emit(self.current)
 
-    def _on_event(self, job: RenderJob, ev: object) -> None:
-        self.job_event.emit(job, ev)
+    def _maybe_idle(self) -> None:
+        if not self.busy():
+            self.busy_changed.emit(False)
+            self.idle.emit()
 
-    def _on_finished(self, job: RenderJob, outcome: JobOutcome) -> None:
-        if job is self.current:
+    def _on_finished(self, task: Task, result: Any) -> None:
+        if task is self.current:
             self.current = None
-        self.job_finished.emit(job, outcome)
+        self.job_finished.emit(task, result)
         self._next()
 
-    def _on_failed(self, job: RenderJob, message: str) -> None:
-        if job is self.current:
+    def _on_failed(self, task: Task, message: str, exc: object) -> None:
+        if task is self.current:
             self.current = None
-        self.job_failed.emit(job, message)
+        self.job_failed.emit(task, message, exc)
         self._next()
 
 
@@ -273,6 +206,8 @@ class BackgroundCall(QObject):
     ``progress(fraction, message)`` may be called from the worker thread; it is forwarded as a
     signal.  ``discard()`` makes a late result be ignored (the user closed or opened something
     else meanwhile) — the thread itself cannot be interrupted and simply runs out.
+    ``abandonable=False`` marks work that must finish (a gallery write): the app waits for it
+    before it exits instead of leaving it half-done.
     """
 
     progress = Signal(float, str)
@@ -282,11 +217,16 @@ class BackgroundCall(QObject):
     _live: set[BackgroundCall] = set()  # keep Python wrappers alive until their signal lands
 
     def __init__(
-        self, fn: Callable[[Callable[[float, str], None]], Any], name: str = "fvdesk-call"
+        self,
+        fn: Callable[[Callable[[float, str], None]], Any],
+        name: str = "fvdesk-call",
+        *,
+        abandonable: bool = True,
     ) -> None:
         super().__init__()
         self._fn = fn
         self._discarded = False
+        self.abandonable = abandonable
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
 
     def start(self) -> BackgroundCall:
@@ -318,8 +258,6 @@ class BackgroundCall(QObject):
         try:
             value = self._fn(self._report)
         except Exception as exc:  # noqa: BLE001 - reported to the GUI as a message
-            from fvdesk.core.errors import FvdeskError
-
             if not isinstance(exc, FvdeskError):
                 log.error("%s failed:\n%s", self._thread.name, traceback.format_exc())
             self.failed.emit(error_text(exc), exc)
@@ -330,5 +268,16 @@ class BackgroundCall(QObject):
         BackgroundCall._live.discard(self)
 
     @classmethod
-    def any_alive(cls) -> bool:
-        return any(c.is_alive() for c in cls._live)
+    def any_alive(cls, *, abandonable: bool | None = None) -> bool:
+        """Whether a call is still running (only those of that kind when ``abandonable`` given)."""
+        return any(
+            c.is_alive() and (abandonable is None or c.abandonable == abandonable)
+            for c in list(cls._live)
+        )
+
+    @classmethod
+    def wait_for_writes(cls, timeout: float | None = None) -> bool:
+        """Join every running call that must not be abandoned; True when none is left."""
+        for c in [c for c in list(cls._live) if not c.abandonable]:
+            c.join(timeout)
+        return not cls.any_alive(abandonable=False)

@@ -114,3 +114,12 @@ def default_labels(num_classes: int | None) -> tuple[list[str] | None, str]:
     if num_classes == IMAGENET_CLASSES:
         return list(imagenet_labels()), "imagenet"
     return None, "none"
+
+
+def builtin_labels(
+    metadata: dict[str, str], num_classes: int | None
+) -> tuple[list[str] | None, str]:
+    """The labels a model comes with, whatever the user chose since: its metadata's, else the
+    built-in list for its class count (what the app's "back to the model's labels" restores)."""
+    labels = labels_from_metadata(metadata)
+    return (labels, "metadata") if labels else default_labels(num_classes)

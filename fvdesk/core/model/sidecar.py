@@ -82,12 +82,14 @@ def save_sidecar(
     labels: str | Path | None = None,
     input_name: str | None = None,
     keep_existing: bool = True,
+    forget: tuple[str, ...] = (),
 ) -> Path:
     """Write (atomically) the user's choices beside the model; returns the sidecar path.
 
     With ``keep_existing`` the entries not given are kept from the current sidecar (a malformed
     current sidecar is replaced).  The labels path is stored relative to the sidecar when it lies in
-    the same folder tree, so a model folder can be moved as a whole.
+    the same folder tree, so a model folder can be moved as a whole.  ``forget`` names entries to
+    drop (``("labels",)`` when the user goes back to the labels the model came with).
     """
     path = sidecar_path(model_path)
     data: dict[str, Any] = {}
@@ -98,6 +100,8 @@ def save_sidecar(
                 data.update(old)
         except (OSError, ValueError):
             pass
+    for key in forget:
+        data.pop(key, None)
     data["version"] = SIDECAR_VERSION
     if preprocessing is not None:
         d = preprocessing.to_dict()

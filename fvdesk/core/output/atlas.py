@@ -347,13 +347,16 @@ class Atlas:
         shard: tuple[int, int] | None = None,
         force: bool = False,
         cancel: Any = None,
+        preprocessing: Any = None,
+        labels: Sequence[str] | None = None,
     ) -> None:
         self.model = model
         self.out = Path(out)
         self.plan = list(plan)
         self.settings = settings
-        self.preprocessing = model.preprocessing  # captured: the whole atlas uses one
-        self.labels = model.labels
+        # captured: the whole atlas uses one (the app passes the choices in force)
+        self.preprocessing = preprocessing or model.preprocessing
+        self.labels = labels if labels is not None else model.labels
         self.objective = objective
         self.want = comparable(settings.to_dict(), self.preprocessing.to_dict(), objective)
         self.shard = shard

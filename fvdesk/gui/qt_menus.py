@@ -1,0 +1,93 @@
+"""Context menus of the layer tree and of the tiles: built on demand, acting through the job
+controller (what they offer depends on what was right-clicked)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from PySide6.QtGui import QAction, QGuiApplication, QKeySequence
+from PySide6.QtWidgets import QMenu, QWidget
+
+from fvdesk.gui.qt_jobs import JobController
+from fvdesk.gui.qt_layer_model import RowRef
+from fvdesk.gui.qt_tiles import QUEUED, RUNNING, Tile
+
+
+def elide(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n // 2 - 1] + "…" + text[-(n // 2) :]
+
+
+def tree_menu(parent: QWidget, ref: RowRef, jobs: JobController) -> QMenu:
+    """Render a unit (facets, negative, other class objective, combination) or a layer."""
+    layer = ref.layer
+    assert layer is not None
+    name = layer.name
+    ui = jobs.ui()
+    menu = QMenu(parent)
+    if ref.kind == "unit":
+        unit = ref.unit
+        label = jobs.session.unit_label(name, unit)
+        menu.addSection(elide(f"{name}:{unit}" + (f" ({label})" if label else ""), 60))
+        render = menu.addAction("Render", lambda: jobs.render_units(name, [unit]))
+        render.setShortcut(QKeySequence("Ctrl+R"))
+        facets = int(ui["facets"])
+        menu.addAction(
+            f"Render {facets} Diverse Facets",
+            lambda: jobs.render_units(name, [unit], facets=facets),
+        )
+        menu.addAction("Render Negative", lambda: jobs.render_units(name, [unit], negative=True))
+        if jobs.session.model.graph.logits_name == name:
+            other = "prob" if ui["class_kind"] == "logit" else "logit"
+            menu.addAction(
+                f"Render as {'Probability' if other == 'prob' else 'Logit'}",
+                lambda: jobs.render_units(name, [unit], kind=other),
+            )
+        menu.addSeparator()
+        menu.addAction("Add to Combination", lambda: jobs.add_to_combination(name, unit, 1.0))
+        menu.addAction("Subtract in Combination", lambda: jobs.add_to_combination(name, unit, -1.0))
+        return menu
+    n = max(0, layer.channels)
+    first = min(int(ui["first_n"]), n)
+    menu.addSection(elide(name, 60))
+    menu.addAction(
+        f"Render First {first} Units", lambda: jobs.render_layer(name, first)
+    ).setEnabled(n > 0)
+    menu.addAction(
+        f"Render All {n} Units (batched)", lambda: jobs.render_layer(name, n)
+    ).setEnabled(n > 0)
+    dd = menu.addAction("DeepDream", lambda: jobs.render_deepdream(name))
+    dd.setEnabled(layer.kind == "feature")
+    menu.addSeparator()
+    menu.addAction("Copy Layer Name", lambda: QGuiApplication.clipboard().setText(name))
+    return menu
+
+
+def tile_menu(
+    parent: QWidget,
+    tile: Tile | None,
+    jobs: JobController,
+    actions: dict[str, QAction],
+    show_in_tree: Callable[[str, int], None],
+) -> QMenu:
+    """Zoom, copy, cancel, find in the tree, render again; and the canvas-wide commands."""
+    menu = QMenu(parent)
+    if tile is not None:
+        menu.addSection(elide(tile.title(), 50))
+        menu.addAction(actions["zoom_tile"])
+        copy = menu.addAction(
+            "Copy Image", lambda: QGuiApplication.clipboard().setImage(tile.image)
+        )
+        copy.setEnabled(tile.image is not None)
+        task = jobs.task_of(tile)
+        if tile.state in (QUEUED, RUNNING) and task is not None:
+            menu.addAction("Cancel This Job", lambda: jobs.queue.cancel_job(task))
+        model = jobs.session.model
+        if model is not None and tile.layer in model.graph:
+            menu.addAction("Show in Layer Tree", lambda: show_in_tree(tile.layer, tile.unit))
+            if tile.finished and tile.spec is not None and tile.model_sha == model.sha256:
+                menu.addAction("Render Again (new seed)", lambda: jobs.render_again(tile))
+        menu.addSeparator()
+        menu.addAction(actions["remove_tiles"])
+    menu.addAction(actions["select_all"])
+    menu.addAction(actions["clear_tiles"])
+    return menu
