@@ -1,45 +1,35 @@
-"""The app's parts for the article, each in isolation (pytest-qt): combination builder, neuron
-position picker, direction/interpolation dialogs, figure strips, the settings dock's new fields,
-and one real run through ``JobRunner`` that must keep model work off the GUI thread."""
+"""The app's parts for the article (pytest-qt): combination builder, neuron position picker and
+direction/interpolation dialogs in isolation, the settings dock's new fields, and the spectrum
+row, steepest-descent view and interpolation as strips of tiles through the job controller."""
 
 from __future__ import annotations
-
-import threading
 
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
 
 from fvdesk.core.errors import ConfigError
-from fvdesk.core.optim.events import JobResult, PreviewEvent, StepEvent, UnitDoneEvent, UnitResult
 from fvdesk.core.optim.jobs import (
     CombinationJob,
     DirectionJob,
     InterpolationJob,
-    SpectrumJob,
-    SteepestJob,
     Term,
     parse_objective,
 )
-from fvdesk.gui.qt_tiles import DONE, QUEUED, RUNNING
+from fvdesk.gui.qt_tiles import DONE
 
 L = "/features/block3/relu/Relu"
 
 
 class FakeController:
-    """``submit(spec, sink) -> cancel`` that records instead of rendering."""
+    """``submit(spec)`` that records instead of rendering."""
 
     def __init__(self) -> None:
-        self.jobs: list[tuple[object, object]] = []
-        self.cancelled = 0
+        self.jobs: list[object] = []
 
-    def submit(self, spec, sink):
-        self.jobs.append((spec, sink))
-
-        def cancel() -> None:
-            self.cancelled += 1
-
-        return cancel
+    def submit(self, spec):
+        self.jobs.append(spec)
+        return spec
 
 
 @pytest.fixture
@@ -50,8 +40,7 @@ def controller() -> FakeController:
 def test_combination_builder_weights_remove_and_render(qtbot, controller) -> None:
     from fvdesk.gui.qt_combination import CombinationBuilder
 
-    sink = object()
-    w = CombinationBuilder(controller.submit, lambda spec: sink)
+    w = CombinationBuilder(controller.submit)
     qtbot.addWidget(w)
     assert w.render() is None and not w.render_button.isEnabled()  # nothing to render yet
     w.add_term(L, 1)
@@ -68,8 +57,8 @@ def test_combination_builder_weights_remove_and_render(qtbot, controller) -> Non
     ]
     w.negative.setChecked(True)
     w.render_button.click()
-    spec, got_sink = controller.jobs[-1]
-    assert isinstance(spec, CombinationJob) and spec.negative and got_sink is sink
+    spec = controller.jobs[-1]
+    assert isinstance(spec, CombinationJob) and spec.negative
     assert spec.terms == w.terms()
     w.clear()
     w.add_term(L, 3, weight=-2.0)
@@ -79,7 +68,7 @@ def test_combination_builder_weights_remove_and_render(qtbot, controller) -> Non
 def test_neuron_position_picker_clicks_and_keys(qtbot, controller) -> None:
     from fvdesk.gui.qt_position import NeuronPositionPicker
 
-    w = NeuronPositionPicker(controller.submit, lambda spec: None)
+    w = NeuronPositionPicker(controller.submit)
     qtbot.addWidget(w)
     w.resize(300, 300)
     w.show()
@@ -101,7 +90,7 @@ def test_neuron_position_picker_clicks_and_keys(qtbot, controller) -> None:
     w.add_button.click()
     assert added == [(L, 5, 11, 3)]
     w.render_button.click()
-    spec = controller.jobs[-1][0]
+    spec = controller.jobs[-1]
     assert (spec.kind, spec.units, spec.x, spec.y) == ("neuron", (5,), 11, 3)
     w.set_unit("/classifier/Gemm", 2, None)  # a vector has no grid
     assert not w.render_button.isEnabled()
@@ -145,40 +134,6 @@ def test_interpolation_dialog(qtbot) -> None:
     assert [t.unit for t in spec.b] == [5, 9]
 
 
-def _result(slot: int, value: float) -> UnitResult:
-    img = np.full((8, 8, 3), 40 * slot, np.uint8)
-    return UnitResult(L, 3, slot, "fam", "spectrum", False, value, img, False, 0, 4, slot=slot,
-                      caption=f"v{slot}")  # fmt: skip
-
-
-def test_figure_view_routes_events_by_slot_and_cancels(qtbot, controller) -> None:
-    from fvdesk.core.optim.settings import RenderSettings
-    from fvdesk.gui.qt_figures import FigureView, show_spectrum
-
-    v = FigureView(controller.submit)
-    qtbot.addWidget(v)
-    spec = show_spectrum(v, (Term(L, 3),), RenderSettings())
-    assert controller.jobs[-1] == (spec, v) and "prior" not in spec.variants
-    tiles = v.tiles.tiles()
-    assert [t.caption for t in tiles][:2] == ["Unregularized", "Total variation"]
-    assert all(t.state == QUEUED for t in tiles)
-    v.feed(StepEvent(2, 4, -1.0, np.array([0.5]), slots=(3,), offset=3))
-    v.feed(PreviewEvent(2, np.zeros((1, 8, 8, 3), np.uint8), slots=(3,), offset=3))
-    assert tiles[3].state == RUNNING and tiles[3].step == 2 and tiles[3].image is not None
-    assert tiles[2].state == QUEUED
-    v.feed(UnitDoneEvent(_result(3, 1.5)))
-    assert tiles[3].state == DONE and tiles[3].value == 1.5 and tiles[3].array is not None
-    v.cancel_button.click()
-    assert controller.cancelled == 1
-    v.finished(JobResult([_result(3, 1.5)], True, 0.1, "cpu"))
-    assert tiles[2].state == "cancelled" and tiles[3].state == DONE
-    assert [r.slot for r in v.results()] == [3] and not v.busy()
-    prior = show_spectrum(v, (Term(L, 3),), RenderSettings(prior="g.onnx"))
-    assert prior.variants[-1] == "prior" and v.tiles.rowCount() == len(prior.variants)
-    v.failed("The model is gone.")
-    assert v.status.text() == "The model is gone."
-
-
 def test_settings_dock_has_the_new_settings(qtbot) -> None:
     from fvdesk.gui.qt_settings import RenderSettingsPanel, to_render_settings
 
@@ -206,36 +161,29 @@ def test_settings_dock_has_the_new_settings(qtbot) -> None:
     assert any("Tyka" in t for t in texts) and any("Øygard" in t for t in texts)
 
 
-def test_job_runner_renders_off_the_gui_thread(qtbot, demo_model_path, monkeypatch) -> None:
-    from fvdesk.core.model.loader import load_model
-    from fvdesk.core.optim import run as run_mod
-    from fvdesk.core.optim.settings import RenderSettings
-    from fvdesk.gui.qt_figures import FigureView, show_steepest
-    from fvdesk.gui.qt_jobrunner import JobRunner
+def test_figures_render_as_strips_through_the_job_controller(qtbot, demo_window) -> None:
+    from fvdesk.core.optim.variants import SPECTRUM
+    from fvdesk.gui.qt_article import spectrum_spec, steepest_spec
+    from fvdesk.gui.qt_settings import to_render_settings
+    from tests.gui_support import fast_settings, wait_idle
 
-    model = load_model(demo_model_path, check_parity=False)
-    threads = []
-    real = run_mod.run_job
-
-    def spy(*a, **k):
-        threads.append(threading.current_thread())
-        return real(*a, **k)
-
-    monkeypatch.setattr(run_mod, "run_job", spy)
-    runner = JobRunner(lambda: model, lambda: RenderSettings(steps=2, size=16))
-    v = FigureView(runner.submit)
-    qtbot.addWidget(v)
-    with qtbot.waitSignal(v.job_finished, timeout=120_000):
-        show_steepest(v, (Term(L, 3),))
-    assert threads and all(t is not threading.main_thread() for t in threads)
-    assert [t.state for t in v.tiles.tiles()] == [DONE] * 6
-    assert isinstance(v.spec, SteepestJob) and len(v.results()) == 6
-    assert v.results()[4].provenance["job"]["type"] == "steepest"
-    assert runner.shutdown()
-    nothing = JobRunner(lambda: None, RenderSettings)
-    failed = []
-    v.job_failed.connect(failed.append)
-    v.run(SpectrumJob((Term(L, 3),)))  # the runner has shut down: one sentence, no crash
-    v._submit = nothing.submit
-    v.run(SpectrumJob((Term(L, 3),)))
-    assert failed == ["The renderer has shut down.", "Open a model first."]
+    w = demo_window
+    fast_settings(w, steps=2, size=16)
+    w.resize(1600, 800)
+    w.jobs.render_units(L, [0])
+    settings = to_render_settings(w.settings_panel.values())
+    row = w.jobs.submit(spectrum_spec((Term(L, 3),), settings))
+    view = w.jobs.submit(steepest_spec((Term(L, 3),)))
+    frames = w.jobs.submit(InterpolationJob((Term(L, 1),), (Term(L, 5),), frames=3))
+    tiles = w.tiles.tiles()
+    n = len(SPECTRUM) - 1  # no generator: no learned-prior tile
+    assert [t.row for t in tiles] == [0] + [row.id] * n + [view.id] * 6 + [frames.id] * 3
+    assert [t.caption for t in tiles[1:3]] == ["Unregularized", "Total variation"]
+    assert tiles[1 + n].caption == "L2 (pixels) step" and tiles[-1].caption == "t=1.00"
+    lines = w.tile_view.lines()  # every figure starts a line of its own (wrapping if long)
+    assert lines[0] == [0] and all(len({tiles[i].row for i in line}) == 1 for line in lines)
+    wait_idle(qtbot, w)
+    assert all(t.state == DONE for t in tiles), [(t.caption, t.state, t.message) for t in tiles]
+    assert tiles[1].result.provenance["job"]["type"] == "spectrum"
+    steps = [t.array for t in tiles[1 + n : 4 + n]]
+    assert all(a is not None and a.shape == (16, 16, 3) for a in steps)

@@ -28,7 +28,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from fvdesk.gui.qt_jobrunner import JobSink, Submit
+#: ``submit(spec)``: queue a job spec with the open model and the dock's settings (the job
+#: controller's ``JobController.submit``); model work happens on the render thread.
+Submit = Callable[[Any], Any]
 
 #: Weights the spin box accepts; any real number in practice.
 WEIGHT_RANGE = 1e6
@@ -42,13 +44,10 @@ class CombinationBuilder(QWidget):
 
     COLUMNS = ("Unit", "Kind", "Weight", "")
 
-    def __init__(self, submit: Submit, sink_for: Callable[[Any], JobSink],
-                 parent: QWidget | None = None) -> None:  # fmt: skip
-        """``sink_for(spec)`` is where the render's events go (the window's tile canvas, or a
-        ``FigureView``)."""
+    def __init__(self, submit: Submit, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("combinationBuilder")
-        self._submit, self._sink_for = submit, sink_for
+        self._submit = submit
         self._terms: list[Any] = []
         self.table = QTableWidget(0, len(self.COLUMNS), self)
         self.table.setHorizontalHeaderLabels(self.COLUMNS)
@@ -121,13 +120,13 @@ class CombinationBuilder(QWidget):
         return CombinationJob(self.terms(), negative=self.negative.isChecked(),
                               facets=self.facets.value())  # fmt: skip
 
-    def render(self) -> Callable[[], None] | None:
-        """Submit the combination; returns its cancel function (``None`` when empty)."""
+    def render(self) -> Any:
+        """Submit the combination; returns what ``submit`` returns (``None`` when empty)."""
         if not self._terms:
             return None
         spec = self.spec()
         self.render_requested.emit(spec)
-        return self._submit(spec, self._sink_for(spec))
+        return self._submit(spec)
 
     # -- display --------------------------------------------------------------------------------
     def _refresh(self) -> None:

@@ -8,14 +8,13 @@ selection, Home goes back to the centre (the default when no position is given).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import QPoint, QRect, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QKeyEvent, QMouseEvent, QPainter, QPaintEvent, QPalette, QPen
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
 
-from fvdesk.gui.qt_jobrunner import JobSink, Submit
+from fvdesk.gui.qt_combination import Submit
 
 
 class PositionGrid(QWidget):
@@ -100,11 +99,10 @@ class NeuronPositionPicker(QWidget):
 
     add_to_combination = Signal(str, int, int, int)  # layer, unit, x, y
 
-    def __init__(self, submit: Submit, sink_for: Callable[[Any], JobSink],
-                 parent: QWidget | None = None) -> None:  # fmt: skip
+    def __init__(self, submit: Submit, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("neuronPositionPicker")
-        self._submit, self._sink_for = submit, sink_for
+        self._submit = submit
         self.layer, self.unit = "", 0
         self.title = QLabel("Choose a unit of a feature map")
         self.title.setWordWrap(True)
@@ -152,11 +150,11 @@ class NeuronPositionPicker(QWidget):
         x, y = self.position()
         return UnitJob(self.layer, (self.unit,), kind="neuron", x=x, y=y)
 
-    def render(self) -> Callable[[], None] | None:
+    def render(self) -> Any:
         if not self.layer:
             return None
         spec = self.spec()
-        return self._submit(spec, self._sink_for(spec))
+        return self._submit(spec)
 
     def _show_position(self) -> None:
         self.where.setText(f"x = {self.grid.x}, y = {self.grid.y}" if self.layer else "")
