@@ -92,3 +92,21 @@ def test_bad_article_arguments_exit_2_with_one_line(
     code, _, err = run(capsys, "render", *args, "--out", tmp_path / "x", *TINY)
     last = err.strip().splitlines()[-1]  # argparse prints its usage above the one line
     assert code == 2 and words in last and "error" in last, err
+
+
+def test_color_from_a_folder_renders(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """--color-from DIR estimates the colour matrix (it used to fail on a list's .tolist())."""
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    (tmp_path / "imgs").mkdir()
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(
+            tmp_path / "imgs" / f"{i}.png"
+        )
+    code, _, err = run(capsys, "render", "--layer", L, "--units", "1", "--color-from",
+                       tmp_path / "imgs", "--out", tmp_path / "g", *TINY)  # fmt: skip
+    assert code == 0, err
+    _, pairs = read_gallery(tmp_path / "g")
+    m = np.array(pairs[0][0].settings["color_matrix"])
+    assert m.shape == (3, 3) and not np.allclose(m[0], [0.26, 0.09, 0.02])
