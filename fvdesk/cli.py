@@ -284,6 +284,52 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_article_flags(ren: argparse.ArgumentParser) -> None:
+    """The article's other systems: directions, interpolation, the spectrum row, steepest descent."""
+    g = ren.add_argument_group(
+        "interaction and the article's figures",
+        "Each writes its images as one gallery row; every item records how to render it again.",
+    )
+    g.add_argument(
+        "--direction",
+        metavar="random|FILE.npy",
+        help="render directions in --layer's channel space instead of units: 'random' (seeded, "
+        "see --directions and --direction-seed) or a .npy file of one vector (C,) or one per row (K, C)",
+    )
+    g.add_argument("--directions", type=_positive, default=1, metavar="N",
+                   help="with --direction random: how many random directions (default: 1)")  # fmt: skip
+    g.add_argument("--direction-seed", type=_nonneg, default=0, metavar="S",
+                   help="with --direction random: the first direction's seed (default: 0)")  # fmt: skip
+    g.add_argument(
+        "--interpolate",
+        nargs=2,
+        metavar=("A", "B"),
+        help="interpolate from objective A to B (each L:U or an expression like --objective's) "
+        "in --frames frames, with shared low-resolution parameters and alignment",
+    )
+    g.add_argument("--frames", type=_positive, default=6, metavar="N",
+                   help="frames of --interpolate, at least 2 (default: 6)")  # fmt: skip
+    g.add_argument("--alignment", type=_nonneg_float, default=None, metavar="W",
+                   help="--interpolate's alignment weight, relative to the objective (default: 0.3)")  # fmt: skip
+    g.add_argument(
+        "--spectrum",
+        action="store_true",
+        help="the regularization spectrum row: the unit (--layer --units U, or --objective EXPR) "
+        "rendered unregularized, with each regularizer, transforms, the decorrelated "
+        "parameterization, MACO and the learned prior (--prior)",
+    )
+    g.add_argument(
+        "--steepest",
+        action="store_true",
+        help="the steepest-descent view: the first step under the L2, L-infinity and decorrelated "
+        "Fourier metrics from one start image, and the renders after --steps steps of each",
+    )
+
+
+def _nonneg_float(text: str) -> float:
+    return _parse_number(text, float, lambda v: v >= 0, "must not be negative")
+
+
 # ------------------------------------------------------------------------------------------------
 # The parser
 # ------------------------------------------------------------------------------------------------
@@ -421,6 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="minimize instead of maximize (the opposite example)",
     )
+    _add_article_flags(ren)
     ren.add_argument(
         "--out",
         type=Path,
@@ -925,7 +972,9 @@ def render_settings(args: argparse.Namespace, **extra: Any) -> Any:
     if folder is not None:
         from fvdesk.core.optim.param import color_matrix_from_folder
 
-        base.color_matrix = color_matrix_from_folder(folder).tolist()
+        base.color_matrix = color_matrix_from_folder(folder)
+    if given.get("prior") and "param" not in given:
+        given["param"] = "prior"  # --prior FILE: optimize the generator's latent
     return options.apply(base, given)
 
 
@@ -942,6 +991,9 @@ def render_spec(args: argparse.Namespace, model: Any) -> Any:
 
     objective = args.objective
     facets = args.diversity or 1
+    article = _article_spec(args, model)
+    if article is not None:
+        return article
     try:
         if objective not in UNIT_KINDS:
             if ":" not in objective:
@@ -967,6 +1019,65 @@ def render_spec(args: argparse.Namespace, model: Any) -> Any:
     except FvdeskError as e:
         raise UsageError(str(e)) from None
     return spec
+
+
+def _article_spec(args: argparse.Namespace, model: Any) -> Any:
+    """The spec of --direction, --interpolate, --spectrum or --steepest (``None``: none given)."""
+    from fvdesk.core.errors import FvdeskError
+    from fvdesk.core.optim import jobs
+
+    chosen = [f for f, on in (("--direction", args.direction), ("--interpolate", args.interpolate),
+              ("--spectrum", args.spectrum), ("--steepest", args.steepest)) if on]  # fmt: skip
+    if len(chosen) > 1:
+        raise UsageError(f"{' and '.join(chosen)} cannot be combined; choose one")
+    if not chosen:
+        return None
+    try:
+        if args.direction:
+            layer = _spec_layer(args, model).name
+            common = {"negative": args.negative, "facets": args.diversity or 1}
+            if args.direction == "random":
+                seeds = tuple(range(args.direction_seed, args.direction_seed + args.directions))
+                spec: Any = jobs.DirectionJob(layer, seeds=seeds, **common)
+            else:
+                spec = jobs.DirectionJob.from_file(layer, args.direction, **common)
+        elif args.interpolate:
+            a, b = (_terms_of(args, model, text) for text in args.interpolate)
+            w = jobs.InterpolationJob.alignment_weight if args.alignment is None else args.alignment
+            spec = jobs.InterpolationJob(a, b, frames=args.frames, alignment_weight=w)
+        else:
+            terms = _target_terms(args, model)
+            spec = jobs.SteepestJob(terms) if args.steepest else jobs.SpectrumJob(terms)
+        spec.validate(model.graph)
+    except FvdeskError as e:
+        raise UsageError(str(e)) from None
+    return spec
+
+
+def _terms_of(args: argparse.Namespace, model: Any, text: str) -> Any:
+    from fvdesk.core.optim.jobs import parse_objective
+
+    terms = parse_objective(text, _layer_kind(model))
+    for t in terms:
+        _resolve_layer(model, t.layer)
+    return terms
+
+
+def _target_terms(args: argparse.Namespace, model: Any) -> Any:
+    """One objective for --spectrum/--steepest: --objective EXPR, or one unit of --layer."""
+    from fvdesk.core.optim.jobs import Term
+
+    if args.objective not in UNIT_KINDS:
+        return _terms_of(args, model, args.objective)
+    layer = _spec_layer(args, model)
+    units = _spec_units(args, model)
+    if args.objective == "deepdream" or len(units) != 1:
+        raise UsageError(
+            f"{'--spectrum' if args.spectrum else '--steepest'} renders one objective: give one unit "
+            "with --units U (or an --objective expression)"
+        )
+    x, y = args.position if args.position else (None, None)
+    return (Term(layer.name, units[0], args.objective, 1.0, x, y),)
 
 
 def _spec_layer(args: argparse.Namespace, model: Any) -> Any:
@@ -1003,7 +1114,14 @@ def cmd_render(args: argparse.Namespace) -> int:
     device = _device(args)
     model = _load(args, device=device)
     spec = render_spec(args, model)
-    job = Job.for_model(model, spec, _settings_or_usage(args, device))
+    settings = _settings_or_usage(args, device)
+    if spec.type == "spectrum":
+        from dataclasses import replace
+
+        from fvdesk.core.optim.variants import spectrum_keys
+
+        spec = replace(spec, variants=spectrum_keys(settings))
+    job = Job.for_model(model, spec, settings)
     done = write_job(model, job, args.out, device=device, quiet=args.quiet)
     if not args.quiet:
         print(

@@ -17,6 +17,11 @@ from fvdesk.core.errors import ConfigError
 PadMode = Literal["constant", "reflect"]
 FitMode = Literal["resize", "crop"]
 
+#: Image parameterizations: decorrelated Fourier, pixels, MACO (phase only), a learned prior.
+PARAM_KINDS: tuple[str, ...] = ("fourier", "pixel", "maco", "prior")
+#: Update rules: Adam, or normalized steepest ascent under the L2 or L-infinity metric.
+OPTIMIZERS: tuple[str, ...] = ("adam", "l2", "linf")
+
 #: The article's chain: scales and angles (degrees) drawn each step.
 ARTICLE_SCALES: tuple[float, ...] = (1.0, 0.975, 1.025, 0.95, 1.05)
 ARTICLE_ANGLES: tuple[float, ...] = tuple(float(a) for a in range(-5, 6))
@@ -145,7 +150,7 @@ class RenderSettings:
     size: int | None = None  # canvas px; None = the model's input size
     lr: float = 0.08
     batch: int = 8
-    param: Literal["fourier", "pixel"] = "fourier"
+    param: Literal["fourier", "pixel", "maco", "prior"] = "fourier"
     decorrelate: bool = True
     decay: float = 1.5  # spectrum 1/f**decay; the article's (Lucid's) is 1.0
     color_matrix: list[list[float]] | None = None  # None = the ImageNet colour correlation
@@ -172,10 +177,26 @@ class RenderSettings:
     # more than ``early_stop`` (relative) from one ``early_stop_window``-step window to the next
     early_stop: float = 0.0
     early_stop_window: int = 32
+    # -- the article's regularization spectrum (regularizers.py, maco.py, prior.py) --------------
+    bilateral_every: int = 0  # edge-preserving filter of the image every N steps (Tyka 2016)
+    bilateral_sigma: float = 1.0  # its spatial sigma, pixels
+    bilateral_range: float = 0.1  # its colour sigma, on the [0, 1] scale
+    grad_blur: float = 0.0  # Gaussian sigma (px) of the image gradient each step (Øygard 2015)
+    lap_levels: int = 0  # Laplacian-pyramid normalization of the gradient (Mordvintsev 2016)
+    octaves: int = 1  # sizes optimized in turn, upsampling between (Mordvintsev 2015)
+    octave_scale: float = 1.4  # size ratio of neighbouring octaves
+    optimizer: Literal["adam", "l2", "linf"] = "adam"  # steepest ascent under L2 / L-infinity
+    maco_spectrum: str | None = None  # param "maco": a saved spectrum or image folder (None: ours)
+    maco_sha256: str | None = None  # pinned by the run (provenance): the spectrum's content hash
+    prior: str | None = None  # param "prior": the generator ONNX file (latent -> image)
+    prior_sha256: str | None = None  # pinned by the run (provenance): the generator file's hash
+    prior_range: tuple[float, float] = (-1.0, 1.0)  # the generator's output value range
 
     def __post_init__(self) -> None:
         if isinstance(self.transforms, dict):
             self.transforms = TransformSettings.from_dict(self.transforms)
+        if isinstance(self.prior_range, list):
+            self.prior_range = tuple(self.prior_range)  # type: ignore[assignment]
         self.validate()
 
     def validate(self) -> None:
@@ -192,6 +213,8 @@ class RenderSettings:
             "relu_override_steps",
             "seed",
             "early_stop_window",
+            "bilateral_every",
+            "lap_levels",
         ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -202,7 +225,17 @@ class RenderSettings:
             isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 8
         ):
             raise bad("size", "must be None or a whole number of pixels >= 8")
-        for name in ("lr", "decay", "tv", "l1", "l2", "blur_sigma", "init_sd", "early_stop"):
+        for name in (
+            "lr",
+            "decay",
+            "tv",
+            "l1",
+            "l2",
+            "blur_sigma",
+            "init_sd",
+            "early_stop",
+            "grad_blur",
+        ):
             v = getattr(self, name)
             if (
                 isinstance(v, bool)
@@ -213,14 +246,15 @@ class RenderSettings:
                 raise bad(name, "must be a finite number >= 0")
         if self.lr <= 0:
             raise bad("lr", "must be positive")
+        if self.param not in PARAM_KINDS:
+            raise bad("param", f"must be one of {', '.join(PARAM_KINDS)}")
+        self._validate_spectrum_settings(bad)
         for name in ("lr_anneal", "lr_final"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
                 raise bad(name, "must be a number from 0 to 1")
         if self.early_stop_window < 1:
             raise bad("early_stop_window", "must be at least 1")
-        if self.param not in ("fourier", "pixel"):
-            raise bad("param", "must be 'fourier' or 'pixel'")
         if self.fit not in ("resize", "crop"):
             raise bad("fit", "must be 'resize' or 'crop'")
         if self.color_matrix is not None:
@@ -235,9 +269,51 @@ class RenderSettings:
                     "shared", "must be a list of [keyframes, factor] pairs of positive numbers"
                 )
 
+    def _validate_spectrum_settings(self, bad: Any) -> None:
+        """The regularization-spectrum settings (one sentence naming the setting, as above)."""
+        for name in ("bilateral_sigma", "bilateral_range", "octave_scale"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+                raise bad(name, "must be a finite number")
+            if v <= 0:
+                raise bad(name, "must be positive")
+        if isinstance(self.octaves, bool) or not isinstance(self.octaves, int) or self.octaves < 1:
+            raise bad("octaves", "must be a whole number >= 1")
+        if self.octaves > 1 and self.octave_scale <= 1:
+            raise bad("octave_scale", "must be above 1 when there are several octaves")
+        if self.lap_levels == 1:
+            raise bad("lap_levels", "must be 0 (off) or at least 2 pyramid levels")
+        if self.optimizer not in OPTIMIZERS:
+            raise bad("optimizer", f"must be one of {', '.join(OPTIMIZERS)}")
+        for name in ("maco_spectrum", "prior", "maco_sha256", "prior_sha256"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, str) or not v.strip()):
+                raise bad(name, "must be a file name or None")
+        r = self.prior_range
+        if (
+            not isinstance(r, (tuple, list))
+            or len(r) != 2
+            or not all(isinstance(v, (int, float)) and np.isfinite(v) for v in r)
+            or not r[0] < r[1]
+        ):
+            raise bad("prior_range", "must be two finite numbers LOW,HIGH with LOW < HIGH")
+        if self.param == "prior":
+            if not self.prior:
+                raise bad("prior", "must name a generator ONNX file when param is 'prior'")
+            for name in ("blur_every", "bilateral_every"):
+                if getattr(self, name):
+                    raise bad(
+                        name,
+                        "filters pixels, but with a learned prior the generator's latent is "
+                        "optimized; use 0 with param 'prior'",
+                    )
+            if self.octaves > 1:
+                raise bad("octaves", "must be 1 with param 'prior' (the generator's size is fixed)")
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (lists, numbers, strings, None)."""
         d = asdict(self)
+        d["prior_range"] = [float(v) for v in self.prior_range]
         d["transforms"] = self.transforms.to_dict() if self.transforms is not None else None
         d["color_matrix"] = (
             [list(map(float, r)) for r in self.color_matrix] if self.color_matrix else None
