@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from fvdesk.core.optim.jobs import UNIT_KINDS
+from fvdesk.core.progress import EtaEstimator
+from fvdesk.core.progress import format_duration as _duration
 
 COMMANDS = ("layers", "info", "render", "atlas", "examples")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
@@ -172,6 +174,7 @@ class Progress:
         self.done = 0
         self.step = self.steps = 0
         self.start = time.monotonic()
+        self._eta = EtaEstimator(start=self.start)
         self._last = 0.0
         self._width = 0
 
@@ -205,13 +208,16 @@ class Progress:
         bar_w = 24
         filled = int(bar_w * frac)
         bar = "#" * filled + "." * (bar_w - filled)
-        elapsed = now - self.start
-        eta = ""
-        if 0 < self.done < self.total:
-            eta = f" eta {_duration(elapsed / self.done * (self.total - self.done))}"
+        est = self._eta.update(frac, now=now)
+        eta = f" {est.eta_text}" if est.eta_text and self.done < self.total else ""
         step = f" step {self.step}/{self.steps}" if self.steps else ""
-        line = f"{self.label} [{bar}] {self.done}/{self.total}{step} {_duration(elapsed)}{eta}"
+        line = f"{self.label} [{bar}] {self.done}/{self.total}{step} {_duration(est.elapsed)}{eta}"
         self._draw(line)
+
+    def resume(self, done: int) -> None:
+        """Start counting at ``done`` units already finished (they say nothing about speed)."""
+        self._eta.reset(time.monotonic(), done / self.total if self.total else 0.0)
+        self.update(done=done, force=True)
 
     def message(self, text: str) -> None:
         """Print a line above the bar (notices), or plainly when the bar is off."""
@@ -235,15 +241,6 @@ class Progress:
         self.stream.write("\r" + line + " " * pad)
         self.stream.flush()
         self._width = len(line)
-
-
-def _duration(seconds: float) -> str:
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s // 60 % 60:02d}m"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -287,6 +284,52 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_article_flags(ren: argparse.ArgumentParser) -> None:
+    """The article's other systems: directions, interpolation, the spectrum row, steepest descent."""
+    g = ren.add_argument_group(
+        "interaction and the article's figures",
+        "Each writes its images as one gallery row; every item records how to render it again.",
+    )
+    g.add_argument(
+        "--direction",
+        metavar="random|FILE.npy",
+        help="render directions in --layer's channel space instead of units: 'random' (seeded, "
+        "see --directions and --direction-seed) or a .npy file of one vector (C,) or one per row (K, C)",
+    )
+    g.add_argument("--directions", type=_positive, default=1, metavar="N",
+                   help="with --direction random: how many random directions (default: 1)")  # fmt: skip
+    g.add_argument("--direction-seed", type=_nonneg, default=0, metavar="S",
+                   help="with --direction random: the first direction's seed (default: 0)")  # fmt: skip
+    g.add_argument(
+        "--interpolate",
+        nargs=2,
+        metavar=("A", "B"),
+        help="interpolate from objective A to B (each L:U or an expression like --objective's) "
+        "in --frames frames, with shared low-resolution parameters and alignment",
+    )
+    g.add_argument("--frames", type=_positive, default=6, metavar="N",
+                   help="frames of --interpolate, at least 2 (default: 6)")  # fmt: skip
+    g.add_argument("--alignment", type=_nonneg_float, default=None, metavar="W",
+                   help="--interpolate's alignment weight, relative to the objective (default: 0.3)")  # fmt: skip
+    g.add_argument(
+        "--spectrum",
+        action="store_true",
+        help="the regularization spectrum row: the unit (--layer --units U, or --objective EXPR) "
+        "rendered unregularized, with each regularizer, transforms, the decorrelated "
+        "parameterization, MACO and the learned prior (--prior)",
+    )
+    g.add_argument(
+        "--steepest",
+        action="store_true",
+        help="the steepest-descent view: the first step under the L2, L-infinity and decorrelated "
+        "Fourier metrics from one start image, and the renders after --steps steps of each",
+    )
+
+
+def _nonneg_float(text: str) -> float:
+    return _parse_number(text, float, lambda v: v >= 0, "must not be negative")
+
+
 # ------------------------------------------------------------------------------------------------
 # The parser
 # ------------------------------------------------------------------------------------------------
@@ -301,6 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
         "Without MODEL, commands use the embedded demo model.",
     )
     p.add_argument("--version", action="version", version=f"fvdesk {__version__}")
+    p.add_argument(
+        "--self-test",
+        action="store_true",
+        help="check this installation end to end (demo model, parity, renders on every device, "
+        "a gallery, the app window), one line per check; exit 0 when all pass",
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     common = argparse.ArgumentParser(add_help=False)
@@ -418,6 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="minimize instead of maximize (the opposite example)",
     )
+    _add_article_flags(ren)
     ren.add_argument(
         "--out",
         type=Path,
@@ -506,6 +556,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(args_list)
     except SystemExit as e:  # argparse: --help/--version (0) or bad arguments (2)
         return e.code if isinstance(e.code, int) else EXIT_USAGE
+    if getattr(args, "self_test", False) and not getattr(args, "command", None):
+        from fvdesk.selftest import run_self_test
+
+        return run_self_test()
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
@@ -540,7 +594,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _wants_gui(argv: list[str]) -> bool:
     """The app unless a command (or --help/--version) is asked for: ``fvdesk``,
     ``fvdesk MODEL.onnx``, ``fvdesk MODEL.onnx --device cpu``, ``fvdesk --device cuda:1``."""
-    if any(a in ("-h", "--help", "--version") for a in argv):
+    if any(a in ("-h", "--help", "--version", "--self-test") for a in argv):
         return False
     if not argv or argv[0].startswith("-"):
         return not any(a in COMMANDS for a in argv)
@@ -564,6 +618,12 @@ def _run_gui(argv: list[str]) -> int:
         args = gui_parser().parse_args(argv)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else EXIT_USAGE
+    from fvdesk.core.display_check import check_display
+
+    problem = check_display()  # before Qt loads: its own failure is an abort and a core dump
+    if problem is not None:
+        print(f"fvdesk: error: {problem}", file=sys.stderr)
+        return EXIT_FAILED
     try:
         from fvdesk.gui.app import run_app
     except ImportError as e:
@@ -669,9 +729,16 @@ def _remember(args: argparse.Namespace, model: Any) -> None:
 
 
 def _resolve_layer(model: Any, name: str) -> Any:
+    from fvdesk.core.errors import RenderError
+
     graph = model.graph
     if name in graph:
         return graph[name]
+    if any(x.name == name for x in graph.unavailable):
+        try:
+            graph[name]
+        except RenderError as e:
+            raise UsageError(str(e)) from None
     hint = graph.suggest(name)
     more = f"; did you mean {', '.join(hint)}?" if hint else "; `fvdesk layers` lists them."
     raise UsageError(f"the model {model.name} has no layer named {name!r}{more}")
@@ -696,14 +763,34 @@ def _emit_json(obj: Any) -> None:
 # ------------------------------------------------------------------------------------------------
 def layer_dict(layer: Any) -> dict[str, Any]:
     """The JSON form of a layer (``fvdesk layers --json``)."""
-    return {
+    d = {
         "name": layer.name,
         "op": layer.op,
         "shape": _shape_list(layer.shape),
         "channels": layer.channels,
         "kind": layer.kind,
         "index": layer.index,
+        "describe": layer.describe(),
+        "available": layer.available,
     }
+    if layer.kind == "tokens":
+        d.update(layout=layer.layout, grid=list(layer.grid or ()), extra_tokens=layer.extra_tokens)
+    if layer.kind == "attention":
+        d["axes"] = list(layer.axes)
+    if not layer.available:
+        d["reason"] = layer.reason
+    return d
+
+
+def _layer_note(layer: Any, graph: Any) -> str:
+    """What the LAYERS table adds after the channel count."""
+    if not layer.available:
+        return "  (not converted)"
+    if layer.name == graph.logits_name:
+        return "  (logits)"
+    if layer.kind in ("tokens", "attention"):
+        return f"  ({layer.describe()})"
+    return ""
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
@@ -711,11 +798,14 @@ def cmd_layers(args: argparse.Namespace) -> int:
     graph = model.graph
     if args.json:
         layers = graph.filter(args.filter) if args.filter else list(graph)
-        _emit_json([layer_dict(x) for x in layers])
+        cut = [
+            x for x in graph.unavailable if not args.filter or x in graph.filter_all(args.filter)
+        ]
+        _emit_json([layer_dict(x) for x in [*layers, *cut]])
         return EXIT_OK
     out = sys.stdout
     if args.filter:
-        layers = graph.filter(args.filter)
+        layers = graph.filter_all(args.filter)
         if not layers:
             print(f"No layer of {model.name} matches {args.filter!r}.", file=sys.stderr)
             return EXIT_OK
@@ -741,20 +831,46 @@ def cmd_layers(args: argparse.Namespace) -> int:
         if layer is None:
             out.write(f"{text}\n")
         else:
-            mark = "  (logits)" if layer.name == graph.logits_name else ""
+            units = str(layer.channels) if layer.channels else "?"
+            shape = _shape_text(layer.shape) if layer.shape else "?"
             out.write(
-                f"{text:<{width}}{layer.op:<20}{_shape_text(layer.shape):<20}{layer.channels:>8}{mark}\n"
+                f"{text:<{width}}{layer.op:<20}{shape:<20}{units:>8}{_layer_note(layer, graph)}\n"
             )
-    n_feat = sum(1 for x in graph if x.kind == "feature")
-    out.write(
-        f"\n{len(graph)} layers ({n_feat} feature maps, {len(graph) - n_feat} vectors) in {model.name}.\n"
-    )
+    kinds = [x.kind for x in graph]
+    n_feat = kinds.count("feature")
+    parts = [f"{n_feat} feature maps"]
+    if kinds.count("tokens"):
+        parts.append(f"{kinds.count('tokens')} token layers")
+    if kinds.count("attention"):
+        parts.append(f"{kinds.count('attention')} attention tensors")
+    parts.append(f"{kinds.count('vector')} vectors")
+    out.write(f"\n{len(graph)} layers ({', '.join(parts)}) in {model.name}.\n")
+    if model.conversion is not None:
+        out.write(f"{model.conversion.describe()}\n")
     return EXIT_OK
 
 
 # ------------------------------------------------------------------------------------------------
 # info
 # ------------------------------------------------------------------------------------------------
+def conversion_dict(model: Any) -> dict[str, Any]:
+    """``fvdesk info``'s account of the conversion: complete, or where it stopped and why."""
+    cut = model.conversion
+    if cut is None:
+        return {"complete": True, "status": "complete"}
+    return {
+        "complete": False,
+        "status": cut.describe(),
+        "stopped_at": cut.stopped_at,
+        "op": cut.op,
+        "reason": cut.reason,
+        "nodes_left_out": cut.cut_nodes,
+        "nodes": cut.total_nodes,
+        "ops_left_out": dict(cut.cut_ops),
+        "boundary": list(cut.boundary),
+    }
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from fvdesk.core.device import describe_device
 
@@ -782,8 +898,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         "layers": {
             "count": len(model.graph),
             "feature_maps": n_feat,
+            "token_layers": sum(1 for x in model.graph if x.kind == "tokens"),
+            "attention_tensors": sum(1 for x in model.graph if x.kind == "attention"),
+            "not_converted": len(model.graph.unavailable),
             "logits": model.graph.logits_name,
         },
+        "conversion": conversion_dict(model),
         "parity": None,
         "device": describe_device(device),
         "warnings": list(model.warnings),
@@ -823,6 +943,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             "layers",
             f"{len(model.graph)} ({n_feat} feature maps); logits: {model.graph.logits_name or 'not found'}",
         ),
+        ("conversion", info["conversion"]["status"]),
         ("parity", model.parity.describe() if model.parity is not None else "not checked"),
         ("device", info["device"]),
     ]
@@ -854,7 +975,9 @@ def render_settings(args: argparse.Namespace, **extra: Any) -> Any:
     if folder is not None:
         from fvdesk.core.optim.param import color_matrix_from_folder
 
-        base.color_matrix = color_matrix_from_folder(folder).tolist()
+        base.color_matrix = color_matrix_from_folder(folder)
+    if given.get("prior") and "param" not in given:
+        given["param"] = "prior"  # --prior FILE: optimize the generator's latent
     return options.apply(base, given)
 
 
@@ -871,6 +994,9 @@ def render_spec(args: argparse.Namespace, model: Any) -> Any:
 
     objective = args.objective
     facets = args.diversity or 1
+    article = _article_spec(args, model)
+    if article is not None:
+        return article
     try:
         if objective not in UNIT_KINDS:
             if ":" not in objective:
@@ -896,6 +1022,65 @@ def render_spec(args: argparse.Namespace, model: Any) -> Any:
     except FvdeskError as e:
         raise UsageError(str(e)) from None
     return spec
+
+
+def _article_spec(args: argparse.Namespace, model: Any) -> Any:
+    """The spec of --direction, --interpolate, --spectrum or --steepest (``None``: none given)."""
+    from fvdesk.core.errors import FvdeskError
+    from fvdesk.core.optim import jobs
+
+    chosen = [f for f, on in (("--direction", args.direction), ("--interpolate", args.interpolate),
+              ("--spectrum", args.spectrum), ("--steepest", args.steepest)) if on]  # fmt: skip
+    if len(chosen) > 1:
+        raise UsageError(f"{' and '.join(chosen)} cannot be combined; choose one")
+    if not chosen:
+        return None
+    try:
+        if args.direction:
+            layer = _spec_layer(args, model).name
+            common = {"negative": args.negative, "facets": args.diversity or 1}
+            if args.direction == "random":
+                seeds = tuple(range(args.direction_seed, args.direction_seed + args.directions))
+                spec: Any = jobs.DirectionJob(layer, seeds=seeds, **common)
+            else:
+                spec = jobs.DirectionJob.from_file(layer, args.direction, **common)
+        elif args.interpolate:
+            a, b = (_terms_of(args, model, text) for text in args.interpolate)
+            w = jobs.InterpolationJob.alignment_weight if args.alignment is None else args.alignment
+            spec = jobs.InterpolationJob(a, b, frames=args.frames, alignment_weight=w)
+        else:
+            terms = _target_terms(args, model)
+            spec = jobs.SteepestJob(terms) if args.steepest else jobs.SpectrumJob(terms)
+        spec.validate(model.graph)
+    except FvdeskError as e:
+        raise UsageError(str(e)) from None
+    return spec
+
+
+def _terms_of(args: argparse.Namespace, model: Any, text: str) -> Any:
+    from fvdesk.core.optim.jobs import parse_objective
+
+    terms = parse_objective(text, _layer_kind(model))
+    for t in terms:
+        _resolve_layer(model, t.layer)
+    return terms
+
+
+def _target_terms(args: argparse.Namespace, model: Any) -> Any:
+    """One objective for --spectrum/--steepest: --objective EXPR, or one unit of --layer."""
+    from fvdesk.core.optim.jobs import Term
+
+    if args.objective not in UNIT_KINDS:
+        return _terms_of(args, model, args.objective)
+    layer = _spec_layer(args, model)
+    units = _spec_units(args, model)
+    if args.objective == "deepdream" or len(units) != 1:
+        raise UsageError(
+            f"{'--spectrum' if args.spectrum else '--steepest'} renders one objective: give one unit "
+            "with --units U (or an --objective expression)"
+        )
+    x, y = args.position if args.position else (None, None)
+    return (Term(layer.name, units[0], args.objective, 1.0, x, y),)
 
 
 def _spec_layer(args: argparse.Namespace, model: Any) -> Any:
@@ -939,7 +1124,14 @@ def cmd_render(args: argparse.Namespace) -> int:
     device = _device(args)
     model = _load(args, device=device)
     spec = render_spec(args, model)
-    job = Job.for_model(model, spec, _settings_or_usage(args, device))
+    settings = _settings_or_usage(args, device)
+    if spec.type == "spectrum":
+        from dataclasses import replace
+
+        from fvdesk.core.optim.variants import spectrum_keys
+
+        spec = replace(spec, variants=spectrum_keys(settings))
+    job = Job.for_model(model, spec, settings)
     if args.images is not None:
         done = render_with_examples(args, model, job, device)
     else:
@@ -987,7 +1179,7 @@ def write_jobs(
     committed = 0
     results: list[Any] = []
     for job in jobs:
-        committer = BatchCommitter(gallery, device=dev_text, steps=job.settings.steps)
+        committer = BatchCommitter(gallery, device=dev_text)
 
         def on_event(ev: Any, committer: Any = committer) -> None:
             nonlocal committed
@@ -1144,7 +1336,7 @@ def cmd_atlas(args: argparse.Namespace) -> int:
     except atl.AtlasSettingsMismatch as e:
         raise UsageError(str(e)) from None
     bar = Progress(todo.total, enabled=Progress.wanted(args.quiet), label="atlas")
-    bar.update(done=todo.skipped, force=True)
+    bar.resume(todo.skipped)
     if not args.quiet and todo.skipped:
         bar.message(f"resuming: {todo.skipped} of {todo.total} units already done")
     try:

@@ -303,3 +303,170 @@ def two_image_inputs(folder: Path) -> Path:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return _save(model, Path(folder) / "two_inputs.onnx")
+
+
+# -- real-world families (issue 11): small configs of the same architectures ---------------------
+def tiny_vit(seed: int = 0) -> nn.Module:
+    """torchvision's VisionTransformer (the vit_b_16 class) at 32 px, patch 8 (a 4×4 grid plus the
+    class token), 2 layers, width 24, 2 heads of 12 dims, MLP 48: every dim distinct, so token
+    counts, heads and widths cannot be confused."""
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(seed)
+    return VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=24, mlp_dim=48,
+        num_classes=10,
+    ).eval()  # fmt: skip
+
+
+def tiny_swin(seed: int = 0) -> nn.Module:
+    """torchvision's SwinTransformer (the swin_t class) at 32 px: patch 4 (8×8), window 4, two
+    stages (one patch merging, whose LayerNormalization broke canonicalization), width 24."""
+    from torchvision.models.swin_transformer import SwinTransformer
+
+    torch.manual_seed(seed)
+    return SwinTransformer(
+        patch_size=[4, 4], embed_dim=24, depths=[1, 1], num_heads=[2, 4], window_size=[4, 4],
+        stochastic_depth_prob=0.0, num_classes=10,
+    ).eval()  # fmt: skip
+
+
+def cached_export(folder: Path, name: str, build, *, size: int, dynamo: bool = False) -> Path:
+    """Export ``build()`` once per folder, with the classic exporter or the dynamo one (default
+    opset, static shapes)."""
+    path = Path(folder) / f"{name}_{size}{'_dynamo' if dynamo else ''}.onnx"
+    if path.exists():
+        return path
+    tmp = path.with_suffix(".tmp.onnx")
+    model = build()
+    if dynamo:
+        x = torch.randn(1, 3, size, size)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                model, (x,), dynamo=True, input_names=["input"], output_names=["logits"],
+                verbose=False,
+            )  # fmt: skip
+        program.save(str(tmp))
+    else:
+        export_onnx(model, tmp, size=size)
+    tmp.replace(path)
+    return path
+
+
+class _ConvLSTM(nn.Module):
+    """An OCR-style network: a convolutional trunk, the width as a sequence, an LSTM, a head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trunk = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(8, 12, 3, padding=1), nn.ReLU(), nn.MaxPool2d((4, 1)),
+        )  # fmt: skip
+        self.rnn = nn.LSTM(12 * 2, 16)
+        self.head = nn.Linear(16, 7)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.trunk(x)  # N, 12, 2, W/2
+        seq = f.flatten(1, 2).permute(2, 0, 1)  # W/2, N, 24
+        out, _ = self.rnn(seq)
+        return self.head(out).permute(1, 0, 2)  # N, W/2, 7
+
+
+def conv_lstm_onnx(folder: Path) -> Path:
+    path = Path(folder) / "conv_lstm.onnx"
+    if not path.exists():
+        torch.manual_seed(0)
+        tmp = path.with_suffix(".tmp.onnx")
+        export_onnx(_ConvLSTM().eval(), tmp, example=torch.randn(1, 3, 16, 32), dynamic_batch=False)
+        tmp.replace(path)
+    return path
+
+
+def conv_custom_op_onnx(folder: Path) -> Path:
+    """conv -> relu -> conv -> relu -> a custom-domain op (a vendor's fused head) -> gemm."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    path = Path(folder) / "conv_custom.onnx"
+    if path.exists():
+        return path
+    rng = np.random.default_rng(0)
+
+    def w(name: str, *shape: int) -> onnx.TensorProto:
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name)
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="stem/conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="stem/relu"),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], name="block/conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"], name="block/relu"),
+        helper.make_node("FusedPoolHead", ["r2"], ["p"], name="vendor/head", domain="com.vendor"),
+        helper.make_node("Gemm", ["p", "wf"], ["logits"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "custom",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 24, 24])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 4])],
+        [w("w1", 8, 3, 3, 3), w("b1", 8), w("w2", 8, 8, 3, 3), w("wf", 4, 8)],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.vendor", 1)]
+    )
+    model.ir_version = 8
+    return _save(model, path)
+
+
+def with_metadata(src: Path, dst: Path, props: dict[str, str]) -> Path:
+    """A copy of ``src`` with ``props`` as its metadata_props."""
+    import onnx
+
+    model = onnx.load(str(src))
+    del model.metadata_props[:]
+    for k, v in props.items():
+        model.metadata_props.add(key=k, value=v)
+    return _save(model, dst)
+
+
+def to_float16(src: Path, dst: Path) -> Path:
+    """``src`` with float16 weights, inputs and outputs (what onnxconverter's float16 tools and
+    ``model.half()`` exports produce): onnxruntime computes it in half precision."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    model = onnx.load(str(src))
+    g = model.graph
+    for t in g.initializer:
+        if t.data_type == TensorProto.FLOAT:
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float16), t.name))
+    for vi in [*g.input, *g.output, *g.value_info]:
+        if vi.type.tensor_type.elem_type == TensorProto.FLOAT:
+            vi.type.tensor_type.elem_type = TensorProto.FLOAT16
+    return _save(model, dst)
+
+
+class TinyDeiT(nn.Module):
+    """DeiT's layout (timm's ``deit_*_distilled``): a class and a distillation token before the
+    patches, a standard encoder layer, a head on each token, averaged."""
+
+    def __init__(self, size: int = 32, patch: int = 8, dim: int = 20, classes: int = 6) -> None:
+        super().__init__()
+        grid = size // patch
+        self.embed = nn.Conv2d(3, dim, patch, stride=patch)
+        self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.1)
+        self.dist = nn.Parameter(torch.randn(1, 1, dim) * 0.1)
+        self.pos = nn.Parameter(torch.randn(1, 2 + grid * grid, dim) * 0.1)
+        self.block = nn.TransformerEncoderLayer(dim, 2, 36, dropout=0.0, batch_first=True)
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, classes)
+        self.head_dist = nn.Linear(dim, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.embed(x).flatten(2).transpose(1, 2)
+        n = t.shape[0]
+        t = torch.cat([self.cls.expand(n, -1, -1), self.dist.expand(n, -1, -1), t], 1) + self.pos
+        t = self.norm(self.block(t))
+        return (self.head(t[:, 0]) + self.head_dist(t[:, 1])) / 2

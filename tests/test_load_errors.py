@@ -144,7 +144,32 @@ def test_several_image_inputs(tmp_path: Path) -> None:
 
 
 # -- operators -----------------------------------------------------------------------------
-def test_unsupported_ops_are_all_named_with_counts(tmp_path: Path) -> None:
+def test_unconvertible_first_operators_are_all_named_with_counts(tmp_path: Path) -> None:
+    """Nothing before the unconvertible nodes: the model is refused, every blocker listed."""
+    nodes = [
+        helper.make_node("GlobalLpPool", ["x"], ["g"], name="lp"),
+        helper.make_node("Hardmax", ["g"], ["h1"], name="hm1"),
+        helper.make_node("Hardmax", ["h1"], ["h2"], name="hm2"),
+    ]
+    p = tmp_path / "ops.onnx"
+    onnx.save(_model(nodes, [_image()], [_image("h2", (1, 3, 1, 1))]), str(p))
+    msg = _fails(p, UnsupportedModelError)
+    assert "GlobalLpPool (opset 17) x1" in msg, msg
+
+
+def test_custom_domain_ops_first(tmp_path: Path) -> None:
+    nodes = [
+        helper.make_node("FancyPool", ["x"], ["f"], name="fancy", domain="com.example"),
+        helper.make_node("Relu", ["f"], ["y"], name="relu"),
+    ]
+    p = tmp_path / "custom.onnx"
+    onnx.save(_model(nodes, [_image()], [_image("y")], domains=["com.example"]), str(p))
+    msg = _fails(p, UnsupportedModelError)
+    assert "custom-domain" in msg and "com.example::FancyPool x1" in msg
+
+
+def test_unconvertible_tail_opens_the_convertible_part(tmp_path: Path) -> None:
+    """The layers before unconvertible nodes load; the rest is listed as unavailable."""
     w = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")
     nodes = [
         helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
@@ -154,19 +179,12 @@ def test_unsupported_ops_are_all_named_with_counts(tmp_path: Path) -> None:
     ]
     p = tmp_path / "ops.onnx"
     onnx.save(_model(nodes, [_image()], [_image("h2", (1, 4, 1, 1))], [w]), str(p))
-    msg = _fails(p, UnsupportedModelError)
-    assert "GlobalLpPool (opset 17) x1" in msg and "Hardmax (opset 17) x2" in msg
-
-
-def test_custom_domain_ops(tmp_path: Path) -> None:
-    nodes = [
-        helper.make_node("Relu", ["x"], ["r"], name="relu"),
-        helper.make_node("FancyPool", ["r"], ["y"], name="fancy", domain="com.example"),
-    ]
-    p = tmp_path / "custom.onnx"
-    onnx.save(_model(nodes, [_image()], [_image("y")], domains=["com.example"]), str(p))
-    msg = _fails(p, UnsupportedModelError)
-    assert "custom-domain" in msg and "com.example::FancyPool x1" in msg
+    m = load_model(p)
+    assert [x.name for x in m.graph.layers] == ["conv"]
+    assert m.conversion is not None and m.conversion.stopped_at == "lp"
+    assert m.conversion.cut_ops == {"Hardmax": 2, "GlobalLpPool": 1}
+    assert [x.name for x in m.graph.unavailable] == ["lp", "hm1", "hm2"]
+    assert "lp" in (m.status_text or "") and "GlobalLpPool" in (m.status_text or "")
 
 
 def test_unexpected_errors_are_wrapped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -62,15 +62,18 @@ RELU = "/features/features.2/Relu"  # 8 channels at full resolution in small_onn
 # -- settings ---------------------------------------------------------------------------------------
 def test_settings_defaults_and_json_round_trip() -> None:
     s = RenderSettings()
+    # the recipe chosen by benchmarks/bench_fidelity.py (issue 12): lr 0.08 annealed over the
+    # second half to 5 %, spectrum 1/f**1.5, fvdesk's transform chain; early stop off
     assert (s.steps, s.size, s.lr, s.batch, s.param, s.decorrelate, s.decay) == (
-        512,
+        256,
         None,
-        0.05,
+        0.08,
         8,
         "fourier",
         True,
-        1.0,
+        1.5,
     )
+    assert (s.lr_anneal, s.lr_final, s.early_stop, s.early_stop_window) == (0.5, 0.05, 0.0, 32)
     assert (
         s.transforms == TransformSettings() and s.relu_override_steps == 16 and s.device == "auto"
     )
@@ -244,7 +247,9 @@ def test_out_of_memory_in_render_units_continues_with_smaller_batches(small) -> 
 
 # -- dead units -------------------------------------------------------------------------------------
 def test_dead_units_are_revived_or_reported(dead) -> None:
-    s = RenderSettings(steps=40, size=24, batch=3)
+    # decay 1: the article's start image, grey enough that unit 1 is dead on it (the default
+    # 1/f**1.5 start has more low-frequency contrast and already wakes unit 1)
+    s = RenderSettings(steps=40, size=24, batch=3, decay=1.0)
     events, results = drive(render_units(dead, UnitJob("relu", [0, 1, 2]), s))
     notices = " | ".join(e.message for e in events if isinstance(e, NoticeEvent))
     assert "unit 1, unit 2: zero gradient on the start image" in notices
@@ -256,7 +261,7 @@ def test_dead_units_are_revived_or_reported(dead) -> None:
 
 
 def test_without_the_remedy_the_dead_unit_stays_grey(dead) -> None:
-    s = RenderSettings(steps=40, size=24, batch=1, relu_override_steps=0)
+    s = RenderSettings(steps=40, size=24, batch=1, relu_override_steps=0, decay=1.0)
     _, results = drive(render_units(dead, UnitJob("relu", [1]), s))
     assert results[0].dead and results[0].value == 0.0
     assert results[0].image.std() < 8  # never moved from the near-grey start
@@ -295,7 +300,12 @@ def test_relu_override_rewrites_only_relus(small) -> None:
 @pytest.mark.parametrize("preset", ["imagenet", "caffe", "symmetric"])
 @pytest.mark.parametrize(
     "tsettings",
-    [TransformSettings(), TransformSettings(pad_mode="reflect"), TransformSettings(pad=0), None],
+    [
+        TransformSettings(pad_mode="constant"),
+        TransformSettings(pad_mode="reflect"),
+        TransformSettings(pad=0),
+        None,
+    ],
     ids=["constant", "reflect", "nopad", "off"],
 )
 def test_fused_input_pipeline_equals_transform_then_prepare_input(
@@ -543,3 +553,41 @@ def test_batch_events_name_each_images_unit_and_facet(small) -> None:
     assert [p for b in batches for p in b] == done == [(u, f) for u in (1, 2, 3) for f in range(3)]
     assert any(b[0][1] != 0 for b in batches)  # a batch that starts mid-unit (the old failure)
     assert [(r.unit, r.facet) for r in results] == done
+
+
+# -- learning-rate anneal and early stop ------------------------------------------------------------
+def test_early_stop_stops_once_converged_and_says_so(small) -> None:
+    """A plateaued objective ends the render early: after the anneal, with a notice, and the result
+    records the steps actually done."""
+    s = RenderSettings(
+        steps=400, size=32, batch=2, preview_every=0, early_stop=0.02, early_stop_window=8
+    )
+    s.lr_anneal = 0.05  # 20 steps of anneal after convergence
+    events, res = drive(render(small, O.channel(RELU, 0), s))
+    notes = [e.message for e in events if isinstance(e, NoticeEvent) and "Converged" in e.message]
+    steps = [e.step for e in events if isinstance(e, StepEvent)]
+    assert len(notes) == 1, notes
+    converged = int(notes[0].split("step ")[1].split(" ")[0])
+    assert res.steps_done == converged + 20 == steps[-1] < 400
+    assert not res.cancelled
+    assert (res.values > 0).all()  # it stopped because it had converged, not failed
+    # without early stop the same render runs every step
+    s.early_stop = 0.0
+    s.steps = converged + 21
+    _, full = drive(render(small, O.channel(RELU, 0), s))
+    assert full.steps_done == converged + 21
+
+
+def test_learning_rate_anneal_settles_the_image(small) -> None:
+    """With the rate annealed to zero the last steps barely move the image; at a constant rate
+    they keep changing it (the transform-specific jitter the anneal removes)."""
+
+    def last_change(**kw) -> float:
+        s = RenderSettings(steps=64, size=32, batch=2, preview_every=8, **kw)
+        events, _ = drive(render(small, O.channel(RELU, 0), s))
+        previews = [e.images.astype(float) for e in events if isinstance(e, PreviewEvent)]
+        return float(np.abs(previews[-1] - previews[-2]).mean())
+
+    constant = last_change(lr_anneal=0.0)
+    annealed = last_change(lr_anneal=0.5, lr_final=0.0)
+    assert annealed < 0.25 * constant, (annealed, constant)

@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from fvdesk.core.errors import ConfigError
-from fvdesk.core.optim.settings import ARTICLE_ANGLES, ARTICLE_SCALES, TransformSettings
+from fvdesk.core.optim.settings import (
+    ARTICLE_ANGLES,
+    ARTICLE_SCALES,
+    FVDESK_ANGLES,
+    FVDESK_SCALES,
+    TransformSettings,
+)
 from fvdesk.core.optim.transforms import RobustnessTransform
 
 NONE = TransformSettings(pad=0, jitter=0, scales=None, angles=None, jitter2=0)
@@ -19,11 +25,31 @@ def params(b: int, *, j1=(0, 0), s=1.0, a=0.0, j2=(0, 0)) -> torch.Tensor:
     return torch.tensor([[j1[0], j1[1], s, a, j2[0], j2[1]]] * b, dtype=torch.float64)
 
 
-def test_defaults_are_the_articles_chain() -> None:
-    s = TransformSettings()
-    assert (s.pad, s.jitter, s.jitter2, s.crop) == (16, 16, 8, True)
+def test_article_chain_and_fvdesk_defaults() -> None:
+    s = TransformSettings.article()
+    assert (s.pad, s.jitter, s.jitter2, s.crop, s.pad_mode, s.subpixel) == (
+        16,
+        16,
+        8,
+        True,
+        "constant",
+        False,
+    )
     assert s.scales == ARTICLE_SCALES == (1.0, 0.975, 1.025, 0.95, 1.05)
     assert s.angles == ARTICLE_ANGLES == tuple(float(a) for a in range(-5, 6))
+    # fvdesk's chain (benchmarks/bench_fidelity.py): the article's pad and jitters, zoomed out
+    # 0.8-1.04, +-10 degrees, real-valued jitters, mirrored padding
+    d = TransformSettings()
+    assert (d.pad, d.jitter, d.jitter2, d.crop, d.pad_mode, d.subpixel) == (
+        16,
+        16,
+        8,
+        True,
+        "reflect",
+        True,
+    )
+    assert d.scales == FVDESK_SCALES and min(d.scales) == 0.8 and max(d.scales) == 1.04
+    assert d.angles == FVDESK_ANGLES == tuple(float(a) for a in range(-10, 11, 2))
 
 
 def test_settings_round_trip_through_json() -> None:
@@ -81,7 +107,8 @@ def test_integer_jitter_is_an_exact_shift_with_padding(mode: str) -> None:
 
 def test_jitters_compose_and_padding_extends_beyond_its_width() -> None:
     x = torch.ones(1, 1, 8, 8)
-    tf = RobustnessTransform(TransformSettings(pad=1, pad_value=0.5), (8, 8), seeds=[0])
+    grey = TransformSettings(pad=1, pad_value=0.5, pad_mode="constant")
+    tf = RobustnessTransform(grey, (8, 8), seeds=[0])
     y = tf.apply(x, params(1, j1=(-2, 0), j2=(-1, 0)))  # source column = j - 3
     assert torch.allclose(y[0, 0, 0], torch.tensor([0.5, 0.5, 0.5, 1, 1, 1, 1, 1.0]), atol=1e-5)
     no_pad = RobustnessTransform(TransformSettings(pad=0), (8, 8), seeds=[0])
@@ -103,7 +130,7 @@ def test_rotation_and_scale_about_the_centre() -> None:
 
 
 def test_draws_are_seeded_per_image_and_within_range() -> None:
-    s = TransformSettings()
+    s = TransformSettings.article()
     a = RobustnessTransform(s, (32, 32), seeds=[1, 2, 3])
     b = RobustnessTransform(s, (32, 32), seeds=[3, 1])
     pa = torch.stack([a.draw() for _ in range(50)])
@@ -116,6 +143,26 @@ def test_draws_are_seeded_per_image_and_within_range() -> None:
     assert set(sc.flatten().tolist()) <= set(ARTICLE_SCALES)
     assert set(an.flatten().tolist()) <= set(ARTICLE_ANGLES)
     assert len(set(an.flatten().tolist())) > 5  # they really vary
+
+
+def test_subpixel_jitters_are_real_valued_and_within_range() -> None:
+    s = TransformSettings()
+    assert s.subpixel
+    tf = RobustnessTransform(s, (32, 32), seeds=[1, 2, 3])
+    p = torch.stack([tf.draw() for _ in range(100)])
+    j1, sc, an, j2 = p[..., :2], p[..., 2], p[..., 3], p[..., 4:]
+    assert j1.min() >= -8 and j1.max() <= 8 and j2.min() >= -4 and j2.max() <= 4
+    assert j1.abs().max() > 7 and j2.abs().max() > 3.5  # the whole range is used
+    frac = (j1 - j1.round()).abs()
+    assert (frac > 0.05).float().mean() > 0.8  # almost never on the pixel grid
+    assert set(sc.flatten().tolist()) <= set(FVDESK_SCALES)
+    assert set(an.flatten().tolist()) <= set(FVDESK_ANGLES)
+    # a pure sub-pixel shift resamples between pixels: a one-pixel checkerboard loses its contrast
+    x = torch.zeros(1, 1, 16, 16)
+    x[..., ::2, ::2] = x[..., 1::2, 1::2] = 1.0
+    half = RobustnessTransform(NONE, (16, 16), seeds=[0]).apply(x, params(1, j1=(0.5, 0.5)))
+    inner = half[..., 2:-2, 2:-2]
+    assert (inner - 0.5).abs().max() < 1e-5
 
 
 def test_same_seed_same_transformed_images() -> None:

@@ -355,7 +355,7 @@ class JobController(Controller):
             t.label = result.label
         planned = int(task.job.settings.steps)
         t.step = int(result.steps)
-        if task.cancel.is_set() and result.steps < planned:
+        if result.cancelled:
             # The engine hands back the image as it was when cancelled: keep it, but say so.
             t.state = CANCELLED
             t.message = f"cancelled at step {result.steps} of {planned}"

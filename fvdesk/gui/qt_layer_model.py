@@ -119,6 +119,8 @@ class LayerTreeModel(QAbstractItemModel):
         return len(self._nodes)
 
     def units_of(self, layer: Layer) -> int:
+        if not layer.available:  # left out by a partial conversion: nothing to render
+            return 0
         return max(int(layer.channels), 0)
 
     def unit_label(self, layer: Layer, unit: int) -> str | None:
@@ -249,6 +251,10 @@ class LayerTreeModel(QAbstractItemModel):
     def flags(self, index: Index) -> Qt.ItemFlag:
         if not index.isValid():
             return Qt.ItemFlag.NoItemFlags
+        ref = self.ref(index)
+        if ref is not None and ref.layer is not None and not ref.layer.available:
+            # Greyed by the view and not selectable: the conversion stopped before this node.
+            return Qt.ItemFlag.NoItemFlags
         return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
@@ -309,7 +315,7 @@ class LayerTreeModel(QAbstractItemModel):
         if col == 1:
             return ref.layer.op
         if col == 2:
-            return format_shape(ref.layer.shape)
+            return format_shape(ref.layer.shape) or "?"
         if col == 3:
             return str(ref.layer.channels) if ref.layer.channels else "?"
         return None
@@ -324,14 +330,21 @@ class LayerTreeModel(QAbstractItemModel):
             return (
                 f"{ref.layer.name}:{ref.unit}{extra}\nDouble-click to render; right-click for more."
             )
+        layer = ref.layer
+        if not layer.available:
+            return (
+                f"{layer.name}\n{layer.op}: not converted to torch ({layer.reason}).\n"
+                "Only the layers before the node where the conversion stopped can be rendered."
+            )
         logits = (
-            " (logits)"
-            if self.graph is not None and self.graph.logits_name == ref.layer.name
-            else ""
+            " (logits)" if self.graph is not None and self.graph.logits_name == layer.name else ""
+        )
+        kind = {"tokens": "token layer", "attention": "attention tensor"}.get(
+            layer.kind, f"{layer.kind} layer"
         )
         return (
-            f"{ref.layer.name}{logits}\n{ref.layer.op}, output {format_shape(ref.layer.shape, batch=True)}, "
-            f"{ref.layer.kind} layer\nRight-click to render its units."
+            f"{layer.name}{logits}\n{layer.op}, output {format_shape(layer.shape, batch=True)}: "
+            f"{layer.describe()}, {kind}\nRight-click to render its {layer.unit_noun}s."
         )
 
     def _search_text(self, ref: RowRef) -> str:

@@ -328,6 +328,8 @@ class MainWindow(QMainWindow):
             self.log_message(f"Graph repair: {note}")
         for w in model.warnings:
             self.log_message(f"Warning: {w}")
+        if getattr(model, "status_text", None):  # partially converted: which node stopped it
+            self.log_message(model.status_text, status=True)
         if model.preprocessing.source == "default":
             self.log_message(
                 f"{model.name} does not say how its input was preprocessed; using the "

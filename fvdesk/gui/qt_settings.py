@@ -61,17 +61,26 @@ FIELDS: tuple[Field, ...] = (
     Field("size", "Canvas size", "int", 128, 0, 1024, 16, suffix=" px", special="model's size", group="Optimization",
           tip="Side of the optimized image; at the minimum, the model's own input size. "
               "Models with a fixed input size see the canvas resized."),
-    Field("lr", "Learning rate", "float", 0.05, 0.0001, 2.0, 0.01, 4, group="Optimization",
-          tip="Adam learning rate (the article: 0.05 in decorrelated Fourier space)."),
+    Field("lr", "Learning rate", "float", 0.08, 0.0001, 2.0, 0.01, 4, group="Optimization",
+          tip="Adam learning rate, annealed over the second half of the steps (the engine's default; "
+              "the article: 0.05, constant)."),
     Field("batch", "Batch size", "int", 8, 1, 512, 1, group="Optimization",
           tip="Images optimized together; many units of a layer render in batches of this size."),
     Field("seed", "Seed", "int", 0, 0, 2**31 - 1, 1, group="Optimization",
           tip="Random seed of the initial image and the transformations: same seed, same image."),
     Field("device", "Device", "choice", "auto", choices=(("auto", "auto (GPU if available)"), ("cpu", "CPU")),
           group="Optimization", tip="Where renders run. 'auto' picks CUDA, then MPS, then the CPU."),
-    Field("param", "Parameterization", "choice", "fourier", choices=(("fourier", "Fourier"), ("pixel", "Pixel")),
+    Field("param", "Parameterization", "choice", "fourier",
+          choices=(("fourier", "Fourier"), ("pixel", "Pixel"), ("maco", "MACO (phase only)"),
+                   ("prior", "Learned prior")),
           group="Image", tip="Fourier: optimize a spectrum scaled to equal energy per frequency (less "
-                             "high-frequency noise). Pixel: optimize the pixels directly."),
+                             "high-frequency noise). Pixel: optimize the pixels directly. MACO: "
+                             "optimize only the Fourier phase; the magnitude stays a natural-image "
+                             "spectrum. Learned prior: optimize a generator's latent (choose it below)."),
+    Field("maco_spectrum", "MACO spectrum", "file", "", group="Image", special="fvdesk's natural-image spectrum",
+          tip="The magnitude spectrum MACO keeps: a saved spectrum (.npz) or a folder of your images."),
+    Field("prior", "Generator", "file", "", group="Image", special="none: open a generator ONNX",
+          tip="A generator ONNX (latent -> image) for the learned prior (Nguyen et al. 2016)."),
     Field("decorrelate", "Decorrelate colours", "bool", True, group="Image",
           tip="Optimize in a decorrelated colour space (square root of the ImageNet colour covariance)."),
     Field("transforms", "Transformation robustness", "bool", True, group="Image",
@@ -84,6 +93,19 @@ FIELDS: tuple[Field, ...] = (
           tip="Penalty on (pixel - 0.5)^2: pulls the image towards grey."),
     Field("blur_every", "Blur every", "int", 0, 0, 1000, 1, suffix=" steps", special="off", group="Regularizers",
           tip="Blur the image every N steps (frequency penalization); off = never."),
+    Field("bilateral_every", "Bilateral every", "int", 0, 0, 1000, 1, suffix=" steps", special="off",
+          group="Regularizers", tip="Edge-preserving smoothing every N steps: noise goes, edges stay (Tyka 2016)."),
+    Field("grad_blur", "Gradient blur", "float", 0.0, 0.0, 16.0, 0.25, 2, suffix=" px", special="off",
+          group="Preconditioning", tip="Blur the gradient, not the image, each step (Øygard 2015)."),
+    Field("lap_levels", "Laplacian pyramid", "int", 0, 0, 8, 1, suffix=" levels", special="off",
+          group="Preconditioning",
+          tip="Give every octave of the gradient the same strength (Mordvintsev 2016). 1 is not a pyramid."),
+    Field("octaves", "Octaves", "int", 1, 1, 8, 1, special="off", group="Preconditioning",
+          tip="Optimize at growing sizes, upsampling between: coarse structure first (Mordvintsev 2015)."),
+    Field("optimizer", "Update rule", "choice", "adam",
+          choices=(("adam", "Adam"), ("l2", "Steepest, L2"), ("linf", "Steepest, L∞ (sign)")),
+          group="Preconditioning",
+          tip="Adam, or plain steepest ascent under the L2 or L∞ metric (the article's comparison)."),
     Field("preview_every", "Preview every", "int", 16, 1, 1000, 1, suffix=" steps", group="Display",
           tip="How often a running tile shows its current image."),
     Field("ui:first_n", "Units per layer (N)", "int", 16, 1, 4096, 1, group="Batch jobs",
@@ -96,7 +118,9 @@ FIELDS: tuple[Field, ...] = (
 )
 # fmt: on
 
-GROUPS = ("Optimization", "Image", "Regularizers", "Display", "Batch jobs")
+GROUPS = ("Optimization", "Image", "Regularizers", "Preconditioning", "Display", "Batch jobs")
+#: Groups whose rows show their explanation under the control (not only as a tooltip).
+EXPLAINED = ("Regularizers", "Preconditioning")
 
 
 def default_values() -> dict[str, Any]:
@@ -107,6 +131,7 @@ class RenderSettingsPanel(QWidget):
     """Form over ``FIELDS`` plus the model's preprocessing and labels."""
 
     changed = Signal()  # any render/batch value
+    file_chosen = Signal(str, str)  # key (prior, maco_spectrum), path ("" = none): validate it
     preprocessing_chosen = Signal(str)  # preset name
     labels_file_chosen = Signal(str)  # path ("" = back to the model's own labels)
     browse_labels_requested = Signal()
@@ -155,6 +180,8 @@ class RenderSettingsPanel(QWidget):
                 forms[f.group].addRow(f.label, holder)
             else:
                 forms[f.group].addRow(f.label, w)
+            if f.group in EXPLAINED:
+                forms[f.group].addRow("", _explanation(f.tip))
 
         # Model: preprocessing + labels (the model's properties, kept in its sidecar).
         box = QGroupBox("Model", body)
@@ -215,6 +242,8 @@ class RenderSettingsPanel(QWidget):
 
     # -- widgets ------------------------------------------------------------------------------
     def _make_widget(self, f: Field) -> QWidget:
+        if f.kind == "file":
+            return _FileField(f, self)
         if f.kind in ("int", "float"):
             num = int if f.kind == "int" else float
             w = QSpinBox() if f.kind == "int" else QDoubleSpinBox()
@@ -260,6 +289,8 @@ class RenderSettingsPanel(QWidget):
                     w.setValue(v)  # type: ignore[attr-defined]
             elif f.kind == "bool":
                 w.setChecked(bool(value))  # type: ignore[attr-defined]
+            elif f.kind == "file":
+                w.set_path(str(value or ""))  # type: ignore[attr-defined]
             else:
                 combo: QComboBox = w  # type: ignore[assignment]
                 i = combo.findData(value)
@@ -278,6 +309,8 @@ class RenderSettingsPanel(QWidget):
             return w.value()  # type: ignore[attr-defined]
         if f.kind == "bool":
             return w.isChecked()  # type: ignore[attr-defined]
+        if f.kind == "file":
+            return w.path()  # type: ignore[attr-defined]
         return w.currentData()  # type: ignore[attr-defined]
 
     def values(self) -> dict[str, Any]:
@@ -352,6 +385,58 @@ class RenderSettingsPanel(QWidget):
             self.preprocessing_chosen.emit(str(name))
 
 
+def _explanation(text: str) -> QLabel:
+    label = QLabel(f"<small>{text}</small>")
+    label.setWordWrap(True)
+    label.setObjectName("settingExplanation")
+    return label
+
+
+class _FileField(QWidget):
+    """A file setting: the path (read-only), a chooser and a clear button; empty = none."""
+
+    def __init__(self, f: Field, panel: RenderSettingsPanel) -> None:
+        super().__init__()
+        self.key, self.panel = f.key, panel
+        self.edit = QLineEdit()
+        self.edit.setReadOnly(True)
+        self.edit.setPlaceholderText(f.special)
+        browse = QToolButton()
+        browse.setText("…")
+        browse.setToolTip(f.tip)
+        browse.clicked.connect(self._browse)
+        clear = QToolButton()
+        clear.setText("×")
+        clear.setToolTip("None")
+        clear.clicked.connect(lambda: self.choose(""))
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.edit, 1)
+        row.addWidget(browse)
+        row.addWidget(clear)
+
+    def path(self) -> str:
+        return self.edit.text()
+
+    def set_path(self, path: str) -> None:
+        self.edit.setText(path)
+        self.edit.setToolTip(path)
+
+    def choose(self, path: str) -> None:
+        """The user's choice: shown, announced (the window validates files off the GUI thread)."""
+        self.set_path(path)
+        self.panel.changed.emit()
+        self.panel.file_chosen.emit(self.key, path)
+
+    def _browse(self) -> None:
+        from PySide6.QtWidgets import QFileDialog
+
+        what = "Spectrum (*.npz);;All files (*)" if self.key == "maco_spectrum" else "ONNX (*.onnx)"
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a file", "", what)
+        if path:
+            self.choose(path)
+
+
 def _short(p: Any) -> str:
     order = "BGR" if p.bgr else "RGB"
     mean = "" if all(m == 0 for m in p.mean) else f", mean {tuple(round(m, 3) for m in p.mean)}"
@@ -370,6 +455,9 @@ def to_render_settings(values: dict[str, Any]) -> Any:
     from fvdesk.core.optim.settings import RenderSettings
 
     render, _ = split_values(values)
+    for f in FIELDS:
+        if f.kind == "file" and f.key in render:
+            render[f.key] = render[f.key] or None  # an empty path is no file
     if not render.get("size"):
         render["size"] = None  # the dock's minimum: the model's own input size
     else:

@@ -20,7 +20,10 @@ import numpy as np
 import onnx
 from onnx import ModelProto, NodeProto, TensorProto, helper, numpy_helper
 
-from fvdesk.core.errors import ModelLoadError
+from fvdesk.core.errors import FvdeskError, ModelLoadError
+from fvdesk.core.model.nodes import attr as _attr
+from fvdesk.core.model.nodes import replace_all
+from fvdesk.core.model.nodes import set_attr as _set_attr
 
 STANDARD_DOMAINS = ("", "ai.onnx")
 # Ops whose value is not a function of their inputs, or that carry subgraphs: never folded.
@@ -57,6 +60,7 @@ class Report:
     steps: list[str] = field(default_factory=list)
     folded_nodes: set[str] = field(default_factory=set)  # original node names now constants
     warnings: list[str] = field(default_factory=list)
+    applied: list[str] = field(default_factory=list)  # names of the passes that changed something
 
     def add(self, line: str) -> None:
         self.steps.append(line)
@@ -202,11 +206,7 @@ def prune_unused(model: ModelProto, report: Report, protect: Iterable[str] = ())
     keep_inputs = [i for i in g.input if i.name in used]
     if len(keep_inputs) != len(g.input):
         dropped = [i.name for i in g.input if i.name not in used]
-        copies = [onnx.ValueInfoProto() for _ in keep_inputs]
-        for dst, src in zip(copies, keep_inputs, strict=True):
-            dst.CopyFrom(src)
-        del g.input[:]
-        g.input.extend(copies)
+        replace_all(g.input, keep_inputs, onnx.ValueInfoProto)
         report.add(f"removed {len(dropped)} unused graph inputs ({', '.join(dropped[:4])})")
     unused_init = [i for i, t in enumerate(g.initializer) if t.name not in used]
     for i in reversed(unused_init):
@@ -288,8 +288,10 @@ def fold_constants(model: ModelProto, report: Report, *, where: str = "the model
     if rest:
         try:
             new_inits += _evaluate_with_ort(
-                model, rest, alias, {t.name for t in new_inits}, new_inits
+                model, rest, alias, {t.name for t in new_inits}, new_inits, where=where
             )
+        except FvdeskError:
+            raise
         except Exception as e:  # noqa: BLE001 - fall back to letting onnx2torch convert them
             report.warnings.append(
                 f"constant folding with onnxruntime failed ({_short(e)}); kept those nodes"
@@ -314,11 +316,7 @@ def fold_constants(model: ModelProto, report: Report, *, where: str = "the model
             if x in alias:
                 n.input[k] = alias[x]
     kept = [g.node[i] for i in range(len(g.node)) if i not in drop]
-    copies = [NodeProto() for _ in kept]
-    for dst, src in zip(copies, kept, strict=True):
-        dst.CopyFrom(src)
-    del g.node[:]
-    g.node.extend(copies)
+    replace_all(g.node, kept, NodeProto)
     g.initializer.extend(new_inits)
     counts = collections.Counter(n.op_type for n in folded_nodes)
     report.add(
@@ -355,9 +353,16 @@ def _evaluate_with_ort(
     alias: dict[str, str],
     python_consts: set[str],
     python_inits: list[TensorProto],
+    *,
+    where: str = "the model",
 ) -> list[TensorProto]:
-    """Run the constant nodes in one onnxruntime session; returns initializers for their outputs."""
+    """Run the constant nodes in one onnxruntime session; returns initializers for their outputs.
+
+    Shapes are inferred first: a constant that would be absurdly large (a hostile
+    ``ConstantOfShape``) is refused before onnxruntime allocates it."""
     import onnxruntime as ort
+
+    from fvdesk.core.model import vet
 
     g = model.graph
     nodes = [g.node[i] for i in node_ids]
@@ -382,6 +387,7 @@ def _evaluate_with_ort(
         + [t for t in python_inits if t.name in needed_inputs],
     )
     m = helper.make_model(sub, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    vet.check_inferred_sizes(without_weights(m)[0], where, what="constant")
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     so.log_severity_level = 3
@@ -410,6 +416,9 @@ def _short(e: BaseException) -> str:
 # -- opsets ----------------------------------------------------------------------------------
 def unsupported_ops(model: ModelProto) -> collections.Counter[str]:
     """Ops without an onnx2torch converter at the model's opset: ``{"Domain::Op (opset N)": count}``."""
+    from fvdesk.core.model.onnx2torch_compat import import_onnx2torch
+
+    import_onnx2torch()
     from onnx2torch.node_converters import get_converter
 
     opsets = {o.domain or "": o.version for o in model.opset_import}
@@ -485,11 +494,7 @@ def expand_function_ops(model: ModelProto, report: Report) -> bool:
         expanded[n.op_type] += 1
     if not expanded:
         return False
-    copies = [NodeProto() for _ in out_nodes]
-    for dst, src in zip(copies, out_nodes, strict=True):
-        dst.CopyFrom(src)
-    del model.graph.node[:]
-    model.graph.node.extend(copies)
+    replace_all(model.graph.node, out_nodes, NodeProto)
     listed = ", ".join(f"{k} x{v}" for k, v in sorted(expanded.items()))
     report.add(f"expanded ops without a torch converter into their ONNX function bodies ({listed})")
     return True
@@ -614,11 +619,7 @@ def _restore_weights(light: ModelProto, full: ModelProto, stubbed: list[str]) ->
     """Put the stubbed weights of ``full`` back into a (converted) weight-free copy ``light``."""
     names = set(stubbed)
     inputs = [i for i in light.graph.input if i.name not in names]
-    copies = [onnx.ValueInfoProto() for _ in inputs]
-    for dst, src in zip(copies, inputs, strict=True):
-        dst.CopyFrom(src)
-    del light.graph.input[:]
-    light.graph.input.extend(copies)
+    replace_all(light.graph.input, inputs, onnx.ValueInfoProto)
     light.graph.initializer.extend(t for t in full.graph.initializer if t.name in names)
     return light
 
@@ -728,14 +729,25 @@ def fill_shapes_with_ort(
     )
 
 
-def tensors_needing_rank(model: ModelProto) -> list[str]:
-    """Inputs of converters that need a known rank but have none after shape inference."""
+def tensors_needing_shapes(model: ModelProto) -> list[str]:
+    """Tensors whose shape onnx2torch reads but inference left unknown: the input rank of
+    pooling/normalization converters, and the normalized (trailing) dims of LayerNormalization,
+    which becomes ``nn.LayerNorm(normalized_shape)`` from the declared dims (an unknown dim reads
+    as 0 and the module fails at run time: torchvision's swin_t after constant folding)."""
     shapes = known_shapes(model)
-    return [
-        n.input[0]
-        for n in model.graph.node
-        if n.op_type in _NEEDS_RANK and n.input and shapes.get(n.input[0]) is None
-    ]
+    out: list[str] = []
+    for n in model.graph.node:
+        if n.op_type not in _NEEDS_RANK or not n.input:
+            continue
+        shape = shapes.get(n.input[0])
+        if shape is None:
+            out.append(n.input[0])
+        elif n.op_type == "LayerNormalization":
+            axis = int(_attr(n, "axis", -1) or -1)  # type: ignore[call-overload]
+            tail = shape[axis:] if -len(shape) <= axis < len(shape) else shape
+            if not all(isinstance(d, int) and d > 0 for d in tail):
+                out.append(n.input[0])
+    return list(dict.fromkeys(out))
 
 
 # -- pooling / padding rewrites ---------------------------------------------------------------
@@ -775,28 +787,68 @@ def fix_pooling_padding(model: ModelProto, report: Report) -> None:
     if same:
         report.add(f"made {same} SAME auto-paddings explicit")
     if asym:
-        copies = [NodeProto() for _ in new_nodes]
-        for dst, src in zip(copies, new_nodes, strict=True):
-            dst.CopyFrom(src)
-        del g.node[:]
-        g.node.extend(copies)
+        replace_all(g.node, new_nodes, NodeProto)
         report.add(f"rewrote {asym} asymmetric AveragePool paddings as Pad + AveragePool")
 
 
-def _attr(n: NodeProto, name: str, default: object = None) -> object:
-    for a in n.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
-
-
-def _set_attr(n: NodeProto, name: str, value: object) -> None:
-    for i, a in enumerate(n.attribute):
-        if a.name == name:
-            del n.attribute[i]
-            break
-    if value is not None:
-        n.attribute.append(helper.make_attribute(name, value))
+def fix_pad_values(model: ModelProto, report: Report) -> None:
+    """``Pad`` with a ``constant_value`` input: onnx2torch hands the tensor to ``F.pad``, which
+    wants a Python number, and fails at run time.  A zero value is dropped (it is the default);
+    another value ``c`` becomes ``Pad(x, 0) + C`` where the constant ``C`` holds ``c`` on the
+    padded border and 0 inside, which is exact (x + 0 = x, 0 + c = c); it needs a static shape.
+    """
+    g = model.graph
+    consts = {t.name: t for t in g.initializer}
+    shapes = known_shapes(model)
+    out: list[NodeProto] = []
+    dropped = rewritten = 0
+    for n in g.node:
+        value = consts.get(n.input[2]) if n.op_type == "Pad" and len(n.input) > 2 else None
+        if (
+            value is None
+            or len(n.input) > 3
+            or _attr(n, "mode", b"constant") not in (b"constant", "constant")
+        ):
+            out.append(n)
+            continue
+        c = numpy_helper.to_array(value).reshape(-1)
+        pads = consts.get(n.input[1])
+        if c.size == 0 or float(c[0]) == 0.0:
+            del n.input[2:]
+            dropped += 1
+            out.append(n)
+            continue
+        shape = shapes.get(n.input[0])
+        if pads is None or not shape or not all(isinstance(d, int) and d > 0 for d in shape[1:]):
+            out.append(n)
+            continue
+        p = numpy_helper.to_array(pads).astype(np.int64).reshape(-1)
+        rank = len(shape)
+        if p.size != 2 * rank or p[0] or p[rank] or (p < 0).any():
+            out.append(n)  # the batch padded, or cropping: leave it to the converter
+            continue
+        dims = [1] + [int(d) + int(p[i]) + int(p[i + rank]) for i, d in enumerate(shape) if i]
+        border = np.full(dims, c[0], dtype=numpy_helper.to_array(value).dtype)
+        inner = (slice(None),) + tuple(
+            slice(int(p[i]), int(p[i]) + int(shape[i])) for i in range(1, rank)
+        )
+        border[inner] = 0
+        padded, const = f"{n.output[0]}__fvdesk_zero_pad", f"{n.output[0]}__fvdesk_pad_border"
+        g.initializer.append(numpy_helper.from_array(border, const))
+        pad = NodeProto()
+        pad.CopyFrom(n)
+        del pad.input[2:]
+        pad.output[0] = padded
+        pad.name = f"{n.name}/fvdesk_zero_pad"
+        out.extend([pad, helper.make_node("Add", [padded, const], [n.output[0]], name=n.name)])
+        rewritten += 1
+    if rewritten:
+        replace_all(g.node, out, NodeProto)
+    if dropped or rewritten:
+        report.add(
+            f"rewrote {dropped + rewritten} Pad constant values onnx2torch cannot pass to torch "
+            f"({dropped} zero, {rewritten} as zero padding plus a constant border)"
+        )
 
 
 def _same_pads(n: NodeProto, shapes: dict) -> list[int] | None:
@@ -897,24 +949,128 @@ def _window_sums(x: np.ndarray, kernel: list[int], strides: list[int]) -> np.nda
 Progress = Callable[[float, str], None]
 
 
-def canonicalize(model: ModelProto, *, where: str, report: Report) -> ModelProto:
-    """All repair steps in order; returns the canonical model (possibly a new object).
+def widen_half_precision(model: ModelProto, report: Report) -> None:
+    """float16/bfloat16 graphs compute in float32 (see ``precision``)."""
+    from fvdesk.core.model import precision
 
-    Node naming and the structure check must already have run on ``model`` (the loader records the
-    user's node list in between).
-    """
-    strip_initializer_inputs(model, report)
-    normalize_dims(model, report)
-    drop_unused_optional_outputs(model, report)
-    fold_constants(model, report, where=where)
-    prune_unused(model, report)
-    model = convert_opset_if_needed(model, report)
+    changed = precision.widen_half(model)
+    if changed:
+        report.add(
+            f"widened {changed} float16/bfloat16 weights, inputs and casts to float32 "
+            "(gradients through half precision underflow)"
+        )
+
+
+def lower_opset(model: ModelProto, report: Report, *, where: str = "the model") -> ModelProto:
+    """Make every op convertible where that is exact: opset-17 rewrites (``opset``), onnx's
+    version converter, then function bodies for ops opset 17 does not have (Gelu ...)."""
+    from fvdesk.core.model import opset as ops
+
+    dropped = ops.drop_needless_allowzero(model)
+    if dropped:
+        report.add(f"dropped allowzero=1 from {dropped} Reshapes whose targets have no zero")
+
+    def rewrite(model: ModelProto) -> ModelProto:
+        if ops.default_opset(model) > ops.TARGET and unsupported_ops(model):
+            if _op_types(model) & _LOWER_NEEDS_SHAPES:
+                model = infer_shapes(model)
+            before = ops.default_opset(model)
+            counts, why = ops.lower_to_17(model, known_shapes(model))
+            if why is not None:
+                report.warnings.append(f"opset {before} stays: {why}")
+            else:
+                listed = ", ".join(f"{k} x{v}" for k, v in sorted(counts.items()))
+                report.add(
+                    f"lowered opset {before} -> {ops.TARGET} by rewriting nodes to their "
+                    f"opset-{ops.TARGET} forms ({listed or 'no node needed a change'})"
+                )
+        return convert_opset_if_needed(model, report)
+
+    model = rewrite(model)
     if unsupported_ops(model):
         model = infer_shapes(model, report)  # context-dependent function bodies need input types
         if expand_function_ops(model, report):
             fold_constants(model, report, where=where)
             prune_unused(model, report)
-            model = convert_opset_if_needed(model, report)
-    model = infer_shapes(model, report)
-    fix_pooling_padding(model, report)
+            model = rewrite(model)
     return model
+
+
+_LOWER_NEEDS_SHAPES = {"Pad", "Split", "Resize", "GridSample"}
+
+
+def _op_types(model: ModelProto) -> set[str]:
+    return {n.op_type for n in model.graph.node}
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One canonicalization step: ``run(model, report, where) -> model``."""
+
+    name: str
+    run: Callable[[ModelProto, Report, str], ModelProto]
+
+
+def _in_place(
+    fn: Callable[..., None], **kw: bool
+) -> Callable[[ModelProto, Report, str], ModelProto]:
+    def run(model: ModelProto, report: Report, where: str) -> ModelProto:
+        if kw.get("where"):
+            fn(model, report, where=where)
+        else:
+            fn(model, report)
+        return model
+
+    return run
+
+
+def _fold(model: ModelProto, report: Report, where: str) -> ModelProto:
+    fold_constants(model, report, where=where)
+    prune_unused(model, report)
+    return model
+
+
+#: The steps, in order.  Names are what ``skip=`` takes and what the loader reports when a step
+#: turned a convertible graph into an unconvertible one and had to be left out.
+PASSES: tuple[Pass, ...] = (
+    Pass("strip initializer inputs", _in_place(strip_initializer_inputs)),
+    Pass("normalize dims", _in_place(normalize_dims)),
+    Pass("drop unused optional outputs", _in_place(drop_unused_optional_outputs)),
+    Pass("widen half precision", _in_place(widen_half_precision)),
+    Pass("fold constants", _fold),
+    Pass("lower opset", lambda m, r, w: lower_opset(m, r, where=w)),
+    Pass("infer shapes", lambda m, r, w: infer_shapes(m, r)),
+    Pass("fix pooling padding", _in_place(fix_pooling_padding)),
+    Pass("fix pad values", _in_place(fix_pad_values)),
+)
+PASS_NAMES = tuple(p.name for p in PASSES)
+#: Passes that change the model even when they report no step (so they are always suspects).
+_SILENT = {"infer shapes"}
+
+
+def canonicalize(
+    model: ModelProto, *, where: str, report: Report, skip: Iterable[str] = ()
+) -> ModelProto:
+    """All repair steps in order, except those named in ``skip``; returns the canonical model
+    (possibly a new object).  ``report.applied`` lists the steps that changed something.
+
+    Node naming and the structure check must already have run on ``model`` (the loader records the
+    user's node list in between).
+    """
+    skipped = set(skip)
+    unknown = skipped - set(PASS_NAMES) - {MEASURE_SHAPES}
+    if unknown:
+        raise ValueError(f"unknown canonicalization steps {sorted(unknown)}")
+    for p in PASSES:
+        if p.name in skipped:
+            continue
+        before = len(report.steps)
+        model = p.run(model, report, where)
+        if len(report.steps) > before or p.name in _SILENT:
+            report.applied.append(p.name)
+    return model
+
+
+#: The loader's own step after canonicalization (onnxruntime measures shapes inference left
+#: unknown); skippable like the passes.
+MEASURE_SHAPES = "measure shapes"

@@ -14,6 +14,7 @@ vectors at the end.  Groups with a single child are collapsed into it (``conv1/C
 
 from __future__ import annotations
 
+import collections
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -57,14 +58,50 @@ _KEEPS_LAYOUT = {
     "HardSwish", "Identity", "LayerNormalization", "LeakyRelu", "Log", "MatMul", "Max", "Min",
     "Mish", "Mul", "Neg", "Pow", "PRelu", "Reciprocal", "Relu", "Selu", "Sigmoid", "Softplus",
     "Sqrt", "Sub", "Sum", "Tanh", "Where",
+    # rank-preserving data movement: Swin's patch merging slices and concatenates NHWC maps
+    "Slice", "Pad", "Concat", "Split",
 }  # fmt: skip
 
 
-def tensor_layouts(graph_nodes: Iterable[Any], image: str, image_layout: str) -> dict[str, str]:
+# Ops whose rank-4 outputs are NCHW by definition.
+_NCHW_OPS = {
+    "Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
+    "BatchNormalization", "InstanceNormalization", "LRN", "DepthToSpace", "SpaceToDepth",
+    "Upsample", "Resize", "LpPool", "GlobalLpPool", "MaxUnpool", "DeformConv",
+}  # fmt: skip
+
+
+def _aspect(h: object, w: object, hw: tuple[int, int]) -> bool:
+    """Whether (h, w) has the image's aspect ratio (within 10%): a spatial grid of the input."""
+    if not (isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0):
+        return False
+    H, W = hw
+    return abs(h * W - w * H) <= 0.1 * w * H
+
+
+def layout_from_shape(shape: Shape | None, hw: tuple[int, int] | None) -> str:
+    """ "NHWC" when only the channels-last reading of a rank-4 shape is a spatial grid of the
+    input (Swin's ``(N, 56, 56, 96)`` after a Reshape), else "NCHW"."""
+    if hw is None or shape is None or len(shape) != 4:
+        return "NCHW"
+    _, a, b, c = shape
+    return "NHWC" if _aspect(a, b, hw) and not _aspect(b, c, hw) else "NCHW"
+
+
+def tensor_layouts(
+    graph_nodes: Iterable[Any],
+    image: str,
+    image_layout: str,
+    shapes: Mapping[str, Shape | None] | None = None,
+    image_hw: tuple[int, int] | None = None,
+) -> dict[str, str]:
     """Which rank-4 tensors are channels-last ("NHWC"): propagated from the image input through
-    ``Transpose`` (perm 0,2,3,1 / 0,3,1,2) and layout-preserving ops.  Everything else is NCHW,
-    the convention of Conv, pooling and BatchNormalization.  ``graph_nodes`` are ONNX NodeProtos.
+    ``Transpose`` (perm 0,2,3,1 / 0,3,1,2) and layout-preserving ops.  Conv, pooling and
+    normalization outputs are NCHW; other ops (Reshape, Slice, Concat ...) are judged by their
+    shape when ``shapes`` and the image size are given, else NCHW.  ``graph_nodes`` are ONNX
+    NodeProtos.
     """
+    shapes = shapes or {}
     layout = {image: image_layout}
     for n in graph_nodes:
         if n.op_type == "Transpose":
@@ -85,10 +122,42 @@ def tensor_layouts(graph_nodes: Iterable[Any], image: str, image_layout: str) ->
             if src is not None:
                 for o in n.output:
                     layout[o] = src
-            continue
+                continue
         for o in n.output:
-            layout[o] = "NCHW"
+            if n.op_type in _NCHW_OPS:
+                layout[o] = "NCHW"
+            else:
+                layout[o] = layout_from_shape(shapes.get(o), image_hw)
     return layout
+
+
+#: Extra (non-patch) tokens a token sequence may start with: class, distillation, registers.
+MAX_EXTRA_TOKENS = 8
+
+
+def token_grid(
+    count: int | None, grids: set[tuple[int, int]], hw: tuple[int, int] | None
+) -> tuple[int, int, int] | None:
+    """(extra tokens, rows, cols) when ``count`` tokens are a few extra tokens plus a patch grid.
+
+    The grid must be the spatial size of one of the model's feature maps (the patch embedding's
+    output); a model without feature maps needs a grid with the input's aspect ratio.
+    """
+    if not isinstance(count, int) or count < 4:
+        return None
+    for extra in range(MAX_EXTRA_TOKENS + 1):
+        p = count - extra
+        if p < 4:
+            break
+        if grids:
+            for gh, gw in sorted(grids):
+                if gh * gw == p and gh > 1 and gw > 1:
+                    return extra, gh, gw
+        elif hw is not None:
+            for gh in range(2, p // 2 + 1):
+                if p % gh == 0 and gh * hw[1] == (p // gh) * hw[0]:
+                    return extra, gh, p // gh
+    return None
 
 
 def find_layers(
@@ -97,40 +166,94 @@ def find_layers(
     float_tensors: set[str],
     graph_outputs: Sequence[str],
     layouts: Mapping[str, str] | None = None,
+    *,
+    image_hw: tuple[int, int] | None = None,
 ) -> list[Layer]:
-    """Every float node output of rank 4 or 2 (plus N x K x 1 x 1 graph outputs), in graph order.
+    """Every float node output of rank 4 or 2 (plus N x K x 1 x 1 graph outputs), in graph order,
+    and, given the image size, the token sequences and attention tensors of transformers.
 
+    ``float_tensors`` holds the tensors that are float and per image (dim 0 is the batch).
     Channels-last maps (``layouts[t] == "NHWC"``) are reported with their shape in NCHW order.
     """
-    layers: list[Layer] = []
     outs = set(graph_outputs)
     layouts = layouts or {}
+    found: list[tuple[str, str, str, Shape]] = []  # (layer name, tensor, op, shape)
     for node in nodes:
         for k, t in enumerate(node.outputs):
-            if not t or t not in float_tensors:
-                continue
             shape = shapes.get(t)
-            kind = classify(shape, is_output=t in outs)
-            if kind is None or shape is None:
+            if t and t in float_tensors and shape is not None:
+                found.append((layer_name(node.name, k), t, node.op, tuple(shape)))
+    # Spatial grids of the model: the sizes of maps that convolutions and pooling produce (the
+    # patch embedding of a vision transformer among them), or that are channels-last.
+    grids: set[tuple[int, int]] = set()
+    for _, t, op, shape in found:
+        nhwc = layouts.get(t) == "NHWC"
+        if len(shape) == 4 and (op in _NCHW_OPS or nhwc):
+            h, w = (shape[1], shape[2]) if nhwc else (shape[2], shape[3])
+            if isinstance(h, int) and isinstance(w, int):
+                grids.add((h, w))
+    tokens: dict[str, tuple[str, tuple[int, int, int]]] = {}
+    for _, t, _, shape in found:
+        if len(shape) == 3 and image_hw is not None:
+            geo = token_grid(shape[1], grids, image_hw)
+            if geo is not None:
+                tokens[t] = ("NTC", geo)
+            elif (geo := token_grid(shape[2], grids, image_hw)) is not None:
+                tokens[t] = ("NCT", geo)
+    # Token counts, the residual stream's (the most frequent) first.
+    counts = [
+        n
+        for n, _ in collections.Counter(
+            g[0] + g[1] * g[2] for _, g in tokens.values()
+        ).most_common()
+    ]
+    layers: list[Layer] = []
+    for name, t, op, shape in found:
+        i = len(layers)
+        if t in tokens:
+            lay, (extra, gh, gw) = tokens[t]
+            layers.append(Layer(name, t, op, shape, "tokens", i, lay, (gh, gw), extra))  # type: ignore[arg-type]
+            continue
+        if len(shape) == 4 and counts:
+            axes = _attention_axes(shape, counts, grids)
+            if axes == ():
+                continue  # token-major internals (N, T, heads, dims): not per-unit tensors
+            if axes is not None:
+                layers.append(Layer(name, t, op, shape, "attention", i, axes=axes))
                 continue
-            if len(shape) == 4 and layouts.get(t) == "NHWC":
-                n_, h, w, c = shape
-                layers.append(
-                    Layer(
-                        layer_name(node.name, k),
-                        t,
-                        node.op,
-                        (n_, c, h, w),
-                        "feature",
-                        len(layers),
-                        "NHWC",
-                    )
-                )
-                continue
-            layers.append(
-                Layer(layer_name(node.name, k), t, node.op, tuple(shape), kind, len(layers))
-            )  # type: ignore[arg-type]
+        kind = classify(shape, is_output=t in outs)
+        if kind is None:
+            continue
+        if len(shape) == 4 and layouts.get(t) == "NHWC":
+            n_, h, w, c = shape
+            layers.append(Layer(name, t, op, (n_, c, h, w), "feature", i, "NHWC"))
+            continue
+        layers.append(Layer(name, t, op, shape, kind, i))  # type: ignore[arg-type]
     return layers
+
+
+def _attention_axes(
+    shape: Shape, counts: list[int], grids: set[tuple[int, int]]
+) -> tuple[str, ...] | None:
+    """Axis names of a per-head attention tensor, () for token-major internals, None otherwise.
+
+    ``counts`` are the model's token counts, the residual stream's first: it decides when a head
+    dimension happens to equal another count (a small model's 16 dims and 4×4 patches)."""
+    _, a, b, c = shape
+    if (b, c) in grids or (a, b) in grids:  # a feature map, channels first or last
+        return None
+    if a in counts[:1] and a not in (b, c):
+        return ()  # (N, tokens, heads, dims) on the way into or out of the heads
+    if b == c and b in counts:
+        return ("heads", "queries", "keys")
+    for group in (counts[:1], counts):
+        if b in group:
+            return ("heads", "tokens", "dims")
+        if c in group:
+            return ("heads", "dims", "tokens")
+    if a in counts:
+        return ()
+    return None
 
 
 def find_logits(
@@ -261,9 +384,16 @@ def _collapse(node: TreeNode) -> TreeNode:
     return node
 
 
-def build_layer_graph(layers: list[Layer], logits: str | None, title: str = "model") -> LayerGraph:
-    """The ``LayerGraph`` the GUI, CLI and engine use."""
-    return LayerGraph(layers, build_tree(layers, title), logits)
+def build_layer_graph(
+    layers: list[Layer],
+    logits: str | None,
+    title: str = "model",
+    *,
+    unavailable: list[Layer] | None = None,
+) -> LayerGraph:
+    """The ``LayerGraph`` the GUI, CLI and engine use (the tree also holds ``unavailable``)."""
+    everything = sorted([*layers, *(unavailable or [])], key=lambda x: x.index)
+    return LayerGraph(layers, build_tree(everything, title), logits, unavailable)
 
 
 def format_tree(node: TreeNode, depth: int = 2, indent: str = "") -> str:

@@ -47,6 +47,10 @@ def read_labels_file(path: str | Path) -> list[str]:
             raise ConfigError(
                 f"The labels file {p} is not valid JSON (line {e.lineno}: {e.msg})."
             ) from None
+        except RecursionError:
+            raise ConfigError(
+                f"The labels file {p} is not valid JSON (nested too deeply)."
+            ) from None
         labels = labels_from_json(data)
         if labels is None:
             raise ConfigError(
@@ -94,6 +98,8 @@ def labels_from_metadata(props: dict[str, str]) -> list[str] | None:
             data = json.loads(raw)
         except json.JSONDecodeError:
             data = _python_literal(raw)
+        except RecursionError:  # nested absurdly deep: not a label list
+            continue
         labels = labels_from_json(data)
         if labels:
             return labels

@@ -51,10 +51,68 @@ class Parity:
     feature_layer: str | None
     tolerance: float
     ok: bool
+    # What onnxruntime ran: "" for the canonical graph; "float16 graph" when the file computes in
+    # half precision (fvdesk renders in float32, so the file's own precision is the reference).
+    reference: str = ""
 
     def describe(self) -> str:
         flag = "ok" if self.ok else "ABOVE TOLERANCE"
-        return f"max |torch - onnxruntime| = {self.max_abs_diff:.2e} (relative {self.rel_diff:.1e}, {flag})"
+        ref = f"{self.reference}, " if self.reference else ""
+        return f"max |torch - onnxruntime| = {self.max_abs_diff:.2e} ({ref}relative {self.rel_diff:.1e}, {flag})"
+
+
+@dataclass(frozen=True)
+class ConversionCut:
+    """A partially converted model: where conversion stopped and what was left out."""
+
+    stopped_at: str  # the first node (in graph order) that could not be converted
+    op: str  # its op type ("LSTM", "com.example::FancyPool")
+    reason: str  # why that node could not be converted
+    cut_nodes: int  # nodes left out: the unconvertible ones and everything that depends on them
+    total_nodes: int
+    cut_ops: dict[str, int]  # op type -> count among the left-out nodes
+    boundary: tuple[str, ...]  # tensors the converted part ends with (checked for parity)
+    blockers: tuple[str, ...] = ()  # every unconvertible node (the first is ``stopped_at``)
+
+    def describe(self) -> str:
+        """One sentence: which node stopped the conversion, why, and what was left out."""
+        items = list(self.cut_ops.items())
+        ops = ", ".join(f"{k} x{v}" for k, v in items[:4]) + (", ..." if len(items) > 4 else "")
+        return (
+            f"Converted up to node {self.stopped_at!r} ({self.op}): {self.reason}, so {self.cut_nodes} "
+            f"of {self.total_nodes} nodes ({ops}) are left out and shown greyed; the layers before "
+            "it render normally."
+        )
+
+
+def to_unit_layout(
+    x: torch.Tensor,
+    layout: str,
+    extra_tokens: int = 0,
+    rows: int = 0,
+    cols: int = 0,
+    token: int | None = None,
+) -> torch.Tensor:
+    """A layer's tensor in the layout its units are indexed in (see ``Layer``): NHWC maps to NCHW;
+    token sequences to the patch map (N, D, rows, cols), or extra token ``token`` as (N, D).
+
+    A patch count that does not match ``rows`` x ``cols`` (another input size) keeps their
+    aspect ratio.  Used inside extractor graphs, so it takes plain values only."""
+    if layout == "NHWC":
+        return x.permute(0, 3, 1, 2)
+    if layout not in ("NTC", "NCT"):
+        return x
+    seq = x if layout == "NTC" else x.transpose(1, 2)  # (N, T, D)
+    if token is not None:
+        return seq[:, token]
+    patches = seq[:, extra_tokens:]
+    p = patches.shape[1]
+    if p != rows * cols:
+        rows = max(1, round((p * rows / max(cols, 1)) ** 0.5))
+        if p % rows:
+            raise RenderError(f"{p} patch tokens do not form a grid like {rows}×{cols}.")
+        cols = p // rows
+    return patches.transpose(1, 2).reshape(patches.shape[0], patches.shape[2], rows, cols)
 
 
 class LoadedModel:
@@ -97,6 +155,15 @@ class LoadedModel:
         self.canonicalization: list[str] = []
         self.metadata: dict[str, str] = {}
         self.timings: dict[str, float] = {}
+        # Set when only part of the graph could be converted (the rest is greyed in the tree).
+        self.conversion: ConversionCut | None = None
+
+    @property
+    def status_text(self) -> str | None:
+        """The sentence a status bar shows for a partially converted model; None when complete."""
+        if self.conversion is None:
+            return None
+        return f"{self.name} is partially converted. {self.conversion.describe()}"
 
     # -- device -------------------------------------------------------------------------------
     @property
@@ -144,19 +211,25 @@ class LoadedModel:
         return x.contiguous()
 
     # -- activations --------------------------------------------------------------------------
-    def extractor(self, targets: Sequence[str]) -> fx.GraphModule:
+    def extractor(self, targets: Sequence[str], *, raw: bool = False) -> fx.GraphModule:
         """A module computing only what the target layers need: ``forward(x) -> {name: tensor}``.
 
         ``x`` is the prepared image input (see ``prepare_input``).  Nodes after the last target are
         removed, so rendering an early layer costs only the layers before it.  Shares the weights of
-        ``self.module`` (no copy).  Cached per target set.
+        ``self.module`` (no copy).  Cached per target set.  Tensors are handed out in the units'
+        layout (``Layer``: NCHW maps, token layers as patch maps, ``layer#k`` as extra token k);
+        ``raw=True`` hands them out as the graph has them (parity with onnxruntime).
         """
-        key = tuple(dict.fromkeys(targets))
+        key = (*dict.fromkeys(targets), "\0raw" if raw else "")
         cached = self._extractors.get(key)
         if cached is not None:
             return cached
-        for t in key:
-            self.graph[t]  # raises a RenderError with suggestions for unknown names
+        wanted: dict[str, list[tuple[str, int | None]]] = {}
+        for t in key[:-1]:
+            layer = self.graph[t]  # raises a RenderError with suggestions for unknown names
+            found = self.graph.resolve(t)
+            token = found[1] if found is not None else None
+            wanted.setdefault(self.node_of_layer[layer.name], []).append((t, token))
         src = self.module.graph
         g = fx.Graph()
         env: dict[fx.Node, fx.Node] = {}
@@ -169,20 +242,22 @@ class LoadedModel:
             else:
                 attr = f"_fvdesk_extra_{i}"
                 env[ph] = g.get_attr(attr)
-        wanted = {self.node_of_layer[t]: t for t in key}
         outputs: dict[str, fx.Node] = {}
         for node in src.nodes:
             if node.op in ("placeholder", "output"):
                 continue
             env[node] = g.node_copy(node, lambda n: env[n])
-            if node.name in wanted:
+            for t, token in wanted.get(node.name, []):
+                layer = self.graph[t]
                 out = env[node]
-                if self.graph[wanted[node.name]].layout == "NHWC":
-                    out = g.call_method("permute", (out, 0, 3, 1, 2))
-                outputs[wanted[node.name]] = out
-            if len(outputs) == len(key):
+                if not raw and (layer.layout == "NHWC" or layer.kind == "tokens"):
+                    gh, gw = layer.grid or (0, 0)
+                    args = (out, layer.layout, layer.extra_tokens, gh, gw, token)
+                    out = g.call_function(to_unit_layout, args)
+                outputs[t] = out
+            if len(outputs) == len(key) - 1:
                 break
-        g.output({t: outputs[t] for t in key})
+        g.output({t: outputs[t] for t in key[:-1]})
         root = self.module
         # Values of the non-image inputs live on the module (so ``to()`` moves them); fx copies
         # get_attr targets from the root when the GraphModule is built, so register them first.
@@ -210,21 +285,26 @@ class LoadedModel:
 
     @contextlib.contextmanager
     def capture(self, targets: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
-        """Record ``targets`` during forward passes of the full module; hooks are removed on exit."""
+        """Record ``targets`` during forward passes of the full module; hooks are removed on exit.
+
+        Tensors are handed out like ``extractor`` does (units' layout)."""
         store: dict[str, torch.Tensor] = {}
         handles = []
         modules = dict(self.module.named_modules())
         nodes = {n.name: n for n in self.module.graph.nodes}
         try:
             for t in targets:
-                node = nodes[self.node_of_layer[self.graph[t].name]]
+                layer = self.graph[t]
+                found = self.graph.resolve(t)
+                token = found[1] if found is not None else None
+                node = nodes[self.node_of_layer[layer.name]]
                 index = None
                 if node.op == "call_function":  # getitem on a multi-output module
                     index = node.args[1]
                     node = node.args[0]
                 mod = modules[node.target]
-
-                nhwc = self.graph[t].layout == "NHWC"
+                gh, gw = layer.grid or (0, 0)
+                form = (layer.layout, layer.extra_tokens, gh, gw, token)
 
                 def hook(
                     _m: nn.Module,
@@ -232,10 +312,10 @@ class LoadedModel:
                     out: object,
                     t: str = t,
                     index: int | None = index,
-                    nhwc: bool = nhwc,
+                    form: tuple = form,
                 ) -> None:
                     value = out[index] if index is not None else out  # type: ignore[index]
-                    store[t] = value.permute(0, 3, 1, 2) if nhwc else value  # type: ignore[union-attr]
+                    store[t] = to_unit_layout(value, *form)  # type: ignore[arg-type]
 
                 handles.append(mod.register_forward_hook(hook))
             yield store

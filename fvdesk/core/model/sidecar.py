@@ -57,6 +57,8 @@ def read_sidecar(model_path: str | Path) -> Sidecar | None:
         raise ConfigError(
             f"The sidecar {path} is not valid JSON (line {e.lineno}: {e.msg})."
         ) from None
+    except RecursionError:
+        raise ConfigError(f"The sidecar {path} is not valid JSON (nested too deeply).") from None
     except OSError as e:
         raise ConfigError(f"The sidecar {path} cannot be read ({e.strerror or e}).") from None
     if not isinstance(data, dict):
@@ -98,7 +100,7 @@ def save_sidecar(
             old = json.loads(path.read_text(encoding="utf-8"))
             if isinstance(old, dict):
                 data.update(old)
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             pass
     for key in forget:
         data.pop(key, None)

@@ -97,6 +97,7 @@ class UnitResult:
     seed: int
     steps: int
     slot: int = 0
+    cancelled: bool = False  # stopped by the user before its steps were done (not a result)
     caption: str = ""
     seconds: float = 0.0
     provenance: dict[str, Any] = field(default_factory=dict)

@@ -30,6 +30,8 @@ from typing import Literal
 
 import torch
 
+from fvdesk.core.model.layers import token_target
+
 UnitKind = Literal["neuron", "channel", "deepdream", "logit", "prob"]
 Activations = Mapping[str, torch.Tensor]
 
@@ -288,9 +290,18 @@ def neuron(
     x: int | None = None,
     y: int | None = None,
     *,
+    token: int | None = None,
     batch: int | None = None,
 ) -> Objective:
-    """``layer[x, y, z]`` (centre position by default): one spatial position of one channel."""
+    """``layer[x, y, z]`` (centre position by default): one spatial position of one channel.
+
+    For a token layer (a vision transformer) positions are patches of its grid; ``token=k``
+    picks extra token ``k`` instead (0: the class token), read as ``layer#k``.
+    """
+    if token is not None:
+        if x is not None or y is not None:
+            raise ValueError("a neuron objective takes a patch (x, y) or a token, not both")
+        return Unit(token_target(layer, token), "neuron", z, batch=batch)
     return Unit(layer, "neuron", z, x=x, y=y, batch=batch)
 
 
@@ -327,32 +338,46 @@ def unit(
 
 
 class Direction(Objective):
-    """Mean over positions of ``layer[x, y, :] . vector``: a direction in channel space."""
+    """Mean over positions of ``layer[x, y, :] . vector``: a direction in channel space.
+
+    ``vector`` is one direction (C,) for every image, or one row per image (B, C).
+    """
 
     def __init__(
         self, layer: str, vector: Sequence[float] | torch.Tensor, *, batch: int | None = None
     ) -> None:
         self.layer, self.batch = layer, batch
-        self.vector = torch.as_tensor(vector, dtype=torch.float32).flatten()
+        v = torch.as_tensor(vector, dtype=torch.float32)
+        self.vector = v if v.dim() == 2 else v.flatten()
         self.layers = (layer,)
+
+    @property
+    def size(self) -> int:
+        return int(self.vector.shape[-1])
 
     def describe(self) -> str:
         b = "" if self.batch is None else f" [image {self.batch}]"
-        return f"direction({self.layer}, {self.vector.numel()}-d){b}"
+        return f"direction({self.layer}, {self.size}-d){b}"
 
     def __call__(self, acts: Activations) -> torch.Tensor:
         act = acts[self.layer].float()
-        if act.shape[1] != self.vector.numel():
+        if act.shape[1] != self.size:
             raise ValueError(
-                f"{self.layer} has {act.shape[1]} channels, the direction has {self.vector.numel()}"
+                f"{self.layer} has {act.shape[1]} channels, the direction has {self.size}"
             )
-        v = self.vector.to(act.device).view(1, -1, *([1] * (act.dim() - 2)))
+        rows = self.vector.shape[0] if self.vector.dim() == 2 else 1
+        if self.vector.dim() == 2 and rows != act.shape[0]:
+            raise ValueError(
+                f"{self.describe()} has {rows} directions for a batch of {act.shape[0]}"
+            )
+        v = self.vector.to(act.device).view(rows, -1, *([1] * (act.dim() - 2)))
         dot = (act * v).sum(1)
         return _restrict(dot.flatten(1).mean(1) if dot.dim() > 1 else dot, self.batch)
 
     def subset(self, start: int, stop: int) -> Objective:
         keep, b = _subset_batch(self.batch, start, stop)
-        return Direction(self.layer, self.vector, batch=b) if keep else Zero(self.layers)
+        v = self.vector[start:stop] if self.vector.dim() == 2 else self.vector
+        return Direction(self.layer, v, batch=b) if keep else Zero(self.layers)
 
 
 def direction(
@@ -497,12 +522,12 @@ def diversity(layer: str, groups: Sequence[Sequence[int]] | None = None) -> Obje
     return Diversity(layer, groups)
 
 
-class WithDiversity(Objective):
-    """``main + weight * scale * diversity`` where ``scale`` is the current mean ``|main|`` of the
+class WithCoupling(Objective):
+    """``main + weight * scale * coupling`` where ``scale`` is the current mean ``|main|`` of the
     group (detached), so one weight works whatever the layer's activation magnitude.
 
-    Lucid's absolute weight (``channel - 1e2 * diversity``) suits GoogLeNet's mixed4a, whose
-    activations are large; on a small model it swamps the unit objective (facets that no longer
+    Lucid's absolute weights (``channel - 1e2 * diversity``) suit GoogLeNet's mixed4a, whose
+    activations are large; on a small model they swamp the unit objective (facets that no longer
     excite the unit).  Scaling by the objective keeps the balance the same on every model.
     """
 
@@ -511,40 +536,50 @@ class WithDiversity(Objective):
     def __init__(
         self,
         main: Objective,
-        layer: str,
+        coupling: Objective,
         weight: float,
         groups: Sequence[Sequence[int]] | None = None,
     ) -> None:
         if main.coupled:
-            raise ValueError("with_diversity needs a per-image main objective")
-        self.inner = main
-        self.diversity = Diversity(layer, groups)
+            raise ValueError("a coupling term needs a per-image main objective")
+        self.inner, self.coupling = main, coupling
         self.weight = float(weight)
-        self.layers = _layers(main, self.diversity)
+        self.groups = None if groups is None else [list(g) for g in groups]
+        self.layers = _layers(main, coupling)
 
     def describe(self) -> str:
-        return f"{self.inner.describe()} + {self.weight:g}*|.|*{self.diversity.describe()}"
+        return f"{self.inner.describe()} + {self.weight:g}*|.|*{self.coupling.describe()}"
 
     def main(self) -> Objective | None:
         return self.inner
 
     def __call__(self, acts: Activations) -> torch.Tensor:
         v = self.inner(acts)
-        d = self.diversity(acts)
+        d = self.coupling(acts)
         mag = v.detach().abs()
         scale = torch.zeros_like(mag)
-        for g in (
-            self.diversity.groups
-            if self.diversity.groups is not None
-            else [list(range(v.shape[0]))]
-        ):
+        for g in self.groups if self.groups is not None else [list(range(v.shape[0]))]:
             idx = torch.tensor(g, device=v.device)
             scale[idx] = mag[idx].mean().clamp_min(1e-3)
         return v + self.weight * scale * d
 
 
+class WithDiversity(WithCoupling):
+    """``main`` plus the diversity term, weighted relative to ``main`` (``WithCoupling``)."""
+
+    def __init__(
+        self,
+        main: Objective,
+        layer: str,
+        weight: float,
+        groups: Sequence[Sequence[int]] | None = None,
+    ) -> None:
+        super().__init__(main, Diversity(layer, groups), weight, groups)
+        self.diversity = self.coupling
+
+
 def with_diversity(
-    main: Objective, layer: str, weight: float = 3.0, groups: Sequence[Sequence[int]] | None = None
+    main: Objective, layer: str, weight: float = 1.25, groups: Sequence[Sequence[int]] | None = None
 ) -> Objective:
     """``main`` plus the diversity term, weighted relative to ``main``'s magnitude (see class)."""
     return WithDiversity(main, layer, weight, groups)
@@ -559,14 +594,17 @@ class Alignment(_Coupling):
 
     name = "alignment"
 
-    def __init__(self, layer: str, decay_ratio: float = 2.0) -> None:
+    def __init__(self, layer: str, decay_ratio: float = 2.0, *, relative: bool = False) -> None:
         super().__init__(layer)
         self.decay_ratio = float(decay_ratio)
+        self.relative = relative  # divide by the (detached) mean square activation: unitless
 
     def __call__(self, acts: Activations) -> torch.Tensor:
         act = acts[self.layer].float()
         b = act.shape[0]
         flat = act.flatten(1)
+        if self.relative:
+            flat = flat / flat.detach().pow(2).mean().sqrt().clamp_min(1e-6)
         out = torch.zeros(b, device=act.device, dtype=act.dtype)
         for d in range(1, min(4, b - 1) + 1):
             diff = (flat[:-d] - flat[d:]).pow(2).mean(1) / self.decay_ratio**d  # (b - d,)
@@ -575,9 +613,9 @@ class Alignment(_Coupling):
         return out
 
 
-def alignment(layer: str, decay_ratio: float = 2.0) -> Objective:
+def alignment(layer: str, decay_ratio: float = 2.0, *, relative: bool = False) -> Objective:
     """The interpolation alignment term (maximize = neighbouring images alike)."""
-    return Alignment(layer, decay_ratio)
+    return Alignment(layer, decay_ratio, relative=relative)
 
 
 class Interpolate(Objective):

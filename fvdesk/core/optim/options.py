@@ -14,7 +14,12 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from fvdesk.core.errors import ConfigError
-from fvdesk.core.optim.settings import RenderSettings, TransformSettings
+from fvdesk.core.optim.settings import (
+    OPTIMIZERS,
+    PARAM_KINDS,
+    RenderSettings,
+    TransformSettings,
+)
 
 #: ``RenderSettings`` fields with no option of their own, and why.
 INTERNAL: dict[str, str] = {
@@ -23,6 +28,8 @@ INTERNAL: dict[str, str] = {
     "shared": "set by interpolation jobs",
     "device": "chosen with --device",
     "preview_every": "how often the app refreshes live previews",
+    "maco_sha256": "pinned by the run from --maco-spectrum (provenance checks the file)",
+    "prior_sha256": "pinned by the run from --prior (provenance checks the file)",
 }
 
 
@@ -100,6 +107,26 @@ OPTIONS: tuple[Option, ...] = (
     Option("seed", "random seed: the same seed renders the same image", "optimization", int),
     Option("init_sd", "standard deviation of the random start", "optimization", float),
     Option(
+        "lr_anneal",
+        "share of the steps, at the end, over which the learning rate falls (cosine; 0: constant)",
+        "optimization",
+        float,
+    ),
+    Option("lr_final", "the learning rate at the end, as a share of --lr", "optimization", float),
+    Option(
+        "early_stop",
+        "stop once no image's objective gains more than this share per window (0: never)",
+        "optimization",
+        float,
+    ),
+    Option(
+        "early_stop_window",
+        "steps per window of that early-stop comparison",
+        "optimization",
+        int,
+        low=1,
+    ),
+    Option(
         "relu_override_steps",
         "steps of redirected ReLU gradients for units dead on the start image (0: off)",
         "optimization",
@@ -108,10 +135,33 @@ OPTIONS: tuple[Option, ...] = (
     # parameterization
     Option(
         "param",
-        "image parameterization: decorrelated Fourier spectrum or raw pixels",
+        "image parameterization: decorrelated Fourier spectrum, raw pixels, MACO (Fourier phase "
+        "only, magnitude fixed to a natural-image spectrum) or a learned prior (--prior)",
         "parameterization",
         str,
-        choices=("fourier", "pixel"),
+        choices=PARAM_KINDS,
+    ),
+    Option(
+        "maco_spectrum",
+        "--param maco: the magnitude spectrum, a saved spectrum (.npz) or a folder of images "
+        "(default: fvdesk's natural-image spectrum)",
+        "parameterization",
+        str,
+        optional=True,
+    ),
+    Option(
+        "prior",
+        "--param prior: a generator ONNX file (latent -> image) whose latent is optimized "
+        "instead of pixels (Nguyen et al. 2016)",
+        "parameterization",
+        str,
+        optional=True,
+    ),
+    Option(
+        "prior_range",
+        "the generator's output range LOW,HIGH, mapped to [0, 1] (write --prior-range=-1,1)",
+        "parameterization",
+        tuple,
     ),
     Option(
         "decorrelate",
@@ -171,6 +221,13 @@ OPTIONS: tuple[Option, ...] = (
         transform=True,
     ),
     Option(
+        "subpixel",
+        "real-valued (not whole-pixel) random shifts",
+        "transformation robustness",
+        bool,
+        transform=True,
+    ),
+    Option(
         "pad_mode",
         "what the padding shows: constant grey or a reflection",
         "transformation robustness",
@@ -186,6 +243,57 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "blur_sigma", "sigma in pixels of that blur", "frequency penalization", float, above=True
     ),
+    Option(
+        "bilateral_every",
+        "edge-preserving bilateral filter of the image every N steps (0: never; Tyka 2016)",
+        "frequency penalization",
+        int,
+    ),
+    Option(
+        "bilateral_sigma",
+        "spatial sigma in pixels of that filter",
+        "frequency penalization",
+        float,
+        above=True,
+    ),
+    Option(
+        "bilateral_range",
+        "colour sigma of that filter (on the 0-1 scale): edges above it are kept",
+        "frequency penalization",
+        float,
+        above=True,
+    ),
+    # preconditioning
+    Option(
+        "grad_blur",
+        "blur the image gradient with this sigma in pixels every step (0: off; Øygard 2015)",
+        "preconditioning",
+        float,
+    ),
+    Option(
+        "lap_levels",
+        "normalize the image gradient per Laplacian-pyramid level, this many levels "
+        "(0: off; Mordvintsev 2016)",
+        "preconditioning",
+        int,
+    ),
+    Option(
+        "optimizer",
+        "update rule: Adam, or normalized steepest ascent under the L2 or L-infinity metric "
+        "(the article's steepest-descent comparison)",
+        "preconditioning",
+        str,
+        choices=OPTIMIZERS,
+    ),
+    Option(
+        "octaves",
+        "multi-scale: optimize at this many increasing sizes, upsampling between "
+        "(1: off; Mordvintsev 2015)",
+        "multi-scale",
+        int,
+        low=1,
+    ),
+    Option("octave_scale", "size ratio between octaves", "multi-scale", float, low=1, above=True),
     # speed
     Option(
         "channels_last", "CUDA: channels-last memory layout (same numbers, faster)", "speed", bool

@@ -247,11 +247,13 @@ class ImageParam(nn.Module):
 
     def latent(self) -> torch.Tensor:
         """The decorrelated-space image before colour mixing and sigmoid, (B, C, H, W)."""
-        if self.kind == "fourier":
-            spectrum = torch.view_as_complex(self.separate) * self.scale
-            x = torch.fft.irfft2(spectrum, s=(self.height, self.width), norm="ortho")
-        else:
-            x = self.separate
+        x = self._spatial()
+        shared = self.shared_latent()
+        return x if shared is None else x + shared
+
+    def shared_latent(self) -> torch.Tensor | None:
+        """The shared low-resolution part of ``latent()`` (``None`` without shared components)."""
+        out = None
         for t in self.shared:
             # (k, C, h, w) -> (1, C, k, h, w) -> trilinear to (1, C, B, H, W): the k keyframes
             # sit at the first and last image (align_corners) and blend linearly in between
@@ -259,8 +261,40 @@ class ImageParam(nn.Module):
             v = F.interpolate(
                 v, size=(self.batch, self.height, self.width), mode="trilinear", align_corners=True
             )
-            x = x + v[0].permute(1, 0, 2, 3)
-        return x
+            v = v[0].permute(1, 0, 2, 3)
+            out = v if out is None else out + v
+        return out
+
+    def _spatial(self) -> torch.Tensor:
+        """The per-image (separate) part of the latent as images (B, C, H, W)."""
+        if self.kind == "fourier":
+            spectrum = torch.view_as_complex(self.separate) * self.scale
+            return torch.fft.irfft2(spectrum, s=(self.height, self.width), norm="ortho")
+        return self.separate
+
+    def _set_spatial_(self, x: torch.Tensor) -> None:
+        """Inverse of ``_spatial``: make the separate latent produce ``x`` (B, C, H, W)."""
+        if self.kind == "fourier":
+            spectrum = torch.fft.rfft2(x.float(), norm="ortho") / self.scale
+            self.separate.copy_(torch.view_as_real(spectrum))
+        else:
+            self.separate.copy_(x)
+
+    @torch.no_grad()
+    def set_image_(self, x01: torch.Tensor) -> None:
+        """Set the separate latent so that ``forward()`` gives ``x01`` (NCHW in [0, 1]).
+
+        Inverts the sigmoid (values clamped a hair inside (0, 1)) and the colour mixing; shared
+        components are kept and only the per-image part changes.  How image filters (bilateral)
+        and octaves (upsampling) write their result back into any parameterization.
+        """
+        eps = 1e-4
+        z = torch.logit(x01.to(self.separate.device).float().clamp(eps, 1 - eps))
+        if self.decorrelate:
+            inv = torch.linalg.inv(self.color.double()).float()
+            z = torch.matmul(inv, z.flatten(2)).view(z.shape)
+        shared = self.shared_latent()
+        self._set_spatial_(z if shared is None else z - shared)
 
     def forward(self) -> torch.Tensor:
         x = self.latent()

@@ -10,7 +10,9 @@ Per step: images from the parameterization (``param.py``) -> robustness transfor
 model's device (``transforms.py``) -> the model's preprocessing (``LoadedModel.prepare_input``,
 probed once as a per-pixel affine map and fused into the transform's sampling, so it costs one
 pass) -> the extractor cut after the last target layer, weights frozen -> per-image objective
-values -> fused Adam on ``-sum(values)`` plus optional regularizers.  Speed is measured against
+values -> fused Adam (or ``steepest.SteepestAscent``) on ``-sum(values)`` plus the penalties,
+gradient transforms, image filters and octaves of ``regularizers.py``; the parameterization comes
+from ``parameterizations.make_param`` (Fourier, pixels, MACO or a learned prior).  Speed is measured against
 the floor (forward to the target + backward to the input) by ``benchmarks/bench_render.py``.
 
 Dead units (zero activation and gradient on the near-grey start): a probe before step 1 finds
@@ -37,6 +39,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
 
 from fvdesk.core.device import describe_device, pick_device
@@ -44,6 +47,7 @@ from fvdesk.core.errors import RenderError
 from fvdesk.core.model.loaded import LoadedModel
 from fvdesk.core.model.preprocessing import Preprocessing
 from fvdesk.core.optim import objectives as obj
+from fvdesk.core.optim import regularizers as reg
 from fvdesk.core.optim.drive import CancelFlag, cancel_fn
 from fvdesk.core.optim.events import (
     Event,
@@ -53,8 +57,10 @@ from fvdesk.core.optim.events import (
     StepEvent,
 )
 from fvdesk.core.optim.jobs import Slot
-from fvdesk.core.optim.param import ImageParam
+from fvdesk.core.optim.parameterizations import make_param
+from fvdesk.core.optim.schedule import EarlyStop, anneal_steps, learning_rate
 from fvdesk.core.optim.settings import RenderSettings
+from fvdesk.core.optim.steepest import make_optimizer
 from fvdesk.core.optim.transforms import RobustnessTransform
 
 #: Start-latent standard deviation used when a dead unit is restarted ("stronger random start").
@@ -186,22 +192,6 @@ def _canvas(model: LoadedModel, settings: RenderSettings) -> tuple[int, int]:
     return int(model.input.height), int(model.input.width)
 
 
-def _penalties(x: torch.Tensor, settings: RenderSettings) -> torch.Tensor | None:
-    """Per-image frequency penalties on the [0, 1] image (total variation, L1, L2 about grey)."""
-    total = None
-    if settings.tv > 0:
-        tv = (x[:, :, 1:, :] - x[:, :, :-1, :]).abs().flatten(1).mean(1)
-        tv = tv + (x[:, :, :, 1:] - x[:, :, :, :-1]).abs().flatten(1).mean(1)
-        total = settings.tv * tv
-    if settings.l1 > 0:
-        v = settings.l1 * (x - 0.5).abs().flatten(1).mean(1)
-        total = v if total is None else total + v
-    if settings.l2 > 0:
-        v = settings.l2 * (x - 0.5).pow(2).flatten(1).mean(1)
-        total = v if total is None else total + v
-    return total
-
-
 def _affine_preprocessing(
     model: LoadedModel, channels: int, device: torch.device, pre: Preprocessing | None = None
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -305,8 +295,11 @@ def _render_core(
     device: torch.device,
     cancelled: Callable[[], bool],
     pre: Preprocessing | None = None,
+    start: torch.Tensor | None = None,
 ) -> Generator[Event, None, _CoreOut]:
-    """Optimize one batch, one image per slot; every event names the slots it is about."""
+    """Optimize one batch, one image per slot; every event names the slots it is about.
+
+    ``start`` (NCHW in [0, 1], one per slot) replaces the random start images."""
     t0 = time.perf_counter()
     b = len(slots)
     seeds = [image_seed(settings.seed, *sl.seed_keys) for sl in slots]
@@ -333,33 +326,32 @@ def _render_core(
             ext.to(memory_format=torch.channels_last)
         if cuda:
             torch.backends.cudnn.benchmark = True
-        h, w = _canvas(model, settings)
-        param = ImageParam(
-            b,
-            h,
-            w,
-            channels=model.input.channels,
-            kind=settings.param,
-            decorrelate=settings.decorrelate,
-            decay=settings.decay,
-            color_matrix=settings.color_matrix,
-            sd=settings.init_sd,
-            seeds=seeds,
-            shared=settings.shared,
-            device=device,
-        )
         out = (int(model.input.height), int(model.input.width)) if model.input.fixed_size else None
-        tf = RobustnessTransform(
-            settings.transforms,
-            (h, w),
-            out=out,
-            fit=settings.fit,
-            seeds=[image_seed(s, 7) for s in seeds],
-        )
-        fused = device.type in ("cpu", "cuda")  # one kernel per Adam step where torch has it
-        opt = torch.optim.Adam(param.parameters(), lr=settings.lr, fused=fused)
+        octaves = reg.octave_plan(settings.steps, _canvas(model, settings), settings.octaves,
+                                  settings.octave_scale)  # fmt: skip
+
+        def setup(size: tuple[int, int], image: torch.Tensor | None) -> tuple[Any, ...]:
+            """Parameterization, transforms, optimizer and input pipeline for one canvas size
+            (an octave), starting from ``image`` (resized) when given."""
+            p = make_param(settings, b, *size, channels=model.input.channels, seeds=seeds,
+                           device=device)  # fmt: skip
+            if image is not None:
+                p.set_image_(F.interpolate(image, size=(p.height, p.width), mode="bilinear"))
+            t = RobustnessTransform(settings.transforms, (p.height, p.width), out=out,
+                                    fit=settings.fit, seeds=[image_seed(s, 7) for s in seeds])  # fmt: skip
+            return (
+                p,
+                t,
+                make_optimizer(settings, p.parameters(), device),
+                _InputPipeline(model, t, model.input.channels, device, pre),
+            )
+
+        param, tf, opt, pipe = setup(octaves[0][1], start)
+        grad_tf = reg.gradient_transform(settings)
+        anneal = anneal_steps(settings.steps, settings.lr_anneal)
+        stopper = EarlyStop(settings.early_stop, settings.early_stop_window)
+        end = settings.steps  # the last step; moves earlier when the objective has converged
         main = objective.main()
-        pipe = _InputPipeline(model, tf, model.input.channels, device, pre)
 
         def forward(
             e: nn.Module, xin: torch.Tensor, redirect: torch.Tensor | None = None
@@ -422,6 +414,21 @@ def _render_core(
         redirect = torch.zeros(b, dtype=torch.bool, device=device)
         redirect[dead_start] = True
 
+        def watch(step: int, values: np.ndarray) -> Generator[Event, None, None]:
+            """Early stop: once converged, only the learning-rate anneal is left to run."""
+            nonlocal end
+            if (
+                end == settings.steps
+                and stopper.update(step, values)
+                and step + anneal < settings.steps
+            ):
+                end = step + anneal
+                yield NoticeEvent(
+                    f"Converged at step {step} (no image gained more than {settings.early_stop:g} "
+                    f"of its objective over {settings.early_stop_window} steps); stopping after "
+                    f"step {end} of {settings.steps}."
+                )
+
         pending: tuple[int, torch.Tensor, torch.cuda.Event] | None = None
 
         def flush() -> Generator[Event, None, None]:
@@ -434,14 +441,20 @@ def _render_core(
             arr = host.numpy().astype(np.float64)
             check_finite(step, float(arr[0]), arr[1:])
             yield StepEvent(step, settings.steps, float(arr[0]), arr[1:].copy(), **where)
+            yield from watch(step, arr[1:])
 
         steps_done = 0
         was_cancelled = False
         step = 0
         for step in range(1, settings.steps + 1):
+            if step > end:
+                break
             if cancelled():
                 was_cancelled = True
                 break
+            if anneal:
+                for group in opt.param_groups:
+                    group["lr"] = learning_rate(step, end, settings.lr, anneal, settings.lr_final)
             if override_until and step == override_until + 1 and not restarted:
                 restarted = True
                 _, _, zero = probe(True)
@@ -462,20 +475,24 @@ def _render_core(
                         f"{who(still)}: still no gradient; restarting from a stronger random image."
                     )
             over = ext_o is not None and step <= override_until
+            if len(octaves) > 1 and any(first == step > 1 for first, _ in octaves):
+                size = next(hw for first, hw in octaves if first == step)  # the next octave
+                with torch.no_grad():
+                    param, tf, opt, pipe = setup(size, param().detach())
             try:
                 x01 = param()
-                xin = pipe(x01, None if tf.identity else tf.draw())
+                xg = x01 if grad_tf is None else grad_tf(x01)
+                xin = pipe(xg, None if tf.identity else tf.draw())
                 acts = forward(ext_o, xin, redirect) if over else forward(ext, xin)  # type: ignore[arg-type]
                 values = objective(acts)
                 loss = -values.sum()
-                pen = _penalties(x01, settings)
+                pen = reg.penalties(x01, settings)
                 if pen is not None:
                     loss = loss + pen.sum()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                if settings.blur_every and step % settings.blur_every == 0:
-                    param.blur_(settings.blur_sigma)
+                reg.filter_image_(param, step, settings)
                 stats = torch.cat([loss.detach().reshape(1).float(), values.detach().float()])
             except Exception as ex:
                 if _is_oom(ex):
@@ -493,11 +510,8 @@ def _render_core(
                 arr = stats.numpy().astype(np.float64)
                 check_finite(step, float(arr[0]), arr[1:])
                 yield StepEvent(step, settings.steps, float(arr[0]), arr[1:].copy(), **where)
-            if (
-                settings.preview_every
-                and step % settings.preview_every == 0
-                and step != settings.steps
-            ):
+                yield from watch(step, arr[1:])
+            if settings.preview_every and step % settings.preview_every == 0 and step != end:
                 yield from flush()
                 yield PreviewEvent(step, param.to_uint8(), **where)
         yield from flush()
@@ -570,6 +584,7 @@ def render_batches(
     cancelled: Callable[[], bool],
     pre: Preprocessing | None = None,
     what: Callable[[], str] = lambda: "this objective",
+    start: Callable[[Sequence[Slot]], torch.Tensor | None] | None = None,
 ) -> Generator[Event | BatchDone, None, None]:
     """Render ``slots`` in batches of at most ``per`` images, whole groups at a time.
 
@@ -593,8 +608,9 @@ def render_batches(
         chunk = _chunks(slots[i:], per)[0]
         oom: _OutOfMemory | None = None
         try:
+            first = start(chunk) if start is not None else None
             out = yield from _render_core(
-                model, build(chunk), settings, chunk, device, cancelled, pre
+                model, build(chunk), settings, chunk, device, cancelled, pre, first
             )
         except Exception as e:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
             oom = _as_oom(e, len(chunk))

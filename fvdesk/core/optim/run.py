@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 
@@ -20,20 +21,38 @@ from fvdesk.core.errors import RenderError
 from fvdesk.core.model.loaded import LoadedModel
 from fvdesk.core.optim import objectives as obj
 from fvdesk.core.optim.drive import CancelFlag, cancel_fn
-from fvdesk.core.optim.events import Event, JobResult, NoticeEvent, UnitDoneEvent, UnitResult
+from fvdesk.core.optim.events import (
+    Event,
+    JobResult,
+    NoticeEvent,
+    PreviewEvent,
+    StepEvent,
+    UnitDoneEvent,
+    UnitResult,
+)
 from fvdesk.core.optim.jobs import (
     ClusterJob,
     CombinationJob,
+    DirectionJob,
     ExamplesJob,
+    InterpolationJob,
     Job,
     JobSpec,
     Slot,
+    SpectrumJob,
+    SteepestJob,
+    Term,
     UnitJob,
     combination_caption,
     unit_caption,
 )
-from fvdesk.core.optim.render import BatchDone, render_batches, resolve_device
+from fvdesk.core.optim.param import INTERPOLATION_SHARED
+from fvdesk.core.optim.parameterizations import make_param, pin_settings
+from fvdesk.core.optim.quality import high_frequency_share
+from fvdesk.core.optim.render import BatchDone, image_seed, render_batches, resolve_device
 from fvdesk.core.optim.settings import RenderSettings
+from fvdesk.core.optim.steepest import first_step, step_image
+from fvdesk.core.optim.variants import STEEPEST, variant, variant_settings
 
 Runner = Callable[..., Generator[Event, None, JobResult]]
 
@@ -51,6 +70,7 @@ class Plan:
     label: Callable[[Slot], str | None]
     caption: Callable[[Slot, str | None], str]
     notices: list[str]
+    settings: RenderSettings | None = None  # what the spec needs instead of the job's settings
 
 
 PLANS: dict[type[JobSpec], Callable[[LoadedModel, Job], Plan]] = {}
@@ -80,6 +100,8 @@ def run_job(
             f"This job was made for {job.model.file} (sha256 {job.model.sha256[:12]}…), "
             f"not for {model.name}."
         )
+    uses_maco = isinstance(job.spec, SpectrumJob) and "maco" in job.spec.variants
+    job = replace(job, settings=pin_settings(job.settings, maco=uses_maco))
     runner = RUNNERS.get(type(job.spec), _run_planned)
     return (yield from runner(model, job, cancel_fn(cancel), only, device))
 
@@ -90,13 +112,14 @@ def _run_planned(
     cancelled: Callable[[], bool],
     only: Sequence[int] | None,
     device: torch.device | str | None,
+    start: Callable[[Sequence[Slot]], torch.Tensor | None] | None = None,
 ) -> Generator[Event, None, JobResult]:
     t0 = time.perf_counter()
-    settings = job.settings
-    settings.validate()
+    job.settings.validate()
     job.spec.validate(model.graph)
-    dev = resolve_device(device, settings)
     plan = PLANS[type(job.spec)](model, job)
+    settings = plan.settings or job.settings
+    dev = resolve_device(device, settings)
     for n in plan.notices:
         yield NoticeEvent(n)
     slots, per = plan.slots, settings.batch
@@ -112,7 +135,7 @@ def _run_planned(
     text = describe_device(dev)
     for ev in render_batches(
         model, slots, plan.build, settings, per=per, device=dev, cancelled=cancelled,
-        pre=job.preprocessing, what=lambda: plan.what,
+        pre=job.preprocessing, what=lambda: plan.what, start=start,
     ):  # fmt: skip
         if not isinstance(ev, BatchDone):
             yield ev
@@ -138,6 +161,7 @@ def _run_planned(
                 seed=settings.seed,
                 steps=r.steps_done,
                 slot=sid,
+                cancelled=r.cancelled,
                 caption=plan.caption(slot, label),
                 seconds=share,
                 provenance=job.provenance(slot, out.slots, device=text),
@@ -151,9 +175,9 @@ def _run_planned(
 def diversity_layer(model: LoadedModel, layer: str) -> str:
     """Where facets are compared: the layer itself, or the last feature map before a vector."""
     lay = model.graph[layer]
-    if lay.kind == "feature":
+    if lay.kind in ("feature", "tokens"):  # maps (token layers are handed out as patch maps)
         return layer
-    before = [x for x in model.graph if x.kind == "feature" and x.index < lay.index]
+    before = [x for x in model.graph if x.kind in ("feature", "tokens") and x.index < lay.index]
     return before[-1].name if before else layer
 
 
@@ -165,7 +189,7 @@ def _groups(chunk: Sequence[Slot]) -> list[list[int]]:
 
 
 def _diverse(
-    model: LoadedModel, spec: UnitJob | CombinationJob, layer: str, slots: list[Slot]
+    model: LoadedModel, spec: UnitJob | CombinationJob | DirectionJob, layer: str, slots: list[Slot]
 ) -> tuple[list[Slot], str | None, list[str]]:
     """Drop the coupling when the model cannot batch a unit's facets (with a notice)."""
     if not spec.coupled:
@@ -180,6 +204,17 @@ def _diverse(
     return slots, spec.diversity_layer or diversity_layer(model, layer), []
 
 
+def _signed_diverse(
+    main: obj.Objective, spec: Any, div_layer: str | None, chunk: Sequence[Slot]
+) -> obj.Objective:
+    """``main`` negated for negative specs, with the diversity term when facets are coupled."""
+    if spec.negative:
+        main = -main
+    if div_layer is None:
+        return main
+    return obj.with_diversity(main, div_layer, spec.diversity_weight, _groups(chunk))
+
+
 def _plan_units(model: LoadedModel, job: Job) -> Plan:
     spec: UnitJob = job.spec  # type: ignore[assignment]
     slots, div_layer, notices = _diverse(model, spec, spec.layer, spec.slots())
@@ -190,11 +225,7 @@ def _plan_units(model: LoadedModel, job: Job) -> Plan:
         else:
             units = [s.unit for s in chunk]
             main = obj.Unit(spec.layer, spec.kind, units, x=spec.x, y=spec.y)  # type: ignore[arg-type]
-        if spec.negative:
-            main = -main
-        if div_layer is None:
-            return main
-        return obj.with_diversity(main, div_layer, spec.diversity_weight, _groups(chunk))
+        return _signed_diverse(main, spec, div_layer, chunk)
 
     def label(slot: Slot) -> str | None:
         return job.label(model.graph, spec.layer, slot.unit)
@@ -214,16 +245,7 @@ def _plan_combination(model: LoadedModel, job: Job) -> Plan:
     text = combination_caption(spec.terms)
 
     def build(chunk: Sequence[Slot]) -> obj.Objective:
-        total: obj.Objective | None = None
-        for t in spec.terms:
-            o = obj.Unit(t.layer, t.kind, t.unit, x=t.x, y=t.y) * float(t.weight)  # type: ignore[arg-type]
-            total = o if total is None else total + o
-        assert total is not None
-        if spec.negative:
-            total = -total
-        if div_layer is None:
-            return total
-        return obj.with_diversity(total, div_layer, spec.diversity_weight, _groups(chunk))
+        return _signed_diverse(terms_objective(spec.terms), spec, div_layer, chunk)
 
     def caption(slot: Slot, _label: str | None) -> str:
         name = f"({text})" if spec.negative and len(spec.terms) > 1 else text
@@ -252,10 +274,214 @@ def _plan_clusters(model: LoadedModel, job: Job) -> Plan:
     return Plan(spec.slots(), build, spec.layer, "cluster", False, what, label, caption, [])
 
 
+def terms_objective(terms: Sequence[Term]) -> obj.Objective:
+    """The weighted sum of unit objectives a combination stands for."""
+    total: obj.Objective | None = None
+    for t in terms:
+        o = obj.Unit(t.layer, t.kind, t.unit, x=t.x, y=t.y) * float(t.weight)  # type: ignore[arg-type]
+        total = o if total is None else total + o
+    assert total is not None
+    return total
+
+
+def _plan_direction(model: LoadedModel, job: Job) -> Plan:
+    spec: DirectionJob = job.spec  # type: ignore[assignment]
+    n = model.graph[spec.layer].channels
+    if spec.seeds:
+        vectors = [obj.random_direction(spec.layer, n, s).vector for s in spec.seeds]  # type: ignore[attr-defined]
+    else:
+        vectors = [torch.tensor(v, dtype=torch.float32) for v in spec.vectors]
+    slots, div_layer, notices = _diverse(model, spec, spec.layer, spec.slots())
+
+    def build(chunk: Sequence[Slot]) -> obj.Objective:
+        rows = torch.stack([vectors[s.seed_keys[0]] for s in chunk])
+        return _signed_diverse(obj.Direction(spec.layer, rows), spec, div_layer, chunk)
+
+    def caption(slot: Slot, _label: str | None) -> str:
+        d, f = slot.seed_keys
+        return spec.describe(d) + (f" #{f}" if f else "")
+
+    return Plan(slots, build, spec.layer, "direction", spec.negative, f"directions in {spec.layer}",
+                lambda _s: None, caption, notices)  # fmt: skip
+
+
+def alignment_layer(model: LoadedModel, layers: Sequence[str]) -> str | None:
+    """Where interpolation frames are aligned: a feature map about half way to the first target
+    (the article: "lower layer activations"; Lucid aligns mixed4a frames on mixed3b)."""
+    first = min(model.graph[n].index for n in layers)
+    feats = [x for x in model.graph if x.kind == "feature" and x.index < first]
+    return feats[len(feats) // 2].name if feats else None
+
+
+def _plan_interpolation(model: LoadedModel, job: Job) -> Plan:
+    spec: InterpolationJob = job.spec  # type: ignore[assignment]
+    a, b = terms_objective(spec.a), terms_objective(spec.b)
+    align = spec.alignment_layer or alignment_layer(model, [t.layer for t in spec.a + spec.b])
+    settings = job.settings
+    if spec.shared and not settings.shared:
+        settings = replace(settings, shared=[list(p) for p in INTERPOLATION_SHARED])
+    notices = []
+    if model.input.max_batch is not None and model.input.max_batch < spec.frames:
+        settings = replace(settings, shared=[])
+        notices.append(
+            f"This model only accepts batch {model.input.max_batch}: the frames are rendered "
+            "one at a time, without the shared parameterization or alignment."
+        )
+        align = None
+    slots = spec.slots() if align is not None or settings.shared else [
+        replace(s, group=s.index) for s in spec.slots()
+    ]  # fmt: skip
+
+    def build(chunk: Sequence[Slot]) -> obj.Objective:
+        main = obj.Interpolate(a, b, spec.frames, start=chunk[0].index)
+        if align is None or spec.alignment_weight <= 0 or len(chunk) < 2:
+            return main
+        coupling = obj.alignment(align, relative=True)
+        return obj.WithCoupling(main, coupling, spec.alignment_weight)
+
+    def caption(slot: Slot, _label: str | None) -> str:
+        return f"t={spec.t(slot.index):.2f}"
+
+    return Plan(slots, build, spec.a[0].layer, "interpolation", False, f"the interpolation {spec.title}",
+                lambda _s: spec.title, caption, notices, settings)  # fmt: skip
+
+
 PLANS[UnitJob] = _plan_units
 PLANS[CombinationJob] = _plan_combination
 PLANS[ClusterJob] = _plan_clusters
 register_runner(ExamplesJob, run_examples)
+PLANS[DirectionJob] = _plan_direction
+PLANS[InterpolationJob] = _plan_interpolation
+
+
+# ------------------------------------------------------------------------------------------------
+# The article's figures: settings sweeps with runners of their own
+# ------------------------------------------------------------------------------------------------
+def _chosen(spec: JobSpec, only: Sequence[int] | None) -> list[Slot]:
+    slots = spec.slots()
+    if only is None:
+        return slots
+    wanted = {int(i) for i in only}
+    missing = sorted(wanted - {s.index for s in slots})
+    if missing:
+        raise RenderError(f"The job has no image {missing}.")
+    return [s for s in slots if s.index in wanted]
+
+
+def _as_slot(
+    sub: Generator[Event, None, JobResult], job: Job, slot: Slot, name: str, label: str,
+    out: list[UnitResult],
+) -> Generator[Event, None, JobResult]:  # fmt: skip
+    """Run a one-image sub-job as ``slot`` of ``job``: its events name that slot, its result is
+    captioned ``name`` and carries ``job``'s provenance (appended to ``out``)."""
+    terms: tuple[Term, ...] = job.spec.terms  # type: ignore[attr-defined]
+    where = {"slots": (slot.index,), "offset": slot.index, "facets": (slot.facet,),
+             "units": (slot.unit,)}  # fmt: skip
+    try:
+        while True:
+            ev = next(sub)
+            if isinstance(ev, (StepEvent, PreviewEvent)):
+                ev = replace(ev, **where)
+            elif isinstance(ev, NoticeEvent):
+                ev = NoticeEvent(f"{name}: {ev.message}")
+            elif isinstance(ev, UnitDoneEvent):
+                r = replace(ev.result, layer=terms[0].layer,
+                            unit=terms[0].unit if len(terms) == 1 else -1,
+                            facet=slot.facet, kind=job.spec.type, negative=False,
+                            slot=slot.index, caption=name, label=label,
+                            provenance=job.provenance(slot, [slot.index],
+                                                      device=ev.result.provenance.get("device", "")))  # fmt: skip
+                out.append(r)
+                ev = UnitDoneEvent(r)
+            yield ev
+    except StopIteration as stop:
+        return stop.value
+
+
+def _figure_start(
+    model: LoadedModel, job: Job, device: torch.device | str | None
+) -> tuple[float, torch.device]:
+    """The start time and device of a figure's run, after checking its settings and spec."""
+    job.settings.validate()
+    job.spec.validate(model.graph)
+    return time.perf_counter(), resolve_device(device, job.settings)
+
+
+def _run_spectrum(
+    model: LoadedModel, job: Job, cancelled: Callable[[], bool],
+    only: Sequence[int] | None, device: torch.device | str | None,
+) -> Generator[Event, None, JobResult]:  # fmt: skip
+    """The regularization spectrum row: the objective once per variant of the settings."""
+    t0, dev = _figure_start(model, job, device)
+    spec: SpectrumJob = job.spec  # type: ignore[assignment]
+    target = CombinationJob(spec.terms)
+    results: list[UnitResult] = []
+    cancelled_any = False
+    for slot in _chosen(spec, only):
+        v = variant(spec.variants[slot.index])
+        sub = replace(job, spec=target, settings=variant_settings(job.settings, v.key))
+        r = yield from _as_slot(_run_planned(model, sub, cancelled, None, dev), job, slot,
+                                v.caption, f"{v.family} · {v.reference}", results)  # fmt: skip
+        cancelled_any = cancelled_any or r.cancelled
+        if r.cancelled:
+            break
+    return JobResult(results, cancelled_any, time.perf_counter() - t0, describe_device(dev))
+
+
+def _run_steepest(
+    model: LoadedModel, job: Job, cancelled: Callable[[], bool],
+    only: Sequence[int] | None, device: torch.device | str | None,
+) -> Generator[Event, None, JobResult]:  # fmt: skip
+    """The steepest-descent view: three first steps (slots 0-2), three renders (slots 3-5)."""
+    t0, dev = _figure_start(model, job, device)
+    spec: SteepestJob = job.spec  # type: ignore[assignment]
+    if model.device != dev:
+        model.to(dev)
+    base = job.settings
+    objective = terms_objective(spec.terms)
+    x0 = _start_image(model, base, dev)
+    text = describe_device(dev)
+    results: list[UnitResult] = []
+    cancelled_any = False
+    for slot in _chosen(spec, only):
+        v = STEEPEST[slot.index % 3]
+        s = variant_settings(base, v.key)
+        if slot.index < 3:
+            delta, gain = first_step(model, objective, s, x0, dev, job.preprocessing)
+            high = float(high_frequency_share(delta.permute(0, 2, 3, 1).cpu().numpy())[0])
+            name = f"{v.caption} step"
+            unit = spec.terms[0].unit if len(spec.terms) == 1 else -1
+            ur = UnitResult(spec.terms[0].layer, unit, slot.facet,
+                            f"{100 * high:.0f}% above 0.25 cyc/px", "steepest", False, gain,
+                            step_image(delta)[0], False, base.seed, base.steps,
+                            slot=slot.index, caption=name,
+                            provenance=job.provenance(slot, [slot.index], device=text))  # fmt: skip
+            # ``steps``: the view's budget (a first step is complete, not a cancelled render)
+            results.append(ur)
+            yield UnitDoneEvent(ur)
+            continue
+        sub = replace(job, spec=CombinationJob(spec.terms), settings=s)
+        run = _run_planned(model, sub, cancelled, None, dev, start=lambda _c: x0)
+        r = yield from _as_slot(run, job, slot, f"{v.caption}, {s.steps} steps",
+                                v.explain, results)  # fmt: skip
+        cancelled_any = cancelled_any or r.cancelled
+        if r.cancelled:
+            break
+    return JobResult(results, cancelled_any, time.perf_counter() - t0, text)
+
+
+def _start_image(model: LoadedModel, settings: RenderSettings, dev: torch.device) -> torch.Tensor:
+    """The steepest-descent view's one start image: the decorrelated Fourier start of the seed."""
+    s = replace(settings, param="fourier", decorrelate=True, shared=[], octaves=1)
+    h, w = (settings.size,) * 2 if settings.size else (model.input.height, model.input.width)
+    p = make_param(s, 1, int(h), int(w), channels=model.input.channels,
+                   seeds=[image_seed(settings.seed, 0)], device=dev)  # fmt: skip
+    with torch.no_grad():
+        return p().detach()
+
+
+register_runner(SpectrumJob, _run_spectrum)
+register_runner(SteepestJob, _run_steepest)
 
 
 def render_units(

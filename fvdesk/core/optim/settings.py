@@ -17,22 +17,48 @@ from fvdesk.core.errors import ConfigError
 PadMode = Literal["constant", "reflect"]
 FitMode = Literal["resize", "crop"]
 
+#: Image parameterizations: decorrelated Fourier, pixels, MACO (phase only), a learned prior.
+PARAM_KINDS: tuple[str, ...] = ("fourier", "pixel", "maco", "prior")
+#: Update rules: Adam, or normalized steepest ascent under the L2 or L-infinity metric.
+OPTIMIZERS: tuple[str, ...] = ("adam", "l2", "linf")
+
+#: The article's chain: scales and angles (degrees) drawn each step.
 ARTICLE_SCALES: tuple[float, ...] = (1.0, 0.975, 1.025, 0.95, 1.05)
 ARTICLE_ANGLES: tuple[float, ...] = tuple(float(a) for a in range(-5, 6))
+#: fvdesk's default chain (chosen by ``benchmarks/bench_fidelity.py``): scales 0.80-1.04, so the
+#: network sees the canvas a little zoomed out (0.92 on average) and fine detail gains it less;
+#: rotations up to 10 degrees either way.
+FVDESK_SCALES: tuple[float, ...] = tuple(round(0.8 + 0.02 * i, 2) for i in range(13))
+FVDESK_ANGLES: tuple[float, ...] = tuple(float(a) for a in range(-10, 11, 2))
 
 
 @dataclass
 class TransformSettings:
-    """The robustness chain; set an element to 0 / ``None`` / ``False`` to remove it."""
+    """The robustness chain; set an element to 0 / ``None`` / ``False`` to remove it.
+
+    The defaults are fvdesk's chain: the article's padding and jitters, wider scales (zoomed
+    out on average) and rotations, real-valued jitters and mirrored padding; ``article()`` is
+    the article's chain exactly.
+    """
 
     pad: int = 16
     jitter: int = 16
-    scales: tuple[float, ...] | None = ARTICLE_SCALES
-    angles: tuple[float, ...] | None = ARTICLE_ANGLES  # degrees
+    scales: tuple[float, ...] | None = FVDESK_SCALES
+    angles: tuple[float, ...] | None = FVDESK_ANGLES  # degrees
     jitter2: int = 8
     crop: bool = True
-    pad_mode: PadMode = "constant"
+    pad_mode: PadMode = "reflect"
     pad_value: float = 0.5
+    # jitters as any real shift, not whole pixels: the network never sees the canvas on its own
+    # pixel grid, so pixel-exact patterns cannot pay off (see transforms.py)
+    subpixel: bool = True
+
+    @classmethod
+    def article(cls) -> TransformSettings:
+        """The article's chain: pad 16 (grey), jitter 16, scale, rotate +-5 deg, jitter 8, crop."""
+        return cls(
+            scales=ARTICLE_SCALES, angles=ARTICLE_ANGLES, pad_mode="constant", subpixel=False
+        )
 
     def __post_init__(self) -> None:
         if self.scales is not None:
@@ -53,6 +79,10 @@ class TransformSettings:
             raise ConfigError(f"Transform scales must be positive numbers, got {self.scales!r}.")
         if self.angles is not None and any(not math.isfinite(a) for a in self.angles):
             raise ConfigError(f"Transform angles must be finite numbers, got {self.angles!r}.")
+        if not isinstance(self.subpixel, bool):
+            raise ConfigError(
+                f"Transform setting 'subpixel' must be true or false, got {self.subpixel!r}."
+            )
         if self.pad_mode not in ("constant", "reflect"):
             raise ConfigError(
                 f"Transform pad_mode must be 'constant' or 'reflect', got {self.pad_mode!r}."
@@ -116,13 +146,13 @@ class TransformSettings:
 class RenderSettings:
     """Everything that determines a render; ``to_dict()`` is what galleries record."""
 
-    steps: int = 512
+    steps: int = 256  # reaches Lucent's 512-step quality well before; see benchmarks/README.md
     size: int | None = None  # canvas px; None = the model's input size
-    lr: float = 0.05
+    lr: float = 0.08
     batch: int = 8
-    param: Literal["fourier", "pixel"] = "fourier"
+    param: Literal["fourier", "pixel", "maco", "prior"] = "fourier"
     decorrelate: bool = True
-    decay: float = 1.0
+    decay: float = 1.5  # spectrum 1/f**decay; the article's (Lucid's) is 1.0
     color_matrix: list[list[float]] | None = None  # None = the ImageNet colour correlation
     transforms: TransformSettings | None = field(default_factory=TransformSettings)
     fit: Literal["resize", "crop"] = "resize"  # fixed-size models: canvas -> native size
@@ -139,10 +169,34 @@ class RenderSettings:
     amp: bool = False  # CUDA only; bfloat16 autocast of the model's forward
     init_sd: float = 0.01
     shared: list[list[int]] = field(default_factory=list)  # [(keyframes, factor)], interpolation
+    # learning-rate schedule (schedule.py): constant, then a cosine over the last ``lr_anneal``
+    # of the steps down to ``lr_final`` times ``lr``; 0 = a constant rate
+    lr_anneal: float = 0.5
+    lr_final: float = 0.05
+    # early stop (schedule.EarlyStop): stop (after the anneal) once no image's objective gained
+    # more than ``early_stop`` (relative) from one ``early_stop_window``-step window to the next
+    early_stop: float = 0.0
+    early_stop_window: int = 32
+    # -- the article's regularization spectrum (regularizers.py, maco.py, prior.py) --------------
+    bilateral_every: int = 0  # edge-preserving filter of the image every N steps (Tyka 2016)
+    bilateral_sigma: float = 1.0  # its spatial sigma, pixels
+    bilateral_range: float = 0.1  # its colour sigma, on the [0, 1] scale
+    grad_blur: float = 0.0  # Gaussian sigma (px) of the image gradient each step (Øygard 2015)
+    lap_levels: int = 0  # Laplacian-pyramid normalization of the gradient (Mordvintsev 2016)
+    octaves: int = 1  # sizes optimized in turn, upsampling between (Mordvintsev 2015)
+    octave_scale: float = 1.4  # size ratio of neighbouring octaves
+    optimizer: Literal["adam", "l2", "linf"] = "adam"  # steepest ascent under L2 / L-infinity
+    maco_spectrum: str | None = None  # param "maco": a saved spectrum or image folder (None: ours)
+    maco_sha256: str | None = None  # pinned by the run (provenance): the spectrum's content hash
+    prior: str | None = None  # param "prior": the generator ONNX file (latent -> image)
+    prior_sha256: str | None = None  # pinned by the run (provenance): the generator file's hash
+    prior_range: tuple[float, float] = (-1.0, 1.0)  # the generator's output value range
 
     def __post_init__(self) -> None:
         if isinstance(self.transforms, dict):
             self.transforms = TransformSettings.from_dict(self.transforms)
+        if isinstance(self.prior_range, list):
+            self.prior_range = tuple(self.prior_range)  # type: ignore[assignment]
         self.validate()
 
     def validate(self) -> None:
@@ -158,6 +212,9 @@ class RenderSettings:
             "blur_every",
             "relu_override_steps",
             "seed",
+            "early_stop_window",
+            "bilateral_every",
+            "lap_levels",
         ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -168,7 +225,17 @@ class RenderSettings:
             isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 8
         ):
             raise bad("size", "must be None or a whole number of pixels >= 8")
-        for name in ("lr", "decay", "tv", "l1", "l2", "blur_sigma", "init_sd"):
+        for name in (
+            "lr",
+            "decay",
+            "tv",
+            "l1",
+            "l2",
+            "blur_sigma",
+            "init_sd",
+            "early_stop",
+            "grad_blur",
+        ):
             v = getattr(self, name)
             if (
                 isinstance(v, bool)
@@ -179,8 +246,15 @@ class RenderSettings:
                 raise bad(name, "must be a finite number >= 0")
         if self.lr <= 0:
             raise bad("lr", "must be positive")
-        if self.param not in ("fourier", "pixel"):
-            raise bad("param", "must be 'fourier' or 'pixel'")
+        if self.param not in PARAM_KINDS:
+            raise bad("param", f"must be one of {', '.join(PARAM_KINDS)}")
+        self._validate_spectrum_settings(bad)
+        for name in ("lr_anneal", "lr_final"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+                raise bad(name, "must be a number from 0 to 1")
+        if self.early_stop_window < 1:
+            raise bad("early_stop_window", "must be at least 1")
         if self.fit not in ("resize", "crop"):
             raise bad("fit", "must be 'resize' or 'crop'")
         if self.color_matrix is not None:
@@ -195,9 +269,51 @@ class RenderSettings:
                     "shared", "must be a list of [keyframes, factor] pairs of positive numbers"
                 )
 
+    def _validate_spectrum_settings(self, bad: Any) -> None:
+        """The regularization-spectrum settings (one sentence naming the setting, as above)."""
+        for name in ("bilateral_sigma", "bilateral_range", "octave_scale"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+                raise bad(name, "must be a finite number")
+            if v <= 0:
+                raise bad(name, "must be positive")
+        if isinstance(self.octaves, bool) or not isinstance(self.octaves, int) or self.octaves < 1:
+            raise bad("octaves", "must be a whole number >= 1")
+        if self.octaves > 1 and self.octave_scale <= 1:
+            raise bad("octave_scale", "must be above 1 when there are several octaves")
+        if self.lap_levels == 1:
+            raise bad("lap_levels", "must be 0 (off) or at least 2 pyramid levels")
+        if self.optimizer not in OPTIMIZERS:
+            raise bad("optimizer", f"must be one of {', '.join(OPTIMIZERS)}")
+        for name in ("maco_spectrum", "prior", "maco_sha256", "prior_sha256"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, str) or not v.strip()):
+                raise bad(name, "must be a file name or None")
+        r = self.prior_range
+        if (
+            not isinstance(r, (tuple, list))
+            or len(r) != 2
+            or not all(isinstance(v, (int, float)) and np.isfinite(v) for v in r)
+            or not r[0] < r[1]
+        ):
+            raise bad("prior_range", "must be two finite numbers LOW,HIGH with LOW < HIGH")
+        if self.param == "prior":
+            if not self.prior:
+                raise bad("prior", "must name a generator ONNX file when param is 'prior'")
+            for name in ("blur_every", "bilateral_every"):
+                if getattr(self, name):
+                    raise bad(
+                        name,
+                        "filters pixels, but with a learned prior the generator's latent is "
+                        "optimized; use 0 with param 'prior'",
+                    )
+            if self.octaves > 1:
+                raise bad("octaves", "must be 1 with param 'prior' (the generator's size is fixed)")
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (lists, numbers, strings, None)."""
         d = asdict(self)
+        d["prior_range"] = [float(v) for v in self.prior_range]
         d["transforms"] = self.transforms.to_dict() if self.transforms is not None else None
         d["color_matrix"] = (
             [list(map(float, r)) for r in self.color_matrix] if self.color_matrix else None

@@ -85,10 +85,10 @@ class RobustnessTransform:
         rows = []
         for g in self.generators:
             u = torch.rand(6, generator=g, dtype=torch.float64).tolist()
-            j1x, j1y = _shift(u[0], s.jitter), _shift(u[1], s.jitter)
+            j1x, j1y = _shift(u[0], s.jitter, s.subpixel), _shift(u[1], s.jitter, s.subpixel)
             sc = _pick(u[2], s.scales, 1.0)
             an = _pick(u[3], s.angles, 0.0)
-            j2x, j2y = _shift(u[4], s.jitter2), _shift(u[5], s.jitter2)
+            j2x, j2y = _shift(u[4], s.jitter2, s.subpixel), _shift(u[5], s.jitter2, s.subpixel)
             rows.append((j1x, j1y, sc, an, j2x, j2y))
         return torch.tensor(rows, dtype=torch.float64)
 
@@ -190,13 +190,18 @@ def _generator(seed: int) -> torch.Generator:
     return g
 
 
-def _shift(u: float, d: int) -> float:
-    """Integer shift in [-(d//2), d - d//2] (Lucid's random crop of d pixels), from a uniform u.
+def _shift(u: float, d: int, subpixel: bool = False) -> float:
+    """Integer shift in [-(d//2), d - d//2] (Lucid's random crop of d pixels), from a uniform u;
+    with ``subpixel``, any real shift in [-d/2, d/2].
 
-    Integer shifts keep bilinear sampling exact (no blur) when there is no scale or rotation.
+    Integer shifts keep bilinear sampling exact (no blur) when there is no scale or rotation, so
+    a pattern locked to the pixel grid survives them; real shifts resample the canvas between
+    its pixels every step, which such a pattern does not survive.
     """
     if d <= 0:
         return 0.0
+    if subpixel:
+        return (u - 0.5) * d
     return float(min(int(u * (d + 1)), d) - d // 2)
 
 

@@ -104,14 +104,14 @@ def layer_folder(layer: Any) -> str:
 def plan_atlas(
     model: Any, layers: Sequence[str] | None = None, units_per_layer: int | None = None
 ) -> list[AtlasLayer]:
-    """The layers to render (default: every feature-map layer) and their units, in model order.
+    """The layers to render (default: every feature map and token layer) and their units, in order.
 
     ``layers`` holds names or glob patterns (``*relu*``); a name or pattern matching nothing raises
     ``LayerSelectionError`` with the nearest names.  ``units_per_layer`` keeps the first N units.
     """
     graph = model.graph
     if not layers:
-        chosen = [x for x in graph if x.kind == "feature"]
+        chosen = [x for x in graph if x.kind in ("feature", "tokens")]
     else:
         picked: dict[str, Any] = {}
         for pat in layers:
@@ -293,13 +293,12 @@ class BatchCommitter:
 
     A job yields the ``UnitDoneEvent``s of a batch back to back; they are buffered and committed
     (PNGs, then one atomic manifest write) as soon as any other event arrives or the job ends.
-    Images of a cancelled render (fewer steps than asked) are never committed.
+    Images of a cancelled render are never committed (an early stop is not a cancel).
     """
 
-    def __init__(self, gallery: Gallery, *, device: str, steps: int | None) -> None:
+    def __init__(self, gallery: Gallery, *, device: str) -> None:
         self.gallery = gallery
         self.device = device
-        self.steps = steps
         self.pending: list[Any] = []
 
     def offer(self, event: Any) -> bool:
@@ -309,7 +308,7 @@ class BatchCommitter:
         if not isinstance(event, UnitDoneEvent):
             return False
         r = event.result
-        if self.steps is None or r.steps is None or r.steps >= self.steps:
+        if not getattr(r, "cancelled", False):
             self.pending.append(r)
         return True
 
@@ -419,12 +418,11 @@ class Atlas:
         labels = tuple(self.labels) if self.labels else None
         done = todo.skipped
         rendered = 0
-        steps_wanted = getattr(self.settings, "steps", None)
         try:
             for layer, units in todo.pending:
                 g = self._galleries[layer.name]
                 yield LayerStarted(layer.name, layer.folder, len(units))
-                committer = BatchCommitter(g, device=self.device_text, steps=steps_wanted)
+                committer = BatchCommitter(g, device=self.device_text)
                 spec = UnitJob(layer.name, tuple(units), kind=self.objective)
                 job = Job(spec, self.settings, self.preprocessing, ModelRef.of(self.model),
                           labels, f"atlas: {layer.name}")  # fmt: skip

@@ -1,0 +1,176 @@
+"""Image-quality measures for rendered images: how robust, how noisy, how natural.
+
+The article judges a visualization by whether it shows what the unit responds to rather than a
+"neural network optical illusion": pixel-exact high-frequency patterns.  These measures put
+numbers on that, on the final image as saved (uint8):
+
+* ``objective_values``: the objective on the untransformed image (the "clean" objective);
+* ``robust_values``: the objective averaged over fixed random jitter / scale / rotation versions
+  of the image with reflection padding (``robustness_draws``); an image whose response rests on
+  pixel-exact detail loses much of it, so ``robust / clean`` measures how much is real structure;
+* ``high_frequency_share``: the share of (non-DC) spectral power of the grayscale image, under a
+  Hann window (no edge leakage), above 0.25 cycles/px (half the Nyquist frequency);
+* ``spectral_slope``: the slope of log radial power against log frequency; natural photographs
+  are near -2 (steeper = smoother), white noise is 0;
+* ``dead_mask``: images whose objective has exactly zero gradient (nothing to show).
+
+The benchmark ``benchmarks/bench_fidelity.py`` and the engine's tests share these definitions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fvdesk.core.model.loaded import LoadedModel
+from fvdesk.core.optim.objectives import Objective
+
+#: Luma weights (ITU-R BT.601) used to turn RGB into grayscale.
+LUMA = (0.299, 0.587, 0.114)
+
+
+# -- spectra --------------------------------------------------------------------------------------
+def grayscale(images: np.ndarray) -> np.ndarray:
+    """(B, H, W[, C]) uint8 or float in [0, 1] -> (B, H, W) float64 in [0, 1]."""
+    x = np.asarray(images)
+    x = x.astype(np.float64) / 255.0 if x.dtype == np.uint8 else x.astype(np.float64)
+    if x.ndim == 4:
+        c = x.shape[-1]
+        x = x @ np.asarray(LUMA) if c == 3 else x.mean(-1)
+    if x.ndim != 3:
+        raise ValueError(f"expected images (B, H, W[, C]), got shape {np.shape(images)}")
+    return x
+
+
+def power_spectrum(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(power (B, H, W), radial frequency (H, W) in cycles/px) of the windowed grayscale images.
+
+    The mean is removed and a 2-D Hann window applied first, so the image border (a jump for a
+    periodic transform) adds no spurious high frequencies.
+    """
+    g = grayscale(images)
+    h, w = g.shape[1:]
+    g = g - g.mean((1, 2), keepdims=True)
+    window = np.outer(np.hanning(h), np.hanning(w))
+    power = np.abs(np.fft.fft2(g * window)) ** 2
+    f = np.sqrt(np.fft.fftfreq(h)[:, None] ** 2 + np.fft.fftfreq(w)[None, :] ** 2)
+    return power, f
+
+
+def high_frequency_share(images: np.ndarray, cut: float = 0.25) -> np.ndarray:
+    """Per image, the share of non-DC power at radial frequency > ``cut`` cycles/px."""
+    power, f = power_spectrum(images)
+    total = power[:, f > 0].sum(1)
+    high = power[:, f > cut].sum(1)
+    return np.where(total > 0, high / np.maximum(total, 1e-300), 0.0)
+
+
+def spectral_slope(images: np.ndarray, bins: int = 16) -> np.ndarray:
+    """Per image, the least-squares slope of log10 radial power vs log10 frequency.
+
+    Power is averaged in ``bins`` log-spaced rings from 2 / min(H, W) to 0.5 cycles/px (the
+    lowest frequencies are dominated by the window, the corners beyond 0.5 are not full rings).
+    A flat (all-grey) image gets NaN.
+    """
+    power, f = power_spectrum(images)
+    h, w = f.shape
+    edges = np.geomspace(2.0 / min(h, w), 0.5, bins + 1)
+    which = np.digitize(f, edges) - 1  # ring index, -1 / bins outside
+    out = np.full(power.shape[0], np.nan)
+    for i, p in enumerate(power):
+        xs, ys = [], []
+        for k in range(bins):
+            ring = which == k
+            if ring.any():
+                mean = p[ring].mean()
+                if mean > 0:
+                    xs.append(np.log10(f[ring].mean()))
+                    ys.append(np.log10(mean))
+        if len(xs) >= 3:
+            out[i] = np.polyfit(xs, ys, 1)[0]
+    return out
+
+
+# -- objective values -----------------------------------------------------------------------------
+def robustness_draws(
+    n: int = 32,
+    *,
+    jitter: float = 8.0,
+    scale: tuple[float, float] = (0.9, 1.1),
+    angle: float = 5.0,
+    seed: int = 20171107,
+) -> np.ndarray:
+    """``n`` fixed random transforms, (n, 4): shift x, shift y (px), scale, angle (degrees).
+
+    Drawn uniformly from +-``jitter`` px, ``scale`` and +-``angle`` degrees with a fixed seed, so
+    every image of every method is scored under the same transforms.
+    """
+    rng = np.random.default_rng(seed)
+    return np.stack(
+        [
+            rng.uniform(-jitter, jitter, n),
+            rng.uniform(-jitter, jitter, n),
+            rng.uniform(scale[0], scale[1], n),
+            rng.uniform(-angle, angle, n),
+        ],
+        1,
+    )
+
+
+def warp(x: torch.Tensor, draw: np.ndarray) -> torch.Tensor:
+    """Shift, scale and rotate a batch (B, C, H, W) about its centre, reflecting at the border."""
+    b, _, h, w = x.shape
+    dx, dy, s, a = (float(v) for v in draw)
+    cos, sin = math.cos(math.radians(a)) / s, math.sin(math.radians(a)) / s
+    # output pixel q (centred) samples the input at R(-a) q / s - d, in normalized coordinates
+    theta = torch.tensor(
+        [[cos, sin * h / w, -2.0 * dx / w], [-sin * w / h, cos, -2.0 * dy / h]],
+        dtype=x.dtype,
+        device=x.device,
+    )
+    grid = F.affine_grid(theta.expand(b, 2, 3), [b, x.shape[1], h, w], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 (B, H, W, C) -> float NCHW in [0, 1]."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    return x.permute(0, 3, 1, 2).float() / 255.0
+
+
+def _values(model: LoadedModel, objective: Objective, x: torch.Tensor) -> torch.Tensor:
+    ext = model.extractor(list(objective.layers))
+    return objective(ext(model.prepare_input(x)))
+
+
+@torch.no_grad()
+def objective_values(model: LoadedModel, objective: Objective, images: np.ndarray) -> np.ndarray:
+    """Per image, the objective on the untransformed image (the clean objective)."""
+    x = to_tensor(images, model.device)
+    return _values(model, objective, x).float().cpu().numpy().astype(np.float64)
+
+
+@torch.no_grad()
+def robust_values(
+    model: LoadedModel,
+    objective: Objective,
+    images: np.ndarray,
+    draws: np.ndarray | None = None,
+) -> np.ndarray:
+    """Per image, the objective averaged over the transforms ``draws`` (default: 32 fixed ones)."""
+    draws = robustness_draws() if draws is None else draws
+    x = to_tensor(images, model.device)
+    total = torch.zeros(x.shape[0], dtype=torch.float64)
+    for d in draws:
+        total += _values(model, objective, warp(x, d)).double().cpu()
+    return (total / len(draws)).numpy()
+
+
+def dead_mask(model: LoadedModel, objective: Objective, images: np.ndarray) -> np.ndarray:
+    """Per image, True when the objective's gradient with respect to the image is exactly zero."""
+    x = to_tensor(images, model.device).requires_grad_(True)
+    (g,) = torch.autograd.grad(_values(model, objective, x).sum(), x)
+    return (g.flatten(1).abs().amax(1) == 0).cpu().numpy()
