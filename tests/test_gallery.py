@@ -364,3 +364,49 @@ def test_hand_edited_manifest_items_are_a_gallery_error_or_tolerated(tmp_path: P
         assert len(pairs) == 2
         assert all(isinstance(it.timestamp, str) for it, _ in pairs)
         assert all(it.value is None or isinstance(it.value, float) for it, _ in pairs)
+
+
+def test_items_of_different_jobs_on_one_unit_do_not_replace_each_other(tmp_path: Path) -> None:
+    """Two interpolations (or direction files, spectrum rows) touching the same unit are
+    different pictures; a unit rendered again still replaces its earlier image."""
+
+    def prov(job_type: str, frames: int) -> dict:
+        return {"job": {"type": job_type, "frames": frames}, "settings": {"steps": 8}}
+
+    g = Gallery.open(tmp_path, MODEL)
+    a = g.add(
+        item("conv1", 3, objective="interpolation", provenance=prov("interpolation", 4)), image(1)
+    )
+    b = g.add(
+        item("conv1", 3, objective="interpolation", provenance=prov("interpolation", 6)), image(2)
+    )
+    assert len(g) == 2 and a.file != b.file
+    g.add(item("conv1", 5, provenance=prov("units", 0)), image(3))
+    g.add(item("conv1", 5, provenance=prov("units", 0)), image(4))
+    assert len(g) == 3
+    _, pairs = read_gallery(tmp_path)
+    assert len({it.file for it, _ in pairs}) == 3
+    (five,) = [img for it, img in pairs if it.unit == 5]
+    assert (five == image(4)).all()
+
+
+def test_absurdly_nested_manifests_are_corrupt_not_a_crash(tmp_path: Path) -> None:
+    from fvdesk.core.output.atlas import merge_atlas
+
+    g = tmp_path / "g"
+    g.mkdir()
+    (g / MANIFEST).write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(GalleryError, match="not valid JSON.*nested too deeply"):
+        read_gallery(g)
+    atlas = tmp_path / "atlas"
+    atlas.mkdir()
+    (atlas / "atlas.json").write_text('{"a":' * 100_000 + "1" + "}" * 100_000)
+    with pytest.raises(GalleryError, match="nested too deeply"):
+        merge_atlas(atlas)
+
+
+def test_sheet_captions_never_need_glyphs_the_font_lacks() -> None:
+    font, full = gal.sheet_font()
+    assert font is not None
+    assert gal.sheet_text("a:1 − 0.5·b:2 L∞ Ø", full=False) == "a:1 - 0.5*b:2 Linf O"
+    assert gal.sheet_text("a:1 − b", full=True) == "a:1 − b"

@@ -40,7 +40,7 @@ import numpy as np
 
 from fvdesk.core.dataset.folder import FileEntry, FolderScan
 from fvdesk.core.errors import DatasetError
-from fvdesk.core.fileio import atomic_open, atomic_write_text
+from fvdesk.core.fileio import atomic_open, atomic_write_text, parse_json
 
 CACHE_ENV = "FVDESK_CACHE_DIR"
 #: How an image becomes the model input; part of every key (change it when the policy changes).
@@ -211,7 +211,7 @@ class LayerStore:
 
     def _read_segment(self, meta: Path) -> Segment | None:
         try:
-            d = json.loads(meta.read_text(encoding="utf-8"))
+            d = parse_json(meta.read_text(encoding="utf-8"))
             if d.get("format") != SEGMENT_FORMAT or int(d.get("version", 0)) != SEGMENT_VERSION:
                 return None
             if int(d["units"]) != self.units or d["dtype"] != self.dtype.descr.__repr__():

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fvdesk.core.errors import ConfigError
+from fvdesk.core.fileio import parse_json
 from fvdesk.core.resources import resource_path
 
 IMAGENET_CLASSES = 1000
@@ -42,14 +43,10 @@ def read_labels_file(path: str | Path) -> list[str]:
         raise ConfigError(f"The labels file {p} is empty.")
     if p.suffix.lower() == ".json" or text.lstrip().startswith(("[", "{")):
         try:
-            data = json.loads(text)
+            data = parse_json(text)
         except json.JSONDecodeError as e:
             raise ConfigError(
                 f"The labels file {p} is not valid JSON (line {e.lineno}: {e.msg})."
-            ) from None
-        except RecursionError:
-            raise ConfigError(
-                f"The labels file {p} is not valid JSON (nested too deeply)."
             ) from None
         labels = labels_from_json(data)
         if labels is None:
@@ -95,11 +92,11 @@ def labels_from_metadata(props: dict[str, str]) -> list[str] | None:
         if not raw:
             continue
         try:
-            data = json.loads(raw)
-        except json.JSONDecodeError:
+            data = parse_json(raw)
+        except json.JSONDecodeError as e:
+            if e.msg == "nested too deeply":  # not a label list
+                continue
             data = _python_literal(raw)
-        except RecursionError:  # nested absurdly deep: not a label list
-            continue
         labels = labels_from_json(data)
         if labels:
             return labels

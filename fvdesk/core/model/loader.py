@@ -63,6 +63,7 @@ from fvdesk.core.errors import (
     ModelLoadError,
     UnsupportedModelError,
 )
+from fvdesk.core.fileio import parse_json
 from fvdesk.core.model import canonicalize as canon
 from fvdesk.core.model import cut as cutlib
 from fvdesk.core.model import precision, vet
@@ -902,14 +903,10 @@ class _Loader:
             value: Any = given
             if given.lstrip().startswith("{"):
                 try:
-                    value = json.loads(given)
+                    value = parse_json(given)
                 except json.JSONDecodeError as e:
                     raise ConfigError(
                         f"The preprocessing argument is not valid JSON ({e.msg})."
-                    ) from None
-                except RecursionError:
-                    raise ConfigError(
-                        "The preprocessing argument is not valid JSON (nested too deeply)."
                     ) from None
             return parse_preprocessing(value, "user", "The preprocessing argument")
         # The user's saved choice beats what the file says: they chose it knowing the model.
@@ -1318,14 +1315,14 @@ def preprocessing_from_metadata(
     raw = metadata.get("fvdesk.preprocessing")
     if raw:
         try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
+            value = parse_json(raw)
+        except json.JSONDecodeError as e:
+            if e.msg == "nested too deeply":
+                raise ConfigError(
+                    f"The metadata of {where} has an fvdesk.preprocessing that is not valid JSON "
+                    "(nested too deeply)."
+                ) from None
             value = raw.strip()
-        except RecursionError:
-            raise ConfigError(
-                f"The metadata of {where} has an fvdesk.preprocessing that is not valid JSON "
-                "(nested too deeply)."
-            ) from None
         return parse_preprocessing(value, "metadata", f"The metadata of {where}")
     if metadata.get("author", "").startswith("Ultralytics") or {"imgsz", "stride", "names"} <= set(
         metadata

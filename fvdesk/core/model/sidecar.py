@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fvdesk.core.errors import ConfigError
-from fvdesk.core.fileio import atomic_write_text
+from fvdesk.core.fileio import atomic_write_text, parse_json
 from fvdesk.core.model.preprocessing import PRESETS, Preprocessing, parse_preprocessing
 
 SIDECAR_SUFFIX = ".fvdesk.json"
@@ -50,15 +50,13 @@ def read_sidecar(model_path: str | Path) -> Sidecar | None:
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = parse_json(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise ConfigError(f"The sidecar {path} is not UTF-8 text.") from None
     except json.JSONDecodeError as e:
         raise ConfigError(
             f"The sidecar {path} is not valid JSON (line {e.lineno}: {e.msg})."
         ) from None
-    except RecursionError:
-        raise ConfigError(f"The sidecar {path} is not valid JSON (nested too deeply).") from None
     except OSError as e:
         raise ConfigError(f"The sidecar {path} cannot be read ({e.strerror or e}).") from None
     if not isinstance(data, dict):
@@ -97,10 +95,10 @@ def save_sidecar(
     data: dict[str, Any] = {}
     if keep_existing and path.is_file():
         try:
-            old = json.loads(path.read_text(encoding="utf-8"))
+            old = parse_json(path.read_text(encoding="utf-8"))
             if isinstance(old, dict):
                 data.update(old)
-        except (OSError, ValueError, RecursionError):
+        except (OSError, ValueError):
             pass
     for key in forget:
         data.pop(key, None)

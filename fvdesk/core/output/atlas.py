@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from fvdesk.core.errors import FvdeskError, GalleryError
-from fvdesk.core.fileio import atomic_write_text
+from fvdesk.core.fileio import atomic_write_text, parse_json
 from fvdesk.core.model.layers import format_shape
 from fvdesk.core.optim.drive import cancel_fn
 from fvdesk.core.output.gallery import (
@@ -536,7 +536,7 @@ def _now() -> str:
 
 def _read_atlas_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = parse_json(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise GalleryError(f"Cannot read {path}: {e.strerror or e}.") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

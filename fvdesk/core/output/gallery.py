@@ -48,6 +48,7 @@ This module is Qt-free; the GUI's Save Gallery and the CLI both write through it
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -66,7 +67,7 @@ from typing import Any
 import numpy as np
 
 from fvdesk.core.errors import GalleryError
-from fvdesk.core.fileio import atomic_write_bytes, atomic_write_text
+from fvdesk.core.fileio import atomic_write_bytes, atomic_write_text, parse_json
 from fvdesk.core.output.html import esc, examples_block, model_line, page, table, text_of
 
 FORMAT = "fvdesk-gallery"
@@ -135,7 +136,7 @@ class ModelInfo:
         return {"file": self.file, "sha256": self.sha256}
 
 
-ItemKey = tuple[str, int, int, str, bool]
+ItemKey = tuple[str, int, int, str, bool, str]
 
 
 @dataclass(frozen=True)
@@ -173,7 +174,8 @@ class GalleryItem:
 
     @property
     def key(self) -> ItemKey:
-        return item_key(self.layer, self.unit, self.facet, self.objective, self.negative)
+        variant = job_variant(self.provenance)
+        return item_key(self.layer, self.unit, self.facet, self.objective, self.negative, variant)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -233,10 +235,28 @@ class GalleryItem:
 
 
 def item_key(
-    layer: str, unit: int, facet: int = 0, objective: str = "channel", negative: bool = False
+    layer: str,
+    unit: int,
+    facet: int = 0,
+    objective: str = "channel",
+    negative: bool = False,
+    variant: str = "",
 ) -> ItemKey:
     """The identity of an item within a gallery (one PNG per key)."""
-    return (str(layer), int(unit), int(facet), str(objective), bool(negative))
+    return (str(layer), int(unit), int(facet), str(objective), bool(negative), str(variant))
+
+
+def job_variant(provenance: dict[str, Any]) -> str:
+    """Which job an item belongs to, for jobs that are not one unit's render: two
+    interpolations, direction files or spectrum rows on the same unit are different pictures
+    and must not replace each other.  Unit renders keep ``""``, so a unit rendered again (or an
+    atlas resumed) replaces its earlier image."""
+    job = provenance.get("job") if isinstance(provenance, dict) else None
+    if not isinstance(job, dict) or job.get("type") in (None, "units"):
+        return ""
+    what = {k: provenance.get(k) for k in ("job", "settings", "preprocessing")}
+    text = json.dumps(what, ensure_ascii=False, sort_keys=True)
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
 
 
 EXAMPLES_DIR = "examples"
@@ -369,7 +389,7 @@ def _read_manifest(path: Path) -> dict:
     except OSError as e:
         raise GalleryError(f"Cannot read the gallery manifest {path}: {e.strerror or e}.") from None
     try:
-        data = json.loads(text)
+        data = parse_json(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise GalleryError(
             f"The gallery manifest {path} is corrupt (not valid JSON: {e})."
@@ -859,6 +879,30 @@ def caption_lines(item: GalleryItem) -> list[str]:
     return lines
 
 
+#: Fonts with wide coverage (Greek, math signs, accents) that Pillow finds on common systems.
+_SHEET_FONTS = ("DejaVuSans.ttf", "NotoSans-Regular.ttf", "LiberationSans-Regular.ttf",
+                "Arial Unicode.ttf", "arial.ttf", "Arial.ttf")  # fmt: skip
+#: Pillow's built-in font lacks the signs fvdesk's own captions use; spelled out in ASCII there.
+_ASCII = str.maketrans({"−": "-", "·": "*", "×": "x", "∞": "inf", "Ø": "O", "…": "...",
+                        "²": "^2", "λ": "lambda", "σ": "sigma"})  # fmt: skip
+
+
+def sheet_text(line: str, full: bool) -> str:
+    """A caption as the sheet's font can draw it (no boxes for missing glyphs)."""
+    return line if full else line.translate(_ASCII)
+
+
+@functools.lru_cache(maxsize=1)
+def sheet_font() -> tuple[Any, bool]:
+    """The caption font and whether it covers more than ASCII (else captions are spelled out)."""
+    from PIL import ImageFont
+
+    for name in _SHEET_FONTS:
+        with contextlib.suppress(OSError):
+            return ImageFont.truetype(name, 11), True
+    return ImageFont.load_default(), False
+
+
 def contact_sheet_png(
     items: Sequence[GalleryItem],
     images: Sequence[np.ndarray],
@@ -867,12 +911,12 @@ def contact_sheet_png(
     max_cols: int = 12,
 ) -> bytes:
     """A captioned grid; small tiles are upscaled by an integer factor with nearest neighbour."""
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
     n = len(items)
     cols = max(1, min(n, max_cols, math.ceil(math.sqrt(n))))
     rows = math.ceil(n / cols) if n else 1
-    font = ImageFont.load_default()
+    font, full = sheet_font()
     line_h = _line_height(font)
     pad = 6
     cap_h = 3 * line_h + 4
@@ -886,7 +930,7 @@ def contact_sheet_png(
         sheet.paste(thumb, (x0 + (tile - thumb.width) // 2, y0 + (tile - thumb.height) // 2))
         ty = y0 + tile + 2
         for k, line in enumerate(caption_lines(item)[:3]):
-            text = _fit_text(draw, line, font, tile, keep_end=k == 0)
+            text = _fit_text(draw, sheet_text(line, full), font, tile, keep_end=k == 0)
             draw.text((x0, ty), text, fill=(20, 20, 20), font=font)
             ty += line_h
     buf = io.BytesIO()
