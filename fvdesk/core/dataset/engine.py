@@ -241,8 +241,7 @@ def _append_reductions(proto: Any, tensor: str, nhwc: bool) -> list[str]:
 
 def truncated_onnx(onnx_model: Any, outputs: Sequence[str]) -> Any:
     """A copy of the graph computing only ``outputs`` (which become its outputs)."""
-    import onnx
-    from onnx import helper
+    from fvdesk.core.model.cut import sub_model
 
     g = onnx_model.graph
     need = set(outputs)
@@ -252,19 +251,7 @@ def truncated_onnx(onnx_model: Any, outputs: Sequence[str]) -> Any:
             kept.append(node)
             need.update(t for t in node.input if t)
     kept.reverse()
-    m = onnx.ModelProto()
-    m.ir_version = onnx_model.ir_version
-    m.opset_import.extend(onnx_model.opset_import)
-    m.functions.extend(onnx_model.functions)
-    mg = m.graph
-    mg.name = g.name
-    mg.node.extend(kept)
-    mg.input.extend(vi for vi in g.input if vi.name in need)
-    mg.initializer.extend(t for t in g.initializer if t.name in need)
-    by_name = {vi.name: vi for vi in [*g.value_info, *g.output]}
-    for t in outputs:
-        mg.output.append(by_name.get(t) or helper.make_value_info(t, onnx.TypeProto()))
-    return m
+    return sub_model(onnx_model, kept, outputs, keep=need)
 
 
 def ort_session(model: LoadedModel, graph: Any, device: torch.device,

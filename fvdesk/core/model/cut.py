@@ -92,24 +92,40 @@ def cut(model: ModelProto, remove: Iterable[str], protect: Sequence[str] = ()) -
     boundary = [t for t in dict.fromkeys(produced) if t in consumed]
     if not kept or not boundary:
         return None
+    out = sub_model(model, kept, boundary)
+    canon.prune_unused(out, canon.Report(), protect=list(protect))
+    return CutGraph(out, boundary, removed)
+
+
+def sub_model(
+    model: ModelProto,
+    nodes: Sequence[NodeProto],
+    outputs: Sequence[str],
+    keep: set[str] | None = None,
+) -> ModelProto:
+    """A copy of ``model`` with only ``nodes``, whose graph outputs are ``outputs``; graph
+    inputs and initializers limited to the names in ``keep`` when it is given."""
+    g = model.graph
     out = ModelProto()
     out.ir_version = model.ir_version
     out.producer_name = model.producer_name
     out.opset_import.extend(model.opset_import)
+    out.functions.extend(model.functions)
     out.metadata_props.extend(model.metadata_props)
     og = out.graph
     og.name = g.name
-    og.node.extend(kept)
-    og.input.extend(g.input)
-    og.initializer.extend(g.initializer)
-    og.sparse_initializer.extend(g.sparse_initializer)
-    kept_tensors = set(produced)
-    og.value_info.extend(v for v in g.value_info if v.name in kept_tensors)
+    og.node.extend(nodes)
+    og.input.extend(vi for vi in g.input if keep is None or vi.name in keep)
+    og.initializer.extend(t for t in g.initializer if keep is None or t.name in keep)
+    og.sparse_initializer.extend(
+        t for t in g.sparse_initializer if keep is None or t.values.name in keep
+    )
+    produced = {o for n in nodes for o in n.output if o}
+    og.value_info.extend(v for v in g.value_info if v.name in produced)
     declared = {o.name: o for o in list(g.output) + list(g.value_info)}
-    for t in boundary:
+    for t in outputs:
         og.output.append(declared.get(t) or onnx.helper.make_value_info(t, onnx.TypeProto()))
-    canon.prune_unused(out, canon.Report(), protect=list(protect))
-    return CutGraph(out, boundary, removed)
+    return out
 
 
 def op_counts(nodes: Iterable[NodeProto]) -> dict[str, int]:
