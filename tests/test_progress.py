@@ -60,7 +60,7 @@ def test_describe() -> None:
 
 def test_cli_bar_shows_the_policy(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = iter([0.0, 5.0, 10.0])
-    monkeypatch.setattr("fvdesk.cli.time.monotonic", lambda: next(clock))
+    monkeypatch.setattr("fvdesk.cli.terminal.time.monotonic", lambda: next(clock))
     stream = io.StringIO()
     bar = Progress(4, enabled=True, label="layer", stream=stream)
     bar.update(done=1, force=True)  # 25 % after 5 s: 15 s left at that rate
