@@ -128,6 +128,21 @@ def test_render_a_vit_mlp_unit_end_to_end(vit) -> None:
     assert last > first and result.images.shape == (1, 32, 32, 3)
 
 
+def test_deepdream_on_a_token_layer_but_not_on_attention(vit) -> None:
+    """DeepDream reads a token layer as its patch map; attention weights and scores are not
+    images of anything, so the app does not offer it there."""
+    by_kind: dict[str, set[bool]] = {}
+    for x in vit.graph.layers:
+        by_kind.setdefault(x.kind, set()).add(x.dreamable)
+    assert by_kind["tokens"] == {True}
+    assert by_kind["attention"] == {False} and by_kind["vector"] == {False}
+    name = "/encoder/layers/encoder_layer_1/mlp/mlp.1/Mul_1"
+    events, results = drive(render_units(vit, UnitJob(layer=name, kind="deepdream"), FAST))
+    assert [r.unit for r in results] == [-1] and results[0].image.shape == (32, 32, 3)
+    first, last = _rises(events)
+    assert last > first, (first, last)
+
+
 def test_cli_lists_and_describes_token_layers(vit_path: Path, capsys) -> None:
     assert main(["layers", str(vit_path), "--no-parity", "--quiet"]) == 0
     out = capsys.readouterr().out

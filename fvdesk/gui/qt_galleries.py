@@ -141,10 +141,12 @@ class GalleryController(Controller):
         folder = Path(folder)
 
         def job(progress: Callable[[float, str], None]) -> Path:
-            progress(0.0, f"Saving {len(pairs)} images to {folder}")
-            return gal.write_gallery(folder, info, pairs, title=title, device=device)
+            return gal.write_gallery(
+                folder, info, pairs, title=title, device=device, progress=progress
+            )
 
         call = BackgroundCall(job, name="fvdesk-save", abandonable=False)
+        call.progress.connect(lambda f, text: self.progress.emit(f, text))
         call.done.connect(lambda path: self._saved(path, len(pairs)))
         call.failed.connect(lambda message, exc: self._save_failed(message))
         self._saving = call
@@ -172,7 +174,11 @@ class GalleryController(Controller):
     def open_gallery(self, folder: str | Path) -> BackgroundCall:
         """Read a saved gallery (off the GUI thread) and add its images as finished tiles."""
         folder = Path(folder)
-        call = BackgroundCall(lambda _p: gal.read_gallery(folder), name="fvdesk-open-gallery")
+        call = BackgroundCall(
+            lambda progress: gal.read_gallery(folder, progress=progress),
+            name="fvdesk-open-gallery",
+        )
+        call.progress.connect(lambda f, text: self.progress.emit(f, text))
         call.done.connect(lambda value: self._on_read(folder, value))
         call.failed.connect(lambda message, exc: self.error.emit("Cannot Open Gallery", message))
         call.start()

@@ -217,7 +217,10 @@ class JobController(Controller):
         for layer in dict.fromkeys(r.layer for r in refs if r.layer is not None):
             n = max(0, layer.channels)
             if what == "deepdream":
-                self.render_deepdream(layer.name)
+                if layer.dreamable:
+                    self.render_deepdream(layer.name)
+                else:
+                    self.message.emit(f"DeepDream needs a feature map; {layer.name} is not.", True)
             else:
                 self.render_layer(layer.name, n if what == "all" else min(int(ui["first_n"]), n))
 

@@ -210,11 +210,14 @@ class MainWindow(QMainWindow):
         s.devices_found.connect(self.settings_panel.set_devices)
         s.message.connect(self.log_message)
         s.error.connect(self.show_error)
-        for ctl in (jobs, gal):
+        for source, ctl in (("jobs", jobs), ("gallery", gal)):
             ctl.message.connect(lambda text, status: self.log_message(text, status=status))
             ctl.error.connect(self.show_error)
-            ctl.progress.connect(st.show_progress)
-        self.queue.busy_changed.connect(lambda busy: busy or st.show_idle())
+            ctl.progress.connect(lambda f, text, k=source: st.show_progress(f, text, k))
+        self.queue.busy_changed.connect(lambda busy: busy or self._queue_idle())
+        gal.saving_changed.connect(lambda saving: saving or st.finish("gallery"))
+        gal.opened.connect(lambda _folder: st.finish("gallery"))
+        gal.error.connect(lambda *_: st.finish("gallery"))
         self.queue.busy_changed.connect(lambda _b: self._update_enabled())
         jobs.combination_changed.connect(
             lambda _t: self.canvas.show_combination(*jobs.combination_text())
@@ -382,6 +385,11 @@ class MainWindow(QMainWindow):
         """Ctrl+R: selected units (grouped per layer), or the first N units of selected layers."""
         self.jobs.render_refs(self.layers.selected_refs())
 
+    def _queue_idle(self) -> None:
+        self.status.finish("jobs")
+        if not self.galleries.is_saving():  # an atlas reports as the gallery controller
+            self.status.finish("gallery")
+
     def cancel_current(self) -> None:
         task = self.queue.cancel_current()
         if task is not None:
@@ -533,6 +541,7 @@ class MainWindow(QMainWindow):
         refs = self.layers.selected_refs() if has_model else []
         unit_sel = any(r.kind == "unit" for r in refs)
         layer_sel = any(r.layer is not None for r in refs)
+        dream_sel = any(r.layer is not None and r.layer.dreamable for r in refs)
         busy = self.queue.busy()
         has_tiles = self.tiles.rowCount() > 0
         combination = bool(self.jobs.combination())
@@ -542,7 +551,7 @@ class MainWindow(QMainWindow):
             "render_selected": has_model and (unit_sel or layer_sel),
             "render_facets": has_model and unit_sel, "render_negative": has_model and unit_sel,
             "add_combination": has_model and unit_sel, "render_first": has_model and layer_sel,
-            "render_all": has_model and layer_sel, "deepdream": has_model and layer_sel,
+            "render_all": has_model and layer_sel, "deepdream": has_model and dream_sel,
             "atlas": has_model and layer_sel, "render_combination": has_model and combination,
             "clear_combination": combination, "cancel": busy, "cancel_all": busy,
             "remove_tiles": has_tiles, "clear_tiles": has_tiles, "select_all": has_tiles,

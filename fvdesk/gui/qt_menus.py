@@ -56,7 +56,7 @@ def tree_menu(parent: QWidget, ref: RowRef, jobs: JobController) -> QMenu:
         f"Render All {n} Units (batched)", lambda: jobs.render_layer(name, n)
     ).setEnabled(n > 0)
     dd = menu.addAction("DeepDream", lambda: jobs.render_deepdream(name))
-    dd.setEnabled(layer.kind == "feature")
+    dd.setEnabled(layer.dreamable)
     menu.addSeparator()
     menu.addAction("Copy Layer Name", lambda: QGuiApplication.clipboard().setText(name))
     return menu

@@ -1,16 +1,23 @@
 """The status bar's permanent widgets: loading and render progress, cancel, and what the open
-model runs with (device, where its preprocessing came from, conversion parity).
+model runs with (device, where its preprocessing came from, conversion parity, what a partial
+conversion left out).
 
-Display only: the window connects the controllers' signals to these methods.
+Display only: the window connects the controllers' signals to these methods.  Time left comes from
+the core's ``EtaEstimator`` (the CLI's policy), one estimator per source of progress, so a gallery
+being saved while a render runs does not restart the render's estimate.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QLabel, QProgressBar, QStatusBar, QToolButton, QWidget
+
+from fvdesk.core.progress import Estimate, EtaEstimator
 
 
 def _separator() -> QWidget:
@@ -22,8 +29,11 @@ def _separator() -> QWidget:
 class StatusWidgets:
     """The permanent widgets of a ``QStatusBar`` (``showMessage`` hides only the normal ones)."""
 
-    def __init__(self, bar: QStatusBar, cancel: QAction) -> None:
+    def __init__(
+        self, bar: QStatusBar, cancel: QAction, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.bar = bar
+        self._clock = clock
         self.load_progress = QProgressBar()
         self.load_progress.setObjectName("loadProgress")
         self.load_progress.setRange(0, 1000)
@@ -47,37 +57,77 @@ class StatusWidgets:
         self.preprocessing_label.setObjectName("preprocessingLabel")
         self.parity_label = QLabel("")
         self.parity_label.setObjectName("parityLabel")
+        self.cut_label = QLabel("")
+        self.cut_label.setObjectName("cutLabel")
+        self.cut_label.setStyleSheet("color: #b26a00;")
+        self.cut_label.setVisible(False)
+        self._etas: dict[str, EtaEstimator] = {}
         for w in (self.load_progress, self.job_label, self.job_progress, self.cancel_button,
                   _separator(), self.device_label, _separator(), self.preprocessing_label,
-                  _separator(), self.parity_label):  # fmt: skip
+                  _separator(), self.parity_label, self.cut_label):  # fmt: skip
             bar.addPermanentWidget(w)
+
+    def estimate(self, source: str, fraction: float) -> Estimate:
+        """Time left for ``source`` ("load", "jobs", "gallery"...): a new source, or progress
+        that goes backwards (the next job), starts a fresh estimate."""
+        eta = self._etas.get(source)
+        if eta is None:
+            eta = self._etas[source] = EtaEstimator(clock=self._clock)
+        return eta.update(fraction)
+
+    def forget(self, source: str) -> None:
+        """The work of ``source`` ended; its next progress starts a new estimate."""
+        self._etas.pop(source, None)
+
+    def finish(self, source: str) -> None:
+        """``source``'s work ended: the bar goes idle unless another source is still at work."""
+        self.forget(source)
+        if not any(k != "load" for k in self._etas):
+            self.show_idle()
+
+    @staticmethod
+    def _bar_text(est: Estimate) -> str:
+        eta = est.eta_text
+        return f"{100 * est.fraction:.0f}%" + (f" · {eta}" if eta else "")
 
     # -- loading ------------------------------------------------------------------------------
     def show_loading(self, name: str) -> None:
+        self.forget("load")
+        self._loading = name
         self.load_progress.setValue(0)
         self.load_progress.setFormat(f"Loading {name}")
         self.load_progress.setVisible(True)
         self.bar.showMessage(f"Loading {name}…")
 
     def show_load_progress(self, fraction: float, message: str) -> None:
-        self.load_progress.setValue(round(1000 * fraction))
-        self.load_progress.setToolTip(message)
+        est = self.estimate("load", fraction)
+        self.load_progress.setValue(round(1000 * min(1.0, fraction)))
+        name = getattr(self, "_loading", "")
+        eta = est.eta_text
+        self.load_progress.setFormat(f"Loading {name}" + (f" · {eta}" if eta else ""))
+        self.load_progress.setToolTip(f"{message}\n{est.describe()}")
         self.bar.showMessage(message)
 
     def hide_loading(self) -> None:
+        self.forget("load")
         self.load_progress.setVisible(False)
         self.bar.clearMessage()
 
-    # -- renders ------------------------------------------------------------------------------
-    def show_progress(self, fraction: float, text: str) -> None:
+    # -- renders, galleries, atlases --------------------------------------------------------------
+    def show_progress(self, fraction: float, text: str, source: str = "jobs") -> None:
+        """Progress of ``source``'s work with its time left (the bar shows the latest source)."""
+        est = self.estimate(source, fraction)
         self.job_progress.setVisible(True)
         self.job_progress.setValue(round(1000 * min(1.0, fraction)))
-        self.job_progress.setFormat(f"{100 * fraction:.0f}%")
+        self.job_progress.setFormat(self._bar_text(est))
+        self.job_progress.setToolTip(est.describe())
         if text:
             self.job_label.setText(text)
 
     def show_idle(self) -> None:
+        self._etas.clear()
         self.job_progress.setVisible(False)
+        self.job_progress.setToolTip("")
         self.job_label.setText("idle")
 
     # -- the open model -----------------------------------------------------------------------
@@ -121,6 +171,12 @@ class StatusWidgets:
         )
         label.setStyleSheet("" if parity.ok else "color: #c62828; font-weight: bold;")
 
+    def show_cut(self, text: str | None) -> None:
+        """A partially converted model: which node stopped the conversion, while it is open."""
+        self.cut_label.setVisible(bool(text))
+        self.cut_label.setText("⚠ partially converted" if text else "")
+        self.cut_label.setToolTip(text or "")
+
     def show_model(self, model: Any, pre: Any, origin: str) -> None:
         if model is None:
             self.device_label.setText("no model")
@@ -129,3 +185,4 @@ class StatusWidgets:
             self.show_device("")
         self.show_preprocessing(pre, origin)
         self.show_parity(model.parity if model is not None else None, loaded=model is not None)
+        self.show_cut(getattr(model, "status_text", None))

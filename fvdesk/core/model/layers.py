@@ -79,6 +79,12 @@ class Layer:
         return int(self.shape[2] or 0), int(self.shape[3] or 0)
 
     @property
+    def dreamable(self) -> bool:
+        """DeepDream (the mean square of the whole layer) is a feature visualization of maps
+        and patch grids; of class scores or attention weights it says nothing useful."""
+        return self.kind in ("feature", "tokens")
+
+    @property
     def unit_noun(self) -> str:
         return "head" if self.kind == "attention" else "channel"
 

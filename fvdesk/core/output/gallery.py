@@ -58,7 +58,7 @@ import re
 import time
 import unicodedata
 import urllib.parse
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -1034,20 +1034,27 @@ def index_html(manifest: dict[str, Any], *, has_sheet: bool = True) -> str:
 # Convenience API (GUI, CLI)
 # ------------------------------------------------------------------------------------------------
 def read_gallery(
-    folder: str | os.PathLike[str], *, images: bool = True
+    folder: str | os.PathLike[str],
+    *,
+    images: bool = True,
+    progress: Callable[[float, str], None] | None = None,
 ) -> tuple[dict[str, Any], list[tuple[GalleryItem, np.ndarray | None]]]:
     """Load a gallery back: ``(manifest, [(item, image), ...])``.
 
     ``manifest`` is the merged manifest dict (items as dicts, all manifest files combined);
     images are HxWxC uint8 (``None`` with ``images=False``).  A missing or unreadable PNG, a
-    corrupt manifest or a folder that is not a gallery raises ``GalleryError``.
+    corrupt manifest or a folder that is not a gallery raises ``GalleryError``.  ``progress``
+    (fraction, message) follows the images decoded: a large atlas takes a while.
     """
     path = Path(folder)
     if not path.is_dir():
         raise GalleryError(f"The gallery folder {path} does not exist.")
     g = Gallery.open(path, None, create=False)
     out: list[tuple[GalleryItem, np.ndarray | None]] = []
-    for it in g.items:
+    items = g.items
+    for n, it in enumerate(items):
+        if progress is not None:
+            progress(n / len(items), f"Reading {path.name}: image {n + 1} of {len(items)}")
         if images:
             out.append((it, g._image_for(it)))
         elif (path / it.file).is_file():
@@ -1064,6 +1071,7 @@ def write_gallery(
     *,
     title: str = "",
     device: str = "",
+    progress: Callable[[float, str], None] | None = None,
 ) -> Path:
     """Save a set of renders as a gallery in one go (the GUI's Save Gallery); returns the folder.
 
@@ -1091,6 +1099,8 @@ def write_gallery(
         staged: dict[ItemKey, GalleryItem] = {}
         now = _now()
         for n, (it, img) in enumerate(pairs):
+            if progress is not None:  # the contact sheet and index count as one more image
+                progress(n / (len(pairs) + 1), f"Saving image {n + 1} of {len(pairs)}")
             it = replace(it, timestamp=it.timestamp or now, device=it.device or g.device)
             # Never overwrite a committed PNG: a key that exists gets a fresh name (see
             # file_name_for), so until the commit below the old entries keep their files.
@@ -1103,6 +1113,8 @@ def write_gallery(
         g._items = {**old_items, **staged}
         g._own = dict(g._items)
         g._commit()  # the commit point
+        if progress is not None:
+            progress(len(pairs) / (len(pairs) + 1), "Writing the contact sheet and index")
         images = [_lookup_image(it, pairs, path) for it in g.items]
         atomic_write_bytes(path / CONTACT_SHEET, contact_sheet_png(g.items, images))
         atomic_write_text(path / INDEX, index_html(g.manifest(), has_sheet=True))
