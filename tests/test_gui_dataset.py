@@ -110,15 +110,28 @@ def test_render_then_select_shows_the_units_top_examples(qtbot, demo_window, pat
     assert panel.examples is None and "per unit" in panel.status.text()
 
 
+def examples_entry(w, browse):
+    """The layer tree's context-menu entry for the selected layer's dataset examples."""
+    from fvdesk.gui.qt_menus import tree_menu
+
+    (ref,) = w.layers.selected_refs()
+    menu = tree_menu(w, ref, w.jobs, browse)
+    (act,) = [a for a in menu.actions() if a.text() == "Dataset Examples of This Layer"]
+    return act
+
+
 def test_layer_browser_fills_rows_without_rendering(qtbot, demo_window, patterns):
     w = demo_window
     w.layers.select(BLOCK3)
     assert not w.actions_by_key["layer_examples"].isEnabled()  # no dataset yet
+    assert not examples_entry(w, None).isEnabled()
+    assert not w.browser_dock.isVisible()
     choose(qtbot, w, DatasetChoice(str(patterns), 3, 0))
     assert w.actions_by_key["layer_examples"].isEnabled()
-    w.actions_by_key["layer_examples"].trigger()
+    examples_entry(w, w.datasets.browse_layer).trigger()
     browser = w.datasets.browser
     qtbot.waitUntil(lambda: browser.layer_examples is not None, timeout=TIMEOUT)
+    assert browser.layer_examples.layer == BLOCK3 and w.browser_dock.isVisible()
     channels = w.model.graph[BLOCK3].channels
     assert browser.rows.rowCount() == channels
     assert w.tiles.rowCount() == 0  # nothing rendered
@@ -196,3 +209,35 @@ def test_facets_from_dataset_clusters(qtbot, demo_window, patterns):
     qtbot.waitUntil(lambda: w.datasets.panel.examples is not None, timeout=TIMEOUT)
     shown = [e.rel for e in w.datasets.panel.examples.top]
     assert shown == list(spec.members[1][:4])
+
+
+def test_the_pass_shows_progress_and_the_cancel_action_stops_it(qtbot, demo_window, patterns,
+                                                                monkeypatch):  # fmt: skip
+    import threading
+
+    from fvdesk.core.dataset import passes
+
+    w = demo_window
+    choose(qtbot, w, DatasetChoice(str(patterns), 3, 0))
+    started, go = threading.Event(), threading.Event()
+    decode = passes._decode
+
+    def held(*args):
+        started.set()
+        go.wait(30)
+        return decode(*args)
+
+    monkeypatch.setattr(passes, "_decode", held)
+    tile = render_and_select(qtbot, w, BLOCK3, 1)
+    qtbot.waitUntil(started.is_set, timeout=TIMEOUT)
+    assert w.queue.busy() and w.actions_by_key["cancel"].isEnabled()
+    assert w.status.job_label.text().startswith("Dataset pass: 0/32 images")
+    w.actions_by_key["cancel"].trigger()
+    go.set()
+    panel = w.datasets.panel
+    qtbot.waitUntil(lambda: "cancelled" in panel.status.text(), timeout=TIMEOUT)
+    assert panel.examples is None and not w.datasets.examples
+    wait_idle(qtbot, w)
+    w.datasets.show_tile(tile)  # selected again: the pass resumes from the cache
+    qtbot.waitUntil(lambda: panel.examples is not None, timeout=TIMEOUT)
+    assert panel.examples.count == 32

@@ -145,9 +145,8 @@ class MainWindow(QMainWindow):
             "Layer Examples", "layerExamplesDock", self.datasets.browser, "bottom"
         )
         self.tabifyDockWidget(self.settings_dock, self.examples_dock)
-        self.tabifyDockWidget(self.log_dock, self.browser_dock)
         self.settings_dock.raise_()
-        self.log_dock.raise_()
+        self.browser_dock.hide()  # shown beside the messages when a layer is browsed
         self.status = StatusWidgets(self.statusBar(), a["cancel"])
         self._connect()
 
@@ -265,9 +264,16 @@ class MainWindow(QMainWindow):
         ds.choice_changed.connect(
             lambda c: self._update_enabled() or (c and self.examples_dock.raise_())
         )
-        ds.browsing.connect(lambda _l: (self.browser_dock.show(), self.browser_dock.raise_()))
+        ds.browsing.connect(self._show_layer_examples)
         view.selectionModel().currentChanged.connect(lambda *_: ds.show_tile(view.current_tile()))
         self.tiles.tiles_changed.connect(lambda: ds.refresh(view.current_tile()))
+
+    def _show_layer_examples(self) -> None:
+        dock = self.browser_dock  # tabified only once shown (Qt leaves a stray tab bar before)
+        if not dock.isVisible() and not dock.isFloating() and self.log_dock.isVisible():
+            self.tabifyDockWidget(self.log_dock, dock)
+        dock.show()
+        dock.raise_()
 
     # ==========================================================================================
     # preferences and layout
