@@ -12,7 +12,8 @@ go to a temporary file, never the user's.
 ``--scene examples [--images DIR]`` shows the dataset examples beside a render instead
 (``docs/examples.png``): it chooses DIR as the model's dataset (without it, a folder of generated
 pattern images of the demo's classes), renders the classes, selects one so the examples dock
-shows its top and bottom images, and grabs.  The examples cache goes to a temporary folder too.
+shows its top and bottom images, and grabs (``docs/examples.png`` is made with ``--scene
+examples --steps 64 --colors 256``).  The examples cache goes to a temporary folder too.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def _wait(condition, timeout: float) -> bool:
     return True
 
 
-def _grab(w, out: Path) -> int:
+def _grab(w, out: Path, colors: int = 0) -> int:
+    """Save the window's screen area; ``colors`` > 0 keeps that many (a README-sized file)."""
     screen = w.screen() or QGuiApplication.primaryScreen()
     geo = w.frameGeometry()
     shot = screen.grabWindow(0, geo.x(), geo.y(), geo.width(), geo.height())
@@ -48,6 +50,12 @@ def _grab(w, out: Path) -> int:
     if not shot.save(str(out), "PNG"):
         print(f"cannot write {out}", file=sys.stderr)
         return 1
+    if colors:
+        from PIL import Image
+
+        with Image.open(out) as im:
+            small = im.convert("RGB").quantize(colors, method=Image.Quantize.FASTOCTREE)
+        small.save(out, optimize=True)
     print(f"saved {out} ({shot.width()}×{shot.height()})")
     return 0
 
@@ -95,7 +103,7 @@ def examples_scene(w, args: argparse.Namespace) -> int:
         print("the dataset examples did not load", file=sys.stderr)
         return 1
     _wait(lambda: False, 0.5)
-    return _grab(w, args.out)
+    return _grab(w, args.out, args.colors)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scene", choices=("renders", "examples"), default="renders")
     ap.add_argument("--images", type=Path, help="the dataset folder of --scene examples")
     ap.add_argument("--tile", type=int, default=3, help="the tile --scene examples selects")
+    ap.add_argument("--colors", type=int, default=0, help="quantize to this many colours")
     args = ap.parse_args(argv)
 
     os.environ.setdefault("FVDESK_SETTINGS", str(Path(tempfile.mkdtemp()) / "screenshot.ini"))
@@ -152,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     view.scrollToTop()
     view.setCurrentIndex(w.tiles.index(5, 0))
     _wait(lambda: False, 0.5)
-    code = _grab(w, args.out)
+    code = _grab(w, args.out, args.colors)
     w.close()
     app.processEvents()
     return code
