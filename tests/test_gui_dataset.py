@@ -209,6 +209,12 @@ def test_facets_from_dataset_clusters(qtbot, demo_window, patterns):
     qtbot.waitUntil(lambda: w.datasets.panel.examples is not None, timeout=TIMEOUT)
     shown = [e.rel for e in w.datasets.panel.examples.top]
     assert shown == list(spec.members[1][:4])
+    # several units at once: each gets its clusters (one pass for the layer)
+    w.jobs.render_units(LOGITS, [4, 5], facets=2)
+    qtbot.waitUntil(lambda: w.tiles.rowCount() == 6, timeout=RENDER_TIMEOUT)
+    wait_idle(qtbot, w)
+    assert sorted(t.unit for t in w.tiles.tiles()[2:]) == [4, 4, 5, 5]
+    assert all(t.kind == "cluster" and t.state == DONE for t in w.tiles.tiles())
 
 
 def test_the_pass_shows_progress_and_the_cancel_action_stops_it(qtbot, demo_window, patterns,

@@ -264,9 +264,11 @@ class DatasetController(Controller):
         self.panel.show_unit(ux, render_value=value, title=f"<b>{tile.caption}{label}</b>")
 
     def examples_for(self, layer: str, measure: str, x: int | None, y: int | None,
-                     then: Callable[[Any], None], *, pool: int = 0) -> None:  # fmt: skip
+                     then: Callable[[Any], None], *, pool: int = 0,
+                     panel: bool = True) -> None:  # fmt: skip
         """``then(LayerExamples)`` once the pass for ``layer`` is in memory (at least ``pool``
-        examples per unit); only the latest request waits, an older pass is cancelled."""
+        examples per unit).  For the ``panel`` only the latest request matters: an older pass
+        still running is cancelled when the user moves on."""
         choice, model = self.choice, self.session.model
         key = (layer, measure, x, y)
         have = self.examples.get(key)
@@ -275,28 +277,32 @@ class DatasetController(Controller):
             return
         if choice is None or model is None:
             return
-        if self._pass is not None:
+        if panel and self._pass is not None:
             self._pass()
         gen = self._generation
         top = max(choice.top, pool)
         spec = ExamplesJob(choice.root, (layer,), kind=measure, x=x, y=y, top=top,
                            bottom=choice.bottom)  # fmt: skip
-        self.panel.clear(f"Reading {choice.root} for {layer} …")
+        if panel:
+            self.panel.clear(f"Reading {choice.root} for {layer} …")
 
         def done(result: Any) -> None:
             if gen != self._generation:
                 return
-            self._pass = None
+            if panel:
+                self._pass = None
             if result.cancelled:
-                self.panel.clear("The dataset pass was cancelled; select the render to resume it.")
+                if panel:
+                    self.panel.clear("The dataset pass was cancelled; select the render to resume.")
                 return
             self.examples[key] = result.layers[layer]
             then(result.layers[layer])
 
         def failed(message: str) -> None:
             if gen == self._generation:
-                self._pass = None
-                self.panel.clear(message)
+                if panel:
+                    self._pass = None
+                    self.panel.clear(message)
                 self.message.emit(f"Dataset examples: {message}", True)
 
         try:
@@ -304,7 +310,9 @@ class DatasetController(Controller):
         except Exception as exc:  # noqa: BLE001 - a rejected setting is a message, never a crash
             failed(error_text(exc))
             return
-        self._pass = self.submit(model, job, lambda _e: None, done, failed)
+        cancel = self.submit(model, job, lambda _e: None, done, failed)
+        if panel:
+            self._pass = cancel
 
     # -- the examples-only browser ----------------------------------------------------------------
     def browse_layer(self, layer: str) -> None:
@@ -340,13 +348,14 @@ class DatasetController(Controller):
         model = self.session.model
         if self.choice is None or model is None or not self.ui().get("cluster_facets"):
             return False
-        if model.graph[layer].kind == "feature" and self.jobs.unit_kind(layer) == "neuron":
-            return False
         from fvdesk.core.dataset.clusters import DEFAULT_POOL
 
-        for unit in units:
-            self.examples_for(layer, "channel", None, None,
-                              lambda le, unit=unit: self._cluster(le, unit, facets), pool=DEFAULT_POOL)  # fmt: skip
+        def cluster_all(le: Any) -> None:
+            for unit in units:
+                self._cluster(le, unit, facets)
+
+        self.examples_for(layer, "channel", None, None, cluster_all, pool=DEFAULT_POOL,
+                          panel=False)  # fmt: skip
         return True
 
     def _cluster(self, le: Any, unit: int, facets: int) -> None:
