@@ -79,6 +79,15 @@ def test_dialog_choice_is_remembered_per_model_and_restored(qtbot, demo_window, 
     assert w.datasets.choice is None
     w.session.set_model(model)  # reopened: the choice comes back from the preferences
     assert w.datasets.choice == want
+    from fvdesk.gui.qt_main_window import MainWindow
+
+    other = MainWindow()  # the next start of the app
+    qtbot.addWidget(other)
+    try:
+        other.session.set_model(model)
+        assert other.datasets.choice == want
+    finally:
+        other.shutdown(timeout_ms=20_000)
 
     # MACO's spectrum: the dataset folder goes into the settings dock's spectrum field
     w.actions_by_key["dataset_spectrum"].trigger()

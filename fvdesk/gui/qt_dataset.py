@@ -48,7 +48,7 @@ NO_DATASET = (
 )
 #: Tile kinds whose value is the measure the pass ranks images by (a probability is not a logit).
 COMPARABLE = ("channel", "logit", "neuron", "cluster")
-Key = tuple[str, str, "int | None", "int | None"]  # layer, measure, x, y
+Key = tuple[str, str, int | None, int | None]  # layer, measure, x, y
 
 
 def _cluster_tiles(spec: ClusterJob, slot: Slot, label_of: Callable[[str, int], Any]) -> dict:

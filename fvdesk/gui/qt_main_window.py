@@ -261,9 +261,8 @@ class MainWindow(QMainWindow):
         ds.message.connect(lambda text, status: self.log_message(text, status=status))
         ds.error.connect(self.show_error)
         ds.progress.connect(self.status.show_progress)
-        ds.choice_changed.connect(
-            lambda c: self._update_enabled() or (c and self.examples_dock.raise_())
-        )
+        ds.choice_changed.connect(lambda _c: self._update_enabled())
+        ds.choice_changed.connect(lambda c: c is None or self.examples_dock.raise_())
         ds.browsing.connect(self._show_layer_examples)
         view.selectionModel().currentChanged.connect(lambda *_: ds.show_tile(view.current_tile()))
         self.tiles.tiles_changed.connect(lambda: ds.refresh(view.current_tile()))

@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import QEventLoop, Qt
 from PySide6.QtGui import QGuiApplication
@@ -41,7 +42,7 @@ def _wait(condition, timeout: float) -> bool:
     return True
 
 
-def _grab(w, out: Path, colors: int = 0) -> int:
+def _grab(w: Any, out: Path, colors: int = 0) -> int:
     """Save the window's screen area; ``colors`` > 0 keeps that many (a README-sized file)."""
     screen = w.screen() or QGuiApplication.primaryScreen()
     geo = w.frameGeometry()
@@ -75,7 +76,7 @@ def _pattern_folder(root: Path, per_class: int = 24, size: int = 96) -> Path:
     return root
 
 
-def examples_scene(w, args: argparse.Namespace) -> int:
+def examples_scene(w: Any, args: argparse.Namespace) -> int:
     """A render of a class with its dataset examples beside it (``--scene examples``)."""
     from fvdesk.core.dataset.choice import DatasetChoice
 
