@@ -86,7 +86,6 @@ class DatasetController(Controller):
         self.examples: dict[Key, Any] = {}
         self.members: dict[ClusterJob, list[list[Any]]] = {}
         self._runner = QueueRunner(self.queue, self)
-        self._eta = EtaEstimator()
         self._generation = 0  # bumped whenever what is in memory stops being valid
         self._pass: Callable[[], None] | None = None  # cancels the panel's pass
         self._shown: tuple[int, str] | None = None  # (tile id, state) the panel shows
@@ -115,11 +114,13 @@ class DatasetController(Controller):
         if model is self.session.model and self.session.preprocessing is not None:
             job = dataclasses.replace(job, preprocessing=self.session.preprocessing)
         job = job.with_settings(device=str(self._values().get("device") or "auto"))
-        self._eta.reset()
+        clock = EtaEstimator()
 
         def event(ev: Any) -> None:
             if isinstance(ev, ProgressEvent) and ev.total:
-                est = self._eta.update(done=ev.done, total=ev.total)
+                if ev.done == 0:
+                    clock.reset()  # it starts now, not when it was queued behind renders
+                est = clock.update(done=ev.done, total=ev.total)
                 eta = f" · {est.eta_text}" if est.eta_text else ""
                 text = f"Dataset pass: {ev.done:,}/{ev.total:,} {ev.what}{eta}"
                 self.progress.emit(ev.done / ev.total, text)
