@@ -42,8 +42,12 @@ class Controller(QObject):
         self._values = values  # the settings dock's values
 
     def settings(self) -> Any:
-        """The dock's ``RenderSettings`` now (``ConfigError`` when a value is rejected)."""
-        return to_render_settings(self._values())
+        """The dock's ``RenderSettings`` now (``ConfigError`` when a value is rejected), with the
+        session's settings hooks applied (e.g. the dataset's colour matrix)."""
+        settings = to_render_settings(self._values())
+        for hook in self.session.settings_hooks:
+            settings = hook(settings)
+        return settings
 
     def ui(self) -> dict[str, Any]:
         """The dock's batch-job choices (first N, facets, class objective)."""

@@ -186,14 +186,21 @@ class QueueRunner(QObject):
 
     def submit(self, model: Any, job: Any, on_event: EventFn, on_done: DoneFn,
                on_failed: FailFn) -> Callable[[], None]:  # fmt: skip
-        from fvdesk.gui.qt_worker import Task
-
         def start(cancel: threading.Event) -> Any:
             from fvdesk.core.optim.run import run_job
 
             return run_job(model, job, cancel)
 
-        task = Task(job.title, start, job=job, model=model)
+        return self.run(job.title, start, on_event, on_done, on_failed, job=job, model=model)
+
+    def run(self, title: str, start: Callable[[threading.Event], Any], on_event: EventFn,
+            on_done: DoneFn, on_failed: FailFn, *, job: Any = None,
+            model: Any = None) -> Callable[[], None]:  # fmt: skip
+        """Queue any model work: ``start(cancel)`` returns the generator the render thread
+        drives (e.g. clustering examples, which runs the model)."""
+        from fvdesk.gui.qt_worker import Task
+
+        task = Task(title, start, job=job, model=model)
         self._tasks[task.id] = (on_event, on_done, on_failed)
         self.queue.submit(task)
         return lambda: self.queue.cancel_job(task)

@@ -110,6 +110,9 @@ class JobController(Controller):
         self._batch_total = 0  # images in the jobs since the queue was last idle
         self._batch_jobs: set[int] = set()
         self._combination: list[Term] = []
+        #: ``handler(layer, units, facets) -> bool``: another way to make facets (dataset
+        #: clusters); True when it took the request over.
+        self.facets_handler: Callable[[str, list[int], int], bool] | None = None
         queue = self.queue
         queue.job_started.connect(self._on_started)
         queue.job_event.connect(self._on_event)
@@ -176,6 +179,15 @@ class JobController(Controller):
     ) -> Task | None:
         """Units of a layer, ``facets`` diverse images each."""
         if self.session.model is None or not units:
+            return None
+        handler = self.facets_handler
+        if (
+            facets > 1
+            and not negative
+            and kind is None
+            and handler
+            and handler(layer, units, facets)
+        ):
             return None
         try:
             kind = kind or self.unit_kind(layer)

@@ -3,6 +3,7 @@
     ModelSession       the open model and the choices in force (qt_session)
     JobController      requests -> core jobs -> tiles, progress (qt_jobs)
     GalleryController  galleries and atlases (qt_galleries)
+    DatasetController  the image folder per model, examples beside renders (qt_dataset)
     RenderQueue        the one render thread every model task runs on (qt_worker)
 
 Widgets only display: the layer tree (qt_tree_panel), the canvas (qt_canvas, qt_tile_view), the
@@ -44,6 +45,7 @@ from fvdesk.gui.qt_actions import (
     build_menus,
 )
 from fvdesk.gui.qt_canvas import CanvasPanel
+from fvdesk.gui.qt_dataset import DatasetController
 from fvdesk.gui.qt_galleries import GalleryController
 from fvdesk.gui.qt_jobs import JobController
 from fvdesk.gui.qt_layer_model import RowRef
@@ -110,6 +112,8 @@ class MainWindow(QMainWindow):
         collaborators = (self.session, self.queue, self.tiles, self.settings_panel.values)
         self.jobs = JobController(*collaborators, parent=self)
         self.galleries = GalleryController(*collaborators, confirm=self.ask, parent=self)
+        self.datasets = DatasetController(*collaborators, prefs=self.prefs, jobs=self.jobs,
+                                          galleries=self.galleries, parent=self)  # fmt: skip
 
         self.toolbar = QToolBar("Main", self)
         self.toolbar.setObjectName("mainToolBar")
@@ -134,6 +138,15 @@ class MainWindow(QMainWindow):
         self.log_view.setMaximumBlockCount(2000)
         self.log_view.setPlaceholderText("Messages from loading and rendering appear here.")
         self.log_dock = self.add_dock("Messages", "messagesDock", self.log_view, "bottom")
+        self.examples_dock = self.add_dock(
+            "Dataset Examples", "examplesDock", self.datasets.panel, "right"
+        )
+        self.browser_dock = self.add_dock(
+            "Layer Examples", "layerExamplesDock", self.datasets.browser, "bottom"
+        )
+        self.tabifyDockWidget(self.settings_dock, self.examples_dock)
+        self.settings_dock.raise_()
+        self.browser_dock.hide()  # shown beside the messages when a layer is browsed
         self.status = StatusWidgets(self.statusBar(), a["cancel"])
         self._connect()
 
@@ -237,6 +250,32 @@ class MainWindow(QMainWindow):
         self.settings_panel.preprocessing_chosen.connect(s.choose_preprocessing)
         self.settings_panel.labels_file_chosen.connect(s.choose_labels_file)
         self.settings_panel.browse_labels_requested.connect(self._browse_labels)
+        self._connect_datasets()
+
+    def _connect_datasets(self) -> None:
+        """Dataset examples (qt_dataset): actions, the current tile, the docks, the messages."""
+        a, ds, view = self.actions_by_key, self.datasets, self.tile_view
+        a["dataset"].triggered.connect(lambda: ds.choose_dialog(self))
+        spectrum = self.settings_panel.widgets["maco_spectrum"]
+        a["dataset_spectrum"].triggered.connect(lambda: ds.use_spectrum(spectrum.choose))  # type: ignore[attr-defined]
+        a["layer_examples"].triggered.connect(
+            lambda: [ds.browse_layer(n) for n in self.layers.selected_layers()[:1]]
+        )
+        ds.message.connect(lambda text, status: self.log_message(text, status=status))
+        ds.error.connect(self.show_error)
+        ds.progress.connect(self.status.show_progress)
+        ds.choice_changed.connect(lambda _c: self._update_enabled())
+        ds.choice_changed.connect(lambda c: c is None or self.examples_dock.raise_())
+        ds.browsing.connect(self._show_layer_examples)
+        view.selectionModel().currentChanged.connect(lambda *_: ds.show_tile(view.current_tile()))
+        self.tiles.tiles_changed.connect(lambda: ds.refresh(view.current_tile()))
+
+    def _show_layer_examples(self) -> None:
+        dock = self.browser_dock  # tabified only once shown (Qt leaves a stray tab bar before)
+        if not dock.isVisible() and not dock.isFloating() and self.log_dock.isVisible():
+            self.tabifyDockWidget(self.log_dock, dock)
+        dock.show()
+        dock.raise_()
 
     # ==========================================================================================
     # preferences and layout
@@ -402,7 +441,8 @@ class MainWindow(QMainWindow):
 
     def _tree_menu(self, ref: RowRef, pos: QPoint) -> None:
         if self.model is not None:
-            tree_menu(self, ref, self.jobs).exec(pos)
+            examples = self.datasets.browse_layer if self.datasets.choice else None
+            tree_menu(self, ref, self.jobs, examples).exec(pos)
 
     # ==========================================================================================
     # tiles
@@ -559,6 +599,11 @@ class MainWindow(QMainWindow):
         }  # fmt: skip
         for key, on in enabled.items():
             a[key].setEnabled(on)
+        dataset = has_model and self.datasets.choice is not None  # dataset examples (qt_dataset)
+        a["dataset"].setEnabled(has_model)
+        a["dataset_spectrum"].setEnabled(dataset)
+        a["layer_examples"].setEnabled(dataset and layer_sel)
+        self.settings_panel.widgets["ui:cluster_facets"].setEnabled(dataset)
 
     def shutdown(self, timeout_ms: int = 10_000) -> bool:
         """Cancel renders, join the render thread, remember the window; True when all stopped."""

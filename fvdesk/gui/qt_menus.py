@@ -17,8 +17,14 @@ def elide(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n // 2 - 1] + "…" + text[-(n // 2) :]
 
 
-def tree_menu(parent: QWidget, ref: RowRef, jobs: JobController) -> QMenu:
-    """Render a unit (facets, negative, other class objective, combination) or a layer."""
+def tree_menu(
+    parent: QWidget,
+    ref: RowRef,
+    jobs: JobController,
+    examples: Callable[[str], None] | None = None,
+) -> QMenu:
+    """Render a unit (facets, negative, other class objective, combination) or a layer;
+    ``examples(layer)`` opens the layer's dataset examples (None: no dataset chosen)."""
     layer = ref.layer
     assert layer is not None
     name = layer.name
@@ -58,6 +64,9 @@ def tree_menu(parent: QWidget, ref: RowRef, jobs: JobController) -> QMenu:
     dd = menu.addAction("DeepDream", lambda: jobs.render_deepdream(name))
     dd.setEnabled(layer.dreamable)
     menu.addSeparator()
+    ex = menu.addAction("Dataset Examples of This Layer", lambda: examples and examples(name))
+    ex.setEnabled(examples is not None and n > 0)
+    ex.setToolTip("Choose a dataset (File > Dataset…) first." if examples is None else "")
     menu.addAction("Copy Layer Name", lambda: QGuiApplication.clipboard().setText(name))
     return menu
 

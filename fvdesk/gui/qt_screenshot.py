@@ -8,6 +8,12 @@ Run under a display, e.g. headless with Xvfb::
 It opens the embedded demo model, renders its classes and the first units of a layer, starts one
 more layer so a render is caught in progress, and saves the screen area of the window.  Settings
 go to a temporary file, never the user's.
+
+``--scene examples [--images DIR]`` shows the dataset examples beside a render instead
+(``docs/examples.png``): it chooses DIR as the model's dataset (without it, a folder of generated
+pattern images of the demo's classes), renders the classes, selects one so the examples dock
+shows its top and bottom images, and grabs (``docs/examples.png`` is made with ``--scene
+examples --steps 64 --colors 256``).  The examples cache goes to a temporary folder too.
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-from PySide6.QtCore import QEventLoop
+from PySide6.QtCore import QEventLoop, Qt
 from PySide6.QtGui import QGuiApplication
 
 
@@ -35,6 +42,71 @@ def _wait(condition, timeout: float) -> bool:
     return True
 
 
+def _grab(w: Any, out: Path, colors: int = 0) -> int:
+    """Save the window's screen area; ``colors`` > 0 keeps that many (a README-sized file)."""
+    screen = w.screen() or QGuiApplication.primaryScreen()
+    geo = w.frameGeometry()
+    shot = screen.grabWindow(0, geo.x(), geo.y(), geo.width(), geo.height())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not shot.save(str(out), "PNG"):
+        print(f"cannot write {out}", file=sys.stderr)
+        return 1
+    if colors:
+        from PIL import Image
+
+        with Image.open(out) as im:
+            small = im.convert("RGB").quantize(colors, method=Image.Quantize.FASTOCTREE)
+        small.save(out, optimize=True)
+    print(f"saved {out} ({shot.width()}×{shot.height()})")
+    return 0
+
+
+def _pattern_folder(root: Path, per_class: int = 24, size: int = 96) -> Path:
+    """Generated images of the demo model's classes (what it was trained on), as PNGs."""
+    import numpy as np
+    from PIL import Image
+
+    from fvdesk.core.patterns import CLASSES, generate
+
+    x, y = generate(per_class * len(CLASSES), size, seed=7)
+    for i in range(len(x)):
+        path = root / CLASSES[int(y[i])] / f"{i:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((x[i].transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)).save(path)
+    return root
+
+
+def examples_scene(w: Any, args: argparse.Namespace) -> int:
+    """A render of a class with its dataset examples beside it (``--scene examples``)."""
+    from fvdesk.core.dataset.choice import DatasetChoice
+
+    folder = args.images or _pattern_folder(Path(tempfile.mkdtemp()) / "patterns")
+    choice = DatasetChoice(str(folder), top=6, bottom=3)
+    w.datasets.apply_choice(choice)
+    if not _wait(lambda: w.datasets.choice == choice, 120):
+        print(f"cannot use {folder} as the dataset: {w.errors[-1:]}", file=sys.stderr)
+        return 1
+    w.jobs.render_layer(w.model.graph.logits_name, 8)
+    w.jobs.render_units("/features/block3/relu/Relu", list(range(4)))
+    t0 = time.monotonic()
+    if not _wait(lambda: not w.queue.busy(), 3600):
+        print("rendering took too long", file=sys.stderr)
+        return 1
+    print(f"rendered in {time.monotonic() - t0:.0f} s")
+    w.resizeDocks([w.tree_dock, w.examples_dock], [300, 640], Qt.Orientation.Horizontal)
+    w.resizeDocks([w.log_dock], [90], Qt.Orientation.Vertical)
+    w.examples_dock.raise_()
+    view = w.tile_view
+    w.canvas.size_slider.setValue(view.viewport().width() // 4 - 24)
+    view.setCurrentIndex(w.tiles.index(args.tile, 0))
+    panel = w.datasets.panel
+    if not _wait(lambda: panel.examples is not None and all(t.loaded for t in panel.tiles), 600):
+        print("the dataset examples did not load", file=sys.stderr)
+        return 1
+    _wait(lambda: False, 0.5)
+    return _grab(w, args.out, args.colors)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path, nargs="?", default=Path("docs/screenshot.png"))
@@ -43,9 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--units", type=int, default=11)
     ap.add_argument("--width", type=int, default=1560)
     ap.add_argument("--height", type=int, default=960)
+    ap.add_argument("--scene", choices=("renders", "examples"), default="renders")
+    ap.add_argument("--images", type=Path, help="the dataset folder of --scene examples")
+    ap.add_argument("--tile", type=int, default=3, help="the tile --scene examples selects")
+    ap.add_argument("--colors", type=int, default=0, help="quantize to this many colours")
     args = ap.parse_args(argv)
 
     os.environ.setdefault("FVDESK_SETTINGS", str(Path(tempfile.mkdtemp()) / "screenshot.ini"))
+    os.environ.setdefault("FVDESK_CACHE_DIR", tempfile.mkdtemp(prefix="fvdesk-cache-"))
     from fvdesk.gui.app import make_app
     from fvdesk.gui.qt_main_window import MainWindow
 
@@ -60,6 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     w.settings_panel.set_values(
         {"steps": args.steps, "size": args.size, "preview_every": 8, "device": "auto"}
     )
+    if args.scene == "examples":
+        code = examples_scene(w, args)
+        w.close()
+        app.processEvents()
+        return code
     layer = "/features/block3/relu/Relu"
     w.jobs.render_layer(w.model.graph.logits_name, 8)
     w.jobs.render_layer(layer, args.units)
@@ -80,17 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     view.scrollToTop()
     view.setCurrentIndex(w.tiles.index(5, 0))
     _wait(lambda: False, 0.5)
-    screen = w.screen() or QGuiApplication.primaryScreen()
-    geo = w.frameGeometry()
-    shot = screen.grabWindow(0, geo.x(), geo.y(), geo.width(), geo.height())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    if not shot.save(str(args.out), "PNG"):
-        print(f"cannot write {args.out}", file=sys.stderr)
-        return 1
-    print(f"saved {args.out} ({shot.width()}×{shot.height()})")
+    code = _grab(w, args.out, args.colors)
     w.close()
     app.processEvents()
-    return 0
+    return code
 
 
 if __name__ == "__main__":

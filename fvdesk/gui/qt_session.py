@@ -95,6 +95,9 @@ class ModelSession(QObject):
         self._own_labels: tuple[list[str] | None, str] = (None, "none")
         self._loading: BackgroundCall | None = None
         self._probe: BackgroundCall | None = None
+        #: Choices of other controllers that every job built from now on carries (the dataset's
+        #: colour matrix): ``hook(RenderSettings) -> RenderSettings``, applied in order.
+        self.settings_hooks: list[Callable[[RenderSettings], RenderSettings]] = []
 
     # -- loading ------------------------------------------------------------------------------
     def is_loading(self) -> bool:

@@ -112,6 +112,9 @@ FIELDS: tuple[Field, ...] = (
           tip="How many units 'Render First N Units' renders."),
     Field("ui:facets", "Diverse facets", "int", 4, 2, 32, 1, group="Batch jobs",
           tip="How many diverse images 'Render N Diverse Facets' makes of one unit."),
+    Field("ui:cluster_facets", "Facets from dataset clusters", "bool", False, group="Batch jobs",
+          tip="Facets steered toward clusters of the unit's top dataset examples instead of the "
+              "diversity term (needs a dataset: File > Dataset)."),
     Field("ui:class_kind", "Class objective", "choice", "logit",
           choices=(("logit", "Logit (pre-softmax)"), ("prob", "Probability (softmax)")), group="Batch jobs",
           tip="The objective for classes of the logits layer. Logits give better images (the article)."),
