@@ -26,7 +26,6 @@ from PySide6.QtWidgets import QWidget
 from fvdesk.core.dataset.choice import DatasetChoice
 from fvdesk.core.optim.events import NoticeEvent, ProgressEvent
 from fvdesk.core.optim.jobs import ClusterJob, ExamplesJob, JobSpec, Slot, unit_caption
-from fvdesk.core.progress import EtaEstimator
 from fvdesk.gui.qt_controller import Controller
 from fvdesk.gui.qt_examples import (
     DatasetDialog,
@@ -114,15 +113,12 @@ class DatasetController(Controller):
         if model is self.session.model and self.session.preprocessing is not None:
             job = dataclasses.replace(job, preprocessing=self.session.preprocessing)
         job = job.with_settings(device=str(self._values().get("device") or "auto"))
-        clock = EtaEstimator()
 
         def event(ev: Any) -> None:
+            # Emitted only once the pass runs (not while queued), so the status bar's time
+            # left starts with the pass; it runs on the render queue, as the renders do.
             if isinstance(ev, ProgressEvent) and ev.total:
-                if ev.done == 0:
-                    clock.reset()  # it starts now, not when it was queued behind renders
-                est = clock.update(done=ev.done, total=ev.total)
-                eta = f" · {est.eta_text}" if est.eta_text else ""
-                text = f"Dataset pass: {ev.done:,}/{ev.total:,} {ev.what}{eta}"
+                text = f"Dataset pass: {ev.done:,}/{ev.total:,} {ev.what}"
                 self.progress.emit(ev.done / ev.total, text)
             elif isinstance(ev, NoticeEvent):
                 self.message.emit(f"Dataset: {ev.message}", False)
