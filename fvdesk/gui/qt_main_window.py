@@ -3,6 +3,7 @@
     ModelSession       the open model and the choices in force (qt_session)
     JobController      requests -> core jobs -> tiles, progress (qt_jobs)
     GalleryController  galleries and atlases (qt_galleries)
+    ArticleController  the article's figures, the combination and neuron-position docks (qt_article_ctl)
     RenderQueue        the one render thread every model task runs on (qt_worker)
 
 Widgets only display: the layer tree (qt_tree_panel), the canvas (qt_canvas, qt_tile_view), the
@@ -43,6 +44,7 @@ from fvdesk.gui.qt_actions import (
     build_actions,
     build_menus,
 )
+from fvdesk.gui.qt_article_ctl import ArticleController
 from fvdesk.gui.qt_canvas import CanvasPanel
 from fvdesk.gui.qt_galleries import GalleryController
 from fvdesk.gui.qt_jobs import JobController
@@ -110,6 +112,7 @@ class MainWindow(QMainWindow):
         collaborators = (self.session, self.queue, self.tiles, self.settings_panel.values)
         self.jobs = JobController(*collaborators, parent=self)
         self.galleries = GalleryController(*collaborators, confirm=self.ask, parent=self)
+        self.article = ArticleController(*collaborators, jobs=self.jobs, panel=self.settings_panel, parent=self)  # fmt: skip
 
         self.toolbar = QToolBar("Main", self)
         self.toolbar.setObjectName("mainToolBar")
@@ -119,7 +122,7 @@ class MainWindow(QMainWindow):
             if spec.toolbar:
                 self.toolbar.addAction(a[spec.key])
         self.addToolBar(Qt.ToolBarArea.TopToolBarArea, self.toolbar)
-        self.canvas = CanvasPanel(self.tiles, a["render_combination"], a["clear_combination"])
+        self.canvas = CanvasPanel(self.tiles)
         self.tile_view = self.canvas.tile_view
         self.canvas.set_empty_text(EMPTY_CANVAS)
         self.setCentralWidget(self.canvas)
@@ -134,6 +137,9 @@ class MainWindow(QMainWindow):
         self.log_view.setMaximumBlockCount(2000)
         self.log_view.setPlaceholderText("Messages from loading and rendering appear here.")
         self.log_dock = self.add_dock("Messages", "messagesDock", self.log_view, "bottom")
+        self.combination_dock = self.add_dock("Combination", "combinationDock", self.article.builder, "left")  # fmt: skip
+        self.position_dock = self.add_dock("Neuron Position", "positionDock", self.article.picker, "left")  # fmt: skip
+        self.tabifyDockWidget(self.combination_dock, self.position_dock)
         self.status = StatusWidgets(self.statusBar(), a["cancel"])
         self._connect()
 
@@ -180,9 +186,7 @@ class MainWindow(QMainWindow):
             "render_first": lambda: jobs.render_refs(self.layers.selected_refs(), "first"),
             "render_all": lambda: jobs.render_refs(self.layers.selected_refs(), "all"),
             "deepdream": lambda: jobs.render_refs(self.layers.selected_refs(), "deepdream"),
-            "add_combination": lambda: jobs.render_refs(self.layers.selected_refs(), "combine"),
-            "render_combination": jobs.render_combination,
-            "clear_combination": jobs.clear_combination, "atlas": self.atlas_dialog,
+            "atlas": self.atlas_dialog,
             "cancel": self.cancel_current, "cancel_all": self.queue.cancel_all,
             "zoom_tile": self._zoom_current,
             "bigger_tiles": lambda: self.canvas.scale_tiles(1.25),
@@ -190,6 +194,7 @@ class MainWindow(QMainWindow):
             "reset_layout": self.reset_layout,
             "shortcuts": lambda: ShortcutsDialog(self).exec(), "about": self.show_about,
         }  # fmt: skip
+        commands.update(self.article.commands(self.layers.selected_refs, self))
         for key, fn in commands.items():
             a[key].triggered.connect(fn)
         a["quit"].setMenuRole(QAction.MenuRole.QuitRole)
@@ -216,10 +221,12 @@ class MainWindow(QMainWindow):
             ctl.progress.connect(st.show_progress)
         self.queue.busy_changed.connect(lambda busy: busy or st.show_idle())
         self.queue.busy_changed.connect(lambda _b: self._update_enabled())
-        jobs.combination_changed.connect(
-            lambda _t: self.canvas.show_combination(*jobs.combination_text())
+        self.article.message.connect(lambda text, status: self.log_message(text, status=status))
+        self.article.error.connect(self.show_error)
+        self.article.combination_changed.connect(self._update_enabled)
+        self.layers.selection_changed.connect(
+            lambda: self.article.follow_refs(self.layers.selected_refs())
         )
-        jobs.combination_changed.connect(lambda _t: self._update_enabled())
         gal.saving_changed.connect(self._on_saving_changed)
 
         self.layers.unit_activated.connect(lambda layer, unit: jobs.render_units(layer, [unit]))
@@ -394,7 +401,7 @@ class MainWindow(QMainWindow):
 
     def _tree_menu(self, ref: RowRef, pos: QPoint) -> None:
         if self.model is not None:
-            tree_menu(self, ref, self.jobs).exec(pos)
+            tree_menu(self, ref, self.jobs, self.article).exec(pos)
 
     # ==========================================================================================
     # tiles
@@ -421,7 +428,9 @@ class MainWindow(QMainWindow):
         tile = self.tiles.tile_at(idx) if idx.isValid() else None
         if tile is not None and not self.tile_view.selectionModel().isSelected(idx):
             self.tile_view.setCurrentIndex(idx)
-        menu = tile_menu(self, tile, self.jobs, self.actions_by_key, self.layers.select)
+        menu = tile_menu(
+            self, tile, self.jobs, self.actions_by_key, self.layers.select, self.article
+        )
         menu.exec(self.tile_view.viewport().mapToGlobal(pos))
 
     # ==========================================================================================
@@ -535,19 +544,18 @@ class MainWindow(QMainWindow):
         layer_sel = any(r.layer is not None for r in refs)
         busy = self.queue.busy()
         has_tiles = self.tiles.rowCount() > 0
-        combination = bool(self.jobs.combination())
         enabled = {
             "save_gallery": not self.galleries.is_saving() and bool(self.galleries.savable_tiles()),
             "close_model": has_model or self.session.is_loading(),
             "render_selected": has_model and (unit_sel or layer_sel),
             "render_facets": has_model and unit_sel, "render_negative": has_model and unit_sel,
-            "add_combination": has_model and unit_sel, "render_first": has_model and layer_sel,
+            "render_first": has_model and layer_sel,
             "render_all": has_model and layer_sel, "deepdream": has_model and layer_sel,
-            "atlas": has_model and layer_sel, "render_combination": has_model and combination,
-            "clear_combination": combination, "cancel": busy, "cancel_all": busy,
+            "atlas": has_model and layer_sel, "cancel": busy, "cancel_all": busy,
             "remove_tiles": has_tiles, "clear_tiles": has_tiles, "select_all": has_tiles,
             "zoom_tile": has_tiles,
         }  # fmt: skip
+        enabled.update(self.article.enabled(has_model, refs))
         for key, on in enabled.items():
             a[key].setEnabled(on)
 
