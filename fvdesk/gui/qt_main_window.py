@@ -140,6 +140,7 @@ class MainWindow(QMainWindow):
         self.combination_dock = self.add_dock("Combination", "combinationDock", self.article.builder, "left")  # fmt: skip
         self.position_dock = self.add_dock("Neuron Position", "positionDock", self.article.picker, "left")  # fmt: skip
         self.tabifyDockWidget(self.combination_dock, self.position_dock)
+        self.combination_dock.raise_()
         self.status = StatusWidgets(self.statusBar(), a["cancel"])
         self._connect()
 

@@ -8,6 +8,11 @@ Run under a display, e.g. headless with Xvfb::
 It opens the embedded demo model, renders its classes and the first units of a layer, starts one
 more layer so a render is caught in progress, and saves the screen area of the window.  Settings
 go to a temporary file, never the user's.
+
+``--scene spectrum`` (``docs/spectrum.png``) and ``--scene interpolation``
+(``docs/interpolation.png``) show the article's figures instead, started as a user would: the
+unit(s) selected in the layer tree and the Figures menu's action triggered (the interpolation
+dialog filled in and accepted).
 """
 
 from __future__ import annotations
@@ -19,8 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QEventLoop
+from PySide6.QtCore import QEventLoop, QItemSelectionModel, QTimer
 from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import QApplication
+
+SPECTRUM_UNIT = ("/classifier/Gemm", 4)
+INTERPOLATION = ("/features/block4/relu/Relu", 3, 11)
 
 
 def _wait(condition, timeout: float) -> bool:
@@ -43,13 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--units", type=int, default=11)
     ap.add_argument("--width", type=int, default=1560)
     ap.add_argument("--height", type=int, default=960)
+    ap.add_argument("--scene", choices=("window", "spectrum", "interpolation"), default="window")
+    ap.add_argument("--frames", type=int, default=6, help="interpolation frames")
     args = ap.parse_args(argv)
 
     os.environ.setdefault("FVDESK_SETTINGS", str(Path(tempfile.mkdtemp()) / "screenshot.ini"))
     from fvdesk.gui.app import make_app
     from fvdesk.gui.qt_main_window import MainWindow
 
-    app = make_app([sys.argv[0]])
+    app = make_app([sys.argv[0]])  # noqa: F841 - the application lives as long as main()
     w = MainWindow()
     w.setGeometry(20, 20, args.width, args.height)
     w.show()
@@ -60,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     w.settings_panel.set_values(
         {"steps": args.steps, "size": args.size, "preview_every": 8, "device": "auto"}
     )
+    if args.scene != "window":
+        if not figure_scene(w, args):
+            return 1
+        return grab(w, args.out)
     layer = "/features/block3/relu/Relu"
     w.jobs.render_layer(w.model.graph.logits_name, 8)
     w.jobs.render_layer(layer, args.units)
@@ -79,18 +94,80 @@ def main(argv: list[str] | None = None) -> int:
     w.canvas.size_slider.setValue(view.viewport().width() // columns - 24)
     view.scrollToTop()
     view.setCurrentIndex(w.tiles.index(5, 0))
+    return grab(w, args.out)
+
+
+def grab(w, out: Path) -> int:  # noqa: ANN001 - the MainWindow
+    """Save the screen area of the window, then close it."""
     _wait(lambda: False, 0.5)
     screen = w.screen() or QGuiApplication.primaryScreen()
     geo = w.frameGeometry()
     shot = screen.grabWindow(0, geo.x(), geo.y(), geo.width(), geo.height())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    if not shot.save(str(args.out), "PNG"):
-        print(f"cannot write {args.out}", file=sys.stderr)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not shot.save(str(out), "PNG"):
+        print(f"cannot write {out}", file=sys.stderr)
         return 1
-    print(f"saved {args.out} ({shot.width()}×{shot.height()})")
+    print(f"saved {out} ({shot.width()}×{shot.height()})")
     w.close()
-    app.processEvents()
+    QGuiApplication.instance().processEvents()
     return 0
+
+
+def _select_units(w, layer: str, units: tuple[int, ...]) -> None:  # noqa: ANN001
+    """Select ``units`` of ``layer`` in the layer tree, as ctrl-clicks would."""
+    tree = w.layers.tree
+    rows = []
+    for unit in units:
+        w.layers.select(layer, unit)
+        rows.append(tree.currentIndex())
+    flag = QItemSelectionModel.SelectionFlag
+    tree.selectionModel().clearSelection()
+    for index in rows:
+        tree.selectionModel().select(index, flag.Select | flag.Rows)
+
+
+def _accept_dialog(frames: int) -> None:
+    """Fill in and accept the interpolation dialog the action opened (it is modal)."""
+    d = QApplication.activeModalWidget()
+    if d is None:
+        QTimer.singleShot(50, lambda: _accept_dialog(frames))
+        return
+    d.frames.setValue(frames)
+    d.accept()
+    if d.isVisible():  # refused: say why rather than wait for ever
+        print(f"the interpolation dialog refused: {d.error.text()}", file=sys.stderr)
+        d.reject()
+
+
+def figure_scene(w, args: argparse.Namespace) -> bool:  # noqa: ANN001
+    """One of the article's figures through the window's actions, rendered to the end."""
+    for dock in (w.settings_dock, w.log_dock):  # the canvas gets the room for the figure
+        dock.hide()
+    if args.scene == "spectrum":
+        _select_units(w, SPECTRUM_UNIT[0], SPECTRUM_UNIT[1:])
+        w.actions_by_key["spectrum"].trigger()
+    else:
+        layer, a, b = INTERPOLATION
+        _select_units(w, layer, (a, b))
+        QTimer.singleShot(0, lambda: _accept_dialog(args.frames))
+        w.actions_by_key["interpolate"].trigger()
+    n = len(w.tiles.tiles())
+    if not n:
+        print("the action queued nothing", file=sys.stderr)
+        return False
+    t0 = time.monotonic()
+    if not _wait(lambda: not w.queue.busy(), 3 * 3600):
+        print("rendering took too long", file=sys.stderr)
+        return False
+    print(f"rendered {n} tiles in {time.monotonic() - t0:.0f} s")
+    view = w.tile_view
+    vw, vh = view.viewport().width(), view.viewport().height()
+    # the largest tiles that show the whole figure (a long row wraps): room for the captions
+    px = max(min(vw // k - 24, vh // -(-n // k) - 64) for k in range(1, n + 1))
+    w.canvas.size_slider.setValue(px)
+    view.scrollToTop()
+    view.setCurrentIndex(w.tiles.index(0, 0))
+    return True
 
 
 if __name__ == "__main__":
