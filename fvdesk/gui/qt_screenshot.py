@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--height", type=int, default=960)
     ap.add_argument("--scene", choices=("window", "spectrum", "interpolation"), default="window")
     ap.add_argument("--frames", type=int, default=6, help="interpolation frames")
+    ap.add_argument("--colors", type=int, default=0,
+                    help="save a palette PNG of this many colours (0: full colour); "
+                         "noisy renders compress badly otherwise")  # fmt: skip
     args = ap.parse_args(argv)
 
     os.environ.setdefault("FVDESK_SETTINGS", str(Path(tempfile.mkdtemp()) / "screenshot.ini"))
@@ -74,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.scene != "window":
         if not figure_scene(w, args):
             return 1
-        return grab(w, args.out)
+        return grab(w, args.out, args.colors)
     layer = "/features/block3/relu/Relu"
     w.jobs.render_layer(w.model.graph.logits_name, 8)
     w.jobs.render_layer(layer, args.units)
@@ -94,10 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     w.canvas.size_slider.setValue(view.viewport().width() // columns - 24)
     view.scrollToTop()
     view.setCurrentIndex(w.tiles.index(5, 0))
-    return grab(w, args.out)
+    return grab(w, args.out, args.colors)
 
 
-def grab(w, out: Path) -> int:  # noqa: ANN001 - the MainWindow
+def grab(w, out: Path, colors: int = 0) -> int:  # noqa: ANN001 - the MainWindow
     """Save the screen area of the window, then close it."""
     _wait(lambda: False, 0.5)
     screen = w.screen() or QGuiApplication.primaryScreen()
@@ -107,10 +110,22 @@ def grab(w, out: Path) -> int:  # noqa: ANN001 - the MainWindow
     if not shot.save(str(out), "PNG"):
         print(f"cannot write {out}", file=sys.stderr)
         return 1
-    print(f"saved {out} ({shot.width()}×{shot.height()})")
+    if colors:
+        to_palette(out, colors)
+    print(f"saved {out} ({shot.width()}×{shot.height()}, {out.stat().st_size // 1024} KB)")
     w.close()
     QGuiApplication.instance().processEvents()
     return 0
+
+
+def to_palette(path: Path, colors: int) -> None:
+    """Rewrite the PNG at ``path`` with a palette of ``colors`` colours (median cut, no dither)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        rgb = im.convert("RGB")
+    flat = rgb.quantize(colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    flat.save(path, optimize=True)
 
 
 def _select_units(w, layer: str, units: tuple[int, ...]) -> None:  # noqa: ANN001
