@@ -306,7 +306,7 @@ def test_combination_dock_subtracts_and_the_gallery_records_the_terms(
     qtbot, demo_window, tmp_path
 ) -> None:
     from fvdesk.core.output.gallery import read_gallery
-    from tests.gui_support import wait_idle
+    from tests.gui_support import fast_settings, wait_idle
 
     w = demo_window
     builder = w.article.builder
@@ -327,6 +327,12 @@ def test_combination_dock_subtracts_and_the_gallery_records_the_terms(
     ((item, _),) = read_gallery(tmp_path / "g")[1]
     terms = item.provenance["job"]["terms"]
     assert [(t["layer"], t["unit"], t["weight"]) for t in terms] == [(L, 1, 1.0), (L, 4, -0.5)]
+    fast_settings(w, steps=2, size=16)
+    w.actions_by_key["spectrum_combination"].trigger()  # the dock's sum as a spectrum row
+    row = w.tiles.tiles()[1:]
+    assert len(row) > 10 and {t.spec.terms for t in row} == {builder.terms()}
+    wait_idle(qtbot, w)
+    assert all(t.state == DONE for t in row)
     w.actions_by_key["clear_combination"].trigger()
     assert not builder.terms() and not w.actions_by_key["render_combination"].isEnabled()
 
@@ -412,13 +418,16 @@ def generator_file(tmp_path_factory):
 
 
 def test_generator_file_is_checked_off_the_gui_thread(
-    qtbot, demo_window, isolated, generator_file, tmp_path
+    qtbot, demo_window, isolated, generator_file, tmp_path, monkeypatch
 ) -> None:
+    from PySide6.QtWidgets import QFileDialog
+
     w = demo_window
     panel, article = w.settings_panel, w.article
     field = panel.widgets["prior"]
     panel.set_value("param", "pixel")
-    field.choose(generator_file)
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (generator_file, ""))
+    w.actions_by_key["open_generator"].trigger()
     assert article.checking()  # the window answers while the file loads
     qtbot.waitUntil(lambda: not article.checking(), timeout=60_000)
     assert panel.value("param") == "prior" and field.path() == generator_file
