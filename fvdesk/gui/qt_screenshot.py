@@ -177,8 +177,10 @@ def figure_scene(w, args: argparse.Namespace) -> bool:  # noqa: ANN001
     print(f"rendered {n} tiles in {time.monotonic() - t0:.0f} s")
     view = w.tile_view
     vw, vh = view.viewport().width(), view.viewport().height()
-    # the largest tiles that show the whole figure (a long row wraps): room for the captions
-    px = max(min(vw // k - 24, vh // -(-n // k) - 64) for k in range(1, n + 1))
+    # the largest tiles that show the whole figure (a long row wraps): room for the captions;
+    # an interpolation reads left to right, so its frames stay on one line
+    per_line = [n] if args.scene == "interpolation" else range(1, n + 1)
+    px = max(min(vw // k - 24, vh // -(-n // k) - 64) for k in per_line)
     w.canvas.size_slider.setValue(px)
     view.scrollToTop()
     view.setCurrentIndex(w.tiles.index(0, 0))
