@@ -230,11 +230,13 @@ def test_failed_render_marks_its_tile_and_others_go_on(qtbot, demo_window):
 
 def test_combination_renders_one_tile(qtbot, demo_window):
     w = demo_window
-    w.jobs.add_to_combination(CONV1, 1)
-    w.jobs.add_to_combination(CONV1, 4)
-    assert w.canvas.combo_bar.isVisibleTo(w) and "conv:1" in w.canvas.combo_label.text()
+    w.layers.select(CONV1, 1)
+    w.actions_by_key["add_combination"].trigger()
+    w.article.add_units([(CONV1, 4)])
+    assert w.combination_dock.isVisibleTo(w)
+    assert w.article.builder.expression.text() == f"{CONV1}:1 + {CONV1}:4"
+    assert w.actions_by_key["render_combination"].isEnabled()
     w.actions_by_key["render_combination"].trigger()
-    assert not w.jobs.combination()
     wait_idle(qtbot, w)
     (tile,) = w.tiles.tiles()
     assert tile.state == DONE and tile.kind == "combination" and tile.array.std() > 5

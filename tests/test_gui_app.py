@@ -57,9 +57,9 @@ def test_a_combination_renders_the_same_pixels_in_the_app_and_the_cli(
 
     w = demo_window
     fast_settings(w, seed=3)
-    w.jobs.add_to_combination(CONV1, 1)
-    w.jobs.add_to_combination(CONV1, 4, -0.5)
-    task = w.jobs.render_combination()
+    w.article.add_units([(CONV1, 1)])
+    w.article.add_units([(CONV1, 4)], -0.5)
+    task = w.article.render_combination()
     wait_idle(qtbot, w)
     (tile,) = w.tiles.tiles()
     assert tile.state == DONE and tile.kind == "combination"

@@ -1,6 +1,11 @@
 """The app's parts for the article (pytest-qt): combination builder, neuron position picker and
 direction/interpolation dialogs in isolation, the settings dock's new fields, and the spectrum
-row, steepest-descent view and interpolation as strips of tiles through the job controller."""
+row, steepest-descent view and interpolation as strips of tiles through the job controller.
+
+Then the same parts wired into the real window (``ArticleController``): the Figures actions on
+the tree's selection, the Combination and Neuron Position docks, the dialogs answered as a user
+would, the settings dock's generator file checked off the GUI thread, and a saved spectrum row
+reproduced by ``fvdesk render --from``.  Renders are of a few steps on a tiny canvas."""
 
 from __future__ import annotations
 
@@ -187,3 +192,257 @@ def test_figures_render_as_strips_through_the_job_controller(qtbot, demo_window)
     assert tiles[1].result.provenance["job"]["type"] == "spectrum"
     steps = [t.array for t in tiles[1 + n : 4 + n]]
     assert all(a is not None and a.shape == (16, 16, 3) for a in steps)
+
+
+# ------------------------------------------------------------------------------------------------
+# wired into the window
+# ------------------------------------------------------------------------------------------------
+LOGITS = "/classifier/Gemm"
+
+
+def select_units(w, layer: str, *units: int) -> None:
+    """Select ``units`` of ``layer`` in the layer tree (as ctrl-clicks do)."""
+    from PySide6.QtCore import QItemSelectionModel
+
+    tree = w.layers.tree
+    rows = []
+    for unit in units:
+        w.layers.select(layer, unit)
+        rows.append(tree.currentIndex())
+    flag = QItemSelectionModel.SelectionFlag
+    tree.selectionModel().clearSelection()
+    for index in rows:
+        tree.selectionModel().select(index, flag.Select | flag.Rows)
+    assert [(r.layer.name, r.unit) for r in w.layers.selected_refs()] == [(layer, u) for u in units]
+
+
+def answer_dialog(fill) -> list:
+    """Call ``fill(dialog)`` on the modal dialog an action is about to open; what it saw."""
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    seen: list = []
+
+    def attempt() -> None:
+        d = QApplication.activeModalWidget()
+        if d is None:
+            QTimer.singleShot(20, attempt)
+            return
+        seen.append(d)
+        fill(d)
+        if d.isVisible():  # refused: never leave the test waiting on a modal loop
+            seen.append(d.error.text())
+            d.reject()
+
+    QTimer.singleShot(0, attempt)
+    return seen
+
+
+def test_spectrum_action_row_saves_and_reproduces_with_render_from(
+    qtbot, demo_window, tmp_path, capsys
+) -> None:
+    from fvdesk.cli import main
+    from fvdesk.core.optim.variants import SPECTRUM
+    from fvdesk.core.output.gallery import read_gallery
+    from tests.gui_support import fast_settings, wait_idle
+
+    w = demo_window
+    fast_settings(w, steps=2, size=16)
+    act = w.actions_by_key["spectrum"]
+    w.layers.select(L)  # a layer is not one unit
+    assert not act.isEnabled()
+    w.layers.select(LOGITS, 4)
+    assert act.isEnabled()
+    act.trigger()
+    tiles = w.tiles.tiles()
+    row = [v for v in SPECTRUM if v.key != "prior"]  # no generator: no learned-prior tile
+    assert [t.caption for t in tiles] == [v.caption for v in row]
+    assert len({t.row for t in tiles}) == 1 and tiles[0].row != 0  # one strip of its own
+    assert w.tile_view.lines()[0][0] == 0
+    wait_idle(qtbot, w)
+    assert all(t.state == DONE for t in tiles), [(t.caption, t.message) for t in tiles]
+    for t, v in zip(tiles, row, strict=True):
+        prov = t.result.provenance
+        assert prov["job"]["type"] == "spectrum" and prov["job"]["terms"][0]["unit"] == 4
+        assert prov["job"]["variants"][prov["slot"]] == v.key
+    folder = tmp_path / "spectrum"
+    with qtbot.waitSignal(w.galleries.saved, timeout=60_000):
+        w.galleries.save_gallery(folder)
+    pairs = read_gallery(folder)[1]
+    assert sorted(item.caption for item, _ in pairs) == sorted(v.caption for v in row)
+    last = len(pairs) - 1
+    capsys.readouterr()
+    code = main(["render", "--from", str(folder / "gallery.json"), "--item", "0",
+                 "--item", str(last), "--device", "cpu"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0 and out.count("identical to the saved image") == 2, out
+
+
+def test_steepest_action_and_the_tree_menu_offer_the_figures(qtbot, demo_window) -> None:
+    from fvdesk.gui.qt_menus import tree_menu
+    from tests.gui_support import fast_settings, wait_idle
+
+    w = demo_window
+    fast_settings(w, steps=2, size=16)
+    w.layers.select(L, 3)
+    w.actions_by_key["steepest"].trigger()
+    tiles = w.tiles.tiles()
+    assert len(tiles) == 6 and len({t.row for t in tiles}) == 1
+    assert [t.caption for t in tiles[:3]] == ["L2 (pixels) step", "L∞ (sign) step",
+                                              "Decorrelated Fourier step"]  # fmt: skip
+    wait_idle(qtbot, w)
+    assert all(t.state == DONE and t.kind == "steepest" for t in tiles)
+    ref = w.layers.selected_refs()[0]
+    texts = [a.text() for a in tree_menu(w, ref, w.jobs, w.article).actions()]
+    for text in ("Regularization Spectrum", "Steepest Descent View", "Interpolate…",
+                 "Pick Neuron Position…", "Add to Combination"):  # fmt: skip
+        assert text in texts
+    w.layers.select(L)
+    layer_menu = tree_menu(w, w.layers.selected_refs()[0], w.jobs, w.article)
+    assert "Render Directions…" in [a.text() for a in layer_menu.actions()]
+
+
+def test_combination_dock_subtracts_and_the_gallery_records_the_terms(
+    qtbot, demo_window, tmp_path
+) -> None:
+    from fvdesk.core.output.gallery import read_gallery
+    from tests.gui_support import fast_settings, wait_idle
+
+    w = demo_window
+    builder = w.article.builder
+    assert w.combination_dock.widget() is builder
+    assert not w.actions_by_key["render_combination"].isEnabled()
+    select_units(w, L, 1, 4)
+    w.actions_by_key["add_combination"].trigger()
+    assert [t.unit for t in builder.terms()] == [1, 4]
+    assert w.actions_by_key["render_combination"].isEnabled()
+    builder.table.cellWidget(1, 2).setValue(-0.5)  # the dock's weight: subtract unit 4
+    assert builder.expression.text() == f"{L}:1 - 0.5*{L}:4"
+    builder.render_button.click()
+    (tile,) = w.tiles.tiles()
+    wait_idle(qtbot, w)
+    assert tile.state == DONE and tile.kind == "combination" and tile.array.std() > 5
+    with qtbot.waitSignal(w.galleries.saved, timeout=60_000):
+        w.galleries.save_gallery(tmp_path / "g")
+    ((item, _),) = read_gallery(tmp_path / "g")[1]
+    terms = item.provenance["job"]["terms"]
+    assert [(t["layer"], t["unit"], t["weight"]) for t in terms] == [(L, 1, 1.0), (L, 4, -0.5)]
+    fast_settings(w, steps=2, size=16)
+    w.actions_by_key["spectrum_combination"].trigger()  # the dock's sum as a spectrum row
+    row = w.tiles.tiles()[1:]
+    assert len(row) > 10 and {t.spec.terms for t in row} == {builder.terms()}
+    wait_idle(qtbot, w)
+    assert all(t.state == DONE for t in row)
+    w.actions_by_key["clear_combination"].trigger()
+    assert not builder.terms() and not w.actions_by_key["render_combination"].isEnabled()
+
+
+def test_position_picker_follows_the_tree_and_its_neuron_reaches_the_job(
+    qtbot, demo_window
+) -> None:
+    from tests.gui_support import wait_idle
+
+    w = demo_window
+    picker = w.article.picker
+    w.layers.select(L, 5)
+    spatial = w.model.graph[L].spatial
+    assert (picker.layer, picker.unit) == (L, 5) and picker.render_button.isEnabled()
+    assert (picker.grid.grid_h, picker.grid.grid_w) == spatial
+    w.actions_by_key["pick_position"].trigger()
+    assert w.position_dock.isVisibleTo(w)
+    picker.resize(300, 300)
+    qtbot.mouseClick(
+        picker.grid, Qt.MouseButton.LeftButton, pos=picker.grid.cell_rect(2, 3).center()
+    )
+    assert picker.position() == (2, 3)
+    picker.render_button.click()
+    (tile,) = w.tiles.tiles()
+    spec = tile.spec
+    assert (spec.kind, spec.units, spec.x, spec.y) == ("neuron", (5,), 2, 3)
+    wait_idle(qtbot, w)
+    assert tile.state == DONE
+    job = tile.result.provenance["job"]
+    assert (job["kind"], job["x"], job["y"]) == ("neuron", 2, 3)
+    picker.add_button.click()  # "add to combination": a neuron term
+    (term,) = w.article.builder.terms()
+    assert (term.layer, term.unit, term.kind, term.x, term.y) == (L, 5, "neuron", 2, 3)
+    w.layers.select(LOGITS, 2)  # a vector: no positions
+    assert not picker.render_button.isEnabled()
+    assert not w.actions_by_key["pick_position"].isEnabled()
+
+
+def test_direction_and_interpolation_dialogs_submit_and_render(qtbot, demo_window) -> None:
+    from tests.gui_support import fast_settings, wait_idle
+
+    w = demo_window
+    fast_settings(w, steps=2, size=16)
+    w.layers.select(L)
+
+    def directions(d) -> None:
+        d.count.setValue(2)
+        d.seed.setValue(7)
+        d.accept()
+
+    seen = answer_dialog(directions)
+    w.actions_by_key["directions"].trigger()
+    assert len(seen) == 1, seen
+    select_units(w, L, 1, 5)
+
+    def frames(d) -> None:
+        assert (d.a.text(), d.b.text()) == (f"{L}:1", f"{L}:5")
+        d.frames.setValue(4)
+        d.accept()
+
+    seen = answer_dialog(frames)
+    w.actions_by_key["interpolate"].trigger()
+    assert len(seen) == 1, seen
+    tiles = w.tiles.tiles()
+    first, second = tiles[0].spec, tiles[-1].spec
+    assert isinstance(first, DirectionJob) and first.seeds == (7, 8) and first.layer == L
+    assert isinstance(second, InterpolationJob) and second.frames == 4
+    assert [t.unit for t in second.a + second.b] == [1, 5]
+    assert [t.caption for t in tiles[2:]] == ["t=0.00", "t=0.33", "t=0.67", "t=1.00"]
+    assert len({t.row for t in tiles[2:]}) == 1  # the frames on one row of their own
+    wait_idle(qtbot, w)
+    assert all(t.state == DONE for t in tiles), [(t.caption, t.message) for t in tiles]
+
+
+@pytest.fixture(scope="module")
+def generator_file(tmp_path_factory):
+    import torch
+
+    from tests.test_article_engine import _export, _TinyGenerator
+
+    folder = tmp_path_factory.mktemp("gen")
+    return _export(_TinyGenerator().eval(), torch.zeros(1, 16), folder / "gen.onnx")
+
+
+def test_generator_file_is_checked_off_the_gui_thread(
+    qtbot, demo_window, isolated, generator_file, tmp_path, monkeypatch
+) -> None:
+    from PySide6.QtWidgets import QFileDialog
+
+    w = demo_window
+    panel, article = w.settings_panel, w.article
+    field = panel.widgets["prior"]
+    panel.set_value("param", "pixel")
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (generator_file, ""))
+    w.actions_by_key["open_generator"].trigger()
+    assert article.checking()  # the window answers while the file loads
+    qtbot.waitUntil(lambda: not article.checking(), timeout=60_000)
+    assert panel.value("param") == "prior" and field.path() == generator_file
+    assert not isolated
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x00 not a model")
+    field.choose(str(bad))
+    qtbot.waitUntil(lambda: not article.checking(), timeout=60_000)
+    ((title, message),) = isolated
+    assert title == "Cannot Use Generator" and str(bad) in message
+    assert "\n" not in message and message.rstrip(".").count(". ") == 0  # one sentence
+    assert panel.value("param") == "prior" and field.path() == generator_file  # kept
+    panel.widgets["maco_spectrum"].choose(str(bad))
+    qtbot.waitUntil(lambda: not article.checking(), timeout=60_000)
+    assert isolated[-1][0] == "Cannot Use MACO Spectrum" and str(bad) in isolated[-1][1]
+    assert panel.value("maco_spectrum") == ""
+    field.choose("")  # no generator: the learned prior cannot stay the parameterization
+    assert panel.value("param") == "fourier"

@@ -124,7 +124,7 @@ def examples_entry(w, browse):
     from fvdesk.gui.qt_menus import tree_menu
 
     (ref,) = w.layers.selected_refs()
-    menu = tree_menu(w, ref, w.jobs, browse)
+    menu = tree_menu(w, ref, w.jobs, w.article, browse)
     (act,) = [a for a in menu.actions() if a.text() == "Dataset Examples of This Layer"]
     return act
 

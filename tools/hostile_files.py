@@ -624,6 +624,12 @@ def prepare_parent(warm: Path | None = None) -> None:
 
     torch.set_num_threads(1)
     torch.set_num_interop_threads(1)
+    try:  # where tqdm is installed, a library's progress bar would start its monitor thread
+        import tqdm
+
+        tqdm.tqdm.monitor_interval = 0
+    except ImportError:
+        pass
     from fvdesk.core.model.loader import load_model
 
     with tempfile.TemporaryDirectory() as tmp:

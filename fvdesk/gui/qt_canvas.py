@@ -1,40 +1,23 @@
-"""The central canvas: a header (tile counts, tile size), the pending-combination bar and the
-tile view.  Display only; the window wires it to the job controller.
+"""The central canvas: a header (tile counts, tile size) and the tile view.  Display only; the
+window wires it to the job controller (the pending combination has a dock of its own).
 """
 
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QAction
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QSlider, QToolButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QSlider, QVBoxLayout, QWidget
 
 from fvdesk.gui.qt_tile_view import TileView
 from fvdesk.gui.qt_tiles import DEFAULT_TILE, MAX_TILE, MIN_TILE, TileModel
 
 
 class CanvasPanel(QWidget):
-    """Tile counts and size, the combination being built, and the tiles."""
+    """Tile counts and size, and the tiles."""
 
-    def __init__(
-        self, tiles: TileModel, render_combination: QAction, clear_combination: QAction
-    ) -> None:
+    def __init__(self, tiles: TileModel) -> None:
         super().__init__()
         self.tiles = tiles
         self.tile_view = TileView(tiles)
-
-        self.combo_bar = QWidget()
-        self.combo_bar.setObjectName("combinationBar")
-        cb = QHBoxLayout(self.combo_bar)
-        cb.setContentsMargins(6, 2, 6, 2)
-        self.combo_label = QLabel()
-        self.combo_label.setObjectName("combinationLabel")
-        cb.addWidget(QLabel("<b>Combination:</b>"))
-        cb.addWidget(self.combo_label, 1)
-        for action in (render_combination, clear_combination):
-            button = QToolButton()
-            button.setDefaultAction(action)
-            cb.addWidget(button)
-        self.combo_bar.setVisible(False)
 
         header = QWidget()
         hl = QHBoxLayout(header)
@@ -57,7 +40,6 @@ class CanvasPanel(QWidget):
         v.setContentsMargins(0, 0, 0, 0)
         v.setSpacing(0)
         v.addWidget(header)
-        v.addWidget(self.combo_bar)
         v.addWidget(self.tile_view, 1)
         tiles.tiles_changed.connect(self.show_counts)
         self.show_counts()
@@ -78,12 +60,6 @@ class CanvasPanel(QWidget):
         parts = [f"{total} tile{'s' if total != 1 else ''}"]
         parts += [f"{n} {state}" for state, n in c.items() if n]
         self.counts_label.setText(" · ".join(parts))
-
-    def show_combination(self, text: str, tooltip: str) -> None:
-        """The pending combination (the bar hides when there is none)."""
-        self.combo_bar.setVisible(bool(text))
-        self.combo_label.setText(text)
-        self.combo_label.setToolTip(tooltip)
 
     def set_empty_text(self, text: str) -> None:
         self.tile_view.empty_text = text

@@ -1,6 +1,6 @@
 """The job controller: what the user asks to render becomes core jobs, tiles and progress.
 
-A request (double-click, a layer's menu, a combination) becomes a core ``JobSpec``
+A request (double-click, a layer's menu, the combination dock) becomes a core ``JobSpec``
 (``UnitJob``, ``CombinationJob``); the model session turns it into a ``Job`` that captures the
 settings, preprocessing and labels in force; the job runs on the render thread through the core's
 ``run_job`` and one drive loop.  The controller makes one tile per ``Slot`` of the spec and routes
@@ -21,14 +21,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import Signal
-
 from fvdesk.core.optim.events import NoticeEvent, PreviewEvent, StepEvent, UnitDoneEvent
 from fvdesk.core.optim.jobs import (
     CombinationJob,
     JobSpec,
     Slot,
-    Term,
     UnitJob,
     combination_caption,
     unit_caption,
@@ -101,15 +98,12 @@ def tile_fields(
 class JobController(Controller):
     """Render requests -> core jobs on the render thread -> tiles."""
 
-    combination_changed = Signal(list)  # [Term]
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._tasks: dict[int, Task] = {}
         self._slots: dict[int, dict[int, int]] = {}  # task id -> slot -> tile id
         self._batch_total = 0  # images in the jobs since the queue was last idle
         self._batch_jobs: set[int] = set()
-        self._combination: list[Term] = []
         #: ``handler(layer, units, facets) -> bool``: another way to make facets (dataset
         #: clusters); True when it took the request over.
         self.facets_handler: Callable[[str, list[int], int], bool] | None = None
@@ -207,17 +201,14 @@ class JobController(Controller):
 
     def render_refs(self, refs: list[Any], what: str = "selection") -> None:
         """A command on tree rows (``RowRef``s).  ``selection``: the units (one job per layer),
-        and the first N units of each layer; ``facets``/``negative``/``combine``: each unit;
+        and the first N units of each layer; ``facets``/``negative``: each unit;
         ``first``/``all``/``deepdream``: each layer (of a row or of a unit)."""
         ui = self.ui()
         units = [r for r in refs if r.kind == "unit"]
-        if what in ("facets", "negative", "combine"):
+        if what in ("facets", "negative"):
             for r in units:
-                if what == "combine":
-                    self.add_to_combination(r.layer.name, r.unit)
-                else:
-                    self.render_units(r.layer.name, [r.unit], negative=what == "negative",
-                                      facets=int(ui["facets"]) if what == "facets" else 1)  # fmt: skip
+                self.render_units(r.layer.name, [r.unit], negative=what == "negative",
+                                  facets=int(ui["facets"]) if what == "facets" else 1)  # fmt: skip
             return
         by_layer: dict[str, list[int]] = {}
         if what == "selection":
@@ -250,47 +241,6 @@ class JobController(Controller):
             spec = dataclasses.replace(spec, facets=1)
         return self.submit(spec, overrides={"seed": seed % (2**31 - 1)})
 
-    # -- combination --------------------------------------------------------------------------
-    def combination(self) -> list[Term]:
-        return list(self._combination)
-
-    def add_to_combination(self, layer: str, unit: int, weight: float = 1.0) -> None:
-        """Add ``weight`` × the unit to the pending combination (adding to its weight if there)."""
-        if self.session.model is None:
-            return
-        terms = self._combination
-        for i, t in enumerate(terms):
-            if t.layer == layer and t.unit == unit:
-                terms[i] = dataclasses.replace(t, weight=t.weight + weight)
-                break
-        else:
-            terms.append(Term(layer, unit, self.unit_kind(layer), weight))
-        self._combination = [t for t in terms if t.weight != 0]
-        self.combination_changed.emit(self.combination())
-
-    def clear_combination(self) -> None:
-        self._combination = []
-        self.combination_changed.emit([])
-
-    def render_combination(self) -> Task | None:
-        if self.session.model is None or not self._combination:
-            return None
-        task = self.submit(CombinationJob(tuple(self._combination)))
-        if task is not None:
-            self.clear_combination()
-        return task
-
-    def combination_text(self) -> tuple[str, str]:
-        """(the pending combination as written for people, a tooltip naming its units)."""
-        terms = self._combination
-        text = combination_caption([dataclasses.replace(t, layer=short(t.layer)) for t in terms])
-        tip = "\n".join(
-            f"{t.caption(signed=True)}"
-            + (f" ({lab})" if (lab := self.session.unit_label(t.layer, t.unit)) else "")
-            for t in terms
-        )
-        return (text if terms else ""), tip
-
     # -- cancelling and removing ----------------------------------------------------------------
     def task_of(self, tile: Tile) -> Task | None:
         return self._tasks.get(tile.job_id)
@@ -312,7 +262,6 @@ class JobController(Controller):
         for task in list(self._tasks.values()):
             if task.model is not model:
                 self.queue.cancel_job(task)
-        self.clear_combination()
 
     # -- events -> tiles ----------------------------------------------------------------------
     def _tile(self, task: Task, slot: int) -> Tile | None:

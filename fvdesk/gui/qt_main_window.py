@@ -4,6 +4,7 @@
     JobController      requests -> core jobs -> tiles, progress (qt_jobs)
     GalleryController  galleries and atlases (qt_galleries)
     DatasetController  the image folder per model, examples beside renders (qt_dataset)
+    ArticleController  the article's figures, the combination and neuron-position docks (qt_article_ctl)
     RenderQueue        the one render thread every model task runs on (qt_worker)
 
 Widgets only display: the layer tree (qt_tree_panel), the canvas (qt_canvas, qt_tile_view), the
@@ -44,6 +45,7 @@ from fvdesk.gui.qt_actions import (
     build_actions,
     build_menus,
 )
+from fvdesk.gui.qt_article_ctl import ArticleController
 from fvdesk.gui.qt_canvas import CanvasPanel
 from fvdesk.gui.qt_dataset import DatasetController
 from fvdesk.gui.qt_galleries import GalleryController
@@ -114,6 +116,7 @@ class MainWindow(QMainWindow):
         self.galleries = GalleryController(*collaborators, confirm=self.ask, parent=self)
         self.datasets = DatasetController(*collaborators, prefs=self.prefs, jobs=self.jobs,
                                           galleries=self.galleries, parent=self)  # fmt: skip
+        self.article = ArticleController(*collaborators, jobs=self.jobs, panel=self.settings_panel, parent=self)  # fmt: skip
 
         self.toolbar = QToolBar("Main", self)
         self.toolbar.setObjectName("mainToolBar")
@@ -123,7 +126,7 @@ class MainWindow(QMainWindow):
             if spec.toolbar:
                 self.toolbar.addAction(a[spec.key])
         self.addToolBar(Qt.ToolBarArea.TopToolBarArea, self.toolbar)
-        self.canvas = CanvasPanel(self.tiles, a["render_combination"], a["clear_combination"])
+        self.canvas = CanvasPanel(self.tiles)
         self.tile_view = self.canvas.tile_view
         self.canvas.set_empty_text(EMPTY_CANVAS)
         self.setCentralWidget(self.canvas)
@@ -147,6 +150,10 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(self.settings_dock, self.examples_dock)
         self.settings_dock.raise_()
         self.browser_dock.hide()  # shown beside the messages when a layer is browsed
+        self.combination_dock = self.add_dock("Combination", "combinationDock", self.article.builder, "left")  # fmt: skip
+        self.position_dock = self.add_dock("Neuron Position", "positionDock", self.article.picker, "left")  # fmt: skip
+        self.tabifyDockWidget(self.combination_dock, self.position_dock)
+        self.combination_dock.raise_()
         self.status = StatusWidgets(self.statusBar(), a["cancel"])
         self._connect()
 
@@ -193,9 +200,7 @@ class MainWindow(QMainWindow):
             "render_first": lambda: jobs.render_refs(self.layers.selected_refs(), "first"),
             "render_all": lambda: jobs.render_refs(self.layers.selected_refs(), "all"),
             "deepdream": lambda: jobs.render_refs(self.layers.selected_refs(), "deepdream"),
-            "add_combination": lambda: jobs.render_refs(self.layers.selected_refs(), "combine"),
-            "render_combination": jobs.render_combination,
-            "clear_combination": jobs.clear_combination, "atlas": self.atlas_dialog,
+            "atlas": self.atlas_dialog,
             "cancel": self.cancel_current, "cancel_all": self.queue.cancel_all,
             "zoom_tile": self._zoom_current,
             "bigger_tiles": lambda: self.canvas.scale_tiles(1.25),
@@ -203,6 +208,7 @@ class MainWindow(QMainWindow):
             "reset_layout": self.reset_layout,
             "shortcuts": lambda: ShortcutsDialog(self).exec(), "about": self.show_about,
         }  # fmt: skip
+        commands.update(self.article.commands(self.layers.selected_refs, self))
         for key, fn in commands.items():
             a[key].triggered.connect(fn)
         a["quit"].setMenuRole(QAction.MenuRole.QuitRole)
@@ -232,10 +238,12 @@ class MainWindow(QMainWindow):
         gal.opened.connect(lambda _folder: st.finish("gallery"))
         gal.error.connect(lambda *_: st.finish("gallery"))
         self.queue.busy_changed.connect(lambda _b: self._update_enabled())
-        jobs.combination_changed.connect(
-            lambda _t: self.canvas.show_combination(*jobs.combination_text())
+        self.article.message.connect(lambda text, status: self.log_message(text, status=status))
+        self.article.error.connect(self.show_error)
+        self.article.combination_changed.connect(self._update_enabled)
+        self.layers.selection_changed.connect(
+            lambda: self.article.follow_refs(self.layers.selected_refs())
         )
-        jobs.combination_changed.connect(lambda _t: self._update_enabled())
         gal.saving_changed.connect(self._on_saving_changed)
 
         self.layers.unit_activated.connect(lambda layer, unit: jobs.render_units(layer, [unit]))
@@ -442,7 +450,7 @@ class MainWindow(QMainWindow):
     def _tree_menu(self, ref: RowRef, pos: QPoint) -> None:
         if self.model is not None:
             examples = self.datasets.browse_layer if self.datasets.choice else None
-            tree_menu(self, ref, self.jobs, examples).exec(pos)
+            tree_menu(self, ref, self.jobs, self.article, examples).exec(pos)
 
     # ==========================================================================================
     # tiles
@@ -469,7 +477,9 @@ class MainWindow(QMainWindow):
         tile = self.tiles.tile_at(idx) if idx.isValid() else None
         if tile is not None and not self.tile_view.selectionModel().isSelected(idx):
             self.tile_view.setCurrentIndex(idx)
-        menu = tile_menu(self, tile, self.jobs, self.actions_by_key, self.layers.select)
+        menu = tile_menu(
+            self, tile, self.jobs, self.actions_by_key, self.layers.select, self.article
+        )
         menu.exec(self.tile_view.viewport().mapToGlobal(pos))
 
     # ==========================================================================================
@@ -584,19 +594,18 @@ class MainWindow(QMainWindow):
         dream_sel = any(r.layer is not None and r.layer.dreamable for r in refs)
         busy = self.queue.busy()
         has_tiles = self.tiles.rowCount() > 0
-        combination = bool(self.jobs.combination())
         enabled = {
             "save_gallery": not self.galleries.is_saving() and bool(self.galleries.savable_tiles()),
             "close_model": has_model or self.session.is_loading(),
             "render_selected": has_model and (unit_sel or layer_sel),
             "render_facets": has_model and unit_sel, "render_negative": has_model and unit_sel,
-            "add_combination": has_model and unit_sel, "render_first": has_model and layer_sel,
+            "render_first": has_model and layer_sel,
             "render_all": has_model and layer_sel, "deepdream": has_model and dream_sel,
-            "atlas": has_model and layer_sel, "render_combination": has_model and combination,
-            "clear_combination": combination, "cancel": busy, "cancel_all": busy,
+            "atlas": has_model and layer_sel, "cancel": busy, "cancel_all": busy,
             "remove_tiles": has_tiles, "clear_tiles": has_tiles, "select_all": has_tiles,
             "zoom_tile": has_tiles,
         }  # fmt: skip
+        enabled.update(self.article.enabled(has_model, refs))
         for key, on in enabled.items():
             a[key].setEnabled(on)
         dataset = has_model and self.datasets.choice is not None  # dataset examples (qt_dataset)
@@ -615,6 +624,7 @@ class MainWindow(QMainWindow):
         self.prefs.save_window(self.saveGeometry(), self.saveState())
         self.prefs.sync()
         self.session.discard_load()
+        self.article.shutdown()
         for dlg in list(self._zooms):
             dlg.close()
         stopped = self.queue.shutdown(timeout_ms)

@@ -1,5 +1,5 @@
 """Context menus of the layer tree and of the tiles: built on demand, acting through the job
-controller (what they offer depends on what was right-clicked)."""
+controller and the article's controller (what they offer depends on what was right-clicked)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,13 @@ from collections.abc import Callable
 from PySide6.QtGui import QAction, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import QMenu, QWidget
 
+from fvdesk.gui.qt_article_ctl import ArticleController
 from fvdesk.gui.qt_jobs import JobController
 from fvdesk.gui.qt_layer_model import RowRef
 from fvdesk.gui.qt_tiles import QUEUED, RUNNING, Tile
+
+#: Tile kinds that stand for one unit's own objective (the article's figures apply to them).
+UNIT_KINDS = ("channel", "logit", "prob")
 
 
 def elide(text: str, n: int) -> str:
@@ -21,10 +25,12 @@ def tree_menu(
     parent: QWidget,
     ref: RowRef,
     jobs: JobController,
+    article: ArticleController,
     examples: Callable[[str], None] | None = None,
 ) -> QMenu:
-    """Render a unit (facets, negative, other class objective, combination) or a layer;
-    ``examples(layer)`` opens the layer's dataset examples (None: no dataset chosen)."""
+    """Render a unit (facets, negative, other class objective, the article's figures,
+    combination) or a layer (first N, all, DeepDream, directions); ``examples(layer)`` opens
+    the layer's dataset examples (None: no dataset chosen)."""
     layer = ref.layer
     assert layer is not None
     name = layer.name
@@ -48,9 +54,13 @@ def tree_menu(
                 f"Render as {'Probability' if other == 'prob' else 'Logit'}",
                 lambda: jobs.render_units(name, [unit], kind=other),
             )
+        figures(menu, article, name, unit)
+        menu.addAction("Interpolate…", lambda: article.interpolate([(name, unit)], parent))
+        pick = menu.addAction("Pick Neuron Position…", lambda: article.pick_position(name, unit))
+        pick.setEnabled(layer.spatial is not None)
         menu.addSeparator()
-        menu.addAction("Add to Combination", lambda: jobs.add_to_combination(name, unit, 1.0))
-        menu.addAction("Subtract in Combination", lambda: jobs.add_to_combination(name, unit, -1.0))
+        menu.addAction("Add to Combination", lambda: article.add_units([(name, unit)]))
+        menu.addAction("Subtract in Combination", lambda: article.add_units([(name, unit)], -1.0))
         return menu
     n = max(0, layer.channels)
     first = min(int(ui["first_n"]), n)
@@ -63,6 +73,8 @@ def tree_menu(
     ).setEnabled(n > 0)
     dd = menu.addAction("DeepDream", lambda: jobs.render_deepdream(name))
     dd.setEnabled(layer.dreamable)
+    directions = menu.addAction("Render Directions…", lambda: article.directions(layer, parent))
+    directions.setEnabled(layer.kind == "feature" and n > 0)
     menu.addSeparator()
     ex = menu.addAction("Dataset Examples of This Layer", lambda: examples and examples(name))
     ex.setEnabled(examples is not None and n > 0)
@@ -71,14 +83,23 @@ def tree_menu(
     return menu
 
 
+def figures(menu: QMenu, article: ArticleController, layer: str, unit: int) -> None:
+    """The article's figures of one unit: its regularization spectrum, the steepest-descent view."""
+    menu.addSeparator()
+    menu.addAction("Regularization Spectrum", lambda: article.spectrum(layer, unit))
+    menu.addAction("Steepest Descent View", lambda: article.steepest(layer, unit))
+
+
 def tile_menu(
     parent: QWidget,
     tile: Tile | None,
     jobs: JobController,
     actions: dict[str, QAction],
     show_in_tree: Callable[[str, int], None],
+    article: ArticleController | None = None,
 ) -> QMenu:
-    """Zoom, copy, cancel, find in the tree, render again; and the canvas-wide commands."""
+    """Zoom, copy, cancel, find in the tree, render again, a unit's figures and combination;
+    and the canvas-wide commands."""
     menu = QMenu(parent)
     if tile is not None:
         menu.addSection(elide(tile.title(), 50))
@@ -95,6 +116,10 @@ def tile_menu(
             menu.addAction("Show in Layer Tree", lambda: show_in_tree(tile.layer, tile.unit))
             if tile.finished and tile.spec is not None and tile.model_sha == model.sha256:
                 menu.addAction("Render Again (new seed)", lambda: jobs.render_again(tile))
+            if article is not None and tile.unit >= 0 and tile.kind in UNIT_KINDS:
+                figures(menu, article, tile.layer, tile.unit)
+                unit = [(tile.layer, tile.unit)]
+                menu.addAction("Add to Combination", lambda: article.add_units(unit))
         menu.addSeparator()
         menu.addAction(actions["remove_tiles"])
     menu.addAction(actions["select_all"])

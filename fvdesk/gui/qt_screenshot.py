@@ -14,6 +14,11 @@ go to a temporary file, never the user's.
 pattern images of the demo's classes), renders the classes, selects one so the examples dock
 shows its top and bottom images, and grabs (``docs/examples.png`` is made with ``--scene
 examples --steps 64 --colors 256``).  The examples cache goes to a temporary folder too.
+
+``--scene spectrum`` (``docs/spectrum.png``) and ``--scene interpolation``
+(``docs/interpolation.png``) show the article's figures instead, started as a user would: the
+unit(s) selected in the layer tree and the Figures menu's action triggered (the interpolation
+dialog filled in and accepted).
 """
 
 from __future__ import annotations
@@ -26,8 +31,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QEventLoop, Qt
+from PySide6.QtCore import QEventLoop, QItemSelectionModel, Qt, QTimer
 from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import QApplication
+
+SPECTRUM_UNIT = ("/classifier/Gemm", 4)
+INTERPOLATION = ("/features/block4/relu/Relu", 3, 11)
 
 
 def _wait(condition, timeout: float) -> bool:
@@ -40,25 +49,6 @@ def _wait(condition, timeout: float) -> bool:
         app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
         time.sleep(0.01)
     return True
-
-
-def _grab(w: Any, out: Path, colors: int = 0) -> int:
-    """Save the window's screen area; ``colors`` > 0 keeps that many (a README-sized file)."""
-    screen = w.screen() or QGuiApplication.primaryScreen()
-    geo = w.frameGeometry()
-    shot = screen.grabWindow(0, geo.x(), geo.y(), geo.width(), geo.height())
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not shot.save(str(out), "PNG"):
-        print(f"cannot write {out}", file=sys.stderr)
-        return 1
-    if colors:
-        from PIL import Image
-
-        with Image.open(out) as im:
-            small = im.convert("RGB").quantize(colors, method=Image.Quantize.FASTOCTREE)
-        small.save(out, optimize=True)
-    print(f"saved {out} ({shot.width()}×{shot.height()})")
-    return 0
 
 
 def _pattern_folder(root: Path, per_class: int = 24, size: int = 96) -> Path:
@@ -103,8 +93,7 @@ def examples_scene(w: Any, args: argparse.Namespace) -> int:
     if not _wait(lambda: panel.examples is not None and all(t.loaded for t in panel.tiles), 600):
         print("the dataset examples did not load", file=sys.stderr)
         return 1
-    _wait(lambda: False, 0.5)
-    return _grab(w, args.out, args.colors)
+    return grab(w, args.out, args.colors)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,10 +104,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--units", type=int, default=11)
     ap.add_argument("--width", type=int, default=1560)
     ap.add_argument("--height", type=int, default=960)
-    ap.add_argument("--scene", choices=("renders", "examples"), default="renders")
+    ap.add_argument("--scene", choices=("window", "examples", "spectrum", "interpolation"),
+                    default="window")  # fmt: skip
     ap.add_argument("--images", type=Path, help="the dataset folder of --scene examples")
     ap.add_argument("--tile", type=int, default=3, help="the tile --scene examples selects")
-    ap.add_argument("--colors", type=int, default=0, help="quantize to this many colours")
+    ap.add_argument("--frames", type=int, default=6, help="interpolation frames")
+    ap.add_argument("--colors", type=int, default=0,
+                    help="save a palette PNG of this many colours (0: full colour); "
+                         "noisy renders compress badly otherwise")  # fmt: skip
     args = ap.parse_args(argv)
 
     os.environ.setdefault("FVDESK_SETTINGS", str(Path(tempfile.mkdtemp()) / "screenshot.ini"))
@@ -126,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     from fvdesk.gui.app import make_app
     from fvdesk.gui.qt_main_window import MainWindow
 
-    app = make_app([sys.argv[0]])
+    app = make_app([sys.argv[0]])  # noqa: F841 - the application lives as long as main()
     w = MainWindow()
     w.setGeometry(20, 20, args.width, args.height)
     w.show()
@@ -138,10 +131,11 @@ def main(argv: list[str] | None = None) -> int:
         {"steps": args.steps, "size": args.size, "preview_every": 8, "device": "auto"}
     )
     if args.scene == "examples":
-        code = examples_scene(w, args)
-        w.close()
-        app.processEvents()
-        return code
+        return examples_scene(w, args)
+    if args.scene != "window":
+        if not figure_scene(w, args):
+            return 1
+        return grab(w, args.out, args.colors)
     layer = "/features/block3/relu/Relu"
     w.jobs.render_layer(w.model.graph.logits_name, 8)
     w.jobs.render_layer(layer, args.units)
@@ -161,11 +155,94 @@ def main(argv: list[str] | None = None) -> int:
     w.canvas.size_slider.setValue(view.viewport().width() // columns - 24)
     view.scrollToTop()
     view.setCurrentIndex(w.tiles.index(5, 0))
+    return grab(w, args.out, args.colors)
+
+
+def grab(w, out: Path, colors: int = 0) -> int:  # noqa: ANN001 - the MainWindow
+    """Save the screen area of the window, then close it."""
     _wait(lambda: False, 0.5)
-    code = _grab(w, args.out, args.colors)
+    screen = w.screen() or QGuiApplication.primaryScreen()
+    geo = w.frameGeometry()
+    shot = screen.grabWindow(0, geo.x(), geo.y(), geo.width(), geo.height())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not shot.save(str(out), "PNG"):
+        print(f"cannot write {out}", file=sys.stderr)
+        return 1
+    if colors:
+        to_palette(out, colors)
+    print(f"saved {out} ({shot.width()}×{shot.height()}, {out.stat().st_size // 1024} KB)")
     w.close()
-    app.processEvents()
-    return code
+    QGuiApplication.instance().processEvents()
+    return 0
+
+
+def to_palette(path: Path, colors: int) -> None:
+    """Rewrite the PNG at ``path`` with a palette of ``colors`` colours (median cut, no dither)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        rgb = im.convert("RGB")
+    flat = rgb.quantize(colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    flat.save(path, optimize=True)
+
+
+def _select_units(w, layer: str, units: tuple[int, ...]) -> None:  # noqa: ANN001
+    """Select ``units`` of ``layer`` in the layer tree, as ctrl-clicks would."""
+    tree = w.layers.tree
+    rows = []
+    for unit in units:
+        w.layers.select(layer, unit)
+        rows.append(tree.currentIndex())
+    flag = QItemSelectionModel.SelectionFlag
+    tree.selectionModel().clearSelection()
+    for index in rows:
+        tree.selectionModel().select(index, flag.Select | flag.Rows)
+
+
+def _accept_dialog(frames: int) -> None:
+    """Fill in and accept the interpolation dialog the action opened (it is modal)."""
+    d = QApplication.activeModalWidget()
+    if d is None:
+        QTimer.singleShot(50, lambda: _accept_dialog(frames))
+        return
+    d.frames.setValue(frames)
+    d.accept()
+    if d.isVisible():  # refused: say why rather than wait for ever
+        print(f"the interpolation dialog refused: {d.error.text()}", file=sys.stderr)
+        d.reject()
+
+
+def figure_scene(w, args: argparse.Namespace) -> bool:  # noqa: ANN001
+    """One of the article's figures through the window's actions, rendered to the end."""
+    for dock in (w.settings_dock, w.log_dock):  # the canvas gets the room for the figure
+        dock.hide()
+    if args.scene == "spectrum":
+        _select_units(w, SPECTRUM_UNIT[0], SPECTRUM_UNIT[1:])
+        w.actions_by_key["spectrum"].trigger()
+    else:
+        layer, a, b = INTERPOLATION
+        _select_units(w, layer, (a, b))
+        QTimer.singleShot(0, lambda: _accept_dialog(args.frames))
+        w.actions_by_key["interpolate"].trigger()
+    n = len(w.tiles.tiles())
+    if not n:
+        print("the action queued nothing", file=sys.stderr)
+        return False
+    t0 = time.monotonic()
+    if not _wait(lambda: not w.queue.busy(), 3 * 3600):
+        print("rendering took too long", file=sys.stderr)
+        return False
+    print(f"rendered {n} tiles in {time.monotonic() - t0:.0f} s")
+    view = w.tile_view
+    vw, vh = view.viewport().width(), view.viewport().height()
+    # the largest tiles that show the whole figure (a long row wraps): room for the captions;
+    # an interpolation reads left to right, so its frames stay on one line
+    per_line = [n] if args.scene == "interpolation" else range(1, n + 1)
+    px = max(min(vw // k - 24, vh // -(-n // k) - 64) for k in per_line)
+    w.canvas.size_slider.setValue(px)
+    view.scrollToTop()
+    view.setCurrentIndex(w.tiles.index(0, 0))
+    return True
 
 
 if __name__ == "__main__":

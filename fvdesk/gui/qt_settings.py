@@ -401,6 +401,7 @@ class _FileField(QWidget):
     def __init__(self, f: Field, panel: RenderSettingsPanel) -> None:
         super().__init__()
         self.key, self.panel = f.key, panel
+        self.previous = ""  # the path before the last choice: what a rejected file gives back
         self.edit = QLineEdit()
         self.edit.setReadOnly(True)
         self.edit.setPlaceholderText(f.special)
@@ -427,6 +428,7 @@ class _FileField(QWidget):
 
     def choose(self, path: str) -> None:
         """The user's choice: shown, announced (the window validates files off the GUI thread)."""
+        self.previous = self.path()
         self.set_path(path)
         self.panel.changed.emit()
         self.panel.file_chosen.emit(self.key, path)
