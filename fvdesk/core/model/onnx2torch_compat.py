@@ -14,7 +14,17 @@ from __future__ import annotations
 import functools
 import sys
 import types
+import warnings
 from typing import Any
+
+# onnx2torch's Slice indexes a tensor with a list on every forward pass; torch warns about that
+# deprecation at each render, in the user's terminal, about code that is not theirs or ours.
+warnings.filterwarnings(
+    "ignore",
+    message="Using a non-tuple sequence for multidimensional indexing",
+    category=UserWarning,
+    module=r"onnx2torch\.",
+)
 
 _STATUS: dict[str, str] = {}
 
