@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QPoint, Qt, QTimer
-from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QIcon
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QIcon, QShowEvent
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
@@ -147,13 +147,11 @@ class MainWindow(QMainWindow):
         self.browser_dock = self.add_dock(
             "Layer Examples", "layerExamplesDock", self.datasets.browser, "bottom"
         )
-        self.tabifyDockWidget(self.settings_dock, self.examples_dock)
-        self.settings_dock.raise_()
         self.browser_dock.hide()  # shown beside the messages when a layer is browsed
         self.combination_dock = self.add_dock("Combination", "combinationDock", self.article.builder, "left")  # fmt: skip
         self.position_dock = self.add_dock("Neuron Position", "positionDock", self.article.picker, "left")  # fmt: skip
-        self.tabifyDockWidget(self.combination_dock, self.position_dock)
-        self.combination_dock.raise_()
+        self._layout_restored = False
+        self._shown = False
         self.status = StatusWidgets(self.statusBar(), a["cancel"])
         self._connect()
 
@@ -293,7 +291,8 @@ class MainWindow(QMainWindow):
         if geometry is None or not self.restoreGeometry(geometry):
             self.resize(1440, 900)
         state = self.prefs.state()
-        if state is None or not self.restoreState(state):
+        self._layout_restored = state is not None and self.restoreState(state)
+        if not self._layout_restored:
             self._default_dock_sizes()
         ui = self.prefs.ui_values()
         values = {**self.prefs.render_settings(), **{f"ui:{k}": v for k, v in ui.items()}}
@@ -314,12 +313,28 @@ class MainWindow(QMainWindow):
             [self.tree_dock, self.settings_dock], [400, 320], Qt.Orientation.Horizontal
         )
 
+    def _tabify_defaults(self) -> None:
+        """The default tabs.  Only once the window is on screen: tabified before, two pairs of
+        docks leave a stray, empty tab bar (Qt 6.11)."""
+        self.tabifyDockWidget(self.settings_dock, self.examples_dock)
+        self.tabifyDockWidget(self.combination_dock, self.position_dock)
+        self.settings_dock.raise_()
+        self.combination_dock.raise_()
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        if not self._shown:
+            self._shown = True
+            if not self._layout_restored:
+                self._tabify_defaults()
+
     def reset_layout(self) -> None:
         self.restoreState(self._default_state)
         self._default_dock_sizes()
         for dock in self._docks:
-            dock.setVisible(True)
+            dock.setVisible(dock is not self.browser_dock)
             dock.setFloating(False)
+        self._tabify_defaults()
 
     # ==========================================================================================
     # messages
