@@ -29,6 +29,9 @@ issue's targets the default recipe meets.
   ``optimizer.step`` calls, image snapshots excluded); the seconds (and steps) each method needs
   to reach 90 % of the robust objective Lucent reaches at the last step (median over units of
   the per-unit ratio).
+* Lucent's renders (final images, snapshots, seconds) are cached under ``<cache>/lucent``, keyed
+  by everything they depend on, so a search over fvdesk recipes renders only fvdesk's methods
+  (``--no-lucent-cache`` renders afresh).
 """
 
 from __future__ import annotations
