@@ -29,12 +29,16 @@ issue's targets the default recipe meets.
   ``optimizer.step`` calls, image snapshots excluded); the seconds (and steps) each method needs
   to reach 90 % of the robust objective Lucent reaches at the last step (median over units of
   the per-unit ratio).
+* Lucent's renders (final images, snapshots, seconds) are cached under ``<cache>/lucent``, keyed
+  by everything they depend on, so a search over fvdesk recipes renders only fvdesk's methods
+  (``--no-lucent-cache`` renders afresh).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -43,6 +47,7 @@ import statistics
 import subprocess
 import sys
 import time
+import types
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -67,7 +72,8 @@ from fvdesk.core.model.preprocessing import (  # noqa: E402
 from fvdesk.core.optim import objectives as O  # noqa: E402
 from fvdesk.core.optim import quality as Q  # noqa: E402
 from fvdesk.core.optim.events import PreviewEvent, StepEvent  # noqa: E402
-from fvdesk.core.optim.render import UnitJob, render_units  # noqa: E402
+from fvdesk.core.optim.jobs import UnitJob  # noqa: E402
+from fvdesk.core.optim.run import render_units  # noqa: E402
 from fvdesk.core.optim.settings import (  # noqa: E402
     ARTICLE_ANGLES,
     ARTICLE_SCALES,
@@ -323,10 +329,27 @@ def lucent_key(wrapper: nn.Module, model: LoadedModel, layer: str) -> str:
     return keys[id(target)]
 
 
+def import_lucent() -> tuple[Any, Any, Any, Any]:
+    """Lucent's ``optvis`` modules.  Lucent imports ``IPython.display`` at import time, for
+    notebooks only (``render_vis(show_image=False)`` never calls it); where IPython is installed
+    without its own dependencies, a stand-in module keeps that from stopping the benchmark."""
+    try:
+        import IPython.display  # noqa: F401
+    except ImportError:
+        for k in [k for k in sys.modules if k == "IPython" or k.startswith("IPython.")]:
+            del sys.modules[k]
+        stub, display = types.ModuleType("IPython"), types.ModuleType("IPython.display")
+        stub.display = display  # type: ignore[attr-defined]
+        sys.modules["IPython"], sys.modules["IPython.display"] = stub, display
+    from lucent.optvis import objectives, param, render, transform
+
+    return objectives, param, render, transform
+
+
 def run_lucent(
     model: LoadedModel, layer: str, units: list[int], steps: int, every: int, seed: int
 ) -> Run:
-    from lucent.optvis import objectives, param, render, transform
+    objectives, param, render, transform = import_lucent()
 
     wrapper = LucentInput(model).eval()
     key = lucent_key(wrapper, model, layer)
@@ -370,6 +393,55 @@ def run_lucent(
     # as Lucent's export saves them: (x * 255).astype(uint8)
     snaps = {t: (img * 255).astype(np.uint8) for t, img in zip(thresholds, images, strict=True)}
     return Run(snaps[steps], snaps, list(np.cumsum(step_s)), None, steps)
+
+
+def lucent_cached(
+    args: argparse.Namespace,
+    net: Network,
+    model: LoadedModel,
+    layer: str,
+    units: list[int],
+) -> Run:
+    """``run_lucent``, stored under ``<cache>/lucent``: Lucent is the fixed reference that every
+    candidate is judged against, and on CPU its renders are deterministic, so a search over
+    fvdesk recipes need not pay for it again.  The key names everything the result depends on;
+    ``--no-lucent-cache`` renders afresh (and overwrites)."""
+    key = {
+        "network": net.name,
+        "sha256": model.sha256,
+        "canvas": list(model_canvas(model)),
+        "layer": layer,
+        "units": units,
+        "steps": args.steps,
+        "every": args.every,
+        "seed": args.seed,
+        "lucent": versions()["torch-lucent"],
+        "torch": torch.__version__,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    path = args.cache / "lucent" / f"{net.name}__{_safe(layer)}__{digest}.npz"
+    if path.exists() and not args.no_lucent_cache:
+        with np.load(path) as z:
+            steps = [int(k) for k in z["snapshot_steps"]]
+            snaps = dict(zip(steps, z["snapshots"], strict=True))
+            cum = [float(t) for t in z["cumulative_s"]]
+            print(f"  lucent: cached {path.name}", file=sys.stderr, flush=True)
+            return Run(z["final"], snaps, cum, None, int(z["steps_done"]))
+    run = run_lucent(model, layer, units, args.steps, args.every, args.seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".part.npz")
+    steps = sorted(run.snapshots)
+    np.savez_compressed(
+        tmp,
+        key=json.dumps(key, sort_keys=True),
+        final=run.final,
+        snapshot_steps=np.asarray(steps, dtype=np.int64),
+        snapshots=np.stack([run.snapshots[k] for k in steps]),
+        cumulative_s=np.asarray(run.cumulative_s, dtype=np.float64),
+        steps_done=run.steps_done,
+    )
+    tmp.replace(path)
+    return run
 
 
 # -- scoring --------------------------------------------------------------------------------------
@@ -532,7 +604,7 @@ def run_layer(
     for name in args.methods:
         t = time.perf_counter()
         if name == "lucent":
-            run = run_lucent(model, layer, units, args.steps, args.every, args.seed)
+            run = lucent_cached(args, net, model, layer, units)
         else:
             s = method_settings(name, args.steps, len(units), args.every, args.seed)
             run = run_fvdesk(model, layer, units, s)
@@ -652,6 +724,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--timing-steps", type=int, default=6, help="timed steps per method per round")
     ap.add_argument("--cache", type=Path, default=CACHE)
+    ap.add_argument(
+        "--no-lucent-cache",
+        action="store_true",
+        help="render Lucent afresh instead of reading <cache>/lucent (and store the result)",
+    )
     ap.add_argument("--sheets", type=Path, default=None, help="folder for contact sheets (PNG)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
