@@ -582,3 +582,23 @@ def test_tiny_canvas_sizes_are_raised_to_the_engines_minimum():
     assert to_render_settings({"size": 3}).size == 8
     assert to_render_settings({"size": 0}).size is None
     assert to_render_settings({"size": 96}).size == 96
+
+
+def _tab_groups(w) -> list[tuple[str, ...]]:
+    from PySide6.QtWidgets import QTabBar
+
+    bars = [b for b in w.findChildren(QTabBar) if b.isVisible()]
+    return sorted(tuple(b.tabText(i) for i in range(b.count())) for b in bars)
+
+
+def test_default_dock_tabs_without_stray_tab_bars(qtbot, window):
+    """Each tab group shows one tab bar, after the first show and after Reset Layout (tabbing
+    docks before the window is on screen left a second, empty bar over the dock titles)."""
+    expected = [("Combination", "Neuron Position"), ("Render Settings", "Dataset Examples")]
+    qtbot.waitUntil(lambda: _tab_groups(window) == expected)
+    window.docks.show_lazy(window.browser_dock)  # the layer browser joins the messages
+    qtbot.waitUntil(lambda: ("Messages", "Layer Examples") in _tab_groups(window))
+    assert len(_tab_groups(window)) == 3
+    window.reset_layout()
+    qtbot.waitUntil(lambda: _tab_groups(window) == expected)
+    assert not window.browser_dock.isVisible()

@@ -16,7 +16,7 @@ pytest.importorskip("pytestqt")
 from PySide6.QtWidgets import QDialog  # noqa: E402
 
 from fvdesk.core.dataset.choice import DatasetChoice  # noqa: E402
-from fvdesk.gui.qt_examples import DatasetDialog  # noqa: E402
+from fvdesk.gui.qt_dataset_dialog import DatasetDialog  # noqa: E402
 from fvdesk.gui.qt_prefs import Prefs  # noqa: E402
 from fvdesk.gui.qt_tiles import DONE  # noqa: E402
 from tests.gui_support import LOGITS, RENDER_TIMEOUT, wait_idle  # noqa: E402

@@ -20,13 +20,10 @@ from fvdesk.core.optim.events import ProgressEvent  # noqa: E402
 from fvdesk.core.optim.jobs import ExamplesJob, Job  # noqa: E402
 from fvdesk.core.optim.run import run_job  # noqa: E402
 from fvdesk.gui import qt_prefs  # noqa: E402
-from fvdesk.gui.qt_examples import (  # noqa: E402
-    DatasetDialog,
-    ExamplesPanel,
-    LayerExamplesBrowser,
-    ThreadRunner,
-    percent_text,
-)
+from fvdesk.gui.qt_dataset_dialog import DatasetDialog  # noqa: E402
+from fvdesk.gui.qt_examples import ExamplesPanel, percent_text  # noqa: E402
+from fvdesk.gui.qt_examples_browser import LayerExamplesBrowser  # noqa: E402
+from fvdesk.gui.qt_runners import ThreadRunner  # noqa: E402
 from tests.images import class_dir, pattern_folder  # noqa: E402
 
 LOGITS = "/classifier/Gemm"
@@ -245,7 +242,7 @@ def test_dataset_dialog_scans_persists_and_clears_the_cache(
 
 
 def test_queue_runner_runs_the_pass_on_the_render_queue(qtbot, demo, patterns):
-    from fvdesk.gui.qt_examples import QueueRunner
+    from fvdesk.gui.qt_runners import QueueRunner
     from fvdesk.gui.qt_worker import RenderQueue
 
     queue = RenderQueue()

@@ -29,7 +29,7 @@ def make_app(argv: list[str] | None = None) -> QApplication:
     QCoreApplication.setApplicationName(qt_prefs.APPLICATION)
     QCoreApplication.setApplicationVersion(fvdesk.__version__)
     QApplication.setDesktopFileName("fvdesk")
-    from fvdesk.gui.qt_main_window import app_icon
+    from fvdesk.gui.qt_about import app_icon
 
     app.setWindowIcon(app_icon())
     return app  # type: ignore[return-value]

@@ -8,7 +8,7 @@ from importlib import metadata
 
 import PySide6
 from PySide6.QtCore import Qt, qVersion
-from PySide6.QtGui import QGuiApplication
+from PySide6.QtGui import QGuiApplication, QIcon
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
@@ -93,3 +93,17 @@ class AboutDialog(QDialog):
 
     def copy(self) -> None:
         QGuiApplication.clipboard().setText(self.text())
+
+
+def app_icon() -> QIcon:
+    """The fvdesk icon: the SVG, or the PNG where Qt's SVG plugin is missing (frozen builds)."""
+    from fvdesk.core.resources import resource_path
+
+    icon = QIcon()
+    for name in ("fvdesk.svg", "fvdesk.png"):
+        path = resource_path("icons", name)
+        if path.is_file():
+            icon = QIcon(str(path))
+            if not icon.pixmap(32, 32).isNull():
+                break
+    return icon

@@ -27,16 +27,11 @@ from fvdesk.core.dataset.choice import DatasetChoice
 from fvdesk.core.optim.events import NoticeEvent, ProgressEvent
 from fvdesk.core.optim.jobs import ClusterJob, ExamplesJob, JobSpec, Slot, unit_caption
 from fvdesk.gui.qt_controller import Controller
-from fvdesk.gui.qt_examples import (
-    DatasetDialog,
-    DoneFn,
-    EventFn,
-    ExamplesPanel,
-    FailFn,
-    LayerExamplesBrowser,
-    QueueRunner,
-)
+from fvdesk.gui.qt_dataset_dialog import DatasetDialog
+from fvdesk.gui.qt_examples import ExamplesPanel
+from fvdesk.gui.qt_examples_browser import LayerExamplesBrowser
 from fvdesk.gui.qt_jobs import register_tiles
+from fvdesk.gui.qt_runners import DoneFn, EventFn, FailFn, QueueRunner
 from fvdesk.gui.qt_tiles import Tile
 from fvdesk.gui.qt_tiles import caption_layer as short
 from fvdesk.gui.qt_worker import BackgroundCall, error_text

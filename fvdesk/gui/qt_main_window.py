@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QPoint, Qt, QTimer
-from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QIcon, QShowEvent
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QShowEvent
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
@@ -36,7 +36,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from fvdesk.gui.qt_about import AboutDialog
+from fvdesk.gui.qt_about import AboutDialog, app_icon
 from fvdesk.gui.qt_actions import (
     ACTIONS,
     SUBMENU_DOCKS,
@@ -48,10 +48,11 @@ from fvdesk.gui.qt_actions import (
 from fvdesk.gui.qt_article_ctl import ArticleController
 from fvdesk.gui.qt_canvas import CanvasPanel
 from fvdesk.gui.qt_dataset import DatasetController
+from fvdesk.gui.qt_docks import Docks
 from fvdesk.gui.qt_galleries import GalleryController
 from fvdesk.gui.qt_jobs import JobController
 from fvdesk.gui.qt_layer_model import RowRef
-from fvdesk.gui.qt_menus import tile_menu, tree_menu
+from fvdesk.gui.qt_menus import fill_recent_menu, tile_menu, tree_menu
 from fvdesk.gui.qt_prefs import Prefs
 from fvdesk.gui.qt_session import ModelSession
 from fvdesk.gui.qt_settings import RenderSettingsPanel, split_values
@@ -72,20 +73,6 @@ EMPTY_CANVAS = (
 NO_MODEL = "Open a model (Ctrl+O) or drop an .onnx file here."
 
 
-def app_icon() -> QIcon:
-    """The fvdesk icon: the SVG, or the PNG where Qt's SVG plugin is missing (frozen builds)."""
-    from fvdesk.core.resources import resource_path
-
-    icon = QIcon()
-    for name in ("fvdesk.svg", "fvdesk.png"):
-        path = resource_path("icons", name)
-        if path.is_file():
-            icon = QIcon(str(path))
-            if not icon.pixmap(32, 32).isNull():
-                break
-    return icon
-
-
 class MainWindow(QMainWindow):
     """fvdesk's single window."""
 
@@ -101,12 +88,12 @@ class MainWindow(QMainWindow):
         self.prefs = prefs if prefs is not None else Prefs()
         self.errors: list[tuple[str, str]] = []  # (title, message) of every error shown
         self._zooms: list[ZoomDialog] = []
-        self._docks: list[QDockWidget] = []
         self._closing = False
         self._quit_after_save = False
 
         a = self.actions_by_key = build_actions(self)
         self.menus = build_menus(self.menuBar(), a)
+        self.docks = Docks(self, self.menus[SUBMENU_DOCKS])
         self.queue = RenderQueue(self)
         self.tiles = TileModel(self)
         self.session = ModelSession(self)
@@ -141,17 +128,15 @@ class MainWindow(QMainWindow):
         self.log_view.setMaximumBlockCount(2000)
         self.log_view.setPlaceholderText("Messages from loading and rendering appear here.")
         self.log_dock = self.add_dock("Messages", "messagesDock", self.log_view, "bottom")
-        self.examples_dock = self.add_dock(
-            "Dataset Examples", "examplesDock", self.datasets.panel, "right"
-        )
-        self.browser_dock = self.add_dock(
-            "Layer Examples", "layerExamplesDock", self.datasets.browser, "bottom"
-        )
-        self.browser_dock.hide()  # shown beside the messages when a layer is browsed
+        self.examples_dock = self.add_dock("Dataset Examples", "examplesDock", self.datasets.panel, "right")  # fmt: skip
+        self.browser_dock = self.add_dock("Layer Examples", "layerExamplesDock", self.datasets.browser, "bottom")  # fmt: skip
         self.combination_dock = self.add_dock("Combination", "combinationDock", self.article.builder, "left")  # fmt: skip
         self.position_dock = self.add_dock("Neuron Position", "positionDock", self.article.picker, "left")  # fmt: skip
-        self._layout_restored = False
-        self._shown = False
+        d = self.docks
+        d.default_sizes = [([self.log_dock], [110], Qt.Orientation.Vertical),
+                           ([self.tree_dock, self.settings_dock], [400, 320], Qt.Orientation.Horizontal)]  # fmt: skip
+        d.default_tabs = [(self.settings_dock, self.examples_dock), (self.combination_dock, self.position_dock)]  # fmt: skip
+        d.lazy[self.browser_dock] = self.log_dock  # beside the messages when a layer is browsed
         self.status = StatusWidgets(self.statusBar(), a["cancel"])
         self._connect()
 
@@ -159,7 +144,6 @@ class MainWindow(QMainWindow):
         self._save_timer.setSingleShot(True)
         self._save_timer.setInterval(400)
         self._save_timer.timeout.connect(self._persist_settings)
-        self._default_state = self.saveState()
         self._restore_prefs()
         self._update_enabled()
 
@@ -170,16 +154,7 @@ class MainWindow(QMainWindow):
 
     def add_dock(self, title: str, name: str, widget: QWidget, area: str) -> QDockWidget:
         """Add a dock (listed in View > Panels, kept in the saved layout)."""
-        dock = QDockWidget(title, self)
-        dock.setObjectName(name)
-        dock.setWidget(widget)
-        where = {"left": Qt.DockWidgetArea.LeftDockWidgetArea,
-                 "right": Qt.DockWidgetArea.RightDockWidgetArea,
-                 "bottom": Qt.DockWidgetArea.BottomDockWidgetArea}[area]  # fmt: skip
-        self.addDockWidget(where, dock)
-        self._docks.append(dock)
-        self.menus[SUBMENU_DOCKS].addAction(dock.toggleViewAction())
-        return dock
+        return self.docks.add(title, name, widget, area)
 
     # ==========================================================================================
     # wiring
@@ -272,16 +247,9 @@ class MainWindow(QMainWindow):
         ds.progress.connect(self.status.show_progress)
         ds.choice_changed.connect(lambda _c: self._update_enabled())
         ds.choice_changed.connect(lambda c: c is None or self.examples_dock.raise_())
-        ds.browsing.connect(self._show_layer_examples)
+        ds.browsing.connect(lambda: self.docks.show_lazy(self.browser_dock))
         view.selectionModel().currentChanged.connect(lambda *_: ds.show_tile(view.current_tile()))
         self.tiles.tiles_changed.connect(lambda: ds.refresh(view.current_tile()))
-
-    def _show_layer_examples(self) -> None:
-        dock = self.browser_dock  # tabified only once shown (Qt leaves a stray tab bar before)
-        if not dock.isVisible() and not dock.isFloating() and self.log_dock.isVisible():
-            self.tabifyDockWidget(self.log_dock, dock)
-        dock.show()
-        dock.raise_()
 
     # ==========================================================================================
     # preferences and layout
@@ -290,10 +258,7 @@ class MainWindow(QMainWindow):
         geometry = self.prefs.geometry()
         if geometry is None or not self.restoreGeometry(geometry):
             self.resize(1440, 900)
-        state = self.prefs.state()
-        self._layout_restored = state is not None and self.restoreState(state)
-        if not self._layout_restored:
-            self._default_dock_sizes()
+        self.docks.restore(self.prefs.state())
         ui = self.prefs.ui_values()
         values = {**self.prefs.render_settings(), **{f"ui:{k}": v for k, v in ui.items()}}
         if values:
@@ -307,34 +272,12 @@ class MainWindow(QMainWindow):
         self.prefs.save_render_settings(render)
         self.prefs.save_ui_values(ui)
 
-    def _default_dock_sizes(self) -> None:
-        self.resizeDocks([self.log_dock], [110], Qt.Orientation.Vertical)
-        self.resizeDocks(
-            [self.tree_dock, self.settings_dock], [400, 320], Qt.Orientation.Horizontal
-        )
-
-    def _tabify_defaults(self) -> None:
-        """The default tabs.  Only once the window is on screen: tabified before, two pairs of
-        docks leave a stray, empty tab bar (Qt 6.11)."""
-        self.tabifyDockWidget(self.settings_dock, self.examples_dock)
-        self.tabifyDockWidget(self.combination_dock, self.position_dock)
-        self.settings_dock.raise_()
-        self.combination_dock.raise_()
-
     def showEvent(self, event: QShowEvent) -> None:
         super().showEvent(event)
-        if not self._shown:
-            self._shown = True
-            if not self._layout_restored:
-                self._tabify_defaults()
+        self.docks.shown()
 
     def reset_layout(self) -> None:
-        self.restoreState(self._default_state)
-        self._default_dock_sizes()
-        for dock in self._docks:
-            dock.setVisible(dock is not self.browser_dock)
-            dock.setFloating(False)
-        self._tabify_defaults()
+        self.docks.reset()
 
     # ==========================================================================================
     # messages
@@ -538,19 +481,7 @@ class MainWindow(QMainWindow):
     # recent files, drag and drop, dialogs
     # ==========================================================================================
     def _fill_recent_menu(self) -> None:
-        menu = self.menus[SUBMENU_RECENT]
-        menu.clear()
-        files = self.prefs.recent_files()
-        for i, f in enumerate(files):
-            text = f"&{i + 1} {Path(f).name}" if i < 9 else Path(f).name
-            act = menu.addAction(text, lambda f=f: self._open_recent(f))
-            act.setToolTip(f)
-            act.setStatusTip(f)
-        if files:
-            menu.addSeparator()
-            menu.addAction("Clear Recent", self.prefs.clear_recent)
-        else:
-            menu.addAction("No recent models").setEnabled(False)
+        fill_recent_menu(self.menus[SUBMENU_RECENT], self.prefs, self._open_recent)
 
     def _open_recent(self, path: str) -> None:
         if not Path(path).is_file():

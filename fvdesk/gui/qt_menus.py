@@ -4,6 +4,7 @@ controller and the article's controller (what they offer depends on what was rig
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from PySide6.QtGui import QAction, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import QMenu, QWidget
@@ -11,6 +12,7 @@ from PySide6.QtWidgets import QMenu, QWidget
 from fvdesk.gui.qt_article_ctl import ArticleController
 from fvdesk.gui.qt_jobs import JobController
 from fvdesk.gui.qt_layer_model import RowRef
+from fvdesk.gui.qt_prefs import Prefs
 from fvdesk.gui.qt_tiles import QUEUED, RUNNING, Tile
 
 #: Tile kinds that stand for one unit's own objective (the article's figures apply to them).
@@ -125,3 +127,19 @@ def tile_menu(
     menu.addAction(actions["select_all"])
     menu.addAction(actions["clear_tiles"])
     return menu
+
+
+def fill_recent_menu(menu: QMenu, prefs: Prefs, open_recent: Callable[[str], None]) -> None:
+    """File > Open Recent, filled each time it is about to show (the list changes elsewhere)."""
+    menu.clear()
+    files = prefs.recent_files()
+    for i, f in enumerate(files):
+        text = f"&{i + 1} {Path(f).name}" if i < 9 else Path(f).name
+        act = menu.addAction(text, lambda f=f: open_recent(f))
+        act.setToolTip(f)
+        act.setStatusTip(f)
+    if files:
+        menu.addSeparator()
+        menu.addAction("Clear Recent", prefs.clear_recent)
+    else:
+        menu.addAction("No recent models").setEnabled(False)
