@@ -101,3 +101,11 @@ def test_gallery_save_and_read_report_progress(tmp_path: Path) -> None:
     read: list[float] = []
     _manifest, pairs = gal.read_gallery(tmp_path / "g", progress=lambda f, _m: read.append(f))
     assert len(pairs) == 3 and read == [0, 1 / 3, 2 / 3]
+
+
+def test_work_done_before_the_first_report_is_not_speed(status) -> None:
+    st, clock = status
+    st.show_progress(0.5, "resumed")  # e.g. the rest of a batch whose first half was done
+    clock.t += 10
+    st.show_progress(0.75, "resumed")
+    assert st.job_progress.format() == "75% · eta 10s"

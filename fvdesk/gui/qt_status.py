@@ -73,6 +73,7 @@ class StatusWidgets:
         eta = self._etas.get(source)
         if eta is None:
             eta = self._etas[source] = EtaEstimator(clock=self._clock)
+            eta.reset(origin=fraction)  # work done before the first report is not speed
         return eta.update(fraction)
 
     def forget(self, source: str) -> None:
