@@ -389,3 +389,27 @@ def test_kmeans_finds_separated_groups_and_is_seeded() -> None:
     c2, lab2 = kmeans(x, 3, seed=1)
     assert np.array_equal(c, c2) and np.array_equal(lab, lab2)
     assert kmeans(np.ones((4, 2)), 3)[0].shape == (1, 2)  # never an empty cluster
+
+
+@pytest.mark.parametrize("opset", [9, 11, 13, 18])
+def test_in_graph_rows_equal_numpy_with_ties(opset: int) -> None:
+    """The onnxruntime engine's reductions (TopK from opset 10, Reduce/Arg before) give the
+    rows numpy gives, first index on ties included, at every opset's node signatures."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from fvdesk.core.dataset.cache import row_dtype
+    from fvdesk.core.dataset.engine import _FIELDS, Measure, _append_reductions, reduce_numpy
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 4, 5])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3, 4, 5])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    proto.ir_version = 7
+    names = _append_reductions(proto, "y", nhwc=False)
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    a = np.random.default_rng(opset).integers(-2, 3, (6, 3, 4, 5)).astype(np.float32)
+    got = dict(zip(names, sess.run(names, {"x": a}), strict=True))
+    want = reduce_numpy(np.maximum(a, 0), Measure(), row_dtype(3, 20))
+    for field, name in zip(_FIELDS, names, strict=True):
+        np.testing.assert_array_equal(got[name], want[field], err_msg=field)
