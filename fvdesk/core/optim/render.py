@@ -14,6 +14,8 @@ values -> fused Adam (or ``steepest.SteepestAscent``) on ``-sum(values)`` plus t
 gradient transforms, image filters and octaves of ``regularizers.py``; the parameterization comes
 from ``parameterizations.make_param`` (Fourier, pixels, MACO or a learned prior).  Speed is measured against
 the floor (forward to the target + backward to the input) by ``benchmarks/bench_render.py``.
+The saved image is the last one or, with ``settings.average``, the mean of the images after the
+last steps (``_TailAverage``); its objective is the value reported, previews show the live image.
 
 Dead units (zero activation and gradient on the near-grey start): a probe before step 1 finds
 them; those images get Lucid's redirected ReLU gradient for ``relu_override_steps`` steps, then a
