@@ -154,11 +154,15 @@ def test_every_result_carries_its_provenance(small) -> None:
     assert rep.job.settings == job.settings and rep.job.provenance_key() == job.provenance_key()
 
 
-def test_a_batch_renders_the_same_pixels_again_from_its_record(small) -> None:
-    """Reproduction re-renders the exact batch an image was made in: bit-identical on CPU."""
+@pytest.mark.parametrize("average", [0.0, 0.6])
+def test_a_batch_renders_the_same_pixels_again_from_its_record(small, average: float) -> None:
+    """Reproduction re-renders the exact batch an image was made in: bit-identical on CPU (also
+    when the saved image is the mean of the last steps' images)."""
     spec = UnitJob(RELU, (0, 1, 2), facets=2)  # diversity couples each unit's facets
-    job = Job.for_model(small, spec, RenderSettings(steps=5, size=24, batch=4, preview_every=0))
+    s = RenderSettings(steps=5, size=24, batch=4, preview_every=0, average=average)
+    job = Job.for_model(small, spec, s)
     _, first = run(small, job)
+    assert first.results[0].provenance["settings"]["average"] == average
     for r in (first.results[1], first.results[4]):
         rep = job_from_provenance(r.provenance)
         _, again = run(small, rep.job, only=rep.batch)

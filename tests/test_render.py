@@ -13,6 +13,7 @@ import torch
 from fvdesk.core.errors import ConfigError, RenderError
 from fvdesk.core.model.loader import load_model
 from fvdesk.core.optim import objectives as O
+from fvdesk.core.optim import quality as Q
 from fvdesk.core.optim.events import (
     NoticeEvent,
     PreviewEvent,
@@ -23,6 +24,7 @@ from fvdesk.core.optim.events import (
 )
 from fvdesk.core.optim.jobs import UnitJob
 from fvdesk.core.optim.render import (
+    _TailAverage,
     image_seed,
     redirected_relu,
     redirected_relu6,
@@ -74,6 +76,7 @@ def test_settings_defaults_and_json_round_trip() -> None:
         1.5,
     )
     assert (s.lr_anneal, s.lr_final, s.early_stop, s.early_stop_window) == (0.5, 0.05, 0.0, 32)
+    assert s.average == 0.0  # the saved image is the last one (averaging is an option)
     assert (
         s.transforms == TransformSettings() and s.relu_override_steps == 16 and s.device == "auto"
     )
@@ -101,6 +104,9 @@ def test_settings_defaults_and_json_round_trip() -> None:
         {"color_matrix": [[1]]},
         {"transforms": {"pad": -2}},
         {"tv": float("nan")},
+        {"average": 1.5},
+        {"average": -0.25},
+        {"average": "half"},
     ],
 )
 def test_bad_settings_are_config_errors(bad: dict) -> None:
@@ -591,3 +597,83 @@ def test_learning_rate_anneal_settles_the_image(small) -> None:
     constant = last_change(lr_anneal=0.0)
     annealed = last_change(lr_anneal=0.5, lr_final=0.0)
     assert annealed < 0.25 * constant, (annealed, constant)
+
+
+# -- the averaged iterate ---------------------------------------------------------------------------
+def test_average_saves_the_mean_of_the_last_images_and_its_value(small) -> None:
+    """``average`` leaves the optimization alone (the live previews are the same images) and saves
+    the mean of the images after the last steps, whose objective is the value reported."""
+    kw = dict(steps=32, size=32, batch=2, preview_every=1, lr_anneal=0.0)
+    objective = O.channel(RELU, 0)
+    ev_last, last = drive(render(small, objective, RenderSettings(**kw)))
+    ev_mean, mean = drive(render(small, objective, RenderSettings(average=0.25, **kw)))
+    live = [e.images for e in ev_last if isinstance(e, PreviewEvent)]  # steps 1-31, then 32
+    live_mean = [e.images for e in ev_mean if isinstance(e, PreviewEvent)]
+    assert len(live) == len(live_mean) == 32
+    assert all(np.array_equal(a, b) for a, b in zip(live[:-1], live_mean[:-1], strict=True))
+    assert np.array_equal(live[-1], last.images) and np.array_equal(live_mean[-1], mean.images)
+    # 8 of 32 steps: the images after steps 25-32 (uint8 previews: within one level)
+    expected = np.stack(live[-8:]).astype(float).mean(0)
+    assert np.abs(mean.images - expected).max() <= 1.0
+    assert np.abs(mean.images.astype(float) - last.images).max() > 4  # it is not the last image
+    for res in (last, mean):
+        np.testing.assert_allclose(
+            res.values, Q.objective_values(small, objective, res.images), rtol=0.02
+        )
+    assert not np.allclose(mean.values, last.values)
+
+
+def test_average_of_a_cancelled_render_covers_the_steps_done(small) -> None:
+    """Cancelled inside the averaged tail, a render returns the mean of the images it has."""
+    kw = dict(steps=32, size=32, batch=2, preview_every=1, lr_anneal=0.0)
+    events, _ = drive(render(small, O.channel(RELU, 0), RenderSettings(**kw)))
+    live = [e.images for e in events if isinstance(e, PreviewEvent)]
+    stop = threading.Event()
+    gen = render(small, O.channel(RELU, 0), RenderSettings(average=0.25, **kw), cancel=stop)
+    while True:
+        try:
+            ev = next(gen)
+        except StopIteration as done:
+            res = done.value
+            break
+        if isinstance(ev, StepEvent) and ev.step == 28:
+            stop.set()
+    assert res.cancelled and res.steps_done == 28
+    expected = np.stack(live[24:28]).astype(float).mean(0)  # after steps 25-28
+    assert np.abs(res.images - expected).max() <= 1.0
+
+
+def test_tail_average_window_follows_the_end_restarts_and_octaves() -> None:
+    """The mean covers the images after the last n steps before the (possibly moved) end; a
+    restarted image forgets its old iterates; a new canvas size starts the mean afresh."""
+
+    def img(v: float, n: int = 2, size: int = 1) -> torch.Tensor:
+        return torch.full((n, 1, size, size), float(v))
+
+    tail = _TailAverage(4)
+    for step in range(1, 11):  # step k starts from the image after step k - 1 (value k - 1)
+        tail.add(step, 10, img(step - 1))
+    assert tail.mean(img(10)).flatten().tolist() == [8.5, 8.5]  # after steps 7-10
+    tail = _TailAverage(4)
+    for step in range(1, 8):  # converged at step 4: the render now ends at step 7
+        tail.add(step, 10 if step <= 4 else 7, img(step - 1))
+    assert tail.mean(img(7)).flatten().tolist() == [5.5, 5.5]  # after steps 4-7
+    tail = _TailAverage(4)
+    for step in range(1, 10):  # converged at step 8, ends at 9: the window's image after
+        # step 6 was not yet known to be in it, those after 7-9 are
+        tail.add(step, 10 if step <= 8 else 9, img(step - 1))
+    assert tail.mean(img(9)).flatten().tolist() == [8.0, 8.0]  # after steps 7-9
+    tail = _TailAverage(4)
+    for step in range(1, 11):
+        tail.add(step, 10, img(step - 1))
+        if step == 9:
+            tail.forget([1])
+    assert tail.mean(img(10)).flatten().tolist() == [8.5, 9.5]
+    tail = _TailAverage(4)
+    for step in range(1, 11):
+        tail.add(step, 10, img(step - 1, size=1 if step < 9 else 2))
+    assert tail.mean(img(10, size=2)).flatten().tolist() == [9.0] * 8  # after steps 8-10
+    assert tail.mean(img(3, size=3)).flatten().tolist() == [3.0] * 18  # no mean of that size
+    off = _TailAverage(0)
+    off.add(10, 10, img(1))
+    assert off.sum is None

@@ -114,6 +114,13 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("lr_final", "the learning rate at the end, as a share of --lr", "optimization", float),
     Option(
+        "average",
+        "share of the steps, at the end, whose images are averaged into the saved one "
+        "(0: the last image)",
+        "optimization",
+        float,
+    ),
+    Option(
         "early_stop",
         "stop once no image's objective gains more than this share per window (0: never)",
         "optimization",

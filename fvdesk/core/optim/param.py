@@ -323,8 +323,13 @@ class ImageParam(nn.Module):
     @torch.no_grad()
     def to_uint8(self) -> np.ndarray:
         """Current images as uint8 (B, H, W, C) on the host (previews and results)."""
-        x = self.forward().detach().float().clamp_(0, 1)
-        return (x * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        return images_uint8(self.forward())
+
+
+def images_uint8(x01: torch.Tensor) -> np.ndarray:
+    """NCHW images in [0, 1] as uint8 (B, H, W, C) on the host, rounded to nearest."""
+    x = x01.detach().float().clamp(0, 1)
+    return (x * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:

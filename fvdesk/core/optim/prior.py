@@ -17,6 +17,7 @@ from torch import nn
 
 from fvdesk.core.errors import RenderError
 from fvdesk.core.model.generator import Generator
+from fvdesk.core.optim.param import images_uint8
 
 
 class PriorParam(nn.Module):
@@ -73,5 +74,4 @@ class PriorParam(nn.Module):
 
     @torch.no_grad()
     def to_uint8(self) -> np.ndarray:
-        x = self.forward().detach().float().clamp_(0, 1)
-        return (x * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        return images_uint8(self.forward())

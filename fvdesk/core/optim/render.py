@@ -14,6 +14,8 @@ values -> fused Adam (or ``steepest.SteepestAscent``) on ``-sum(values)`` plus t
 gradient transforms, image filters and octaves of ``regularizers.py``; the parameterization comes
 from ``parameterizations.make_param`` (Fourier, pixels, MACO or a learned prior).  Speed is measured against
 the floor (forward to the target + backward to the input) by ``benchmarks/bench_render.py``.
+The saved image is the last one or, with ``settings.average``, the mean of the images after the
+last steps (``_TailAverage``); its objective is the value reported, previews show the live image.
 
 Dead units (zero activation and gradient on the near-grey start): a probe before step 1 finds
 them; those images get Lucid's redirected ReLU gradient for ``relu_override_steps`` steps, then a
@@ -57,6 +59,7 @@ from fvdesk.core.optim.events import (
     StepEvent,
 )
 from fvdesk.core.optim.jobs import Slot
+from fvdesk.core.optim.param import images_uint8
 from fvdesk.core.optim.parameterizations import make_param
 from fvdesk.core.optim.schedule import EarlyStop, anneal_steps, learning_rate
 from fvdesk.core.optim.settings import RenderSettings
@@ -279,6 +282,49 @@ class _InputPipeline:
         return self._layout(tf.warp(self._affine(x01, self.bias_shift), params) + self.outside)
 
 
+class _TailAverage:
+    """The mean image over a render's last ``n`` steps (Polyak averaging of the iterates).
+
+    Each step moves the image towards what that step's random transform rewards; the part of a
+    step that only one transform asks for changes from step to step, so it cancels in the mean
+    while what all transforms agree on stays.  Fed the image each step is taken on (the image
+    after the previous step, so it costs no extra forward pass) and then the final image: the
+    mean covers the images after the last ``n`` steps.  Per image, so a restarted image forgets
+    its old iterates without touching the others; started afresh when the canvas changes size
+    (octaves).  An early stop only moves the end earlier, so the images already in the mean stay
+    in the new window; the window's images before that moment are missing from it.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.sum: torch.Tensor | None = None
+        self.count: torch.Tensor | None = None
+
+    def add(self, step: int, end: int, x01: torch.Tensor) -> None:
+        """Add the image step ``step`` starts from, if it is one of the last ``n`` before ``end``."""
+        if self.n <= 1 or step <= end - self.n + 1:
+            return
+        x = x01.detach().float()
+        if self.sum is None or self.sum.shape != x.shape:
+            self.sum = torch.zeros_like(x)
+            self.count = torch.zeros(x.shape[0], 1, 1, 1, device=x.device)
+        self.sum += x
+        self.count += 1  # type: ignore[operator]
+
+    def forget(self, indices: Sequence[int]) -> None:
+        """Drop these images' iterates (they restarted from a new random image)."""
+        if self.sum is not None and indices:
+            self.sum[list(indices)] = 0
+            self.count[list(indices)] = 0  # type: ignore[index]
+
+    def mean(self, final: torch.Tensor) -> torch.Tensor:
+        """The mean including ``final``, the image after the last step done."""
+        x = final.detach().float()
+        if self.sum is None or self.sum.shape != x.shape:
+            return x
+        return (self.sum + x) / (self.count + 1)  # type: ignore[operator]
+
+
 @dataclass
 class _CoreOut:
     result: RenderResult
@@ -350,6 +396,8 @@ def _render_core(
         grad_tf = reg.gradient_transform(settings)
         anneal = anneal_steps(settings.steps, settings.lr_anneal)
         stopper = EarlyStop(settings.early_stop, settings.early_stop_window)
+        # the saved image: the mean over the last steps (anneal_steps: the same share rule)
+        tail = _TailAverage(anneal_steps(settings.steps, settings.average))
         end = settings.steps  # the last step; moves earlier when the objective has converged
         main = objective.main()
 
@@ -361,10 +409,13 @@ def _render_core(
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 return e(xin) if redirect is None else e(xin, redirect)
 
-        def probe(need_grad: bool) -> tuple[np.ndarray, np.ndarray | None, list[bool]]:
-            """Values on the untransformed image; which images' objective has zero gradient."""
+        def probe(
+            need_grad: bool, image: torch.Tensor | None = None
+        ) -> tuple[np.ndarray, np.ndarray | None, list[bool]]:
+            """Values on the untransformed image (``image``, else the current one); which
+            images' objective has zero gradient."""
             with torch.no_grad():
-                x = param().detach()
+                x = (param() if image is None else image).detach()
             x.requires_grad_(need_grad and main is not None)
             with torch.set_grad_enabled(x.requires_grad):
                 acts = forward(ext, pipe(x, None))
@@ -464,6 +515,7 @@ def _render_core(
                     yield NoticeEvent(f"{who(revived)}: revived by the ReLU gradient override.")
                 if still:
                     param.reinit_(still, RESTART_SD)
+                    tail.forget(still)
                     state = opt.state.get(param.separate, {})
                     for key in ("exp_avg", "exp_avg_sq"):
                         if key in state:
@@ -481,6 +533,7 @@ def _render_core(
                     param, tf, opt, pipe = setup(size, param().detach())
             try:
                 x01 = param()
+                tail.add(step, end, x01)
                 xg = x01 if grad_tf is None else grad_tf(x01)
                 xin = pipe(xg, None if tf.identity else tf.draw())
                 acts = forward(ext_o, xin, redirect) if over else forward(ext, xin)  # type: ignore[arg-type]
@@ -515,9 +568,11 @@ def _render_core(
                 yield from flush()
                 yield PreviewEvent(step, param.to_uint8(), **where)
         yield from flush()
-        images = param.to_uint8()
+        with torch.no_grad():
+            final = tail.mean(param()) if tail.n > 1 else None
+        images = param.to_uint8() if final is None else images_uint8(final)
         yield PreviewEvent(steps_done, images, **where)
-        values_np, main_np, zero = probe(not was_cancelled)
+        values_np, main_np, zero = probe(not was_cancelled, final)
         dead = [i for i, z in enumerate(zero) if z] if not was_cancelled else []
         if dead:
             yield NoticeEvent(

@@ -173,6 +173,9 @@ class RenderSettings:
     # of the steps down to ``lr_final`` times ``lr``; 0 = a constant rate
     lr_anneal: float = 0.5
     lr_final: float = 0.05
+    # the saved image is the mean of the images after each of the last ``average`` of the steps
+    # (0: the last image); see render._TailAverage
+    average: float = 0.0
     # early stop (schedule.EarlyStop): stop (after the anneal) once no image's objective gained
     # more than ``early_stop`` (relative) from one ``early_stop_window``-step window to the next
     early_stop: float = 0.0
@@ -249,7 +252,7 @@ class RenderSettings:
         if self.param not in PARAM_KINDS:
             raise bad("param", f"must be one of {', '.join(PARAM_KINDS)}")
         self._validate_spectrum_settings(bad)
-        for name in ("lr_anneal", "lr_final"):
+        for name in ("lr_anneal", "lr_final", "average"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
                 raise bad(name, "must be a number from 0 to 1")
