@@ -276,6 +276,16 @@ def test_spectrum_action_row_saves_and_reproduces_with_render_from(
                  "--item", str(last), "--device", "cpu"])  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0 and out.count("identical to the saved image") == 2, out
+    # reopened, the row comes back as a strip of its own (not wrapped into the grid)
+    with qtbot.waitSignal(w.galleries.opened, timeout=60_000):
+        w.galleries.open_gallery(folder)
+    opened = w.tiles.tiles()[len(tiles) :]
+    assert sorted(t.caption for t in opened) == sorted(v.caption for v in row)
+    assert len({t.row for t in opened}) == 1 and opened[0].row not in (0, tiles[0].row)
+    lines = w.tile_view.lines()
+    every = w.tiles.tiles()
+    assert all(len({every[i].row for i in line}) == 1 for line in lines)  # no mixed line
+    assert any(line[0] == len(tiles) for line in lines)  # the reopened strip starts a line
 
 
 def test_steepest_action_and_the_tree_menu_offer_the_figures(qtbot, demo_window) -> None:

@@ -18,6 +18,8 @@ export) belongs here, as a method that runs its writer in a non-abandonable ``Ba
 
 from __future__ import annotations
 
+import itertools
+import json
 from collections.abc import Callable, Generator
 from dataclasses import replace
 from pathlib import Path
@@ -50,13 +52,31 @@ def _atlas_run(atlas: Atlas) -> Generator[Any, None, Any]:
     return (yield from atlas.run())
 
 
-def tile_of_item(item: gal.GalleryItem, image: Any, model: dict[str, Any]) -> Tile:
-    """A finished tile for a saved item, described from its provenance like a live tile."""
+#: Rows of reopened strips (a spectrum, an interpolation): negative, so they never meet the rows
+#: of live jobs (their task ids), and new for every gallery opened.
+_OPENED_ROWS = itertools.count(-1, -1)
+
+
+def strip_rows(items: list[gal.GalleryItem]) -> list[int]:
+    """One row per job the items were rendered by (its spec and seed), so the images of a saved
+    spectrum or interpolation come back as the strip they were."""
+    rows: dict[str, int] = {}
+    out = []
+    for item in items:
+        prov = item.provenance or {}
+        key = json.dumps([prov.get("job"), prov.get("seed")], sort_keys=True, default=str)
+        out.append(rows.setdefault(key, next(_OPENED_ROWS)))
+    return out
+
+
+def tile_of_item(item: gal.GalleryItem, image: Any, model: dict[str, Any], *, row: int = 0) -> Tile:
+    """A finished tile for a saved item, described from its provenance like a live tile; a
+    strip's tiles get ``row``."""
     prov = item.provenance
     fields: dict[str, Any] = {}
     try:
         spec = JobSpec.from_dict(prov["job"])
-        fields = tile_fields(spec, spec.slots()[int(prov["slot"])], lambda _l, _u: None)
+        fields = tile_fields(spec, spec.slots()[int(prov["slot"])], lambda _l, _u: None, row=row)
     except (FvdeskError, KeyError, IndexError, TypeError, ValueError):  # a version-1 item
         fields = {
             "layer": item.layer,
@@ -187,7 +207,12 @@ class GalleryController(Controller):
     def _on_read(self, folder: Path, value: Any) -> None:
         manifest, pairs = value
         model = manifest.get("model", {})
-        tiles = [tile_of_item(item, image, model) for item, image in pairs if image is not None]
+        shown = [(item, image) for item, image in pairs if image is not None]
+        rows = strip_rows([item for item, _ in shown])
+        tiles = [
+            tile_of_item(item, image, model, row=row)
+            for (item, image), row in zip(shown, rows, strict=True)
+        ]
         self.tiles.add(tiles)
         self.message.emit(
             f"Opened the gallery {folder}: {len(tiles)} images of {model.get('file', '?')}.", True
