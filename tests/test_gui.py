@@ -602,3 +602,17 @@ def test_default_dock_tabs_without_stray_tab_bars(qtbot, window):
     window.reset_layout()
     qtbot.waitUntil(lambda: _tab_groups(window) == expected)
     assert not window.browser_dock.isVisible()
+
+
+def test_early_stop_and_averaging_from_the_dock(qtbot, demo_window):
+    """The dock's early stop ends a long render once it has converged, and the dock's settings
+    are what the tile records (so a saved gallery reproduces them)."""
+    w = demo_window
+    fast_settings(w, steps=600, size=16, early_stop=0.5, average=0.25)
+    w.jobs.render_units(LOGITS, [1])
+    wait_idle(qtbot, w)
+    tile = w.tiles.tiles()[-1]
+    assert tile.state == DONE, tile.message
+    settings = tile.result.provenance["settings"]
+    assert settings["early_stop"] == 0.5 and settings["average"] == 0.25
+    assert 0 < tile.result.steps < 600  # converged long before the 600 steps asked

@@ -68,6 +68,15 @@ FIELDS: tuple[Field, ...] = (
           tip="Images optimized together; many units of a layer render in batches of this size."),
     Field("seed", "Seed", "int", 0, 0, 2**31 - 1, 1, group="Optimization",
           tip="Random seed of the initial image and the transformations: same seed, same image."),
+    Field("early_stop", "Stop early below", "float", 0.0, 0.0, 0.5, 0.005, 3, special="off",
+          group="Optimization",
+          tip="Stop once no image's objective gains more than this share over a window of steps "
+              "(then a short learning-rate anneal): the default recipe passes Lucent's 512-step "
+              "quality in a fraction of its steps (benchmarks/README.md)."),
+    Field("average", "Average the last", "float", 0.0, 0.0, 1.0, 0.05, 2, special="off",
+          group="Optimization",
+          tip="Share of the steps, at the end, whose images are averaged into the saved one: "
+              "smoother images (less fine texture) for a slightly lower objective."),
     Field("device", "Device", "choice", "auto", choices=(("auto", "auto (GPU if available)"), ("cpu", "CPU")),
           group="Optimization", tip="Where renders run. 'auto' picks CUDA, then MPS, then the CPU."),
     Field("param", "Parameterization", "choice", "fourier",
