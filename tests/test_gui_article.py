@@ -202,17 +202,7 @@ LOGITS = "/classifier/Gemm"
 
 def select_units(w, layer: str, *units: int) -> None:
     """Select ``units`` of ``layer`` in the layer tree (as ctrl-clicks do)."""
-    from PySide6.QtCore import QItemSelectionModel
-
-    tree = w.layers.tree
-    rows = []
-    for unit in units:
-        w.layers.select(layer, unit)
-        rows.append(tree.currentIndex())
-    flag = QItemSelectionModel.SelectionFlag
-    tree.selectionModel().clearSelection()
-    for index in rows:
-        tree.selectionModel().select(index, flag.Select | flag.Rows)
+    w.layers.select_units(layer, units)
     assert [(r.layer.name, r.unit) for r in w.layers.selected_refs()] == [(layer, u) for u in units]
 
 

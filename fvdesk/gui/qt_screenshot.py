@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QEventLoop, QItemSelectionModel, Qt, QTimer
+from PySide6.QtCore import QEventLoop, Qt, QTimer
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QApplication
 
@@ -186,19 +186,6 @@ def to_palette(path: Path, colors: int) -> None:
     flat.save(path, optimize=True)
 
 
-def _select_units(w, layer: str, units: tuple[int, ...]) -> None:  # noqa: ANN001
-    """Select ``units`` of ``layer`` in the layer tree, as ctrl-clicks would."""
-    tree = w.layers.tree
-    rows = []
-    for unit in units:
-        w.layers.select(layer, unit)
-        rows.append(tree.currentIndex())
-    flag = QItemSelectionModel.SelectionFlag
-    tree.selectionModel().clearSelection()
-    for index in rows:
-        tree.selectionModel().select(index, flag.Select | flag.Rows)
-
-
 def _accept_dialog(frames: int) -> None:
     """Fill in and accept the interpolation dialog the action opened (it is modal)."""
     d = QApplication.activeModalWidget()
@@ -217,11 +204,11 @@ def figure_scene(w, args: argparse.Namespace) -> bool:  # noqa: ANN001
     for dock in (w.settings_dock, w.log_dock):  # the canvas gets the room for the figure
         dock.hide()
     if args.scene == "spectrum":
-        _select_units(w, SPECTRUM_UNIT[0], SPECTRUM_UNIT[1:])
+        w.layers.select_units(SPECTRUM_UNIT[0], SPECTRUM_UNIT[1:])
         w.actions_by_key["spectrum"].trigger()
     else:
         layer, a, b = INTERPOLATION
-        _select_units(w, layer, (a, b))
+        w.layers.select_units(layer, (a, b))
         QTimer.singleShot(0, lambda: _accept_dialog(args.frames))
         w.actions_by_key["interpolate"].trigger()
     n = len(w.tiles.tiles())

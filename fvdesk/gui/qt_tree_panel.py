@@ -8,9 +8,10 @@ means.  It never fetches a layer's units unless the user opens that layer.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from PySide6.QtCore import QModelIndex, QPoint, Qt, QTimer, Signal
+from PySide6.QtCore import QItemSelectionModel, QModelIndex, QPoint, Qt, QTimer, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -166,6 +167,17 @@ class LayerTreePanel(QWidget):
         idx = self.tree_proxy.mapFromSource(src)
         self.tree.scrollTo(idx)
         self.tree.setCurrentIndex(idx)
+
+    def select_units(self, layer: str, units: Sequence[int]) -> None:
+        """Select several units of ``layer`` at once, as ctrl-clicks would (the last current)."""
+        rows = []
+        for unit in units:
+            self.select(layer, unit)
+            rows.append(self.tree.currentIndex())
+        flag = QItemSelectionModel.SelectionFlag
+        self.tree.selectionModel().clearSelection()
+        for index in rows:
+            self.tree.selectionModel().select(index, flag.Select | flag.Rows)
 
     def _on_double_click(self, index: QModelIndex) -> None:
         ref = self.ref_at(index)
