@@ -62,6 +62,7 @@ class StatusWidgets:
         self.cut_label.setStyleSheet("color: #b26a00;")
         self.cut_label.setVisible(False)
         self._etas: dict[str, EtaEstimator] = {}
+        self._loading = ""  # the file being loaded (the load bar's text)
         for w in (self.load_progress, self.job_label, self.job_progress, self.cancel_button,
                   _separator(), self.device_label, _separator(), self.preprocessing_label,
                   _separator(), self.parity_label, self.cut_label):  # fmt: skip
@@ -103,9 +104,8 @@ class StatusWidgets:
     def show_load_progress(self, fraction: float, message: str) -> None:
         est = self.estimate("load", fraction)
         self.load_progress.setValue(round(1000 * min(1.0, fraction)))
-        name = getattr(self, "_loading", "")
         eta = est.eta_text
-        self.load_progress.setFormat(f"Loading {name}" + (f" · {eta}" if eta else ""))
+        self.load_progress.setFormat(f"Loading {self._loading}" + (f" · {eta}" if eta else ""))
         self.load_progress.setToolTip(f"{message}\n{est.describe()}")
         self.bar.showMessage(message)
 
