@@ -12,7 +12,13 @@ numbers on that, on the final image as saved (uint8):
   Hann window (no edge leakage), above 0.25 cycles/px (half the Nyquist frequency);
 * ``spectral_slope``: the slope of log radial power against log frequency; natural photographs
   are near -2 (steeper = smoother), white noise is 0;
-* ``dead_mask``: images whose objective has exactly zero gradient (nothing to show).
+* ``dead_mask``: images whose objective has exactly zero gradient (nothing to show);
+* ``clipped_share``: the share of channel values at 0 or 255, where the image has run out of
+  range (flat patches of pure colour, posterized gradients that the eye sees at once);
+* ``colourfulness``: Hasler and Suesstrunk's (2003) measure on the opponent axes red-green and
+  yellow-blue; natural photographs mostly lie between about 15 and 110 (``NATURAL_COLOURFULNESS``),
+  garish renders far above;
+* ``saturation``: the mean HSV saturation, a second view of the same excess.
 
 The benchmark ``benchmarks/bench_fidelity.py`` and the engine's tests share these definitions.
 """
@@ -92,6 +98,53 @@ def spectral_slope(images: np.ndarray, bins: int = 16) -> np.ndarray:
         if len(xs) >= 3:
             out[i] = np.polyfit(xs, ys, 1)[0]
     return out
+
+
+# -- colour and range ----------------------------------------------------------------------------
+#: The range of colourfulness of natural photographs: Hasler and Suesstrunk rate 15 "slightly",
+#: 33 "moderately", 59 "quite", 82 "highly" and 109 "extremely colourful"; above that is rare in
+#: photographs.
+NATURAL_COLOURFULNESS = (15.0, 110.0)
+
+
+def _rgb255(images: np.ndarray) -> np.ndarray:
+    """(B, H, W, 3) uint8, or float in [0, 1] -> float64 in [0, 255]."""
+    x = np.asarray(images)
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"expected RGB images (B, H, W, 3), got shape {x.shape}")
+    return x.astype(np.float64) if x.dtype == np.uint8 else x.astype(np.float64) * 255.0
+
+
+def clipped_share(images: np.ndarray) -> np.ndarray:
+    """Per image, the share of channel values at the ends of the range (0 or 255 once saved).
+
+    Counted on the saved 8-bit values, so a float image is first quantized the way PNGs are.
+    """
+    x = np.asarray(images)
+    if x.ndim != 4:
+        raise ValueError(f"expected images (B, H, W, C), got shape {x.shape}")
+    q = x if x.dtype == np.uint8 else np.clip(np.rint(x.astype(np.float64) * 255.0), 0, 255)
+    return ((q == 0) | (q == 255)).reshape(len(q), -1).mean(1)
+
+
+def colourfulness(images: np.ndarray) -> np.ndarray:
+    """Per image, Hasler-Suesstrunk colourfulness: the spread plus 0.3 x the mean distance from
+    grey on the opponent axes rg = R - G and yb = (R + G) / 2 - B (0..255 scale)."""
+    x = _rgb255(images)
+    r, g, b = x[..., 0], x[..., 1], x[..., 2]
+    rg = (r - g).reshape(len(x), -1)
+    yb = (0.5 * (r + g) - b).reshape(len(x), -1)
+    spread = np.sqrt(rg.std(1) ** 2 + yb.std(1) ** 2)
+    mean = np.sqrt(rg.mean(1) ** 2 + yb.mean(1) ** 2)
+    return spread + 0.3 * mean
+
+
+def saturation(images: np.ndarray) -> np.ndarray:
+    """Per image, the mean HSV saturation (max - min) / max, 0 for black pixels."""
+    x = _rgb255(images)
+    hi, lo = x.max(-1), x.min(-1)
+    s = np.where(hi > 0, (hi - lo) / np.maximum(hi, 1e-12), 0.0)
+    return s.reshape(len(x), -1).mean(1)
 
 
 # -- objective values -----------------------------------------------------------------------------

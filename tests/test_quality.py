@@ -1,0 +1,87 @@
+"""The colour and range measures of ``quality`` on inputs whose answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fvdesk.core.optim import quality as Q
+
+
+def _grey(v: int = 128, size: int = 32) -> np.ndarray:
+    return np.full((1, size, size, 3), v, np.uint8)
+
+
+def _noise(seed: int = 0, size: int = 64) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (1, size, size, 3), dtype=np.uint8)
+
+
+def _natural(seed: int = 0, size: int = 64) -> np.ndarray:
+    """A photograph-like image: 1/f^2 power, channels correlated as in natural images (most of
+    the variance in luminance, little in the opponent colours), mid-grey mean, no clipping."""
+    rng = np.random.default_rng(seed)
+    fy = np.fft.fftfreq(size)[:, None]
+    fx = np.fft.fftfreq(size)[None, :]
+    amp = 1.0 / np.maximum(np.hypot(fx, fy), 1.0 / size)
+    field = []
+    for _ in range(3):
+        spec = amp * np.exp(2j * np.pi * rng.random((size, size)))
+        f = np.fft.ifft2(spec).real
+        field.append((f - f.mean()) / f.std())
+    lum, rg, yb = field
+    r = lum + 0.25 * rg + 0.1 * yb
+    g = lum - 0.25 * rg + 0.1 * yb
+    b = lum - 0.3 * yb
+    img = 0.5 + 0.12 * np.stack([r, g, b], -1)
+    return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)[None]
+
+
+def _patches() -> np.ndarray:
+    """Flat patches of pure colours: the garish render the measures exist to catch."""
+    colours = [(0, 0, 255), (255, 0, 255), (255, 255, 255), (0, 0, 0)]
+    img = np.zeros((32, 32, 3), np.uint8)
+    for k, c in enumerate(colours):
+        img[(k // 2) * 16 : (k // 2 + 1) * 16, (k % 2) * 16 : (k % 2 + 1) * 16] = c
+    return img[None]
+
+
+def test_flat_grey_has_no_clipping_colour_or_saturation():
+    g = _grey()
+    assert Q.clipped_share(g)[0] == 0.0
+    assert Q.colourfulness(g)[0] == pytest.approx(0.0)
+    assert Q.saturation(g)[0] == pytest.approx(0.0)
+
+
+def test_black_and_white_are_all_clipped_but_not_colourful():
+    both = np.concatenate([_grey(0), _grey(255)])
+    np.testing.assert_array_equal(Q.clipped_share(both), [1.0, 1.0])
+    np.testing.assert_allclose(Q.colourfulness(both), [0.0, 0.0], atol=1e-9)
+
+
+def test_orderings_natural_below_noise_and_pure_patches():
+    natural, noise, patches = _natural(), _noise(), _patches()
+    c_nat, c_noise, c_patch = (Q.colourfulness(x)[0] for x in (natural, noise, patches))
+    lo, hi = Q.NATURAL_COLOURFULNESS
+    assert lo <= c_nat <= hi
+    assert c_noise > hi and c_patch > hi
+    assert Q.clipped_share(natural)[0] < 0.02
+    assert Q.clipped_share(patches)[0] > 0.5
+    assert Q.saturation(natural)[0] < min(Q.saturation(noise)[0], Q.saturation(patches)[0])
+
+
+def test_float_images_are_measured_as_saved():
+    x = _natural(seed=3)
+    f = x.astype(np.float64) / 255.0
+    np.testing.assert_allclose(Q.clipped_share(f), Q.clipped_share(x))
+    np.testing.assert_allclose(Q.colourfulness(f), Q.colourfulness(x), rtol=1e-9)
+    np.testing.assert_allclose(Q.saturation(f), Q.saturation(x), rtol=1e-9)
+    # a float value that rounds to 255 counts as clipped, as it will in the PNG
+    almost = np.full((1, 4, 4, 3), 254.6 / 255.0)
+    assert Q.clipped_share(almost)[0] == 1.0
+
+
+def test_wrong_shapes_are_refused():
+    with pytest.raises(ValueError, match="RGB"):
+        Q.colourfulness(np.zeros((1, 8, 8), np.uint8))
+    with pytest.raises(ValueError, match="images"):
+        Q.clipped_share(np.zeros((8, 8), np.uint8))
