@@ -390,3 +390,18 @@ def test_preprocess_json_labels_and_remember(
     assert code == 0, err
     ((it, _),) = read_gallery(out_dir)[1]
     assert it.label == "thing 3"
+
+
+def test_a_neuron_position_off_a_small_canvas_grid_is_one_sentence(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A position picked at the model's size (7,7 of the 8x8 grid at 64 px) does not exist when
+    the canvas is 32 px (a 2x2 grid): a sentence naming the grid, not an internal IndexError."""
+    rc = main(["render", "--layer", "/features/block4/relu/Relu", "--units", "0",
+               "--objective", "neuron", "--position", "7,7", "--size", "32", "--steps", "2",
+               "--out", str(tmp_path / "g"), "--quiet"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert "internal error" not in err and len(err.strip().splitlines()) == 1
+    assert "The neuron position (7, 7) is outside /features/block4/relu/Relu's" in err
+    assert "grid at this canvas size" in err

@@ -30,6 +30,7 @@ from typing import Literal
 
 import torch
 
+from fvdesk.core.errors import RenderError
 from fvdesk.core.model.layers import token_target
 
 UnitKind = Literal["neuron", "channel", "deepdream", "logit", "prob"]
@@ -234,8 +235,21 @@ class Unit(Objective):
     def _per_channel(self, act: torch.Tensor) -> torch.Tensor:
         """(B, C) measure of every channel (used when all channels are needed: prob)."""
         if self.kind == "neuron" and act.dim() == 4:
-            return act[:, :, self._yy(act), self._xx(act)]
+            x, y = self._position(act)
+            return act[:, :, y, x]
         return act.flatten(2).mean(-1) if act.dim() > 2 else act
+
+    def _position(self, act: torch.Tensor) -> tuple[int, int]:
+        """(x, y) of a neuron objective, checked against the grid of this render: the grid shrinks
+        with the canvas, so a position picked at the model's size may not exist here."""
+        x, y = self._xx(act), self._yy(act)
+        h, w = act.shape[-2:]
+        if not (0 <= x < w and 0 <= y < h):
+            raise RenderError(
+                f"The neuron position ({x}, {y}) is outside {self.layer}'s {w}x{h} grid at this "
+                f"canvas size; choose x < {w} and y < {h}, or a larger canvas."
+            )
+        return x, y
 
     def _xx(self, act: torch.Tensor) -> int:
         return act.shape[3] // 2 if self.x is None else self.x
@@ -271,7 +285,8 @@ class Unit(Objective):
         if sel.dim() == 1:  # vector layer
             v = sel
         elif self.kind == "neuron" and sel.dim() == 3:
-            v = sel[:, self._yy(act), self._xx(act)]
+            x, y = self._position(act)
+            v = sel[:, y, x]
         else:
             v = sel.flatten(1).mean(1)
         return _restrict(v, self.batch)
