@@ -113,3 +113,21 @@ def test_the_activation_budget_shrinks_the_batch(images, demo_model_path, monkey
         seen[:] = []
         result = examples(model, images, [layer], engine=engine, batch=16)
         assert result.images == 24 and seen == [5, 5, 5, 5, 4]
+
+
+def test_vit_token_layers_and_the_class_token_on_both_engines(images, model_cache) -> None:
+    """onnxruntime hands out the raw (N, T, D) sequence: it becomes the patch map (N, D, 4, 4), and
+    ``name#0`` the class token, as on the torch side (it crashed: "could not broadcast")."""
+    from tests.models import cached_export, tiny_vit
+
+    model = load_model(
+        cached_export(model_cache, "tiny_vit", tiny_vit, size=32), check_parity=False
+    )
+    block = "/encoder/layers/encoder_layer_0/Add_1"
+    assert model.graph[block].kind == "tokens"
+    layers = [block, block + "#0"]
+    ort = examples(model, images, layers, engine="onnxruntime", batch=8)
+    tor = examples(model, images, layers, engine="torch", batch=8)
+    for layer in layers:
+        assert ort.layers[layer].units == 24
+        same_examples(ort, tor, layer)

@@ -221,6 +221,20 @@ class OrtEngine(Engine):
                     return False
         return True
 
+    def _unit_layout(self, name: str, a: np.ndarray) -> np.ndarray:
+        """A raw graph output as the torch engine's extractor hands it out (NHWC maps as NCHW,
+        token sequences as the patch map, ``name#k`` as extra token k)."""
+        from fvdesk.core.model.loaded import to_unit_layout
+
+        lay = self.model.graph[name]
+        if lay.layout != "NHWC" and lay.kind != "tokens":
+            return a
+        found = self.model.graph.resolve(name)
+        token = found[1] if found is not None else None
+        gh, gw = lay.grid or (0, 0)
+        x = to_unit_layout(torch.from_numpy(a), lay.layout, lay.extra_tokens, gh, gw, token)
+        return x.numpy()
+
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
         feeds = {**self.feeds, self.model.input.name: self.inputs(images)}
         names = [t for n in self.layers for t in self.outputs[n]]
@@ -234,10 +248,8 @@ class OrtEngine(Engine):
                     rows[field_name] = a
                 result[name] = rows
                 continue
-            a = outs[0]
-            if self.model.graph[name].layout == "NHWC":
-                a = a.transpose(0, 3, 1, 2)
-            result[name] = reduce_numpy(a, self.measure, self.dtypes[name])
+            result[name] = reduce_numpy(self._unit_layout(name, outs[0]), self.measure,
+                                        self.dtypes[name])  # fmt: skip
         return result
 
 
