@@ -131,3 +131,22 @@ def test_vit_token_layers_and_the_class_token_on_both_engines(images, model_cach
     for layer in layers:
         assert ort.layers[layer].units == 24
         same_examples(ort, tor, layer)
+
+
+@pytest.mark.parametrize("kind", ["nhwc", "gray", "float16"])
+def test_other_export_shapes_give_the_same_examples_on_both_engines(
+    kind, images, model_cache
+) -> None:
+    from tests.models import small_onnx, to_float16
+
+    if kind == "float16":
+        path = to_float16(small_onnx(model_cache, "rgb"), model_cache / "small_rgb_f16.onnx")
+    else:
+        path = small_onnx(model_cache, kind)
+    model = load_model(path, check_parity=False)
+    feature = next(la.name for la in model.graph.layers if la.kind == "feature")
+    layers = [feature, model.graph.layers[-1].name]
+    ort = examples(model, images, layers, engine="onnxruntime", batch=8)
+    tor = examples(model, images, layers, engine="torch", batch=8)
+    for layer in layers:
+        same_examples(ort, tor, layer)
