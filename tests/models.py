@@ -470,3 +470,23 @@ class TinyDeiT(nn.Module):
         t = torch.cat([self.cls.expand(n, -1, -1), self.dist.expand(n, -1, -1), t], 1) + self.pos
         t = self.norm(self.block(t))
         return (self.head(t[:, 0]) + self.head_dist(t[:, 1])) / 2
+
+
+# -- fixed-batch exports (dataset examples, issue 16) -------------------------------------------
+def fixed_batch_onnx(folder: Path, *, dynamo: bool = False, seed: int = 0) -> Path:
+    """The 32 px ``_SmallNet`` exported as most users do: no ``dynamic_axes``, so the input and
+    output declare batch 1 (classic exporter, or the dynamo one with its static shapes, whose
+    flatten becomes a reshape to a fixed [1, 16])."""
+
+    def build() -> nn.Module:
+        torch.manual_seed(seed)
+        return _SmallNet().eval()
+
+    if dynamo:
+        return cached_export(folder, f"small_fixed_batch_s{seed}", build, size=32, dynamo=True)
+    path = Path(folder) / f"small_fixed_batch_s{seed}.onnx"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp.onnx")
+        export_onnx(build(), tmp, size=32, dynamic_batch=False)
+        tmp.replace(path)
+    return path

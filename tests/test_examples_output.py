@@ -118,6 +118,24 @@ def test_cluster_facets_render_their_clusters_and_reproduce(capsys, patterns, tm
     assert code == 2 and "--diversity N" in err
 
 
+def test_readme_cluster_facets_command_runs_without_a_render_batch(capsys, tmp_path) -> None:
+    """The README's command as written: ``render --batch`` (images optimized together) is unset,
+    and must not be taken for the dataset pass's batch (it was: "'batch' must be a whole number,
+    got None")."""
+    images = pattern_folder(tmp_path / "images", per_class=2, size=32)
+    out = tmp_path / "G"
+    code, _, err = run(capsys, "render", "--objective", "logit", "--units", "6", "--diversity",
+                       "4", "--cluster-facets", "--images", images, "--out", out,
+                       "--steps", "2", "--size", "32", *FAST)  # fmt: skip
+    assert code == 0, err
+    _, pairs = read_gallery(out, images=False)
+    assert [(it.unit, it.objective) for it, _ in pairs] == [(6, "cluster")] * 4
+    assert all(it.examples["top"] for it, _ in pairs)
+    code, _, err = run(capsys, "atlas", "--layers", LOGITS, "--units-per-layer", "1", "--images",
+                       images, "--out", tmp_path / "A", "--steps", "2", "--size", "32", *FAST)  # fmt: skip
+    assert code == 0, err
+
+
 def test_atlas_with_images_gives_every_unit_examples_also_when_resumed(
     capsys, patterns, tmp_path
 ) -> None:

@@ -55,8 +55,11 @@ def _add_examples_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def examples_pass(args: argparse.Namespace, model: Any, layers: Sequence[str], device: Any, *,
                   kind: str = "channel", position: tuple[int, int] | None = None,
-                  top: int | None = None) -> Any:  # fmt: skip
-    """Run the dataset pass for ``layers`` with a progress bar; returns its ``ExamplesResult``."""
+                  top: int | None = None, batch: int | None = None) -> Any:  # fmt: skip
+    """Run the dataset pass for ``layers`` with a progress bar; returns its ``ExamplesResult``.
+
+    ``batch`` is ``examples --batch``; ``render`` and ``atlas`` have a ``--batch`` of their own
+    (images optimized together, ``None`` when not given), which is not the pass's."""
     from fvdesk.core.errors import FvdeskError
     from fvdesk.core.optim.drive import drive
     from fvdesk.core.optim.events import NoticeEvent, ProgressEvent
@@ -68,7 +71,7 @@ def examples_pass(args: argparse.Namespace, model: Any, layers: Sequence[str], d
             str(args.images), tuple(layers), kind=kind,
             x=position[0] if position else None, y=position[1] if position else None,
             top=args.top if top is None else top, bottom=args.bottom,
-            batch=getattr(args, "batch", 32), engine=args.engine,
+            engine=args.engine, **({} if batch is None else {"batch": batch}),
         )  # fmt: skip
         spec.validate(model.graph)
     except FvdeskError as e:
@@ -193,7 +196,7 @@ def cmd_examples(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from None
     result = examples_pass(args, model, [layer.name], device, kind=args.objective,
-                           position=args.position)  # fmt: skip
+                           position=args.position, batch=args.batch)  # fmt: skip
     le = result.layers[layer.name]
     if args.out is None:
         for u in units:

@@ -113,6 +113,8 @@ class Engine:
         aff = _affine_preprocessing(model, 3, torch.device("cpu"), pre)
         self.affine = None if aff is None else (aff[0].numpy() / 255.0, aff[1].numpy())
         self.nhwc = model.input.layout == "NHWC"
+        #: the largest batch ``run`` takes (``None``: any); the pass never hands it more
+        self.max_batch: int | None = model.input.max_batch
 
     def inputs(self, images: np.ndarray) -> np.ndarray:
         """uint8 (B, H, W, 3) -> the graph's image input (float32, NCHW or NHWC)."""
@@ -176,12 +178,62 @@ class OrtEngine(Engine):
                 self.outputs[n] = _append_reductions(proto, g[n].output, g[n].layout == "NHWC")
             else:
                 self.outputs[n] = [g[n].output]
-        self.session = ort_session(self.model, proto, self.device, threads=threads)
         self.feeds = {}
         inputs = list(self.model.onnx_model.graph.input)
         for i, vi in enumerate(inputs):
             if i != self.model.input.index:
                 self.feeds[vi.name] = self.model.extra_inputs[f"input_{i + 1}"].cpu().numpy()
+        self.session = self._batch_session(proto, threads)
+
+    def _batch_session(self, proto: Any, threads: int | None) -> Any:
+        """A session taking batches: a graph exported with a fixed batch (``torch.onnx.export``
+        without ``dynamic_axes`` writes 1) gets a symbolic batch dimension when the graph then
+        computes each image of a batch of 2 as it does alone; when it does not (a reshape that
+        bakes the batch in), the declared batch stays and becomes ``max_batch``."""
+        fixed = _fixed_batch(proto, self.model.input.name)
+        if fixed is None or (self.max_batch is not None and self.max_batch <= fixed):
+            return ort_session(self.model, proto, self.device, threads=threads)
+        loose = type(proto)()
+        loose.CopyFrom(proto)
+        _symbolic_batch(loose, self.model.input.name)
+        try:
+            self.session = ort_session(self.model, loose, self.device, threads=threads)
+            if self._runs_per_image(fixed + 1):
+                return self.session
+        except Exception:  # noqa: BLE001 - onnxruntime refusing the batch: keep the declared one
+            pass
+        self.max_batch = fixed
+        return ort_session(self.model, proto, self.device, threads=threads)
+
+    def _runs_per_image(self, n: int) -> bool:
+        """Whether a batch of ``n`` distinct images gives each image's rows alone."""
+        h, w = int(self.model.input.height), int(self.model.input.width)
+        images = np.random.default_rng(0).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+        together = self.run(images)
+        alone = [self.run(images[i : i + 1]) for i in range(n)]
+        for name, rows in together.items():
+            if rows.shape != (n,):
+                return False
+            for f in ("max", "min", "mean"):
+                one = np.concatenate([a[name][f] for a in alone]).astype(np.float64)
+                got = rows[f].astype(np.float64)
+                if not np.allclose(got, one, rtol=1e-2, atol=1e-3 * (1 + np.abs(one).max())):
+                    return False
+        return True
+
+    def _unit_layout(self, name: str, a: np.ndarray) -> np.ndarray:
+        """A raw graph output as the torch engine's extractor hands it out (NHWC maps as NCHW,
+        token sequences as the patch map, ``name#k`` as extra token k)."""
+        from fvdesk.core.model.loaded import to_unit_layout
+
+        lay = self.model.graph[name]
+        if lay.layout != "NHWC" and lay.kind != "tokens":
+            return a
+        found = self.model.graph.resolve(name)
+        token = found[1] if found is not None else None
+        gh, gw = lay.grid or (0, 0)
+        x = to_unit_layout(torch.from_numpy(a), lay.layout, lay.extra_tokens, gh, gw, token)
+        return x.numpy()
 
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
         feeds = {**self.feeds, self.model.input.name: self.inputs(images)}
@@ -196,14 +248,35 @@ class OrtEngine(Engine):
                     rows[field_name] = a
                 result[name] = rows
                 continue
-            a = outs[0]
-            if self.model.graph[name].layout == "NHWC":
-                a = a.transpose(0, 3, 1, 2)
-            result[name] = reduce_numpy(a, self.measure, self.dtypes[name])
+            result[name] = reduce_numpy(self._unit_layout(name, outs[0]), self.measure,
+                                        self.dtypes[name])  # fmt: skip
         return result
 
 
 _FIELDS = ("max", "amax", "min", "amin", "mean")
+_BATCH = "fvdesk_batch"
+
+
+def _fixed_batch(proto: Any, image: str) -> int | None:
+    """The batch the image input declares (``None``: symbolic or undeclared)."""
+    for vi in proto.graph.input:
+        if vi.name == image:
+            dims = vi.type.tensor_type.shape.dim
+            if dims and dims[0].HasField("dim_value"):
+                return int(dims[0].dim_value)
+    return None
+
+
+def _symbolic_batch(proto: Any, image: str) -> None:
+    """Declare the first dimension of the image input and of every output symbolic; intermediate
+    shapes are dropped (onnxruntime infers them again from the input)."""
+    g = proto.graph
+    del g.value_info[:]
+    for vi in [*(v for v in g.input if v.name == image), *g.output]:
+        t = vi.type.tensor_type
+        if t.HasField("shape") and t.shape.dim:
+            t.shape.dim[0].Clear()
+            t.shape.dim[0].dim_param = _BATCH
 
 
 def _append_reductions(proto: Any, tensor: str, nhwc: bool) -> list[str]:

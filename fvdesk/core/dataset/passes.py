@@ -153,12 +153,10 @@ def run_examples(
     stopped = False
     yield ProgressEvent(0, total, "images", f"{len(scan.images):,} images; {total:,} to compute")
     if todo:
-        per = (
-            spec.batch
-            if model.input.max_batch is None
-            else max(1, min(spec.batch, model.input.max_batch))
-        )
         engine = make_engine(model, spec.targets, measure, job.preprocessing, dev, spec.engine)
+        per = _batch_size(model, spec)
+        if engine.max_batch is not None:  # e.g. onnxruntime on a graph that bakes its batch in
+            per = max(1, min(per, engine.max_batch))
         engine_name = engine.name
         writers = {name: st.writer() for name, st in stores.items()}
         done = 0
