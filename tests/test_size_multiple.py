@@ -99,3 +99,18 @@ def test_info_shows_the_multiple(capsys: pytest.CaptureFixture[str], unet32: Pat
     code, out, err = run(capsys, "info", unet32, *FAST)
     assert code == 0, err
     assert "any multiple of 32" in out
+
+
+def test_settings_size_off_the_multiple_is_rounded_by_the_engine(unet32: Path) -> None:
+    """The app's canvas size (any number of px) reaches the engine, which rounds it."""
+    from fvdesk.core.optim.jobs import UnitJob
+    from fvdesk.core.optim.render import canvas_size
+    from fvdesk.core.optim.run import render_units
+    from fvdesk.core.optim.settings import RenderSettings
+    from tests.test_render import drive
+
+    m = load_model(unet32, check_parity=False)
+    s = RenderSettings(steps=2, size=100, batch=1, octaves=2, device="cpu")
+    assert canvas_size(m, s) == (96, 96)
+    _, results = drive(render_units(m, UnitJob(_layer(unet32), [0]), s))
+    assert len(results) == 1
