@@ -490,3 +490,67 @@ def fixed_batch_onnx(folder: Path, *, dynamo: bool = False, seed: int = 0) -> Pa
         export_onnx(build(), tmp, size=32, dynamic_batch=False)
         tmp.replace(path)
     return path
+
+
+class _ConcatUpNet(nn.Module):
+    """U-Net/FPN-like: stride-2 convs down to 1/``multiple``, then at each level a nearest x2
+    upsample concatenated with the skip, so only sizes that are multiples of ``multiple`` run."""
+
+    def __init__(self, multiple: int) -> None:
+        super().__init__()
+        depth = multiple.bit_length() - 1
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.down = nn.ModuleList(nn.Conv2d(4, 4, 3, stride=2, padding=1) for _ in range(depth))
+        self.up = nn.ModuleList(nn.Conv2d(8, 4, 3, padding=1) for _ in range(depth))
+        self.head = nn.Linear(4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = [torch.relu(self.stem(x))]
+        for conv in self.down:
+            skips.append(torch.relu(conv(skips[-1])))
+        y = skips.pop()
+        for conv in self.up:
+            y = nn.functional.interpolate(y, scale_factor=2.0, mode="nearest")
+            y = torch.relu(conv(torch.cat([y, skips.pop()], dim=1)))
+        return self.head(y.mean(dim=(2, 3)))
+
+
+class _ResidualDownNet(nn.Module):
+    """Residual adds across stride-2 stages: a strided conv (ceil(n/2)) plus an average pool
+    (floor(n/2)), so each stage needs an even size (``stages`` stages: multiples of 2**stages)."""
+
+    def __init__(self, stages: int) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.convs = nn.ModuleList(nn.Conv2d(4, 4, 3, stride=2, padding=1) for _ in range(stages))
+        self.head = nn.Linear(4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.stem(x))
+        for conv in self.convs:
+            y = torch.relu(conv(y)) + nn.functional.avg_pool2d(y, 2)
+        return self.head(y.mean(dim=(2, 3)))
+
+
+def needs_multiple_onnx(folder: Path, multiple: int = 32, seed: int = 0) -> Path:
+    """A size-agnostic (dynamic H/W) export of ``_ConcatUpNet`` that only runs at multiples of
+    ``multiple`` (a power of 2), like segmentation and detection backbones users export."""
+    path = Path(folder) / f"needs_multiple_{multiple}_s{seed}.onnx"
+    if not path.exists():
+        torch.manual_seed(seed)
+        tmp = path.with_suffix(".tmp.onnx")
+        export_onnx(_ConcatUpNet(multiple).eval(), tmp, size=2 * multiple, dynamic_size=True)
+        tmp.replace(path)
+    return path
+
+
+def residual_stride_onnx(folder: Path, stages: int = 2, seed: int = 0) -> Path:
+    """A size-agnostic export of ``_ResidualDownNet``: residual adds over stride-2 stages, so it
+    runs at multiples of ``2**stages`` only."""
+    path = Path(folder) / f"residual_stride_{stages}_s{seed}.onnx"
+    if not path.exists():
+        torch.manual_seed(seed)
+        tmp = path.with_suffix(".tmp.onnx")
+        export_onnx(_ResidualDownNet(stages).eval(), tmp, size=32, dynamic_size=True)
+        tmp.replace(path)
+    return path

@@ -43,7 +43,7 @@ def cmd_atlas(args: argparse.Namespace) -> int:
         plan = atl.plan_atlas(model, layers=args.layers, units_per_layer=args.units_per_layer)
     except atl.LayerSelectionError as e:
         raise UsageError(str(e)) from None
-    settings = _settings_or_usage(args, device)
+    settings = _settings_or_usage(args, device, model)
     decorate = atlas_examples(args, model, plan, device) if args.images is not None else None
     runner = atl.Atlas(
         model,

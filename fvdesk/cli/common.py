@@ -145,10 +145,17 @@ def render_settings(args: argparse.Namespace, **extra: Any) -> Any:
     return options.apply(base, given)
 
 
-def _settings_or_usage(args: argparse.Namespace, device: Any) -> Any:
+def _settings_or_usage(args: argparse.Namespace, device: Any, model: Any = None) -> Any:
+    """The render settings; with ``model``, an explicit ``--size`` the model cannot take is
+    refused (naming its size multiple) rather than silently rounded."""
     from fvdesk.core.errors import ConfigError
 
     try:
-        return render_settings(args, device=str(device))
+        settings = render_settings(args, device=str(device))
     except (TypeError, ValueError, ConfigError) as e:
         raise UsageError(f"bad render settings: {e}") from None
+    if model is not None and settings.size is not None:
+        refusal = model.input.size_refusal(settings.size, model.name)
+        if refusal is not None:
+            raise UsageError(f"--size {settings.size}: {refusal}")
+    return settings

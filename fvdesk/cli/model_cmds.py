@@ -133,6 +133,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             "height": spec.height,
             "width": spec.width,
             "fixed_size": spec.fixed_size,
+            "size_multiple": spec.size_multiple,
             "max_batch": spec.max_batch,
             "dtype": spec.dtype,
         },
@@ -168,9 +169,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         _emit_json(info)
         return EXIT_OK
-    size = f"{spec.height}x{spec.width}" + (
-        " (fixed)" if spec.fixed_size else " (any size; default shown)"
-    )
+    size = spec.describe_size()
     batch = "any" if spec.max_batch is None else str(spec.max_batch)
     labels = (
         f"{info['labels']['count']} from {model.labels_source}"

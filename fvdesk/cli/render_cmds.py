@@ -158,7 +158,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     device = _device(args)
     model = _load(args, device=device)
     spec = render_spec(args, model)
-    settings = _settings_or_usage(args, device)
+    settings = _settings_or_usage(args, device, model)
     if spec.type == "spectrum":
         from dataclasses import replace
 

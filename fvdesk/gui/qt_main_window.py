@@ -332,6 +332,11 @@ class MainWindow(QMainWindow):
             f"{spec.channels}×{spec.height}×{spec.width} {spec.layout}.",
             status=True,
         )
+        if spec.size_multiple > 1 and not spec.fixed_size:
+            self.log_message(
+                f"{model.name} takes sizes that are multiples of {spec.size_multiple}; canvas "
+                "sizes and octaves are rounded to one."
+            )
         for note in model.canonicalization:
             self.log_message(f"Graph repair: {note}")
         for w in model.warnings:

@@ -22,6 +22,13 @@ from fvdesk.core.model.preprocessing import Preprocessing, parse_preprocessing
 from fvdesk.core.model.sidecar import save_sidecar
 
 
+def round_to_multiple(n: int, multiple: int) -> int:
+    """``n`` rounded to the nearest multiple of ``multiple`` (ties up, at least one multiple)."""
+    if multiple <= 1:
+        return int(n)
+    return max(multiple, (int(n) + multiple // 2) // multiple * multiple)
+
+
 @dataclass(frozen=True)
 class InputSpec:
     """The graph input that receives the image, and what sizes it accepts."""
@@ -35,10 +42,42 @@ class InputSpec:
     fixed_size: bool  # True when the graph only accepts (height, width)
     max_batch: int | None  # None: any batch; 1: batch must be 1 (fixed reshapes)
     dtype: str = "float32"
+    # A size-agnostic graph with stride-2 stages joined by adds or concats only runs at sizes
+    # that are multiples of this (measured by the loader); 1 for fixed-size graphs.
+    size_multiple: int = 1
 
     @property
     def batch_ok(self) -> bool:
         return self.max_batch is None or self.max_batch > 1
+
+    def round_size(self, n: int) -> int:
+        """``n`` px rounded to the nearest size the graph takes (ties round up), so octaves and
+        default canvases never choose a size the graph cannot run at."""
+        return round_to_multiple(n, self.size_multiple)
+
+    def round_view(self, size: tuple[int, int]) -> tuple[int, int]:
+        return self.round_size(size[0]), self.round_size(size[1])
+
+    def size_refusal(self, n: int, who: str = "the model") -> str | None:
+        """The sentence refusing an explicit size ``n`` the graph cannot take, else ``None``
+        (an explicit size is not rounded behind the user's back)."""
+        m = self.size_multiple
+        if self.fixed_size or m <= 1 or n % m == 0:
+            return None
+        low, high = n // m * m, (n // m + 1) * m
+        use = f"{low} or {high}" if low >= m else str(high)
+        return f"{who} takes sizes that are multiples of {m}; use {use}."
+
+    def describe_size(self) -> str:
+        """``224x224 (fixed)``, ``224x224 (any size; default shown)`` or, with a multiple,
+        ``224x224 (any multiple of 32; default shown)``."""
+        if self.fixed_size:
+            rule = "fixed"
+        elif self.size_multiple > 1:
+            rule = f"any multiple of {self.size_multiple}; default shown"
+        else:
+            rule = "any size; default shown"
+        return f"{self.height}x{self.width} ({rule})"
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ Phases (each reported to ``progress(fraction, message)`` and timed in ``LoadedMo
 4. convert   ``onnx2torch.convert(..., attach_onnx_mapping=True)``, ``eval()``; a node whose
              converter raises is cut off too
 5. probe     forwards at batch 1 and 2 at the native size record every tensor's shape (and which
-             tensors carry the batch in dim 0); a larger size tells ``fixed_size``
+             tensors carry the batch in dim 0); a larger size tells ``fixed_size``; sizes with
+             0, 1, 2... factors of 2 tell a size-agnostic graph's ``size_multiple``
 6. layers    the ``LayerGraph`` (shape inference + probe): feature maps, vectors, token layers,
              attention tensors, and the left-out nodes greyed
 7. parity    torch vs onnxruntime (CPU) on a seeded input, on the outputs and a mid feature map
@@ -77,7 +78,13 @@ from fvdesk.core.model.graph import (
 )
 from fvdesk.core.model.labels import default_labels, labels_from_metadata, read_labels_file
 from fvdesk.core.model.layers import Layer
-from fvdesk.core.model.loaded import ConversionCut, InputSpec, LoadedModel, Parity
+from fvdesk.core.model.loaded import (
+    ConversionCut,
+    InputSpec,
+    LoadedModel,
+    Parity,
+    round_to_multiple,
+)
 from fvdesk.core.model.onnx2torch_compat import import_onnx2torch
 from fvdesk.core.model.preprocessing import (
     DEFAULT_PRESET,
@@ -209,6 +216,11 @@ class _Loader:
         self.phase = "probing the converted model"
         self.report(0.65, "Probing input sizes")
         fixed_size = self._probe_size(module, index, spec_base, extra, built.batch_first)
+        multiple = (
+            1
+            if fixed_size
+            else self._probe_multiple(module, index, spec_base, extra, built.batch_first)
+        )
         self.mark("probe")
 
         self.phase = "listing the layers"
@@ -229,6 +241,8 @@ class _Loader:
 
         self.phase = "reading preprocessing and labels"
         height, width = spec_base["height"], spec_base["width"]
+        if multiple > 1:  # the default canvas is one the graph runs at
+            height, width = round_to_multiple(height, multiple), round_to_multiple(width, multiple)
         spec = InputSpec(
             name=spec_base["name"],
             index=index,
@@ -239,6 +253,7 @@ class _Loader:
             fixed_size=fixed_size,
             max_batch=built.max_batch,
             dtype=spec_base["dtype"],
+            size_multiple=multiple,
         )
         pre = self._preprocessing(preprocessing, metadata, sidecar)
         num_classes = layer_graph.logits.channels if layer_graph.logits is not None else None
@@ -701,6 +716,29 @@ class _Loader:
             )
         return fixed
 
+    def _probe_multiple(
+        self,
+        module: fx.GraphModule,
+        index: int,
+        spec: dict,
+        extra: dict[str, torch.Tensor],
+        batch_first: list[bool],
+    ) -> int:
+        """The size granularity of a size-agnostic graph: the smallest ``m = 2**j`` at which a
+        square input whose size has exactly ``j`` factors of 2 runs (stride-2 stages joined by
+        adds or concats fail otherwise).  Sizes start at the native size, capped at 128 px (cheap,
+        yet a graph with a minimum size is not taken for one with a multiple); batch 1, no
+        gradients; a failing size stops at the first mismatched add, and most graphs pass the
+        first probe.  When none runs no multiple is claimed."""
+        floor = min(spec["height"], spec["width"], _MULTIPLE_FLOOR)
+        with torch.no_grad():
+            for j in range(_MULTIPLE_MAX + 1):
+                s = _multiple_probe_size(floor, j)
+                shape = self._input_shape(spec, 1, s, s)
+                if _runs(module, index, shape, extra, expect_batch=1, batch_first=batch_first):
+                    return 1 << j
+        return 1
+
     # -- convert ------------------------------------------------------------------------------
     def _convert(self, model: Any, *, own_inference: bool = False) -> fx.GraphModule:
         """onnx2torch's conversion; a node whose converter raises becomes ``_NodeFailed`` (the
@@ -1151,6 +1189,16 @@ def _args(
 ) -> list:
     placeholders = [n for n in module.graph.nodes if n.op == "placeholder"]
     return [x if i == index else extra[ph.name] for i, ph in enumerate(placeholders)]
+
+
+_MULTIPLE_FLOOR = 128  # probe sizes for ``size_multiple`` start here (or at the native size)
+_MULTIPLE_MAX = 6  # multiples up to 2**6 = 64 are measured
+
+
+def _multiple_probe_size(floor: int, j: int) -> int:
+    """The smallest size >= ``floor`` with exactly ``j`` factors of 2 (an odd multiple of 2**j)."""
+    k = -(-floor // (1 << j))
+    return (k if k % 2 else k + 1) << j
 
 
 class _ProbeError(Exception):

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from fvdesk.core.model.loaded import round_to_multiple
 from fvdesk.core.optim.param import gaussian_blur
 from fvdesk.core.optim.settings import RenderSettings
 
@@ -165,12 +166,14 @@ def gradient_transform(settings: RenderSettings) -> Callable[[torch.Tensor], tor
 
 # -- octaves --------------------------------------------------------------------------------------
 def octave_plan(
-    steps: int, size: tuple[int, int], octaves: int, scale: float
+    steps: int, size: tuple[int, int], octaves: int, scale: float, *, multiple: int = 1
 ) -> list[tuple[int, tuple[int, int]]]:
     """``[(first step, (h, w)), ...]``: sizes growing by ``scale`` and ending at ``size``.
 
     Steps are split evenly (the last octave takes the remainder); octaves smaller than 8 px or
-    left without steps are dropped, so the plan always ends at the requested size.
+    left without steps are dropped, so the plan always ends at the requested size.  With
+    ``multiple`` (a graph's ``size_multiple``) the smaller octaves are rounded to multiples of
+    it (at least one multiple), so each is a size the graph runs at.
     """
     h, w = size
     n = max(1, min(octaves, steps)) if steps > 0 else 1
@@ -178,7 +181,10 @@ def octave_plan(
     per = steps // n if steps > 0 else 0
     for i in range(n):
         f = scale ** (n - 1 - i)
-        hw = (max(8, round(h / f)), max(8, round(w / f)))
+        hw = (
+            round_to_multiple(max(8, round(h / f)), multiple),
+            round_to_multiple(max(8, round(w / f)), multiple),
+        )
         first = 1 + i * per
         if plan and plan[-1][1] == hw:
             continue

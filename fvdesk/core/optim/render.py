@@ -189,10 +189,12 @@ def relu_override(ext: fx.GraphModule) -> fx.GraphModule | None:
     return gm
 
 
-def _canvas(model: LoadedModel, settings: RenderSettings) -> tuple[int, int]:
+def canvas_size(model: LoadedModel, settings: RenderSettings) -> tuple[int, int]:
+    """The canvas: ``settings.size`` or the model's size, rounded to the sizes a size-agnostic
+    graph takes (``InputSpec.size_multiple``; the CLI refuses an explicit size that is off)."""
     if settings.size is not None:
-        return settings.size, settings.size
-    return int(model.input.height), int(model.input.width)
+        return model.input.round_view((settings.size, settings.size))
+    return model.input.round_view((int(model.input.height), int(model.input.width)))
 
 
 def _affine_preprocessing(
@@ -373,8 +375,9 @@ def _render_core(
         if cuda:
             torch.backends.cudnn.benchmark = True
         out = (int(model.input.height), int(model.input.width)) if model.input.fixed_size else None
-        octaves = reg.octave_plan(settings.steps, _canvas(model, settings), settings.octaves,
-                                  settings.octave_scale)  # fmt: skip
+        octaves = reg.octave_plan(settings.steps, canvas_size(model, settings), settings.octaves,
+                                  settings.octave_scale,
+                                  multiple=model.input.size_multiple)  # fmt: skip
 
         def setup(size: tuple[int, int], image: torch.Tensor | None) -> tuple[Any, ...]:
             """Parameterization, transforms, optimizer and input pipeline for one canvas size
@@ -384,7 +387,8 @@ def _render_core(
             if image is not None:
                 p.set_image_(F.interpolate(image, size=(p.height, p.width), mode="bilinear"))
             t = RobustnessTransform(settings.transforms, (p.height, p.width), out=out,
-                                    fit=settings.fit, seeds=[image_seed(s, 7) for s in seeds])  # fmt: skip
+                                    fit=settings.fit, seeds=[image_seed(s, 7) for s in seeds],
+                                    multiple=model.input.size_multiple)  # fmt: skip
             return (
                 p,
                 t,

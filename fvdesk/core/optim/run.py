@@ -49,7 +49,13 @@ from fvdesk.core.optim.jobs import (
 from fvdesk.core.optim.param import INTERPOLATION_SHARED
 from fvdesk.core.optim.parameterizations import make_param, pin_settings
 from fvdesk.core.optim.quality import high_frequency_share
-from fvdesk.core.optim.render import BatchDone, image_seed, render_batches, resolve_device
+from fvdesk.core.optim.render import (
+    BatchDone,
+    canvas_size,
+    image_seed,
+    render_batches,
+    resolve_device,
+)
 from fvdesk.core.optim.settings import RenderSettings
 from fvdesk.core.optim.steepest import first_step, step_image
 from fvdesk.core.optim.variants import STEEPEST, variant, variant_settings
@@ -473,7 +479,7 @@ def _run_steepest(
 def _start_image(model: LoadedModel, settings: RenderSettings, dev: torch.device) -> torch.Tensor:
     """The steepest-descent view's one start image: the decorrelated Fourier start of the seed."""
     s = replace(settings, param="fourier", decorrelate=True, shared=[], octaves=1)
-    h, w = (settings.size,) * 2 if settings.size else (model.input.height, model.input.width)
+    h, w = canvas_size(model, settings)
     p = make_param(s, 1, int(h), int(w), channels=model.input.channels,
                    seeds=[image_seed(settings.seed, 0)], device=dev)  # fmt: skip
     with torch.no_grad():

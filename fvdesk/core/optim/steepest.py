@@ -91,7 +91,9 @@ def first_step(
     opt = make_optimizer(settings, p.parameters(), device)
     ext = model.extractor(list(objective.layers))
     out = (int(model.input.height), int(model.input.width)) if model.input.fixed_size else None
-    fit = RobustnessTransform(None, (h, w), out=out, fit=settings.fit)
+    fit = RobustnessTransform(
+        None, (h, w), out=out, fit=settings.fit, multiple=model.input.size_multiple
+    )
     x = p()
     x.retain_grad()
     values = objective(ext(model.prepare_input(fit.fit_only(x), pre)))

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from fvdesk.core.errors import ConfigError
+from fvdesk.core.model.loaded import round_to_multiple
 from fvdesk.core.optim.settings import (
     FitMode,
     TransformSettings,
@@ -45,7 +46,9 @@ class RobustnessTransform:
     """Applies ``TransformSettings`` (or only the fit, when ``settings`` is ``None``) to a batch.
 
     ``canvas`` is the parameterized image size; ``out`` the size the model receives (the canvas,
-    the padded canvas when ``crop=False``, or the model's fixed input size).
+    the padded canvas when ``crop=False``, or the model's fixed input size).  ``multiple``: a
+    size-agnostic graph's ``size_multiple``; without a fixed ``out`` the view is resized to the
+    nearest multiple (the padding of ``crop=False`` would otherwise make any size).
     """
 
     def __init__(
@@ -56,6 +59,7 @@ class RobustnessTransform:
         out: tuple[int, int] | None = None,
         fit: FitMode = "resize",
         seeds: Sequence[int] = (0,),
+        multiple: int = 1,
     ) -> None:
         if fit not in ("resize", "crop"):
             raise ConfigError(f"fit must be 'resize' or 'crop', got {fit!r}.")
@@ -66,6 +70,11 @@ class RobustnessTransform:
         self.view = (
             (self.canvas[0] + 2 * pad, self.canvas[1] + 2 * pad) if keep_pad else self.canvas
         )
+        if out is None and multiple > 1:
+            out = (
+                round_to_multiple(self.view[0], multiple),
+                round_to_multiple(self.view[1], multiple),
+            )
         self.out = (int(out[0]), int(out[1])) if out is not None else self.view
         self.fit: FitMode = fit
         self.generators = [_generator(s) for s in seeds]
