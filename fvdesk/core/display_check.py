@@ -7,6 +7,9 @@ the two usual causes without importing Qt, so the command line can print one sen
 
 * no display at all (Linux: ``DISPLAY`` and ``WAYLAND_DISPLAY`` unset, no headless
   ``QT_QPA_PLATFORM`` chosen): point to the headless commands;
+* a display that is named but not there (SSH without X forwarding, a stale ``DISPLAY`` in tmux):
+  the X connection setup is tried as ``xdpyinfo`` would, so a server that does not answer is
+  named before Qt aborts on it with a hint about ``xcb-cursor0``;
 * the xcb plugin's shared libraries missing (``libxcb-cursor0`` and friends are absent on many
   fresh desktop and WSL installs): ``ldd`` on PySide6's ``libqxcb.so`` lists what the dynamic
   loader cannot find, transitively, which is exactly what Qt's ``dlopen`` would trip over.
@@ -16,10 +19,13 @@ Only Linux is checked; macOS and Windows ship their platform plugins' dependenci
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
 import shutil
+import socket
+import struct
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -150,6 +156,194 @@ def _join(items: Sequence[str]) -> str:
     return ", ".join(items[:-1]) + " and " + items[-1]
 
 
+X11_SOCKET_DIR = "/tmp/.X11-unix"
+X11_TCP_BASE = 6000
+CONNECT_TIMEOUT = 3.0  # seconds; a server that answers does so in milliseconds
+UNREACHABLE_HINT = (
+    "log in with `ssh -X` (X forwarding) or from the desktop session, or unset DISPLAY and "
+    f"{HEADLESS_HINT}, or set QT_QPA_PLATFORM=offscreen"
+)
+
+# Where an X display can be reached: ("unix", path) or ("tcp", (host, port)); several are tried
+# in order, as Xlib does for ``:N`` (the abstract socket first, then the file).
+Address = tuple[str, object]
+
+
+def x11_addresses(display: str, platform: str | None = None) -> tuple[list[Address], int] | None:
+    """The sockets the X display ``display`` (``DISPLAY``'s syntax) lives on, and its number;
+    None when the name cannot be parsed (or is DECnet): then nothing is tried."""
+    platform = sys.platform if platform is None else platform
+    name = display.strip()
+    if name.startswith("/"):  # a socket path (XQuartz's launchd form, or libxcb's full path)
+        paths = [name]
+        m = re.match(r"^(.*)\.\d+$", name)
+        if m:  # ``path.screen``
+            paths.append(m.group(1))
+        m = re.match(r"^(.*?):(\d+)(?:\.\d+)?$", name)
+        number = int(m.group(2)) if m else 0
+        if m:  # ``path:N`` where the socket is named ``path`` (older launchd form)
+            paths += [f"{m.group(1)}:{m.group(2)}", m.group(1)]
+        return [("unix", p) for p in dict.fromkeys(paths)], number
+    protocol = ""
+    m = re.match(r"^(tcp|inet6?|unix|local)/(.*)$", name)
+    if m:
+        protocol, name = m.group(1), m.group(2)
+    m = re.match(r"^(\[[^\]]*\]|[^:]*):(\d+)(?:\.\d+)?$", name)
+    if not m:  # ``host::N`` (DECnet) or garbage: Qt's own message is all there is
+        return None
+    host, number = m.group(1).strip("[]"), int(m.group(2))
+    if protocol in ("unix", "local") or (not protocol and host in ("", "unix")):
+        sock = f"{X11_SOCKET_DIR}/X{number}"
+        local: list[Address] = [("unix", "\0" + sock)] if platform.startswith("linux") else []
+        # libxcb falls back to TCP on this machine for a bare ``:N``
+        tcp: list[Address] = (
+            [] if protocol or host else [("tcp", ("localhost", X11_TCP_BASE + number))]
+        )
+        return [*local, ("unix", sock), *tcp], number
+    return [("tcp", (host or "localhost", X11_TCP_BASE + number))], number
+
+
+def _xauth_cookie(env: Mapping[str, str], number: int, host: str | None) -> bytes | None:
+    """The MIT-MAGIC-COOKIE-1 for display ``number`` from XAUTHORITY (or ~/.Xauthority): local
+    entries match this machine's name (``host`` None or a loopback name), TCP ones the host's
+    address; wildcard entries match any."""
+    path = env.get("XAUTHORITY") or (
+        str(Path(env["HOME"]) / ".Xauthority") if env.get("HOME") else ""
+    )
+    try:
+        data = Path(path).read_bytes() if path else b""
+    except OSError:
+        return None
+    local = host is None or host in ("localhost", "127.0.0.1", "::1")
+    wanted: set[tuple[int, bytes]] = set()
+    if local:
+        wanted.add((256, socket.gethostname().encode()))
+    else:
+        with contextlib.suppress(OSError):
+            wanted.add((0, socket.inet_aton(socket.gethostbyname(host))))
+    pos = 0
+    try:
+        while pos + 2 <= len(data):
+            (family,) = struct.unpack_from(">H", data, pos)
+            pos += 2
+            fields = []
+            for _ in range(4):
+                (n,) = struct.unpack_from(">H", data, pos)
+                fields.append(data[pos + 2 : pos + 2 + n])
+                pos += 2 + n
+            address, num, auth_name, cookie = fields
+            if auth_name != b"MIT-MAGIC-COOKIE-1" or num not in (b"", str(number).encode()):
+                continue
+            if family == 65535 or (family, address) in wanted:
+                return cookie
+    except struct.error:  # a truncated file: what was read so far is all there is
+        return None
+    return None
+
+
+def _setup_request(cookie: bytes | None) -> bytes:
+    """The X11 connection setup request (little-endian, protocol 11.0), with the cookie if any."""
+    name = b"MIT-MAGIC-COOKIE-1" if cookie else b""
+    data = cookie or b""
+
+    def pad(b: bytes) -> bytes:
+        return b + b"\0" * (-len(b) % 4)
+
+    head = struct.pack("<BxHHHHxx", ord("l"), 11, 0, len(name), len(data))
+    return head + pad(name) + pad(data)
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def x11_answers(
+    display: str,
+    env: Mapping[str, str] | None = None,
+    *,
+    timeout: float = CONNECT_TIMEOUT,
+    platform: str | None = None,
+) -> bool | None:
+    """Whether an X server answers the connection setup on ``display``: True for any answer
+    (success, failure such as a refused authorization, or a request to authenticate: the server is
+    there and Qt's own message will be about that), False when nothing listens or the connection
+    closes unanswered, None when the name cannot be parsed."""
+    env = os.environ if env is None else env
+    parsed = x11_addresses(display, platform)
+    if parsed is None:
+        return None
+    addresses, number = parsed
+    for kind, address in addresses:
+        if kind == "unix" and not hasattr(socket, "AF_UNIX"):
+            continue
+        host = address[0] if kind == "tcp" else None  # type: ignore[index]
+        try:
+            if kind == "unix":
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(timeout)
+                conn = sock
+                sock.connect(address)  # type: ignore[arg-type]
+            else:
+                conn = socket.create_connection(address, timeout=timeout)  # type: ignore[arg-type]
+            with conn:
+                conn.settimeout(timeout)
+                conn.sendall(_setup_request(_xauth_cookie(env, number, host)))
+                head = _recv_exact(conn, 8)
+        except (OSError, ValueError):
+            continue
+        if len(head) == 8 and head[0] in (0, 1, 2):
+            return True
+    return False
+
+
+def wayland_answers(env: Mapping[str, str]) -> bool | None:
+    """Whether the Wayland compositor's socket named by WAYLAND_DISPLAY accepts a connection;
+    None when that cannot be told (WAYLAND_SOCKET hands over a connected descriptor)."""
+    if env.get("WAYLAND_SOCKET") or not hasattr(socket, "AF_UNIX"):
+        return None
+    name = env.get("WAYLAND_DISPLAY", "")
+    if not name.startswith("/"):
+        runtime = env.get("XDG_RUNTIME_DIR", "")
+        if not runtime:
+            return False
+        name = str(Path(runtime) / name)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(CONNECT_TIMEOUT)
+            sock.connect(name)
+    except OSError:
+        return False
+    return True
+
+
+def _unreachable(env: Mapping[str, str], chosen: str, platform: str) -> str | None:
+    """The sentence for a named display nobody answers on, when no other one Qt would try works."""
+    x_name, w_name = env.get("DISPLAY", ""), env.get("WAYLAND_DISPLAY", "")
+    use_x = bool(x_name) and chosen in ("", "xcb")
+    use_w = bool(w_name) and (chosen.startswith("wayland") or chosen == "")
+    if use_w and wayland_answers(env) is not False:
+        return None
+    if use_x and x11_answers(x_name, env, platform=platform) is not False:
+        return None
+    named = []
+    if use_x:
+        named.append(f"the X display {x_name!r} named by DISPLAY")
+    if use_w:
+        named.append(f"the Wayland display {w_name!r} named by WAYLAND_DISPLAY")
+    if not named:
+        return None
+    return (
+        f"fvdesk cannot open its window because {' and '.join(named)} cannot be reached (no "
+        f"server answers there); {UNREACHABLE_HINT}."
+    )
+
+
 def check_display(
     env: Mapping[str, str] | None = None,
     *,
@@ -177,6 +371,9 @@ def check_display(
             "fvdesk cannot open its window because QT_QPA_PLATFORM asks for xcb but DISPLAY "
             f"is not set; start it from a desktop session, or {HEADLESS_HINT}."
         )
+    unreachable = _unreachable(env, chosen, platform)
+    if unreachable is not None:
+        return unreachable
     folder = plugins if plugins is not None else qt_platforms_dir()
     if folder is None:
         return None
