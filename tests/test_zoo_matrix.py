@@ -31,11 +31,22 @@ def _load_tool():
 tool = _load_tool()
 
 #: Cells that must refuse, with words their sentence must contain: the model cannot do it.
-EXPECTED_REFUSALS: dict[tuple[str, str], str] = {}
+EXPECTED_REFUSALS: dict[tuple[str, str], str] = {
+    # the centre read from `fvdesk layers` (at the native 64 px) is off the grid at --size 32
+    ("needs32", "neuron"): "is outside",
+}
 
 #: Cells that fail on this branch because of defects other branches of issue 16 are fixing;
 #: strict, so the fix's merge turns them into failures here until the pin is removed.
-KNOWN_BUGS: dict[tuple[str, str], str] = {}
+_H1 = "issue 16, fixed on branch h1"
+KNOWN_BUGS: dict[tuple[str, str], str] = {
+    ("fixed1_classic", "examples_onnxruntime"): f"onnxruntime on a fixed batch of 1 ({_H1})",
+    **{(m, "cluster_facets"): f"--cluster-facets: 'batch' got None ({_H1})" for m in ZOO},
+    ("needs32", "spectrum"): "octave tile ignores the size multiple (issue 16, branch h2)",
+    ("needs32", "octaves"): "octaves ignore the size multiple (issue 16, branch h2)",
+    ("unconvertible_tail", "logit"): "no classifier: the sentence comes with exit 2, not 1",
+    ("unconvertible_tail", "prob"): "no classifier: the sentence comes with exit 2, not 1",
+}
 
 
 def _cells():
