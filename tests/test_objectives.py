@@ -26,6 +26,17 @@ def test_channel_neuron_deepdream(acts) -> None:
     assert O.channel("conv", 1).layers == ("conv",)
 
 
+def test_a_neuron_off_the_grid_is_one_sentence_not_an_index_error(acts) -> None:
+    """A size-agnostic model rendered smaller than the grid the position came from."""
+    from fvdesk.core.errors import RenderError
+
+    for x, y in ((7, 0), (0, 6), (-1, 2)):
+        with pytest.raises(RenderError, match=r"outside conv's 7x6 grid") as e:
+            O.neuron("conv", 2, x=x, y=y)(acts)
+        assert "\n" not in str(e.value)
+    assert torch.allclose(O.neuron("conv", 2, x=6, y=5)(acts), acts["conv"][:, 2, 5, 6])
+
+
 def test_logit_and_probability(acts) -> None:
     f = acts["fc"]
     assert torch.allclose(O.logit("fc", 3)(acts), f[:, 3])
