@@ -257,17 +257,6 @@ class Unit(Objective):
     def _yy(self, act: torch.Tensor) -> int:
         return act.shape[2] // 2 if self.y is None else self.y
 
-    def _check_position(self, act: torch.Tensor) -> None:
-        """A position off the grid (a size-agnostic model rendered smaller than the grid the
-        position was read from) is the user's to change, not an indexing crash."""
-        h, w = act.shape[2], act.shape[3]
-        if not (0 <= self._xx(act) < w and 0 <= self._yy(act) < h):
-            raise RenderError(
-                f"the neuron position ({self._xx(act)}, {self._yy(act)}) is outside "
-                f"{self.layer}'s {w}x{h} grid at this canvas size; give a position within it "
-                "or a larger --size"
-            )
-
     def __call__(self, acts: Activations) -> torch.Tensor:
         act = acts[self.layer].float()
         b = act.shape[0]
@@ -282,8 +271,6 @@ class Unit(Objective):
                 if not 0 <= u < n:  # type: ignore[operator]
                     raise IndexError(f"unit {u} is out of range: {self.layer} has {n} channels")
             self._checked = n
-        if self.kind == "neuron" and act.dim() == 4:
-            self._check_position(act)
         if self.kind == "prob":
             m = torch.softmax(self._per_channel(act), dim=1)
             if isinstance(units, int):
