@@ -34,28 +34,16 @@ tool = _load_tool()
 EXPECTED_REFUSALS: dict[tuple[str, str], str] = {
     # the centre read from `fvdesk layers` (at the native 64 px) is off the grid at --size 32
     ("needs32", "neuron"): "is outside",
-}
-
-#: Cells that fail on this branch because of defects other branches of issue 16 are fixing;
-#: strict, so the fix's merge turns them into failures here until the pin is removed.
-_H1 = "issue 16, fixed on branch h1"
-KNOWN_BUGS: dict[tuple[str, str], str] = {
-    ("fixed1_classic", "examples_onnxruntime"): f"onnxruntime on a fixed batch of 1 ({_H1})",
-    **{(m, "cluster_facets"): f"--cluster-facets: 'batch' got None ({_H1})" for m in ZOO},
-    ("needs32", "spectrum"): "octave tile ignores the size multiple (issue 16, branch h2)",
-    ("needs32", "octaves"): "octaves ignore the size multiple (issue 16, branch h2)",
-    ("unconvertible_tail", "logit"): "no classifier: the sentence comes with exit 2, not 1",
-    ("unconvertible_tail", "prob"): "no classifier: the sentence comes with exit 2, not 1",
+    # no classifier in what converts: the user is asked to name the logits layer
+    ("unconvertible_tail", "logit"): "no classifier output was found",
+    ("unconvertible_tail", "prob"): "no classifier output was found",
 }
 
 
 def _cells():
     for model in ZOO:
         for feature in tool.FEATURES:
-            marks = []
-            if (model, feature) in KNOWN_BUGS:
-                marks.append(pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[model, feature]))
-            yield pytest.param(model, feature, id=f"{model}-{feature}", marks=marks)
+            yield pytest.param(model, feature, id=f"{model}-{feature}")
 
 
 @pytest.fixture(scope="session")
@@ -98,7 +86,10 @@ def test_the_judge_tells_a_refusal_from_an_internal_error() -> None:
     assert tool.judge(0, "", "Traceback (most recent call last):\n  ValueError: x\n").status == (
         tool.FAIL
     )
-    assert tool.judge(2, "", "fvdesk render: error: bad --units\n").status == tool.FAIL
+    usage = tool.judge(2, "", "fvdesk render: error: no classifier output was found in m.onnx\n")
+    assert usage.status == tool.REFUSED  # a usage refusal the user can act on
+    argparse_dump = "usage: fvdesk render [-h] ...\nfvdesk render: error: a\nfvdesk: error: b\n"
+    assert tool.judge(2, "", argparse_dump).status == tool.FAIL
     assert tool.judge(134, "", "").status == tool.FAIL
 
 

@@ -97,7 +97,7 @@ def judge(rc: object, stdout: str, stderr: str) -> Outcome:
     if rc == 0:
         return Outcome(OK)
     errors = [ln for ln in stderr.splitlines() if ln.startswith("fvdesk") and "error:" in ln]
-    if rc == 1 and len(errors) == 1:
+    if rc in (1, 2) and len(errors) == 1:  # a failure or a usage error, said in one sentence
         return Outcome(REFUSED, errors[0].split("error:", 1)[1].strip())
     last = stderr.strip().splitlines()[-1] if stderr.strip() else "(nothing printed)"
     return Outcome(FAIL, f"exit {rc}: {last}")
