@@ -554,3 +554,31 @@ def residual_stride_onnx(folder: Path, stages: int = 2, seed: int = 0) -> Path:
         export_onnx(_ResidualDownNet(stages).eval(), tmp, size=32, dynamic_size=True)
         tmp.replace(path)
     return path
+
+
+class _PoolTailNet(nn.Module):
+    """Three 4x4 max-pools before the head, like a text classifier's tail: size-agnostic, but a
+    canvas under 64 px shrinks the map below the last pool's window."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.pool1 = nn.MaxPool2d(4)
+        self.pool2 = nn.MaxPool2d(4)
+        self.pool3 = nn.MaxPool2d(4)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool3(self.pool2(self.pool1(torch.relu(self.conv(x)))))
+        return self.fc(x.mean((2, 3)))
+
+
+def pool_tail_onnx(folder: Path, seed: int = 0) -> Path:
+    """A size-agnostic export of ``_PoolTailNet``: runs at 64 px and more, fails below."""
+    path = Path(folder) / f"pool_tail3_s{seed}.onnx"
+    if not path.exists():
+        torch.manual_seed(seed)
+        tmp = path.with_suffix(".tmp.onnx")
+        export_onnx(_PoolTailNet().eval(), tmp, size=96, dynamic_size=True)
+        tmp.replace(path)
+    return path

@@ -114,3 +114,19 @@ def test_settings_size_off_the_multiple_is_rounded_by_the_engine(unet32: Path) -
     assert canvas_size(m, s) == (96, 96)
     _, results = drive(render_units(m, UnitJob(_layer(unet32), [0]), s))
     assert len(results) == 1
+
+
+def test_a_canvas_below_the_graphs_smallest_is_one_sentence_naming_the_smallest(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, model_cache: Path
+) -> None:
+    """A size-agnostic net whose pools need 64 px (seen on a trained text-line classifier at
+    --size 32): the logit render says which canvas works instead of torch's internal error."""
+    path = models.pool_tail_onnx(model_cache)
+    code, _, err = run(capsys, "render", path, "--objective", "logit", "--units", "0",
+                       "--steps", "2", "--size", "32", "--out", tmp_path / "g", *FAST)  # fmt: skip
+    assert code == 1, err
+    assert "internal error" not in err and len(err.strip().splitlines()) == 1
+    assert path.name in err and "32x32 canvas" in err and "at least 64 px" in err
+    code, _, err = run(capsys, "render", path, "--objective", "logit", "--units", "0",
+                       "--steps", "2", "--size", "64", "--out", tmp_path / "g", *FAST)  # fmt: skip
+    assert code == 0, err

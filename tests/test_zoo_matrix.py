@@ -32,8 +32,6 @@ tool = _load_tool()
 
 #: Cells that must refuse, with words their sentence must contain: the model cannot do it.
 EXPECTED_REFUSALS: dict[tuple[str, str], str] = {
-    # the centre read from `fvdesk layers` (at the native 64 px) is off the grid at --size 32
-    ("needs32", "neuron"): "is outside",
     # no classifier in what converts: the user is asked to name the logits layer
     ("unconvertible_tail", "logit"): "no classifier output was found",
     ("unconvertible_tail", "prob"): "no classifier output was found",

@@ -289,8 +289,21 @@ def pick_layers(ctx: Context) -> Outcome:
         ctx.layer, ctx.channels = mid["name"], int(mid["channels"])
         shape = mid.get("shape") or []
         if mid["kind"] == "feature" and len(shape) == 4 and all(shape[2:]):
-            ctx.position = f"{shape[3] // 2},{shape[2] // 2}"
+            ctx.position = _centre(ctx, shape[2], shape[3])
     return got
+
+
+def _centre(ctx: Context, height: int, width: int) -> str:
+    """The grid's centre at the render's canvas: a size-agnostic model's grid shrinks with --size,
+    so the centre listed at the native size may be off the grid of a smaller render."""
+    rc, out, _ = call(["info", ctx.model, "--json"], ctx.logs)
+    scale = 1.0
+    if rc == 0:
+        spec = json.loads(out).get("input") or {}
+        native = spec.get("height") or 0
+        if native and not spec.get("fixed_size", True):
+            scale = min(1.0, ctx.size / native)
+    return f"{int(width * scale) // 2},{int(height * scale) // 2}"
 
 
 def shared_inputs(work: Path) -> tuple[Path, Path]:

@@ -94,6 +94,49 @@ def _is_oom(e: BaseException) -> bool:
     )
 
 
+#: torch's words when a feature map has shrunk below a pooling or convolution window
+_TOO_SMALL = (
+    "output size is too small",
+    "kernel size can't be greater than actual input size",
+    "smaller than kernel size",
+    "padding size should be less than the corresponding input dimension",
+)
+
+
+def _is_too_small(e: BaseException) -> bool:
+    msg = str(e).lower()
+    return isinstance(e, RuntimeError) and any(w in msg for w in _TOO_SMALL)
+
+
+def _smallest_canvas(model: LoadedModel, start: int, device: torch.device) -> int | None:
+    """The smallest canvas from ``start`` up to the model's own size at which the whole graph
+    runs (one image, no gradient), so the refusal can say what to use; ``None`` if none does."""
+    native = max(int(model.input.height), start)
+    sizes = sorted({model.input.round_size(n) for n in (*range(start, native, 16), native)})
+    for n in sizes:
+        if n <= start:
+            continue
+        try:
+            with torch.no_grad():
+                model.forward(torch.full((1, model.input.channels, n, n), 0.5, device=device))
+        except RuntimeError:
+            continue
+        return n
+    return None
+
+
+def _too_small_error(
+    model: LoadedModel, settings: RenderSettings, device: torch.device
+) -> RenderError:
+    h, w = canvas_size(model, settings)
+    least = _smallest_canvas(model, max(h, w), device)
+    use = f"use a canvas of at least {least} px" if least else "use a larger canvas"
+    return RenderError(
+        f"{model.name} cannot run on a {w}x{h} canvas: its layers shrink it below a pooling or "
+        f"convolution window; {use}."
+    )
+
+
 def _as_oom(e: Exception, batch: int) -> _OutOfMemory:
     """``e`` as an ``_OutOfMemory`` (raised anywhere in a render: setup, probe or step), else re-raise."""
     if isinstance(e, _OutOfMemory):
@@ -672,6 +715,8 @@ def render_batches(
                 model, build(chunk), settings, chunk, device, cancelled, pre, first
             )
         except Exception as e:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
+            if _is_too_small(e) and not model.input.fixed_size:
+                raise _too_small_error(model, settings, device) from e
             oom = _as_oom(e, len(chunk))
         if oom is not None:  # outside the except block so the failed attempt's tensors are freed
             _free(device)
