@@ -582,3 +582,27 @@ def pool_tail_onnx(folder: Path, seed: int = 0) -> Path:
         export_onnx(_PoolTailNet().eval(), tmp, size=96, dynamic_size=True)
         tmp.replace(path)
     return path
+
+
+class _OwnSizeNet(nn.Module):
+    """A flatten into a dense layer: every dimension exports as dynamic, yet the graph only runs
+    at 48x48 (text recognizers and small heads exported without their size)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 4, stride=4)
+        self.fc = nn.Linear(4 * 12 * 12, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(torch.relu(self.conv(x)), 1))
+
+
+def own_size_onnx(folder: Path, seed: int = 0) -> Path:
+    """A dynamic-size export of ``_OwnSizeNet``: fails at the default 224, runs at 48x48."""
+    path = Path(folder) / f"own_size48_s{seed}.onnx"
+    if not path.exists():
+        torch.manual_seed(seed)
+        tmp = path.with_suffix(".tmp.onnx")
+        export_onnx(_OwnSizeNet().eval(), tmp, size=48, dynamic_size=True)
+        tmp.replace(path)
+    return path

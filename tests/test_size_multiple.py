@@ -130,3 +130,45 @@ def test_a_canvas_below_the_graphs_smallest_is_one_sentence_naming_the_smallest(
     code, _, err = run(capsys, "render", path, "--objective", "logit", "--units", "0",
                        "--steps", "2", "--size", "64", "--out", tmp_path / "g", *FAST)  # fmt: skip
     assert code == 0, err
+
+
+def test_a_graph_that_only_runs_at_its_own_size_gets_it_from_the_user(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, model_cache: Path
+) -> None:
+    """Every dimension dynamic, yet only 48x48 runs (seen on PP-OCRv4's recognizer, 48x320): the
+    refusal at the default 224 says how to give the size; --input-size loads it, --remember keeps
+    it for the app and later runs, and the sidecar's size is what the loader uses."""
+    import shutil
+
+    from fvdesk.core.model.sidecar import read_sidecar
+
+    path = Path(shutil.copy(models.own_size_onnx(model_cache), tmp_path / "own.onnx"))
+    code, _, err = run(capsys, "info", path, *FAST)
+    assert code == 1 and "internal error" not in err and len(err.strip().splitlines()) == 1
+    assert "1x3x224x224" in err and "--input-size HxW --remember" in err
+    assert "While executing" not in err  # torch.fx's node dump is not the user's business
+    code, out, err = run(capsys, "info", path, "--input-size", "48", "--remember", "--json",
+                         "--no-parity", "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    spec = json.loads(out)["input"]
+    assert (spec["height"], spec["width"]) == (48, 48)
+    assert read_sidecar(path).input_size == (48, 48)
+    assert load_model(path, check_parity=False).input.height == 48  # from the sidecar
+    code, _, err = run(capsys, "info", path, "--input-size", "4x4000", *FAST)
+    assert code == 2 and "is not a size" in err
+
+
+def test_the_sidecar_input_size_is_checked(tmp_path: Path) -> None:
+    from fvdesk.core.errors import ConfigError
+    from fvdesk.core.model.sidecar import parse_input_size, read_sidecar, save_sidecar
+
+    model = tmp_path / "m.onnx"
+    save_sidecar(model, input_size=(48, 320))
+    assert read_sidecar(model).input_size == (48, 320)
+    assert parse_input_size("48x320") == parse_input_size([48, 320]) == (48, 320)
+    for bad in ("48x", "0x10", [48], [48, 320, 3], True, "x"):
+        with pytest.raises(ValueError):
+            parse_input_size(bad)
+    (tmp_path / "m.fvdesk.json").write_text('{"version": 1, "input_size": [2, 2]}')
+    with pytest.raises(ConfigError, match="m.fvdesk.json has an 'input_size'"):
+        read_sidecar(model)

@@ -108,6 +108,18 @@ def _pos_float(text: str) -> float:
     return _parse_number(text, float, lambda v: v > 0, "must be positive")
 
 
+def _input_size(text: str) -> tuple[int, int]:
+    """``48x320`` or ``224``: (height, width) in 8..4096 px."""
+    from fvdesk.core.model.sidecar import parse_input_size
+
+    try:
+        return parse_input_size(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a size: give HxW (e.g. 48x320) or one number, 8 to 4096 px"
+        ) from None
+
+
 def _preset(text: str) -> str:
     """A preset name or a JSON object (``{"range": [0, 255], "mean": [...], "bgr": true}``)."""
     from fvdesk.core.errors import ConfigError

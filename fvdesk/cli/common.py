@@ -59,6 +59,7 @@ def _load(args: argparse.Namespace, *, device: Any = None, progress: Progress | 
             input_name=args.input_name,
             preprocessing=args.preprocess,
             check_parity=not args.no_parity,
+            input_size=getattr(args, "input_size", None),
         )
     except AmbiguousInputError as e:
         raise UsageError(f"{e} Choose one with --input NAME ({', '.join(e.candidates)}).") from None
@@ -79,12 +80,16 @@ def _remember(args: argparse.Namespace, model: Any) -> None:
     """``--remember``: the user asked for the sidecar to be written (it is never implicit)."""
     from fvdesk.core.model.sidecar import save_sidecar, sidecar_path
 
-    if args.preprocess is None and getattr(args, "labels", None) is None:
-        raise UsageError("--remember saves --preprocess and/or --labels; give at least one")
+    size = getattr(args, "input_size", None)
+    if args.preprocess is None and getattr(args, "labels", None) is None and size is None:
+        raise UsageError(
+            "--remember saves --preprocess, --labels and/or --input-size; give at least one"
+        )
     save_sidecar(
         model.path,
         preprocessing=model.preprocessing if args.preprocess is not None else None,
         labels=args.labels.resolve() if getattr(args, "labels", None) is not None else None,
+        input_size=size,
     )
     if not args.quiet:
         print(f"Saved the choice in {sidecar_path(model.path)}.", file=sys.stderr)

@@ -10,6 +10,7 @@ from fvdesk.cli.args import (
     _add_article_flags,
     _add_images_flags,
     _add_setting_flags,
+    _input_size,
     _nonneg,
     _position,
     _positive,
@@ -57,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="which graph input is the image, when several could be",
     )
     common.add_argument(
+        "--input-size",
+        type=_input_size,
+        metavar="HxW",
+        help="the input size of a size-agnostic model that only runs at its own size "
+        "(e.g. 48x320; default: the size its metadata records, else 224)",
+    )
+    common.add_argument(
         "--preprocess",
         type=_preset,
         metavar="PRESET|JSON",
@@ -72,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--remember",
         action="store_true",
-        help="also save --preprocess/--labels in the sidecar MODEL.fvdesk.json next to the model, "
+        help="also save --preprocess/--labels/--input-size in the sidecar MODEL.fvdesk.json next to the model, "
         "so the app and later runs use them",
     )
     common.add_argument(

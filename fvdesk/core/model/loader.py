@@ -113,8 +113,13 @@ def load_model(
     preprocessing: Preprocessing | str | None = None,
     check_parity: bool = True,
     parity_tolerance: float = PARITY_TOLERANCE,
+    input_size: tuple[int, int] | None = None,
 ) -> LoadedModel:
     """Load, repair and convert an ONNX image classifier (see the module docstring).
+
+    ``input_size`` (height, width) is the size a size-agnostic graph is probed and shown at; it
+    wins over the sidecar's ``input_size`` and the metadata's training size (some graphs only run
+    at their own size although every dimension is declared dynamic).
 
     ``device`` is where the torch module ends up; probing and parity run on the CPU first so that
     results do not depend on the accelerator (TF32, nondeterministic kernels).
@@ -127,6 +132,7 @@ def load_model(
             preprocessing=preprocessing,
             check_parity=check_parity,
             tolerance=parity_tolerance,
+            input_size=input_size,
         )
     except FvdeskError:
         raise
@@ -140,6 +146,7 @@ def load_model(
 
 def _cause(e: BaseException) -> str:
     text = " ".join(str(e).split())
+    text = text.split(" While executing %", 1)[0]  # torch.fx appends the node and a tlparse hint
     if not text:
         text = type(e).__name__
     elif not text.startswith(type(e).__name__) and type(e) not in (
@@ -180,6 +187,7 @@ class _Loader:
         preprocessing: Preprocessing | str | None,
         check_parity: bool,
         tolerance: float,
+        input_size: tuple[int, int] | None = None,
     ) -> LoadedModel:
 
         t_start = time.perf_counter()
@@ -205,7 +213,8 @@ class _Loader:
         metadata = {p.key: p.value for p in model.metadata_props}
         half = precision.uses_half(model)
         chosen = input_name or (sidecar.input_name if sidecar else None)
-        request = _Request(model, chosen, input_name is not None, metadata)
+        size = input_size or (sidecar.input_size if sidecar else None)
+        request = _Request(model, chosen, input_name is not None, metadata, size)
         built = self._build_with_fallback(request)
         self.warnings += built.warnings
         report = built.report
@@ -385,7 +394,7 @@ class _Loader:
         image = model.graph.input[index].name
         spec["dtype"] = _declared_dtype(req.base, image, spec["dtype"])
         canon.prune_unused(model, report, protect=[image])
-        hint = self._size_hint(req.metadata, spec)
+        hint = self._size_hint(req.metadata, spec, req.input_size)
         if hint:
             spec["height"], spec["width"] = hint
         vet.check_activation_sizes(canon.without_weights(model)[0], spec, str(self.path))
@@ -478,16 +487,21 @@ class _Loader:
         canon.fill_shapes_with_ort(model, feeds, missing, report)
         report.applied.append(canon.MEASURE_SHAPES)
 
-    def _size_hint(self, metadata: dict[str, str], spec: dict) -> tuple[int, int] | None:
-        """The training size a size-agnostic model records (``fvdesk.input_size``, Ultralytics'
-        ``imgsz``); a fixed-size model that records another size gets a warning."""
-        hint = _size_hint(metadata, str(self.path))
+    def _size_hint(
+        self, metadata: dict[str, str], spec: dict, user: tuple[int, int] | None = None
+    ) -> tuple[int, int] | None:
+        """The user's input size, else the training size a size-agnostic model records
+        (``fvdesk.input_size``, Ultralytics' ``imgsz``); a fixed-size model given or recording
+        another size gets a warning."""
+        hint = user or _size_hint(metadata, str(self.path))
+        spec["size_source"] = "user" if user else ("metadata" if hint else "default")
         if hint is None or spec["dynamic_size"]:
             return hint
         if hint != (spec["height"], spec["width"]):
+            where = "you chose" if user else "it records in its metadata"
             self.warnings.append(
-                f"{self.path.name} records an input size of {hint[0]}×{hint[1]} in its metadata "
-                f"but its input is fixed at {spec['height']}×{spec['width']}; using the input's."
+                f"{self.path.name} has its input fixed at {spec['height']}×{spec['width']}, not the "
+                f"{hint[0]}×{hint[1]} {where}; using the input's."
             )
         return None
 
@@ -996,6 +1010,7 @@ class _Request:
     chosen: str | None
     explicit: bool
     metadata: dict[str, str]
+    input_size: tuple[int, int] | None = None  # the user's (argument or sidecar)
 
 
 @dataclass
@@ -1042,7 +1057,17 @@ class _BuildFailure(Exception):
             self.public: FvdeskError = error
             self.cause = str(error)
         elif isinstance(error, _ProbeError):
-            self.public = ModelLoadError(f"{path} converts to torch but the result {error}.")
+            advice = ""
+            if error.size_agnostic:
+                advice = (
+                    "; if the model takes another input size, save it with `fvdesk info "
+                    f"{Path(path).name} --input-size HxW --remember`"
+                    if error.size_source != "user"
+                    else "; check the input size you gave"
+                )
+            self.public = ModelLoadError(
+                f"{path} converts to torch but the result {error}{advice}."
+            )
             self.cause = f"the converted module {error}"
         else:
             self.public = UnsupportedModelError(f"{path} cannot be converted to torch: {error}.")
@@ -1202,7 +1227,13 @@ def _multiple_probe_size(floor: int, j: int) -> int:
 
 
 class _ProbeError(Exception):
-    pass
+    """The converted module failed at the probe; ``size_agnostic``: every spatial dimension was
+    declared dynamic, so the size probed may simply not be the model's."""
+
+    def __init__(self, message: str, spec: dict | None = None) -> None:
+        super().__init__(message)
+        self.size_agnostic = bool(spec and spec.get("dynamic_size"))
+        self.size_source = (spec or {}).get("size_source", "default")
 
 
 class _ShapeRecorder(fx.Interpreter):
@@ -1261,7 +1292,7 @@ def _probe(
         out1 = rec1.run(*_args(module, index, x, extra))
     except Exception as e:  # noqa: BLE001
         raise _ProbeError(
-            f"fails to run on a {'x'.join(map(str, shape))} input: {_cause(e)}"
+            f"fails to run on a {'x'.join(map(str, shape))} input: {_cause(e)}", spec
         ) from e
     first = [isinstance(o, torch.Tensor) and o.dim() >= 1 and o.shape[0] == 1 for o in _outs(out1)]
     _shape2, x2 = _image(spec, 2)

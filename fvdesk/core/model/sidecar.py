@@ -8,7 +8,8 @@ user's answer is remembered beside the model (``resnet.onnx`` -> ``resnet.fvdesk
       "preprocessing": {"preset": "caffe"},            # or {"preset": "custom", "range": [0, 255],
                                                        #     "mean": [...], "std": [...], "bgr": true}
       "labels": "classes.txt",                         # relative to the sidecar's folder, or absolute
-      "input_name": "data_0"                           # which graph input is the image
+      "input_name": "data_0",                          # which graph input is the image
+      "input_size": [48, 320]                          # the size a size-agnostic graph runs at
     }
 
 Every key is optional.  Writes are atomic so a crash never leaves a half-written sidecar.
@@ -36,6 +37,7 @@ class Sidecar:
     preprocessing: Preprocessing | None = None
     labels: Path | None = None
     input_name: str | None = None
+    input_size: tuple[int, int] | None = None
 
 
 def sidecar_path(model_path: str | Path) -> Path:
@@ -72,7 +74,38 @@ def read_sidecar(model_path: str | Path) -> Sidecar | None:
     name = data.get("input_name")
     if name is not None and not isinstance(name, str):
         raise ConfigError(f"The sidecar {path} has an 'input_name' that is not a string.")
-    return Sidecar(pre, labels, name)
+    return Sidecar(pre, labels, name, _input_size(data.get("input_size"), path))
+
+
+def _input_size(raw: Any, path: Path) -> tuple[int, int] | None:
+    if raw is None:
+        return None
+    try:
+        size = parse_input_size(raw)
+    except ValueError:
+        raise ConfigError(
+            f"The sidecar {path} has an 'input_size' that is not [height, width] in 8..4096 px."
+        ) from None
+    return size
+
+
+def parse_input_size(raw: Any) -> tuple[int, int]:
+    """``48x320``, ``224``, ``[48, 320]`` -> (height, width); ``ValueError`` when not 8..4096 px."""
+    if isinstance(raw, str):
+        parts = raw.lower().replace("×", "x").split("x")
+        try:
+            raw = [int(p) for p in parts] if len(parts) == 2 else int(parts[0])
+        except ValueError:
+            raise ValueError(raw) from None
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        raw = [raw, raw]
+    if not (
+        isinstance(raw, (list, tuple))
+        and len(raw) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and 8 <= v <= 4096 for v in raw)
+    ):
+        raise ValueError(raw)
+    return int(raw[0]), int(raw[1])
 
 
 def save_sidecar(
@@ -81,6 +114,7 @@ def save_sidecar(
     preprocessing: Preprocessing | None = None,
     labels: str | Path | None = None,
     input_name: str | None = None,
+    input_size: tuple[int, int] | None = None,
     keep_existing: bool = True,
     forget: tuple[str, ...] = (),
 ) -> Path:
@@ -121,6 +155,8 @@ def save_sidecar(
             data["labels"] = str(lp)
     if input_name is not None:
         data["input_name"] = input_name
+    if input_size is not None:
+        data["input_size"] = [int(input_size[0]), int(input_size[1])]
     try:
         atomic_write_text(path, json.dumps(data, indent=2) + "\n")
     except OSError as e:
