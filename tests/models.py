@@ -575,13 +575,7 @@ class _PoolTailNet(nn.Module):
 
 def pool_tail_onnx(folder: Path, seed: int = 0) -> Path:
     """A size-agnostic export of ``_PoolTailNet``: runs at 64 px and more, fails below."""
-    path = Path(folder) / f"pool_tail3_s{seed}.onnx"
-    if not path.exists():
-        torch.manual_seed(seed)
-        tmp = path.with_suffix(".tmp.onnx")
-        export_onnx(_PoolTailNet().eval(), tmp, size=96, dynamic_size=True)
-        tmp.replace(path)
-    return path
+    return _dynamic_size_export(folder, f"pool_tail3_s{seed}", _PoolTailNet, 96, seed)
 
 
 class _OwnSizeNet(nn.Module):
@@ -599,10 +593,15 @@ class _OwnSizeNet(nn.Module):
 
 def own_size_onnx(folder: Path, seed: int = 0) -> Path:
     """A dynamic-size export of ``_OwnSizeNet``: fails at the default 224, runs at 48x48."""
-    path = Path(folder) / f"own_size48_s{seed}.onnx"
+    return _dynamic_size_export(folder, f"own_size48_s{seed}", _OwnSizeNet, 48, seed)
+
+
+def _dynamic_size_export(folder: Path, name: str, build, size: int, seed: int) -> Path:
+    """``build()`` exported once with dynamic H/W (cached by ``name``)."""
+    path = Path(folder) / f"{name}.onnx"
     if not path.exists():
         torch.manual_seed(seed)
         tmp = path.with_suffix(".tmp.onnx")
-        export_onnx(_OwnSizeNet().eval(), tmp, size=48, dynamic_size=True)
+        export_onnx(build().eval(), tmp, size=size, dynamic_size=True)
         tmp.replace(path)
     return path
