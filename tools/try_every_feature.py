@@ -297,13 +297,12 @@ def _centre(ctx: Context, height: int, width: int) -> str:
     """The grid's centre at the render's canvas: a size-agnostic model's grid shrinks with --size,
     so the centre listed at the native size may be off the grid of a smaller render."""
     rc, out, _ = call(["info", ctx.model, "--json"], ctx.logs)
-    scale = 1.0
+    sy = sx = 1.0
     if rc == 0:
         spec = json.loads(out).get("input") or {}
-        native = spec.get("height") or 0
-        if native and not spec.get("fixed_size", True):
-            scale = min(1.0, ctx.size / native)
-    return f"{int(width * scale) // 2},{int(height * scale) // 2}"
+        if spec.get("height") and spec.get("width") and not spec.get("fixed_size", True):
+            sy, sx = ctx.size / spec["height"], ctx.size / spec["width"]
+    return f"{int(width * sx) // 2},{int(height * sy) // 2}"
 
 
 def shared_inputs(work: Path) -> tuple[Path, Path]:
@@ -328,8 +327,9 @@ def feature_context(model: str | os.PathLike, work: Path, steps: int, size: int)
 
 
 def run_feature(ctx: Context, name: str) -> Outcome:
-    """One feature; a model whose layer listing failed fails every feature with that."""
-    return ctx.listed if ctx.listed.status == FAIL else FEATURES[name](ctx)
+    """One feature; a model whose layer listing failed or was refused (it does not load) gets
+    that outcome in every cell, since the features that need a layer could not be given one."""
+    return ctx.listed if ctx.listed.status != OK else FEATURES[name](ctx)
 
 
 def try_model(
