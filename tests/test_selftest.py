@@ -8,21 +8,25 @@ from fvdesk import selftest
 from fvdesk.cli import main
 
 
+def _devices_here() -> list[str]:
+    """The render checks this machine should get, read from torch, not from the self-test."""
+    import torch
+
+    found = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    return found + (["mps"] if mps is not None and mps.is_available() else [])
+
+
 def test_self_test_passes_here(capsys) -> None:
     assert main(["--self-test"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     names = [line[6:24].strip() for line in lines[:-1]]
-    assert names == [
-        "imports",
-        "load demo model",
-        "parity",
-        "render cpu",
-        "gallery",
-        "app window",
-    ]  # fmt: skip (this machine has no GPU; a CUDA machine adds "render cuda:0" ...)
+    renders = [f"render {d}" for d in _devices_here()]
+    assert names == ["imports", "load demo model", "parity", *renders, "gallery", "app window"]
     assert all(line.startswith("ok ") for line in lines[:-1]), lines
-    assert "objective" in lines[3] and "read back identical" in lines[4]
-    assert lines[-1] == "self-test passed: 6 checks."
+    assert all("objective" in lines[3 + i] for i in range(len(renders)))
+    assert "read back identical" in lines[3 + len(renders)]
+    assert lines[-1] == f"self-test passed: {len(names)} checks."
 
 
 def test_a_failing_check_fails_the_command(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
@@ -35,7 +39,8 @@ def test_a_failing_check_fails_the_command(monkeypatch: pytest.MonkeyPatch, caps
     out = capsys.readouterr().out
     assert "FAIL  gallery            the image of unit 0 changed on the way" in out
     assert "skip  app window" in out
-    assert out.strip().endswith("self-test FAILED: 1 of 6 checks failed.")
+    total = 5 + len(_devices_here())
+    assert out.strip().endswith(f"self-test FAILED: 1 of {total} checks failed.")
 
 
 def test_a_render_that_does_not_optimize_fails(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
