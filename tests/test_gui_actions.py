@@ -613,9 +613,7 @@ def _tree_negative(r: Run) -> None:
 
 @handles("tree-unit:Render as Probability", "tree-unit:Render as Logit")
 def _tree_class_kinds(r: Run) -> None:
-    (t,) = r.new_tiles(
-        lambda: r.tree_menu(LOGITS, 2, choose="tree-unit:Render as Probability")
-    )
+    (t,) = r.new_tiles(lambda: r.tree_menu(LOGITS, 2, choose="tree-unit:Render as Probability"))
     assert t.kind == "prob"
     r.w.settings_panel.set_value("ui:class_kind", "prob")
     try:
