@@ -18,3 +18,18 @@ def fast_settings(window, **extra) -> None:
 
 def wait_idle(qtbot, w, timeout=RENDER_TIMEOUT) -> None:
     qtbot.waitUntil(lambda: not w.queue.busy(), timeout=timeout)
+
+
+def when_modal(fn) -> None:
+    """Call ``fn(dialog)`` once a modal dialog is up (schedule it before what opens one)."""
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    def attempt() -> None:
+        d = QApplication.activeModalWidget()
+        if d is None:
+            QTimer.singleShot(20, attempt)
+            return
+        fn(d)
+
+    QTimer.singleShot(0, attempt)

@@ -483,6 +483,30 @@ def test_unit_rows_are_fetched_in_chunks(qtbot):
     assert idx.data() == "700: x"
 
 
+def test_closing_the_model_empties_the_layer_tree(qtbot, demo_window, demo_model):
+    """Closing a model once left its top-level rows in the tree with no nodes behind them: any
+    paint raised IndexError in ``flags``, and a paint forced from Python (a progress bar's
+    ``setValue`` repaints at once, as the next load's progress did) crashed PySide6."""
+    from fvdesk.core.model.layers import Layer, LayerGraph, TreeNode
+    from fvdesk.gui.qt_layer_model import LayerTreeModel
+
+    layer = Layer("/fc/Gemm", "logits", "Gemm", (None, 10), "vector", 0)
+    root = TreeNode("m", "", None, [TreeNode("fc", layer.name, layer)])
+    tree = LayerTreeModel(LayerGraph([layer], root, layer.name))
+    assert tree.rowCount() == 1
+    tree.set_graph(None)
+    assert tree.rowCount() == 0 and not tree.hasChildren() and not tree.index(0, 0).isValid()
+
+    w = demo_window
+    w.layers.select(CONV1, 3)
+    w.session.close()
+    assert w.layers.tree_proxy.rowCount() == 0
+    w.status.show_loading("demo.onnx")
+    w.status.show_load_progress(0.5, "Converting")  # paints the window now, the tree included
+    w.repaint()
+    w.session.set_model(demo_model)
+
+
 def test_long_sessions_do_not_exhaust_none_refcount():
     """PySide6 6.12.0 drops a reference to None/True/False per C++ call on Python < 3.12 (a few
     minutes of painting aborted the app); pyproject.toml excludes it there, and this checks the

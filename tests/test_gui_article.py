@@ -208,23 +208,18 @@ def select_units(w, layer: str, *units: int) -> None:
 
 def answer_dialog(fill) -> list:
     """Call ``fill(dialog)`` on the modal dialog an action is about to open; what it saw."""
-    from PySide6.QtCore import QTimer
-    from PySide6.QtWidgets import QApplication
+    from tests.gui_support import when_modal
 
     seen: list = []
 
-    def attempt() -> None:
-        d = QApplication.activeModalWidget()
-        if d is None:
-            QTimer.singleShot(20, attempt)
-            return
+    def answer(d) -> None:
         seen.append(d)
         fill(d)
         if d.isVisible():  # refused: never leave the test waiting on a modal loop
             seen.append(d.error.text())
             d.reject()
 
-    QTimer.singleShot(0, attempt)
+    when_modal(answer)
     return seen
 
 

@@ -63,6 +63,7 @@ class LayerTreeModel(QAbstractItemModel):
         self._parent: list[int] = []
         self._row: list[int] = []
         self._children: list[list[int]] = []
+        self._top: list[int] = []  # node ids of the top-level rows
         self._fetched: dict[int, int] = {}
         self._ids: dict[int, int] = {}
         self.graph: LayerGraph | None = None
@@ -76,6 +77,7 @@ class LayerTreeModel(QAbstractItemModel):
         self.beginResetModel()
         self.graph, self.labels = graph, labels
         self._nodes, self._parent, self._row, self._children = [], [], [], []
+        self._top = []  # an emptied tree has no rows (a closed model's would point at nothing)
         self._fetched = {}
         self._ids = {}
         if graph is not None:
@@ -165,7 +167,7 @@ class LayerTreeModel(QAbstractItemModel):
         if row < 0 or column < 0 or column >= len(COLUMNS):
             return QModelIndex()
         if not parent.isValid():
-            if row < len(getattr(self, "_top", ())):
+            if row < len(self._top):
                 return self.createIndex(row, column, self._top[row])
             return QModelIndex()
         pid = int(parent.internalId())
@@ -194,7 +196,7 @@ class LayerTreeModel(QAbstractItemModel):
         if parent.column() > 0:
             return 0
         if not parent.isValid():
-            return len(getattr(self, "_top", ()))
+            return len(self._top)
         pid = int(parent.internalId())
         if pid >> _UNIT_SHIFT:
             return 0
@@ -206,7 +208,7 @@ class LayerTreeModel(QAbstractItemModel):
 
     def hasChildren(self, parent: Index = _ROOT) -> bool:
         if not parent.isValid():
-            return bool(getattr(self, "_top", ()))
+            return bool(self._top)
         if parent.column() > 0:
             return False
         pid = int(parent.internalId())

@@ -413,7 +413,9 @@ class MainWindow(QMainWindow):
     def _tree_menu(self, ref: RowRef, pos: QPoint) -> None:
         if self.model is not None:
             examples = self.datasets.browse_layer if self.datasets.choice else None
-            tree_menu(self, ref, self.jobs, self.article, examples).exec(pos)
+            menu = tree_menu(self, ref, self.jobs, self.article, examples)
+            menu.exec(pos)
+            menu.deleteLater()  # a child of the window: kept (with what it holds) otherwise
 
     # ==========================================================================================
     # tiles
@@ -425,6 +427,7 @@ class MainWindow(QMainWindow):
         if self.tiles.tile(tile_id) is None:
             return None
         dlg = ZoomDialog(self.tiles, tile_id, self)
+        dlg.failed.connect(self.show_error)
         dlg.destroyed.connect(lambda *_: self._zooms.remove(dlg) if dlg in self._zooms else None)
         self._zooms.append(dlg)
         dlg.show()
@@ -444,6 +447,7 @@ class MainWindow(QMainWindow):
             self, tile, self.jobs, self.actions_by_key, self.layers.select, self.article
         )
         menu.exec(self.tile_view.viewport().mapToGlobal(pos))
+        menu.deleteLater()  # it holds the tile (its images) until deleted
 
     # ==========================================================================================
     # galleries and atlases

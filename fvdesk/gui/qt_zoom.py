@@ -1,12 +1,13 @@
 """The zoom window: one tile at full resolution, nearest-neighbour scaled, live while it renders.
 
 It follows the tile through the ``TileModel`` (by id), so it repaints with each preview and closes
-when its tile is removed.
+when its tile is removed.  Save PNG writes atomically; a file that cannot be written is one
+sentence (``failed``, which the window shows as its other errors), never a silent no-op.
 """
 
 from __future__ import annotations
 
-from PySide6.QtCore import QModelIndex, Qt
+from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QModelIndex, Qt, Signal
 from PySide6.QtGui import QAction, QGuiApplication, QKeySequence, QPalette, QPixmap
 from PySide6.QtWidgets import (
     QDialog,
@@ -22,6 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from fvdesk.core.fileio import atomic_write_bytes
 from fvdesk.gui.qt_tiles import RUNNING, Tile, TileModel
 
 
@@ -29,6 +31,8 @@ class ZoomDialog(QDialog):
     """One tile at full resolution, nearest-neighbour scaled, live while it still renders."""
 
     ZOOMS = (1, 2, 3, 4, 6, 8)
+
+    failed = Signal(str, str)  # title, message: the image could not be saved
 
     def __init__(self, model: TileModel, tile_id: int, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -179,5 +183,16 @@ class ZoomDialog(QDialog):
         path, _ = QFileDialog.getSaveFileName(
             self, "Save Image", stem + ".png", "PNG images (*.png)"
         )
-        if path:
-            t.image.save(path, "PNG")
+        if not path:
+            return
+        data = QByteArray()
+        buffer = QBuffer(data)
+        buffer.open(QIODevice.OpenModeFlag.WriteOnly)
+        t.image.save(buffer, "PNG")
+        buffer.close()
+        try:
+            atomic_write_bytes(path, bytes(data.data()))
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            message = f"The image could not be written to {path} ({reason})."
+            self.failed.emit("Cannot Save Image", message)
