@@ -184,3 +184,17 @@ def test_with_diversity_scales_the_term_by_the_objective() -> None:
     assert torch.allclose(ratio, torch.full((4,), 100.0), rtol=1e-4)
     with pytest.raises(ValueError):
         O.with_diversity(combo, "l")
+
+
+def test_a_direction_on_a_layer_whose_channels_follow_the_canvas_is_one_sentence() -> None:
+    """A ViT attention tensor's axis 1 is the token count: a direction read at 224 px (257
+    tokens) meets 5 tokens at 32 px; seen as an internal ValueError on a trained ViT-S."""
+    import torch
+
+    from fvdesk.core.errors import RenderError
+    from fvdesk.core.optim.objectives import CosineTo, Direction
+
+    acts = {"attn": torch.ones(2, 5, 4, 4)}
+    for objective in (Direction("attn", torch.ones(257)), CosineTo("attn", torch.ones(257))):
+        with pytest.raises(RenderError, match=r"^attn has 5 channels at this canvas size but the"):
+            objective(acts)

@@ -352,6 +352,16 @@ def unit(
     return Unit(layer, kind, z, batch=batch)
 
 
+def _channels_changed(layer: str, here: int, made: int, what: str) -> RenderError:
+    """Vectors are read at the model's size and checked against the layer there, so a mismatch
+    at render time means the layer's channel axis follows the canvas (a token or attention axis
+    of a transformer): the fix is the canvas, not the vectors."""
+    return RenderError(
+        f"{layer} has {here} channels at this canvas size but the {what} has {made} (that axis "
+        "changes with the input size); render at the model's own size."
+    )
+
+
 class Direction(Objective):
     """Mean over positions of ``layer[x, y, :] . vector``: a direction in channel space.
 
@@ -377,9 +387,7 @@ class Direction(Objective):
     def __call__(self, acts: Activations) -> torch.Tensor:
         act = acts[self.layer].float()
         if act.shape[1] != self.size:
-            raise ValueError(
-                f"{self.layer} has {act.shape[1]} channels, the direction has {self.size}"
-            )
+            raise _channels_changed(self.layer, act.shape[1], self.size, "direction")
         rows = self.vector.shape[0] if self.vector.dim() == 2 else 1
         if self.vector.dim() == 2 and rows != act.shape[0]:
             raise ValueError(
@@ -434,7 +442,7 @@ class CosineTo(Objective):
         b, c = act.shape[0], act.shape[1]
         v = self.vectors.to(act.device)
         if v.shape[1] != c:
-            raise ValueError(f"{self.layer} has {c} channels, the target vectors {v.shape[1]}")
+            raise _channels_changed(self.layer, c, v.shape[1], "target")
         v = v.expand(b, -1) if v.shape[0] == 1 else v
         if v.shape[0] != b:
             raise ValueError(f"{self.describe()} has {v.shape[0]} vectors for a batch of {b}")
