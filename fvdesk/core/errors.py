@@ -35,6 +35,11 @@ class RenderError(FvdeskError):
     """An optimization could not run or diverged (NaN/Inf, unknown layer, bad unit)."""
 
 
+class ChannelMismatchError(RenderError, ValueError):
+    """An objective's vector does not match its layer's channels (a ``ValueError`` too, as it was
+    before it became a one-sentence render error)."""
+
+
 class GalleryError(FvdeskError):
     """A gallery folder cannot be written or read."""
 

@@ -30,7 +30,7 @@ from typing import Literal
 
 import torch
 
-from fvdesk.core.errors import RenderError
+from fvdesk.core.errors import ChannelMismatchError, RenderError
 from fvdesk.core.model.layers import token_target
 
 UnitKind = Literal["neuron", "channel", "deepdream", "logit", "prob"]
@@ -352,13 +352,14 @@ def unit(
     return Unit(layer, kind, z, batch=batch)
 
 
-def _channels_changed(layer: str, here: int, made: int, what: str) -> RenderError:
-    """Vectors are read at the model's size and checked against the layer there, so a mismatch
-    at render time means the layer's channel axis follows the canvas (a token or attention axis
-    of a transformer): the fix is the canvas, not the vectors."""
-    return RenderError(
-        f"{layer} has {here} channels at this canvas size but the {what} has {made} (that axis "
-        "changes with the input size); render at the model's own size."
+def _channels_changed(layer: str, here: int, made: int, what: str) -> ChannelMismatchError:
+    """Vectors read from the model are checked against the layer at the model's size, so a
+    mismatch at render time is most often a layer whose channel axis follows the canvas (a
+    transformer's token axis): the sentence says so."""
+    return ChannelMismatchError(
+        f"{layer} has {here} channels at this canvas size but the {what} has {made}; a layer "
+        "whose channel axis follows the input size (a transformer's tokens) must be rendered at "
+        "the size its vectors were read at."
     )
 
 
