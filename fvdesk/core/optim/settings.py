@@ -158,10 +158,13 @@ class RenderSettings:
     param: Literal["fourier", "pixel", "maco", "prior"] = "fourier"
     decorrelate: bool = True
     decay: float = 1.5  # spectrum 1/f**decay; the article's (Lucid's) is 1.0
-    # structures larger than this many pixels gain no more than it (0: the canvas, Lucid's)
-    spectrum_period: float = 0.0
+    # structures larger than this many pixels gain no more than it (0: the canvas, Lucid's);
+    # 16 keeps large patches from running out of the sigmoid's range (benchmarks/README.md)
+    spectrum_period: float = 16.0
     color_matrix: list[list[float]] | None = None  # None = the ImageNet colour correlation
-    chroma: float = 1.0  # gain of the colour matrix's colour axes (all but the first)
+    # gain of the colour matrix's colour axes (all but the first); 0.6 keeps colourfulness in
+    # photographs' range (benchmarks/README.md, issue 20)
+    chroma: float = 0.6
     transforms: TransformSettings | None = field(default_factory=TransformSettings)
     fit: Literal["resize", "crop"] = "resize"  # fixed-size models: canvas -> native size
     tv: float = 0.0
