@@ -190,3 +190,15 @@ def test_invalid_parameterizations_are_config_errors() -> None:
         ImageParam(0, 16)
     with pytest.raises(ConfigError):
         ImageParam(1, 16, channels=4)
+
+
+def test_spectrum_period_caps_the_gain_of_the_largest_structures() -> None:
+    plain, capped = spectrum_scale(32, 48, decay=1.5), spectrum_scale(32, 48, 1.5, period=12.0)
+    f = rfft_frequencies(32, 48)
+    low = f < 1.0 / 12
+    assert torch.allclose(capped[low], torch.full_like(capped[low], 12.0**1.5))
+    assert torch.equal(capped[~low], plain[~low])  # the rest of the spectrum is unchanged
+    assert plain[0, 0].item() == pytest.approx(48.0**1.5)  # far above the cap
+    # 0 or a period beyond the canvas: Lucid's floor at 1 / max(h, w)
+    assert torch.equal(spectrum_scale(32, 48, 1.5, period=0.0), plain)
+    assert torch.equal(spectrum_scale(32, 48, 1.5, period=100.0), plain)

@@ -85,3 +85,47 @@ def test_wrong_shapes_are_refused():
         Q.colourfulness(np.zeros((1, 8, 8), np.uint8))
     with pytest.raises(ValueError, match="images"):
         Q.clipped_share(np.zeros((8, 8), np.uint8))
+
+
+# -- plausibility ---------------------------------------------------------------------------------
+def test_pattern_similarity_is_the_centred_cosine():
+    centre = np.array([1.0, 1.0, 1.0])
+    tops = np.array([[3.0, 1.0, 1.0], [2.0, 1.0, 1.0]])  # mean departs from the centre along x
+    assert Q.pattern_similarity(np.array([5.0, 1.0, 1.0]), tops, centre) == pytest.approx(1.0)
+    assert Q.pattern_similarity(np.array([1.0, 4.0, 1.0]), tops, centre) == pytest.approx(0.0)
+    assert Q.pattern_similarity(np.array([0.0, 1.0, 1.0]), tops, centre) == pytest.approx(-1.0)
+    # an average image (no departure at all) is not similar to anything
+    assert Q.pattern_similarity(centre, tops, centre) == 0.0
+
+
+def test_photo_crops_are_canvas_sized_varied_and_reproducible():
+    photos = [_natural(seed=1, size=96)[0], _natural(seed=2, size=80)[0]]
+    a = Q.photo_crops(photos, 16, 24, per_photo=8, seed=5)
+    assert a.shape == (16, 16, 24, 3) and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, Q.photo_crops(photos, 16, 24, per_photo=8, seed=5))
+    assert len({c.tobytes() for c in a}) == 16  # no two crops alike
+    with pytest.raises(ValueError, match="photograph"):
+        Q.photo_crops([], 16, 16)
+
+
+def test_plausibility_ranks_an_image_of_the_units_class_above_others(demo_model):
+    """On the demo model's logits (one unit per pattern class), an unseen image of the unit's
+    class resembles the unit's top examples more than an image of another class, and both more
+    than flat grey or noise, which resemble an average image."""
+    from fvdesk.core.patterns import CLASSES, generate
+
+    x, y = generate(96, size=32, seed=0)
+    crops = np.rint(x.transpose(0, 2, 3, 1) * 255).astype(np.uint8)
+    logits = demo_model.graph.logits_name
+    means = Q.channel_means(demo_model, logits, crops)
+    vertical, horizontal = CLASSES.index("vertical stripes"), CLASSES.index("horizontal stripes")
+    top = Q.top_examples(means, [vertical], k=6)[0]
+    assert (y[top] == vertical).mean() >= 5 / 6  # the top examples are that class's images
+    xt, yt = generate(16, size=32, seed=1)
+    test = np.rint(xt.transpose(0, 2, 3, 1) * 255).astype(np.uint8)
+    same, other = test[yt == vertical][:1], test[yt == horizontal][:1]
+    grey = np.full_like(same, 128)
+    renders = np.concatenate([same, other, grey, _noise(size=32)])
+    p = Q.plausibility(demo_model, logits, [vertical] * 4, renders, means, k=6)
+    assert p[0] > 0.5 and p[0] > p[1] + 0.3, p
+    assert p[0] > max(p[2], p[3]) + 0.3, p

@@ -176,6 +176,16 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
         else:
             g.add_argument(o.flag, dest=o.name, type=_option_type(o), default=None,
                            metavar=o.name.upper(), help=text)  # fmt: skip
+    from fvdesk.core.optim.settings import RECIPES
+
+    groups["optimization"].add_argument(
+        "--recipe",
+        choices=tuple(RECIPES),
+        default=None,
+        help="named settings the other flags start from: 'default', 'fidelity' (the default "
+        "before clipping and colour were measured) or 'article' (Olah et al. 2017: Adam 0.05, "
+        "1/f spectrum, the article's transforms) (default: default)",
+    )
     tr = groups["transformation robustness"]
     tr.add_argument("--no-transforms", action="store_true",
                     help="no transformation robustness at all (the article's baseline)")  # fmt: skip

@@ -128,9 +128,9 @@ def _emit_json(obj: Any) -> None:
 def render_settings(args: argparse.Namespace, **extra: Any) -> Any:
     """``RenderSettings`` from the engine's defaults, overridden by the flags given."""
     from fvdesk.core.optim import options
-    from fvdesk.core.optim.settings import RenderSettings
+    from fvdesk.core.optim.settings import recipe
 
-    base = RenderSettings(**extra)
+    base = recipe(getattr(args, "recipe", None) or "default", **extra)
     if getattr(args, "no_transforms", False):
         base.transforms = None
     given = {

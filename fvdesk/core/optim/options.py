@@ -177,8 +177,23 @@ OPTIONS: tuple[Option, ...] = (
         bool,
     ),
     Option(
+        "chroma",
+        "gain of the decorrelated colour axes against luminance (1: the colour matrix as "
+        "measured); below 1 keeps renders' colours within photographs' range",
+        "parameterization",
+        float,
+        above=True,
+    ),
+    Option(
         "decay",
         "Fourier spectrum decay: frequencies scaled by 1/f^decay",
+        "parameterization",
+        float,
+    ),
+    Option(
+        "spectrum_period",
+        "Fourier: structures larger than this many pixels get no larger steps than it (0: the "
+        "canvas, as Lucid); keeps large flat patches from running out of range",
         "parameterization",
         float,
     ),

@@ -153,16 +153,23 @@ def rfft_frequencies(h: int, w: int) -> torch.Tensor:
     return torch.sqrt(fx * fx + fy * fy)
 
 
-def spectrum_scale(h: int, w: int, decay: float = 1.0) -> torch.Tensor:
-    """``1 / max(f, 1/max(h, w)) ** decay``: equalizes the energy of all frequencies.
+def spectrum_scale(h: int, w: int, decay: float = 1.0, period: float = 0.0) -> torch.Tensor:
+    """``1 / max(f, f_min) ** decay``: equalizes the energy of all frequencies.
 
     Natural images have a ~1/f amplitude spectrum, so scaling unit-variance coefficients this way
     makes a random spectrum look like a natural image and makes gradient steps equally easy at
     every frequency (the article's preconditioner).  With an orthonormal inverse FFT no extra
-    ``sqrt(h*w)`` factor is needed.
+    ``sqrt(h*w)`` factor is needed.  ``f_min`` is ``1 / max(h, w)`` (Lucid's), or ``1 / period``
+    when ``period`` (pixels) is shorter: structures larger than ``period`` then gain no more
+    than it.  With a steep ``decay`` the largest structures otherwise take the largest steps,
+    the more so the larger the canvas, and push whole patches past the sigmoid's range (flat,
+    clipped colour).
     """
     f = rfft_frequencies(h, w)
-    return (1.0 / torch.clamp(f, min=1.0 / max(h, w)) ** decay).float()
+    f_min = 1.0 / max(h, w)
+    if period > 0:
+        f_min = max(f_min, 1.0 / period)
+    return (1.0 / torch.clamp(f, min=f_min) ** decay).float()
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -189,6 +196,8 @@ class ImageParam(nn.Module):
         kind: ParamKind = "fourier",
         decorrelate: bool = True,
         decay: float = 1.0,
+        period: float = 0.0,
+        chroma: float = 1.0,
         color_matrix: Sequence[Sequence[float]] | None = None,
         sd: float = 0.01,
         seeds: Sequence[int] | None = None,
@@ -214,7 +223,7 @@ class ImageParam(nn.Module):
         device = torch.device(device)
         if kind == "fourier":
             # Lucid's division by 4 is folded into the spectrum scale (one pass less per step)
-            scale = spectrum_scale(height, width, decay) / FOURIER_MAGIC
+            scale = spectrum_scale(height, width, decay, period) / FOURIER_MAGIC
             self.register_buffer("scale", scale.to(device), persistent=False)
             self.latent_shape: tuple[int, ...] = (channels, height, width // 2 + 1, 2)
         else:
@@ -229,6 +238,11 @@ class ImageParam(nn.Module):
             t = torch.randn((k, channels, h, w), generator=g) * sd
             self.shared.append(nn.Parameter(t.to(device)))
         cm = normalized_color_matrix(color_matrix) if self.decorrelate else torch.eye(channels)
+        if self.decorrelate and chroma != 1.0:
+            # the columns after the first are the weaker colour axes (opponent colours for an
+            # SVD root): Adam moves every latent coordinate alike, however little the network
+            # asks of it, so colour grows as fast as luminance; ``chroma`` slows it
+            cm = cm * torch.tensor([1.0, float(chroma), float(chroma)])[None, :]
         self.register_buffer("color", cm.to(device), persistent=False)
 
     def _draw(self, seeds: Sequence[int], sd: float) -> torch.Tensor:

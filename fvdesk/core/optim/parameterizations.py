@@ -49,6 +49,7 @@ def make_param(
         channels=channels,
         decorrelate=settings.decorrelate,
         decay=settings.decay,
+        chroma=settings.chroma,
         color_matrix=settings.color_matrix,
         sd=settings.init_sd,
         seeds=seeds,
@@ -58,7 +59,8 @@ def make_param(
     if settings.param == "maco":
         return MacoParam(batch, height, width, spectrum=spectrum_for(settings.maco_spectrum),
                          **common)  # type: ignore[arg-type]  # fmt: skip
-    return ImageParam(batch, height, width, kind=settings.param, **common)  # type: ignore[arg-type]
+    return ImageParam(batch, height, width, kind=settings.param, period=settings.spectrum_period,
+                      **common)  # type: ignore[arg-type]  # fmt: skip
 
 
 def pin_settings(settings: RenderSettings, *, maco: bool = False) -> RenderSettings:

@@ -18,7 +18,10 @@ numbers on that, on the final image as saved (uint8):
 * ``colourfulness``: Hasler and Suesstrunk's (2003) measure on the opponent axes red-green and
   yellow-blue; natural photographs mostly lie between about 15 and 110 (``NATURAL_COLOURFULNESS``),
   garish renders far above;
-* ``saturation``: the mean HSV saturation, a second view of the same excess.
+* ``saturation``: the mean HSV saturation, a second view of the same excess;
+* ``plausibility``: how much the render's activation pattern at the unit's layer resembles that
+  of the unit's top examples among natural photographs (``photo_crops``, ``top_examples``): the
+  idea of Fel et al.'s (2023) plausibility score, for one unit instead of one class.
 
 The benchmark ``benchmarks/bench_fidelity.py`` and the engine's tests share these definitions.
 """
@@ -227,3 +230,96 @@ def dead_mask(model: LoadedModel, objective: Objective, images: np.ndarray) -> n
     x = to_tensor(images, model.device).requires_grad_(True)
     (g,) = torch.autograd.grad(_values(model, objective, x).sum(), x)
     return (g.flatten(1).abs().amax(1) == 0).cpu().numpy()
+
+
+# -- plausibility against natural photographs ----------------------------------------------------
+def photo_crops(
+    photos: list[np.ndarray],
+    height: int,
+    width: int,
+    per_photo: int = 32,
+    *,
+    seed: int = 0,
+) -> np.ndarray:
+    """Random crops of ``photos`` (H, W, 3 uint8) resized to ``height x width``: uint8 (N, h, w, 3).
+
+    Per photograph, ``per_photo`` crops of the canvas's aspect ratio, their short side drawn
+    log-uniformly from 1/8 to all of the photograph's, half of them mirrored: a handful of
+    photographs becomes a dataset with objects at many scales, as a unit's top examples need.
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for photo in photos:
+        im = Image.fromarray(np.asarray(photo, np.uint8)).convert("RGB")
+        pw, ph = im.size
+        fit = min(pw / width, ph / height)  # largest crop of the canvas's aspect ratio, in canvases
+        for _ in range(per_photo):
+            k = fit * math.exp(rng.uniform(math.log(1 / 8), 0.0))
+            cw, ch = max(1, round(width * k)), max(1, round(height * k))
+            x0, y0 = int(rng.integers(0, pw - cw + 1)), int(rng.integers(0, ph - ch + 1))
+            c = im.crop((x0, y0, x0 + cw, y0 + ch)).resize((width, height), Image.Resampling.BOX)
+            a = np.asarray(c, np.uint8)
+            out.append(a[:, ::-1] if rng.random() < 0.5 else a)
+    if not out:
+        raise ValueError("photo_crops needs at least one photograph")
+    return np.stack(out)
+
+
+@torch.no_grad()
+def channel_means(
+    model: LoadedModel, layer: str, images: np.ndarray, batch: int = 32
+) -> np.ndarray:
+    """(N, C): each image's activations at ``layer`` averaged over positions (its pattern)."""
+    ext = model.extractor([layer])
+    rows = []
+    for i in range(0, len(images), batch):
+        x = to_tensor(images[i : i + batch], model.device)
+        a = ext(model.prepare_input(x))[layer].float()
+        rows.append(a.flatten(2).mean(2) if a.ndim > 2 else a)
+    return torch.cat(rows).double().cpu().numpy()
+
+
+def top_examples(crop_means: np.ndarray, units: list[int], k: int = 4) -> list[np.ndarray]:
+    """Per unit, the indices of the ``k`` crops with the highest channel mean, best first
+    (``crop_means``: ``channel_means`` of the crops)."""
+    return [np.argsort(-crop_means[:, u], kind="stable")[:k] for u in units]
+
+
+def pattern_similarity(render: np.ndarray, tops: np.ndarray, centre: np.ndarray) -> float:
+    """Cosine similarity of ``render`` (C,) and the mean of ``tops`` (k, C), both taken relative
+    to ``centre`` (C,), the photographs' mean pattern.
+
+    Centring removes what every image shares (post-ReLU activations are all positive, so raw
+    patterns are all alike): +1 when the render departs from an average photograph the way the
+    unit's top photographs do, 0 when unrelated, negative when opposite.
+    """
+    a = np.asarray(render, np.float64) - centre
+    b = np.asarray(tops, np.float64).mean(0) - centre
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    return float(a @ b / (na * nb)) if na > 0 and nb > 0 else 0.0
+
+
+def plausibility(
+    model: LoadedModel,
+    layer: str,
+    units: list[int],
+    renders: np.ndarray,
+    crop_means: np.ndarray,
+    k: int = 4,
+) -> np.ndarray:
+    """Per render ``i`` (of unit ``units[i]``), ``pattern_similarity`` of its pattern at ``layer``
+    to that of the unit's top ``k`` photo crops, relative to the mean crop (``crop_means``:
+    ``channel_means`` of the crops at ``layer``).
+
+    Unlike the objective, which one channel decides, this compares all channels of the layer: a
+    render that drives its unit with colours or textures no photograph has scores low even when
+    its objective is high.
+    """
+    top = top_examples(crop_means, units, k)
+    centre = crop_means.mean(0)
+    mine = channel_means(model, layer, renders)
+    return np.asarray(
+        [pattern_similarity(mine[i], crop_means[top[i]], centre) for i in range(len(units))]
+    )

@@ -7,7 +7,7 @@ records can build, check and store settings without loading the engine.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -142,6 +142,11 @@ class TransformSettings:
 
 
 # -- settings ---------------------------------------------------------------------------------------
+#: Fields added after galleries were first recorded, with the value every render had before:
+#: ``from_dict`` fills them in, so an old record reproduces the old image whatever the default.
+BEFORE_FIELD: dict[str, Any] = {"spectrum_period": 0.0, "chroma": 1.0}
+
+
 @dataclass
 class RenderSettings:
     """Everything that determines a render; ``to_dict()`` is what galleries record."""
@@ -153,7 +158,13 @@ class RenderSettings:
     param: Literal["fourier", "pixel", "maco", "prior"] = "fourier"
     decorrelate: bool = True
     decay: float = 1.5  # spectrum 1/f**decay; the article's (Lucid's) is 1.0
+    # structures larger than this many pixels gain no more than it (0: the canvas, Lucid's);
+    # 16 keeps large patches from running out of the sigmoid's range (benchmarks/README.md)
+    spectrum_period: float = 16.0
     color_matrix: list[list[float]] | None = None  # None = the ImageNet colour correlation
+    # gain of the colour matrix's colour axes (all but the first); 0.6 keeps colourfulness in
+    # photographs' range (benchmarks/README.md, issue 20)
+    chroma: float = 0.6
     transforms: TransformSettings | None = field(default_factory=TransformSettings)
     fit: Literal["resize", "crop"] = "resize"  # fixed-size models: canvas -> native size
     tv: float = 0.0
@@ -238,6 +249,8 @@ class RenderSettings:
             "init_sd",
             "early_stop",
             "grad_blur",
+            "spectrum_period",
+            "chroma",
         ):
             v = getattr(self, name)
             if (
@@ -249,6 +262,8 @@ class RenderSettings:
                 raise bad(name, "must be a finite number >= 0")
         if self.lr <= 0:
             raise bad("lr", "must be positive")
+        if self.chroma <= 0:
+            raise bad("chroma", "must be positive (colours cannot be mapped back otherwise)")
         if self.param not in PARAM_KINDS:
             raise bad("param", f"must be one of {', '.join(PARAM_KINDS)}")
         self._validate_spectrum_settings(bad)
@@ -331,9 +346,49 @@ class RenderSettings:
             raise ConfigError(f"Render settings must be a JSON object, got {type(data).__name__}.")
         names = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in names}
+        for k, v in BEFORE_FIELD.items():  # a record made before a field existed used its value
+            kwargs.setdefault(k, v)
         if "transforms" in kwargs and kwargs["transforms"] is not None:
             kwargs["transforms"] = TransformSettings.from_dict(kwargs["transforms"])
         try:
             return cls(**kwargs)
         except TypeError as e:
             raise ConfigError(f"Invalid render settings: {e}.") from None
+
+
+# -- named recipes -------------------------------------------------------------------------------
+#: Named recipes: ``RenderSettings`` overrides on today's defaults (``default`` is the defaults
+#: themselves).  ``fidelity`` is the default chosen by the fidelity benchmark before the image
+#: measures of issue 20; ``article`` is the article's recipe (Adam at 0.05, constant, 1/f
+#: spectrum, the article's transform chain).  Steps, canvas, batch and seed are a render's
+#: budget, not its recipe, so no recipe sets them.
+RECIPES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "fidelity": {
+        "lr": 0.08,
+        "decay": 1.5,
+        "spectrum_period": 0.0,
+        "chroma": 1.0,
+        "lr_anneal": 0.5,
+        "lr_final": 0.05,
+        "transforms": TransformSettings(),
+    },
+    "article": {
+        "lr": 0.05,
+        "decay": 1.0,
+        "spectrum_period": 0.0,
+        "chroma": 1.0,
+        "lr_anneal": 0.0,
+        "lr_final": 0.05,
+        "transforms": TransformSettings.article(),
+    },
+}
+
+
+def recipe(name: str, **overrides: Any) -> RenderSettings:
+    """``RenderSettings`` of the named recipe (``RECIPES``), with ``overrides`` on top."""
+    if name not in RECIPES:
+        raise ConfigError(f"Unknown recipe {name!r}; known: {', '.join(RECIPES)}.")
+    changes = {k: (replace(v) if isinstance(v, TransformSettings) else v)
+               for k, v in RECIPES[name].items()}  # fmt: skip
+    return RenderSettings(**(changes | overrides))
