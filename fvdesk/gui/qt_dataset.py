@@ -25,15 +25,13 @@ from PySide6.QtWidgets import QWidget
 
 from fvdesk.core.dataset.choice import DatasetChoice
 from fvdesk.core.optim.events import NoticeEvent, ProgressEvent
-from fvdesk.core.optim.jobs import ClusterJob, ExamplesJob, JobSpec, Slot, unit_caption
+from fvdesk.core.optim.jobs import ClusterJob, ExamplesJob, JobSpec, unit_caption
 from fvdesk.gui.qt_controller import Controller
 from fvdesk.gui.qt_dataset_dialog import DatasetDialog
 from fvdesk.gui.qt_examples import ExamplesPanel
 from fvdesk.gui.qt_examples_browser import LayerExamplesBrowser
-from fvdesk.gui.qt_jobs import register_tiles
 from fvdesk.gui.qt_runners import DoneFn, EventFn, FailFn, QueueRunner
 from fvdesk.gui.qt_tiles import Tile
-from fvdesk.gui.qt_tiles import caption_layer as short
 from fvdesk.gui.qt_worker import BackgroundCall, error_text
 
 NO_DATASET = (
@@ -43,16 +41,6 @@ NO_DATASET = (
 #: Tile kinds whose value is the measure the pass ranks images by (a probability is not a logit).
 COMPARABLE = ("channel", "logit", "neuron", "cluster")
 Key = tuple[str, str, int | None, int | None]  # layer, measure, x, y
-
-
-def _cluster_tiles(spec: ClusterJob, slot: Slot, label_of: Callable[[str, int], Any]) -> dict:
-    caption = unit_caption(short(spec.layer), spec.unit, facet=slot.facet)
-    return {"layer": spec.layer, "unit": spec.unit, "kind": "cluster",
-            "label": label_of(spec.layer, spec.unit),
-            "caption": f"{caption} (cluster {slot.facet + 1}/{spec.facets})"}  # fmt: skip
-
-
-register_tiles(ClusterJob, _cluster_tiles)
 
 
 def measure_of(kind: str, spec: Any) -> tuple[str, int | None, int | None]:
@@ -329,9 +317,8 @@ class DatasetController(Controller):
             self._tile = None
             ux = le.unit(unit, top=self.choice.top, bottom=self.choice.bottom)
             label = self.session.unit_label(layer, unit)
-            self.panel.show_unit(
-                ux, title=f"<b>{short(layer)}:{unit}{f' ({label})' if label else ''}</b>"
-            )
+            caption = unit_caption(layer, unit)
+            self.panel.show_unit(ux, title=f"<b>{caption}{f' ({label})' if label else ''}</b>")
 
     # -- facets from dataset clusters -------------------------------------------------------------
     def render_cluster_facets(self, layer: str, units: list[int], facets: int) -> bool:

@@ -28,8 +28,10 @@ from typing import Any
 from PySide6.QtCore import Signal
 
 from fvdesk.core.errors import FvdeskError
+from fvdesk.core.model.graph import short_name
 from fvdesk.core.optim.events import NoticeEvent, StepEvent
-from fvdesk.core.optim.jobs import JobSpec, unit_caption
+from fvdesk.core.optim.jobs import JobSpec
+from fvdesk.core.optim.presentation import slot_view
 from fvdesk.core.output import gallery as gal
 from fvdesk.core.output.atlas import (
     Atlas,
@@ -40,8 +42,8 @@ from fvdesk.core.output.atlas import (
     plan_atlas,
 )
 from fvdesk.gui.qt_controller import Controller
-from fvdesk.gui.qt_jobs import tile_fields
-from fvdesk.gui.qt_tiles import DONE, Tile, caption_layer, to_qimage
+from fvdesk.gui.qt_jobs import view_fields
+from fvdesk.gui.qt_tiles import DONE, Tile, to_qimage
 from fvdesk.gui.qt_worker import BackgroundCall, Task, error_text
 
 
@@ -70,27 +72,17 @@ def strip_rows(items: list[gal.GalleryItem]) -> list[int]:
 
 
 def tile_of_item(item: gal.GalleryItem, image: Any, model: dict[str, Any], *, row: int = 0) -> Tile:
-    """A finished tile for a saved item, described from its provenance like a live tile; a
-    strip's tiles get ``row``."""
+    """A finished tile for a saved item: laid out by its job's core view (a strip's tiles get
+    ``row``), captioned and labelled as it was saved."""
     prov = item.provenance
-    fields: dict[str, Any] = {}
+    fields: dict[str, Any] = {"layer": item.layer, "unit": item.unit, "kind": item.objective}
     try:
         spec = JobSpec.from_dict(prov["job"])
-        fields = tile_fields(spec, spec.slots()[int(prov["slot"])], lambda _l, _u: None, row=row)
+        fields = view_fields(slot_view(spec, spec.slots()[int(prov["slot"])]), spec, row=row)
     except (FvdeskError, KeyError, IndexError, TypeError, ValueError):  # a version-1 item
-        fields = {
-            "layer": item.layer,
-            "unit": item.unit,
-            "kind": item.objective,
-            "caption": unit_caption(
-                caption_layer(item.layer),
-                item.unit,
-                facet=item.facet,
-                negative=item.negative,
-                kind=item.objective,
-            ),  # fmt: skip
-        }
-    fields.update(label=item.label, facet=item.facet, negative=item.negative)
+        pass
+    fields.update(caption=item.display_caption, label=item.label, facet=item.facet,
+                  negative=item.negative)  # fmt: skip
     steps = int(item.steps or 0)
     t = Tile(**fields, state=DONE, value=item.value, image=to_qimage(image), array=image,
              result=item, settings=item.settings, dead=item.dead, steps=steps, step=steps)  # fmt: skip
@@ -263,7 +255,7 @@ class GalleryController(Controller):
             self.message.emit(f"Atlas: {ev.message}", True)
         if isinstance(ev, (Todo, UnitCommitted, StepEvent, LayerStarted)):
             step = f" · step {ev.step}/{ev.steps}" if isinstance(ev, StepEvent) else ""
-            where = f" · {caption_layer(self._layer)}" if self._layer else ""
+            where = f" · {short_name(self._layer)}" if self._layer else ""
             text = f"Atlas {self._done}/{self._total}{where}{step}"
             self.progress.emit(self._done / self._total, text)
 

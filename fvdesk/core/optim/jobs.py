@@ -34,7 +34,7 @@ from typing import Any, ClassVar, Literal
 from fvdesk.core.errors import ConfigError, RenderError
 from fvdesk.core.model.preprocessing import Preprocessing, parse_preprocessing
 from fvdesk.core.optim.settings import RenderSettings
-from fvdesk.core.optim.variants import SPECTRUM, variant
+from fvdesk.core.optim.variants import SPECTRUM, STEEPEST, Variant, variant
 
 UnitKind = Literal["neuron", "channel", "deepdream", "logit", "prob"]
 #: The objective kinds of a single unit, in the order menus and help texts list them.
@@ -545,7 +545,13 @@ class SteepestJob(_OnTerms):
         object.__setattr__(self, "terms", _terms(self.terms, "A steepest-descent view"))
 
     def slots(self) -> list[Slot]:
-        return [Slot(i, -1, i, (0,), i) for i in range(6)]
+        return [Slot(i, -1, i, (0,), i) for i in range(2 * len(STEEPEST))]
+
+    @staticmethod
+    def metric(index: int) -> tuple[Variant, bool]:
+        """(the metric of ``variants.STEEPEST``, whether it is a first step) of slot ``index``:
+        the one statement of the view's layout (the runner and the captions read it)."""
+        return STEEPEST[index % len(STEEPEST)], index < len(STEEPEST)
 
     @property
     def title(self) -> str:

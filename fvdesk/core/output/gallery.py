@@ -168,6 +168,17 @@ class GalleryItem:
     examples: dict = field(default_factory=dict)
 
     @property
+    def display_caption(self) -> str:
+        """The caption the job gave it; for items saved without one (version 1), the core's
+        caption of its unit."""
+        if self.caption:
+            return self.caption
+        from fvdesk.core.optim.jobs import unit_caption
+
+        return unit_caption(self.layer, self.unit, facet=self.facet, negative=self.negative,
+                            kind=self.objective)  # fmt: skip
+
+    @property
     def settings(self) -> dict[str, Any]:
         """The render settings it was made with (from the provenance record)."""
         return dict(self.provenance.get("settings") or {})
@@ -867,10 +878,7 @@ def _read_png(path: Path) -> np.ndarray:
 
 def caption_lines(item: GalleryItem) -> list[str]:
     """The item's caption (the one the job gave it), its class label, its value."""
-    from fvdesk.core.optim.jobs import unit_caption
-
-    head = item.caption or unit_caption(item.layer, item.unit, facet=item.facet,
-                                        negative=item.negative, kind=item.objective)  # fmt: skip
+    head = item.display_caption
     lines = [head]
     if item.label and item.label not in head:
         lines.append(str(item.label))
