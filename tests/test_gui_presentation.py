@@ -82,3 +82,25 @@ def test_the_old_app_describers_still_work_with_a_warning() -> None:
     odd = OddJob(CONV1, (1,))
     view = slot_view(odd, odd.slots()[0])
     assert (view.caption, view.kind, view.strip) == ("odd one", "odd", True)
+
+
+def test_the_app_asks_the_core_which_kinds_have_figures_and_comparable_values(
+    qtbot, demo_window
+) -> None:
+    from fvdesk.core.optim.kinds import COMPARABLE_KINDS, FIGURE_KINDS
+    from fvdesk.gui import qt_dataset, qt_menus
+    from fvdesk.gui.qt_tiles import DONE, Tile
+
+    w = demo_window
+    offered = {}
+    for kind in ("channel", "neuron", "logit", "prob", "cluster", "combination"):
+        tile = Tile(layer=BLOCK3, unit=1, kind=kind, caption="t", state=DONE)
+        menu = qt_menus.tile_menu(w, tile, w.jobs, w.actions_by_key, lambda *_: None, w.article)
+        offered[kind] = "Regularization Spectrum" in [a.text() for a in menu.actions()]
+    assert offered == {k: k in FIGURE_KINDS for k in offered}
+    with pytest.warns(DeprecationWarning):
+        assert qt_menus.UNIT_KINDS == FIGURE_KINDS
+    with pytest.warns(DeprecationWarning):
+        assert qt_dataset.COMPARABLE == COMPARABLE_KINDS
+    assert qt_dataset.measure_of("neuron", UnitJob(BLOCK3, (1,), kind="neuron", x=1)) == (
+        "neuron", 1, None)  # fmt: skip

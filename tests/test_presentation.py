@@ -96,3 +96,20 @@ def test_the_short_layer_name_drops_the_op_type_the_onnx_registry_knows(text, la
     from fvdesk.core.model.graph import short_name
 
     assert short_name(text) == layer
+
+
+def test_one_vocabulary_of_kinds(demo_model) -> None:
+    from fvdesk.core.optim import kinds
+
+    assert J.UNIT_KINDS is kinds.UNIT_KINDS and J.CLASS_KINDS is kinds.CLASS_KINDS
+    assert J.UNIT_KINDS == ("channel", "neuron", "deepdream", "logit", "prob")
+    assert J.CLASS_KINDS == ("logit", "prob") and J.EXAMPLE_KINDS == ("channel", "neuron")
+    assert kinds.FIGURE_KINDS == ("channel", "logit", "prob")  # a neuron's figure is not its own
+    assert set(kinds.COMPARABLE_KINDS) == {"channel", "neuron", "logit", "cluster"}
+    reported = {v.kind for s in every_kind() for v in slot_views(s)}
+    assert reported <= {k.name for k in kinds.KINDS}  # every kind a result reports is declared
+    assert kinds.measure_of("neuron", J.UnitJob(BLOCK3, (1,), kind="neuron", x=2)) == (
+        "neuron", 2, None)  # fmt: skip
+    assert kinds.measure_of("prob") == ("channel", None, None)
+    odd = kinds.kind_info("test-new-kind")
+    assert not (odd.unit or odd.figures or odd.comparable)  # nothing offered by mistake

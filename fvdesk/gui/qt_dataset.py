@@ -17,6 +17,7 @@ or the preprocessing changes (the examples of one are not those of the other).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +27,7 @@ from PySide6.QtWidgets import QWidget
 from fvdesk.core.dataset.choice import DatasetChoice
 from fvdesk.core.optim.events import NoticeEvent, ProgressEvent
 from fvdesk.core.optim.jobs import ClusterJob, ExamplesJob, JobSpec, unit_caption
+from fvdesk.core.optim.kinds import COMPARABLE_KINDS, kind_info, measure_of
 from fvdesk.gui.qt_controller import Controller
 from fvdesk.gui.qt_dataset_dialog import DatasetDialog
 from fvdesk.gui.qt_examples import ExamplesPanel
@@ -38,17 +40,15 @@ NO_DATASET = (
     "Choose a dataset (File > Dataset…, an image folder) to see the images each unit of a "
     "render responds to."
 )
-#: Tile kinds whose value is the measure the pass ranks images by (a probability is not a logit).
-COMPARABLE = ("channel", "logit", "neuron", "cluster")
 Key = tuple[str, str, int | None, int | None]  # layer, measure, x, y
 
 
-def measure_of(kind: str, spec: Any) -> tuple[str, int | None, int | None]:
-    """What the pass measures for a render of ``kind``: a neuron at its position, else the
-    channel (class logits included)."""
-    if kind == "neuron":
-        return "neuron", getattr(spec, "x", None), getattr(spec, "y", None)
-    return "channel", None, None
+def __getattr__(name: str) -> Any:
+    if name == "COMPARABLE":  # which values are the pass's measure is the core's vocabulary now
+        warnings.warn("qt_dataset.COMPARABLE is deprecated; use "
+                      "fvdesk.core.optim.kinds.COMPARABLE_KINDS", DeprecationWarning, stacklevel=2)  # fmt: skip
+        return COMPARABLE_KINDS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class DatasetController(Controller):
@@ -239,7 +239,7 @@ class DatasetController(Controller):
         members = self.members.get(tile.spec) if isinstance(tile.spec, ClusterJob) else None
         if members is not None and tile.facet < len(members):
             ux = dataclasses.replace(ux, top=list(members[tile.facet][: self.choice.top]))
-        value = tile.value if tile.kind in COMPARABLE else None
+        value = tile.value if kind_info(tile.kind).comparable else None
         label = f" ({tile.label})" if tile.label else ""
         self.panel.show_unit(ux, render_value=value, title=f"<b>{tile.caption}{label}</b>")
 

@@ -33,14 +33,13 @@ from typing import Any, ClassVar, Literal
 
 from fvdesk.core.errors import ConfigError, RenderError
 from fvdesk.core.model.preprocessing import Preprocessing, parse_preprocessing
+from fvdesk.core.optim.kinds import CLASS_KINDS, MEASURES, UNIT_KINDS
 from fvdesk.core.optim.settings import RenderSettings
 from fvdesk.core.optim.variants import SPECTRUM, STEEPEST, Variant, variant
 
 UnitKind = Literal["neuron", "channel", "deepdream", "logit", "prob"]
-#: The objective kinds of a single unit, in the order menus and help texts list them.
-UNIT_KINDS: tuple[str, ...] = ("channel", "neuron", "deepdream", "logit", "prob")
-#: Kinds that read class scores (a vector layer).
-CLASS_KINDS: tuple[str, ...] = ("logit", "prob")
+# UNIT_KINDS (a unit's objective kinds) and CLASS_KINDS (those reading class scores) are the
+# vocabulary of fvdesk.core.optim.kinds, re-exported here.
 PROVENANCE_FORMAT = "fvdesk-provenance"
 PROVENANCE_VERSION = 1
 #: Diversity weight relative to the unit objective's magnitude (objectives.WithDiversity).  Under
@@ -562,8 +561,8 @@ class SteepestJob(_OnTerms):
 #: unit objective's magnitude (objectives.Steered).  On the demo model 3 makes every facet the
 #: one closest to its own centroid at a cost of 5-30 % of the unit's value; 1 often does not.
 DEFAULT_CLUSTER_WEIGHT = 3.0
-#: What a dataset-examples pass measures per unit.
-EXAMPLE_KINDS: tuple[str, ...] = ("channel", "neuron")
+#: What a dataset-examples pass measures per unit (``kinds.MEASURES``).
+EXAMPLE_KINDS: tuple[str, ...] = MEASURES
 
 
 @dataclass(frozen=True)
