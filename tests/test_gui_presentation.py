@@ -104,3 +104,32 @@ def test_the_app_asks_the_core_which_kinds_have_figures_and_comparable_values(
         assert qt_dataset.COMPARABLE == COMPARABLE_KINDS
     assert qt_dataset.measure_of("neuron", UnitJob(BLOCK3, (1,), kind="neuron", x=1)) == (
         "neuron", 1, None)  # fmt: skip
+
+
+def test_the_app_and_the_cli_follow_the_gallerys_duplicate_key_rule(
+    qtbot, demo_window, tmp_path, capsys
+) -> None:
+    """Two renders of one unit on the canvas are both saved (the second on the next facet free
+    in the gallery); saved again from the CLI, a key replaces its image."""
+    from fvdesk.cli import main
+    from fvdesk.core.output.gallery import read_gallery
+
+    folder = tmp_path / "g"
+    fast = ["--steps", "2", "--size", "16", "--device", "cpu", "--quiet"]
+    assert main(["render", "--layer", CONV1, "--units", "4", "--diversity", "2",
+                 "--out", str(folder), *fast]) == 0  # fmt: skip
+    w = demo_window
+    fast_settings(w, steps=2, size=16)
+    w.jobs.render_units(CONV1, [4])
+    w.jobs.render_units(CONV1, [4], overrides={"seed": 5})
+    wait_idle(qtbot, w)
+    with qtbot.waitSignal(w.galleries.saved, timeout=60_000):
+        w.galleries.save_gallery(folder)
+    _, pairs = read_gallery(folder, images=False)
+    seeds = {it.facet: it.seed for it, _ in pairs}
+    assert seeds == {0: 0, 1: 0, 2: 5}  # facet 0 replaced by the app's, facet 1 kept, 2 new
+    assert main(["render", "--layer", CONV1, "--units", "4", "--seed", "7",
+                 "--out", str(folder), *fast]) == 0  # fmt: skip
+    capsys.readouterr()
+    _, pairs = read_gallery(folder, images=False)
+    assert {it.facet: it.seed for it, _ in pairs} == {0: 7, 1: 0, 2: 5}

@@ -25,8 +25,9 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QWidget
 
 from fvdesk.core.dataset.choice import DatasetChoice
+from fvdesk.core.errors import FvdeskError
 from fvdesk.core.optim.events import NoticeEvent, ProgressEvent
-from fvdesk.core.optim.jobs import ClusterJob, ExamplesJob, JobSpec, unit_caption
+from fvdesk.core.optim.jobs import ClusterJob, ExamplesJob, recorded_spec, unit_caption
 from fvdesk.core.optim.kinds import COMPARABLE_KINDS, kind_info, measure_of
 from fvdesk.gui.qt_controller import Controller
 from fvdesk.gui.qt_dataset_dialog import DatasetDialog
@@ -398,8 +399,8 @@ class DatasetController(Controller):
 
         def lookup(item: Any) -> Any:
             try:
-                spec = JobSpec.from_dict(item.provenance["job"])
-            except Exception:  # noqa: BLE001 - an item without a readable job: by its fields
+                spec = recorded_spec(item.provenance)
+            except FvdeskError:  # an item without a readable job: by its fields
                 spec = None
             kind = getattr(spec, "kind", item.objective)
             measure, x, y = measure_of(kind, spec)

@@ -19,9 +19,7 @@ export) belongs here, as a method that runs its writer in a non-abandonable ``Ba
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Callable, Generator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +28,7 @@ from PySide6.QtCore import Signal
 from fvdesk.core.errors import FvdeskError
 from fvdesk.core.model.graph import short_name
 from fvdesk.core.optim.events import NoticeEvent, StepEvent
-from fvdesk.core.optim.jobs import JobSpec
+from fvdesk.core.optim.jobs import recorded_spec
 from fvdesk.core.optim.presentation import slot_view
 from fvdesk.core.output import gallery as gal
 from fvdesk.core.output.atlas import (
@@ -65,9 +63,7 @@ def strip_rows(items: list[gal.GalleryItem]) -> list[int]:
     rows: dict[str, int] = {}
     out = []
     for item in items:
-        prov = item.provenance or {}
-        key = json.dumps([prov.get("job"), prov.get("seed")], sort_keys=True, default=str)
-        out.append(rows.setdefault(key, next(_OPENED_ROWS)))
+        out.append(rows.setdefault(item.provenance.strip_key(), next(_OPENED_ROWS)))
     return out
 
 
@@ -77,9 +73,9 @@ def tile_of_item(item: gal.GalleryItem, image: Any, model: dict[str, Any], *, ro
     prov = item.provenance
     fields: dict[str, Any] = {"layer": item.layer, "unit": item.unit, "kind": item.objective}
     try:
-        spec = JobSpec.from_dict(prov["job"])
-        fields = view_fields(slot_view(spec, spec.slots()[int(prov["slot"])]), spec, row=row)
-    except (FvdeskError, KeyError, IndexError, TypeError, ValueError):  # a version-1 item
+        spec = recorded_spec(prov)
+        fields = view_fields(slot_view(spec, spec.slots()[prov.slot or 0]), spec, row=row)
+    except (FvdeskError, IndexError):  # a version-1 item, or a job this fvdesk does not know
         pass
     fields.update(caption=item.display_caption, label=item.label, facet=item.facet,
                   negative=item.negative)  # fmt: skip
@@ -136,17 +132,10 @@ class GalleryController(Controller):
         first = tiles[0]
         info = gal.ModelInfo(first.model_file or first.model_name, first.model_sha)
         pairs = []
-        used: set[tuple] = set()
-        for t in tiles:
+        for t in tiles:  # two tiles of one key are both kept: the gallery's duplicate-key rule
             item = t.result
             if not isinstance(item, gal.GalleryItem):
-                device = str(item.provenance.get("device", ""))
-                item = gal.GalleryItem.from_result(item, device=device)
-            # A gallery keeps one image per key: a unit rendered twice (another seed, another
-            # combination on the same layer) is kept as the next facet instead of replaced.
-            while item.key in used:
-                item = replace(item, facet=item.facet + 1, file="")
-            used.add(item.key)
+                item = gal.GalleryItem.from_result(item, device=item.provenance.device or "")
             pairs.append((item, t.array))
         title = f"{info.file} — {len(pairs)} renders"
         device = pairs[0][0].device
