@@ -67,9 +67,11 @@ def _load(args: argparse.Namespace, *, device: Any = None, progress: Progress | 
             bar._draw("")
             bar.stream.write("\r")
             bar.stream.flush()
+    # The user's choices for this run, by the core's one precedence (--preprocess went to the
+    # loader); the CLI holds the model alone, so they become its own before any task runs.
     labels = getattr(args, "labels", None)
     if labels is not None:
-        model.set_labels(labels, persist=False)
+        model.use(model.choices.with_labels_file(labels))
     if getattr(args, "remember", False):
         _remember(args, model)
     return model
@@ -77,17 +79,16 @@ def _load(args: argparse.Namespace, *, device: Any = None, progress: Progress | 
 
 def _remember(args: argparse.Namespace, model: Any) -> None:
     """``--remember``: the user asked for the sidecar to be written (it is never implicit)."""
-    from fvdesk.core.model.sidecar import save_sidecar, sidecar_path
-
-    if args.preprocess is None and getattr(args, "labels", None) is None:
-        raise UsageError("--remember saves --preprocess and/or --labels; give at least one")
-    save_sidecar(
-        model.path,
-        preprocessing=model.preprocessing if args.preprocess is not None else None,
-        labels=args.labels.resolve() if getattr(args, "labels", None) is not None else None,
-    )
+    given = {"preprocessing": args.preprocess is not None,
+             "labels": getattr(args, "labels", None) is not None,
+             "input_name": getattr(args, "input_name", None) is not None}  # fmt: skip
+    if not any(given.values()):
+        raise UsageError(
+            "--remember saves --preprocess, --labels and/or --input; give at least one"
+        )
+    path = model.choices.remember(model.path, **given)
     if not args.quiet:
-        print(f"Saved the choice in {sidecar_path(model.path)}.", file=sys.stderr)
+        print(f"Saved the choice in {path}.", file=sys.stderr)
 
 
 def _resolve_layer(model: Any, name: str) -> Any:

@@ -72,8 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--remember",
         action="store_true",
-        help="also save --preprocess/--labels in the sidecar MODEL.fvdesk.json next to the model, "
-        "so the app and later runs use them",
+        help="also save --preprocess/--labels/--input in the sidecar MODEL.fvdesk.json next to the "
+        "model, so the app and later runs use them (your choice wins over the model's metadata)",
     )
     common.add_argument(
         "--no-parity",

@@ -92,10 +92,9 @@ class DatasetController(Controller):
     # -- the JobRunner the widgets use ----------------------------------------------------------
     def submit(self, model: Any, job: Any, on_event: EventFn, on_done: DoneFn,
                on_failed: FailFn) -> Callable[[], None]:  # fmt: skip
-        """A pass on the render queue, with the session's preprocessing and the dock's device;
-        its progress goes to the status bar."""
-        if model is self.session.model and self.session.preprocessing is not None:
-            job = dataclasses.replace(job, preprocessing=self.session.preprocessing)
+        """A pass on the render queue, on the dock's device (the job carries the choices it was
+        built with: ``session.job_for``, or the browser's ``choices``); its progress goes to the
+        status bar."""
         job = job.with_settings(device=str(self._values().get("device") or "auto"))
 
         def event(ev: Any) -> None:
@@ -304,7 +303,8 @@ class DatasetController(Controller):
             self.error.emit("No Dataset", "Choose a dataset first (File > Dataset…).")
             return
         labels = lambda u: self.session.unit_label(layer, u)  # noqa: E731
-        self.browser.run(self.session.model, layer, self.choice, labels=labels)
+        self.browser.run(self.session.model, layer, self.choice, labels=labels,
+                         choices=self.session.choices)  # fmt: skip
         self.browsing.emit(layer)
 
     def _store_browsed(self, result: Any) -> None:
@@ -365,7 +365,7 @@ class DatasetController(Controller):
         if model is None or not self.examples:
             return None
         lookup = self._lookup(dict(self.examples), dict(self.members), self.choice)
-        pre = {k: v for k, v in (self.session.preprocessing or model.preprocessing).to_dict().items()
+        pre = {k: v for k, v in self.session.choices.preprocessing.to_dict().items()
                if k != "source"}  # fmt: skip
 
         def work(_progress: Any) -> int:

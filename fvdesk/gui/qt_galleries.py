@@ -212,7 +212,7 @@ class GalleryController(Controller):
         try:
             plan = plan_atlas(model, layers=layers)
             atlas = Atlas(model, folder, plan, self.settings(), force=force,
-                          preprocessing=session.preprocessing, labels=model.labels)  # fmt: skip
+                          preprocessing=session.preprocessing, labels=session.labels)  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - settings or layers rejected
             self.error.emit("Cannot Start Atlas", error_text(exc))
             return None

@@ -357,7 +357,7 @@ class MainWindow(QMainWindow):
     def _on_model_changed(self, model: Any) -> None:
         if not self.session.is_loading():
             self.status.hide_loading()
-        self.layers.set_graph(model.graph if model else None, model.labels if model else None)
+        self.layers.set_graph(model.graph if model else None, self.session.labels)
         self._show_choices()
         self.status.show_model(
             model, self.session.preprocessing, self.session.preprocessing_origin()
@@ -376,8 +376,9 @@ class MainWindow(QMainWindow):
         if m is None:
             self.settings_panel.show_model(None)
             return
-        self.settings_panel.show_model(s.preprocessing, labels_count=len(m.labels or []),
-                                       labels_source=m.labels_source, labels_file=s.labels_file)  # fmt: skip
+        c = s.choices
+        self.settings_panel.show_model(c.preprocessing, labels_count=len(c.labels or ()),
+                                       labels_source=c.labels_source, labels_file=c.labels_file)  # fmt: skip
         self.status.show_preprocessing(s.preprocessing, s.preprocessing_origin())
 
     def _browse_labels(self) -> None:

@@ -739,16 +739,13 @@ class Job:
 
     @classmethod
     def for_model(cls, model: Any, spec: JobSpec, settings: RenderSettings | None = None,
-                  *, title: str = "") -> Job:  # fmt: skip
-        """A job for a ``LoadedModel`` with its current preprocessing and labels."""
-        return cls(
-            spec,
-            settings or RenderSettings(),
-            model.preprocessing,
-            ModelRef.of(model),
-            tuple(model.labels) if model.labels else None,
-            title or spec.title,
-        )
+                  *, title: str = "", choices: Any = None) -> Job:  # fmt: skip
+        """A job for a ``LoadedModel`` under ``choices`` (``fvdesk.core.model.choices.Choices``:
+        the preprocessing and labels a front end has in force), by default the model's own."""
+        pre = choices.preprocessing if choices is not None else model.preprocessing
+        labels = choices.labels if choices is not None else model.labels
+        return cls(spec, settings or RenderSettings(), pre, ModelRef.of(model),
+                   tuple(labels) if labels else None, title or spec.title)  # fmt: skip
 
     def with_settings(self, **changes: Any) -> Job:
         return replace(self, settings=replace(self.settings, **changes))
