@@ -122,20 +122,19 @@ def _emit_json(obj: Any) -> None:
 
 
 def render_settings(args: argparse.Namespace, **extra: Any) -> Any:
-    """``RenderSettings`` from the engine's defaults, overridden by the flags given."""
+    """``RenderSettings`` from the engine's defaults, overridden by the flags given (the core's
+    ``options.settings_from``, as the app's dock)."""
     from fvdesk.core.optim import options
     from fvdesk.core.optim.settings import RenderSettings
 
     base = RenderSettings(**extra)
-    if getattr(args, "no_transforms", False):
-        base.transforms = None
-    given = {
+    given: dict[str, Any] = {
         o.name: getattr(args, o.name)
         for o in options.OPTIONS
         if getattr(args, o.name, None) is not None
     }
-    if base.transforms is None:
-        given = {k: v for k, v in given.items() if not options.option(k).transform}
+    if getattr(args, "no_transforms", False):
+        given["transforms"] = False
     folder = getattr(args, "color_from", None)
     if folder is not None:
         from fvdesk.core.optim.param import color_matrix_from_folder
@@ -143,20 +142,21 @@ def render_settings(args: argparse.Namespace, **extra: Any) -> Any:
         base.color_matrix = color_matrix_from_folder(folder)
     if given.get("prior") and "param" not in given:
         given["param"] = "prior"  # --prior FILE: optimize the generator's latent
-    return options.apply(base, given)
+    return options.settings_from(given, base)
 
 
 def _settings_or_usage(args: argparse.Namespace, device: Any, model: Any = None) -> Any:
     """The render settings; with ``model``, an explicit ``--size`` the model cannot take is
     refused (naming its size multiple) rather than silently rounded."""
     from fvdesk.core.errors import ConfigError
+    from fvdesk.core.optim.settings import size_refusal
 
     try:
         settings = render_settings(args, device=str(device))
     except (TypeError, ValueError, ConfigError) as e:
         raise UsageError(f"bad render settings: {e}") from None
-    if model is not None and settings.size is not None:
-        refusal = model.input.size_refusal(settings.size, model.name)
+    if model is not None:
+        refusal = size_refusal(settings, model.input, model.name)
         if refusal is not None:
             raise UsageError(f"--size {settings.size}: {refusal}")
     return settings

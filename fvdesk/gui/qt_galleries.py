@@ -211,7 +211,9 @@ class GalleryController(Controller):
             return None
         try:
             plan = plan_atlas(model, layers=layers)
-            atlas = Atlas(model, folder, plan, self.settings(), force=force,
+            settings = self.settings()
+            session.check_canvas(settings)
+            atlas = Atlas(model, folder, plan, settings, force=force,
                           preprocessing=session.preprocessing, labels=session.labels)  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - settings or layers rejected
             self.error.emit("Cannot Start Atlas", error_text(exc))

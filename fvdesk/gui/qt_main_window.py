@@ -228,6 +228,7 @@ class MainWindow(QMainWindow):
         self.tile_view.tile_size_changed.connect(lambda _px: self._save_timer.start())
         self.tiles.tiles_changed.connect(self._update_enabled)
         self.settings_panel.changed.connect(lambda: self._save_timer.start())
+        self.settings_panel.rejected.connect(lambda text: self.log_message(text, status=True))
         self.settings_panel.preprocessing_chosen.connect(s.choose_preprocessing)
         self.settings_panel.labels_file_chosen.connect(s.choose_labels_file)
         self.settings_panel.browse_labels_requested.connect(self._browse_labels)
@@ -334,8 +335,8 @@ class MainWindow(QMainWindow):
         )
         if spec.size_multiple > 1 and not spec.fixed_size:
             self.log_message(
-                f"{model.name} takes sizes that are multiples of {spec.size_multiple}; canvas "
-                "sizes and octaves are rounded to one."
+                f"{model.name} takes sizes that are multiples of {spec.size_multiple}; the canvas "
+                "size steps by it (another is refused) and octaves are rounded to one."
             )
         for note in model.canonicalization:
             self.log_message(f"Graph repair: {note}")
@@ -359,6 +360,7 @@ class MainWindow(QMainWindow):
             self.status.hide_loading()
         self.layers.set_graph(model.graph if model else None, self.session.labels)
         self._show_choices()
+        self.settings_panel.show_input(model.input if model is not None else None)
         self.status.show_model(
             model, self.session.preprocessing, self.session.preprocessing_origin()
         )

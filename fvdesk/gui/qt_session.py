@@ -26,11 +26,11 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
-from fvdesk.core.errors import FvdeskError
+from fvdesk.core.errors import ConfigError, FvdeskError
 from fvdesk.core.model.choices import SOURCES, Choices
 from fvdesk.core.model.preprocessing import Preprocessing
 from fvdesk.core.optim.jobs import Job, JobSpec
-from fvdesk.core.optim.settings import RenderSettings
+from fvdesk.core.optim.settings import RenderSettings, size_refusal
 from fvdesk.gui.qt_worker import BackgroundCall
 
 #: Where a choice in force came from, as the status bar says it (the core's words).
@@ -190,8 +190,17 @@ class ModelSession(QObject):
     # -- jobs ---------------------------------------------------------------------------------
     def job_for(self, spec: JobSpec, settings: RenderSettings, *, title: str = "") -> Job:
         """A job for the open model that captures the choices in force now (the runner checks
-        it against the model, so a bad request fails its tiles, with the reason)."""
+        it against the model, so a bad request fails its tiles, with the reason).  A render's
+        explicit canvas the model cannot take is refused (``ConfigError``), as by the CLI."""
+        if spec.slots():
+            self.check_canvas(settings)
         return Job.for_model(self.model, spec, settings, title=title, choices=self.choices)
+
+    def check_canvas(self, settings: RenderSettings) -> None:
+        """Refuse a canvas size the open model cannot take (the core's sentence)."""
+        refusal = size_refusal(settings, self.model.input, self.model.name)
+        if refusal is not None:
+            raise ConfigError(f"Canvas size {settings.size} px: {refusal}")
 
     def unit_label(self, layer: str, unit: int) -> str | None:
         """The class name of a unit under the labels in force (the core's one rule)."""
