@@ -560,7 +560,7 @@ def test_unwritable_sidecar_keeps_the_choice_without_an_error(
         assert w.session.preprocessing.preset == "unit"
         w.session.choose_labels_file(str(labels_file))
         assert w.session.labels_file == str(labels_file)
-        assert demo_model.labels[0] == "class 0"
+        assert w.session.labels[0] == "class 0" and demo_model.labels == original_labels
         assert isolated == []
         assert "not remembered" in w.log_view.toPlainText()
     finally:

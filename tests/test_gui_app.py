@@ -303,11 +303,12 @@ def test_the_labels_x_button_restores_the_models_labels_and_the_sidecar(
         w.session.set_model(demo_model)
         w.session.choose_labels_file(str(labels))
         side = json.loads(sidecar_path(copy).read_text(encoding="utf-8"))
-        assert side["labels"] == "classes.txt" and demo_model.labels[5] == "class 5"
+        assert side["labels"] == "classes.txt" and w.session.labels[5] == "class 5"
+        assert demo_model.labels == original[0]  # the session's choice, never the model's
         logits = w.layers.tree_model.index_of_unit(LOGITS, 5)
         assert logits.data() == "5: class 5"
         w.settings_panel.labels_clear.click()
-        assert demo_model.labels == original[0] and demo_model.labels_source == "metadata"
+        assert w.session.labels == original[0] and w.session.choices.labels_source == "metadata"
         assert "labels" not in json.loads(sidecar_path(copy).read_text(encoding="utf-8"))
         assert w.session.labels_file == "" and logits.data() == "5: dots"
         assert "class" not in w.settings_panel.labels_edit.text()

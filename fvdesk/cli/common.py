@@ -68,9 +68,11 @@ def _load(args: argparse.Namespace, *, device: Any = None, progress: Progress | 
             bar._draw("")
             bar.stream.write("\r")
             bar.stream.flush()
+    # The user's choices for this run, by the core's one precedence (--preprocess went to the
+    # loader); the CLI holds the model alone, so they become its own before any task runs.
     labels = getattr(args, "labels", None)
     if labels is not None:
-        model.set_labels(labels, persist=False)
+        model.use(model.choices.with_labels_file(labels))
     if getattr(args, "remember", False):
         _remember(args, model)
     return model
@@ -78,21 +80,21 @@ def _load(args: argparse.Namespace, *, device: Any = None, progress: Progress | 
 
 def _remember(args: argparse.Namespace, model: Any) -> None:
     """``--remember``: the user asked for the sidecar to be written (it is never implicit)."""
-    from fvdesk.core.model.sidecar import save_sidecar, sidecar_path
-
     size = getattr(args, "input_size", None)
-    if args.preprocess is None and getattr(args, "labels", None) is None and size is None:
+    given = {"preprocessing": args.preprocess is not None,
+             "labels": getattr(args, "labels", None) is not None,
+             "input_name": getattr(args, "input_name", None) is not None}  # fmt: skip
+    if not any(given.values()) and size is None:
         raise UsageError(
-            "--remember saves --preprocess, --labels and/or --input-size; give at least one"
+            "--remember saves --preprocess, --labels, --input and/or --input-size; give at least one"
         )
-    save_sidecar(
-        model.path,
-        preprocessing=model.preprocessing if args.preprocess is not None else None,
-        labels=args.labels.resolve() if getattr(args, "labels", None) is not None else None,
-        input_size=size,
-    )
+    path = model.choices.remember(model.path, **given) if any(given.values()) else None
+    if size is not None:  # a load-time choice: the loader reads it from the sidecar
+        from fvdesk.core.model.sidecar import save_sidecar
+
+        path = save_sidecar(model.path, input_size=size)
     if not args.quiet:
-        print(f"Saved the choice in {sidecar_path(model.path)}.", file=sys.stderr)
+        print(f"Saved the choice in {path}.", file=sys.stderr)
 
 
 def _resolve_layer(model: Any, name: str) -> Any:
@@ -126,20 +128,19 @@ def _emit_json(obj: Any) -> None:
 
 
 def render_settings(args: argparse.Namespace, **extra: Any) -> Any:
-    """``RenderSettings`` from the engine's defaults, overridden by the flags given."""
+    """``RenderSettings`` from the engine's defaults, overridden by the flags given (the core's
+    ``options.settings_from``, as the app's dock)."""
     from fvdesk.core.optim import options
     from fvdesk.core.optim.settings import recipe
 
     base = recipe(getattr(args, "recipe", None) or "default", **extra)
-    if getattr(args, "no_transforms", False):
-        base.transforms = None
-    given = {
+    given: dict[str, Any] = {
         o.name: getattr(args, o.name)
         for o in options.OPTIONS
         if getattr(args, o.name, None) is not None
     }
-    if base.transforms is None:
-        given = {k: v for k, v in given.items() if not options.option(k).transform}
+    if getattr(args, "no_transforms", False):
+        given["transforms"] = False
     folder = getattr(args, "color_from", None)
     if folder is not None:
         from fvdesk.core.optim.param import color_matrix_from_folder
@@ -147,20 +148,21 @@ def render_settings(args: argparse.Namespace, **extra: Any) -> Any:
         base.color_matrix = color_matrix_from_folder(folder)
     if given.get("prior") and "param" not in given:
         given["param"] = "prior"  # --prior FILE: optimize the generator's latent
-    return options.apply(base, given)
+    return options.settings_from(given, base)
 
 
 def _settings_or_usage(args: argparse.Namespace, device: Any, model: Any = None) -> Any:
     """The render settings; with ``model``, an explicit ``--size`` the model cannot take is
     refused (naming its size multiple) rather than silently rounded."""
     from fvdesk.core.errors import ConfigError
+    from fvdesk.core.optim.settings import size_refusal
 
     try:
         settings = render_settings(args, device=str(device))
     except (TypeError, ValueError, ConfigError) as e:
         raise UsageError(f"bad render settings: {e}") from None
-    if model is not None and settings.size is not None:
-        refusal = model.input.size_refusal(settings.size, model.name)
+    if model is not None:
+        refusal = size_refusal(settings, model.input, model.name)
         if refusal is not None:
             raise UsageError(f"--size {settings.size}: {refusal}")
     return settings

@@ -141,7 +141,11 @@ def cmd_info(args: argparse.Namespace) -> int:
             **model.preprocessing.to_dict(),
             "describe": model.preprocessing.describe(),
         },
-        "labels": {"source": model.labels_source, "count": len(model.labels or [])},
+        "labels": {
+            "source": model.labels_source,
+            "count": len(model.labels or []),
+            "file": model.labels_file,
+        },  # fmt: skip
         "layers": {
             "count": len(model.graph),
             "feature_maps": n_feat,
@@ -173,6 +177,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     batch = "any" if spec.max_batch is None else str(spec.max_batch)
     labels = (
         f"{info['labels']['count']} from {model.labels_source}"
+        + (f" ({model.labels_file})" if model.labels_file else "")
         if model.labels
         else f"none ({model.labels_source})"
     )

@@ -80,8 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--remember",
         action="store_true",
-        help="also save --preprocess/--labels/--input-size in the sidecar MODEL.fvdesk.json next to the model, "
-        "so the app and later runs use them",
+        help="also save --preprocess/--labels/--input/--input-size in the sidecar MODEL.fvdesk.json "
+        "next to the model, so the app and later runs use them (your choice wins over the "
+        "model's metadata)",
     )
     common.add_argument(
         "--no-parity",

@@ -17,6 +17,7 @@ or the preprocessing changes (the examples of one are not those of the other).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -24,43 +25,31 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QWidget
 
 from fvdesk.core.dataset.choice import DatasetChoice
+from fvdesk.core.errors import FvdeskError
 from fvdesk.core.optim.events import NoticeEvent, ProgressEvent
-from fvdesk.core.optim.jobs import ClusterJob, ExamplesJob, JobSpec, Slot, unit_caption
+from fvdesk.core.optim.jobs import ClusterJob, ExamplesJob, recorded_spec, unit_caption
+from fvdesk.core.optim.kinds import COMPARABLE_KINDS, kind_info, measure_of
 from fvdesk.gui.qt_controller import Controller
 from fvdesk.gui.qt_dataset_dialog import DatasetDialog
 from fvdesk.gui.qt_examples import ExamplesPanel
 from fvdesk.gui.qt_examples_browser import LayerExamplesBrowser
-from fvdesk.gui.qt_jobs import register_tiles
 from fvdesk.gui.qt_runners import DoneFn, EventFn, FailFn, QueueRunner
 from fvdesk.gui.qt_tiles import Tile
-from fvdesk.gui.qt_tiles import caption_layer as short
 from fvdesk.gui.qt_worker import BackgroundCall, error_text
 
 NO_DATASET = (
     "Choose a dataset (File > Dataset…, an image folder) to see the images each unit of a "
     "render responds to."
 )
-#: Tile kinds whose value is the measure the pass ranks images by (a probability is not a logit).
-COMPARABLE = ("channel", "logit", "neuron", "cluster")
 Key = tuple[str, str, int | None, int | None]  # layer, measure, x, y
 
 
-def _cluster_tiles(spec: ClusterJob, slot: Slot, label_of: Callable[[str, int], Any]) -> dict:
-    caption = unit_caption(short(spec.layer), spec.unit, facet=slot.facet)
-    return {"layer": spec.layer, "unit": spec.unit, "kind": "cluster",
-            "label": label_of(spec.layer, spec.unit),
-            "caption": f"{caption} (cluster {slot.facet + 1}/{spec.facets})"}  # fmt: skip
-
-
-register_tiles(ClusterJob, _cluster_tiles)
-
-
-def measure_of(kind: str, spec: Any) -> tuple[str, int | None, int | None]:
-    """What the pass measures for a render of ``kind``: a neuron at its position, else the
-    channel (class logits included)."""
-    if kind == "neuron":
-        return "neuron", getattr(spec, "x", None), getattr(spec, "y", None)
-    return "channel", None, None
+def __getattr__(name: str) -> Any:
+    if name == "COMPARABLE":  # which values are the pass's measure is the core's vocabulary now
+        warnings.warn("qt_dataset.COMPARABLE is deprecated; use "
+                      "fvdesk.core.optim.kinds.COMPARABLE_KINDS", DeprecationWarning, stacklevel=2)  # fmt: skip
+        return COMPARABLE_KINDS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class DatasetController(Controller):
@@ -103,10 +92,9 @@ class DatasetController(Controller):
     # -- the JobRunner the widgets use ----------------------------------------------------------
     def submit(self, model: Any, job: Any, on_event: EventFn, on_done: DoneFn,
                on_failed: FailFn) -> Callable[[], None]:  # fmt: skip
-        """A pass on the render queue, with the session's preprocessing and the dock's device;
-        its progress goes to the status bar."""
-        if model is self.session.model and self.session.preprocessing is not None:
-            job = dataclasses.replace(job, preprocessing=self.session.preprocessing)
+        """A pass on the render queue, on the dock's device (the job carries the choices it was
+        built with: ``session.job_for``, or the browser's ``choices``); its progress goes to the
+        status bar."""
         job = job.with_settings(device=str(self._values().get("device") or "auto"))
 
         def event(ev: Any) -> None:
@@ -251,7 +239,7 @@ class DatasetController(Controller):
         members = self.members.get(tile.spec) if isinstance(tile.spec, ClusterJob) else None
         if members is not None and tile.facet < len(members):
             ux = dataclasses.replace(ux, top=list(members[tile.facet][: self.choice.top]))
-        value = tile.value if tile.kind in COMPARABLE else None
+        value = tile.value if kind_info(tile.kind).comparable else None
         label = f" ({tile.label})" if tile.label else ""
         self.panel.show_unit(ux, render_value=value, title=f"<b>{tile.caption}{label}</b>")
 
@@ -315,7 +303,8 @@ class DatasetController(Controller):
             self.error.emit("No Dataset", "Choose a dataset first (File > Dataset…).")
             return
         labels = lambda u: self.session.unit_label(layer, u)  # noqa: E731
-        self.browser.run(self.session.model, layer, self.choice, labels=labels)
+        self.browser.run(self.session.model, layer, self.choice, labels=labels,
+                         choices=self.session.choices)  # fmt: skip
         self.browsing.emit(layer)
 
     def _store_browsed(self, result: Any) -> None:
@@ -329,9 +318,8 @@ class DatasetController(Controller):
             self._tile = None
             ux = le.unit(unit, top=self.choice.top, bottom=self.choice.bottom)
             label = self.session.unit_label(layer, unit)
-            self.panel.show_unit(
-                ux, title=f"<b>{short(layer)}:{unit}{f' ({label})' if label else ''}</b>"
-            )
+            caption = unit_caption(layer, unit)
+            self.panel.show_unit(ux, title=f"<b>{caption}{f' ({label})' if label else ''}</b>")
 
     # -- facets from dataset clusters -------------------------------------------------------------
     def render_cluster_facets(self, layer: str, units: list[int], facets: int) -> bool:
@@ -377,7 +365,7 @@ class DatasetController(Controller):
         if model is None or not self.examples:
             return None
         lookup = self._lookup(dict(self.examples), dict(self.members), self.choice)
-        pre = {k: v for k, v in (self.session.preprocessing or model.preprocessing).to_dict().items()
+        pre = {k: v for k, v in self.session.choices.preprocessing.to_dict().items()
                if k != "source"}  # fmt: skip
 
         def work(_progress: Any) -> int:
@@ -411,8 +399,8 @@ class DatasetController(Controller):
 
         def lookup(item: Any) -> Any:
             try:
-                spec = JobSpec.from_dict(item.provenance["job"])
-            except Exception:  # noqa: BLE001 - an item without a readable job: by its fields
+                spec = recorded_spec(item.provenance)
+            except FvdeskError:  # an item without a readable job: by its fields
                 spec = None
             kind = getattr(spec, "kind", item.objective)
             measure, x, y = measure_of(kind, spec)

@@ -163,20 +163,23 @@ class LayerExamplesBrowser(QWidget):
 
     # -- the pass ---------------------------------------------------------------------------------
     def run(self, model: Any, layer: str, choice: DatasetChoice, *,
-            labels: Callable[[int], str | None] | None = None) -> None:  # fmt: skip
-        """Run the dataset pass for ``layer`` (cached passes return at once), then show it."""
+            labels: Callable[[int], str | None] | None = None, choices: Any = None) -> None:  # fmt: skip
+        """Run the dataset pass for ``layer`` (cached passes return at once), then show it;
+        ``choices`` (the core's ``Choices`` in force; default the model's own) are the pass's
+        preprocessing and the rows' labels."""
         from fvdesk.core.optim.jobs import ExamplesJob, Job
 
         self.cancel()
         self._generation += 1
         gen = self._generation
         spec = ExamplesJob(choice.root, (layer,), top=max(choice.top, 1), bottom=choice.bottom)
-        job = Job.for_model(model, spec)
+        choices = choices if choices is not None else model.choices
+        job = Job.for_model(model, spec, choices=choices)
         self.label.setText(f"{layer}: reading {choice.root} …")
         self.progress.setRange(0, 0)
         self.progress.show()
         self.cancel_button.show()
-        label_fn = labels or (lambda u: model.graph.unit_label(layer, u, model.labels))
+        label_fn = labels or (lambda u: choices.label_of(model.graph, layer, u))
         self._cancel = self.runner.submit(
             model, job, lambda ev: self._on_event(gen, ev),
             lambda res: self._on_done(gen, res, layer, label_fn),

@@ -19,17 +19,17 @@ export) belongs here, as a method that runs its writer in a non-abandonable ``Ba
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Callable, Generator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Signal
 
 from fvdesk.core.errors import FvdeskError
+from fvdesk.core.model.graph import short_name
 from fvdesk.core.optim.events import NoticeEvent, StepEvent
-from fvdesk.core.optim.jobs import JobSpec, unit_caption
+from fvdesk.core.optim.jobs import recorded_spec
+from fvdesk.core.optim.presentation import slot_view
 from fvdesk.core.output import gallery as gal
 from fvdesk.core.output.atlas import (
     Atlas,
@@ -40,8 +40,8 @@ from fvdesk.core.output.atlas import (
     plan_atlas,
 )
 from fvdesk.gui.qt_controller import Controller
-from fvdesk.gui.qt_jobs import tile_fields
-from fvdesk.gui.qt_tiles import DONE, Tile, caption_layer, to_qimage
+from fvdesk.gui.qt_jobs import view_fields
+from fvdesk.gui.qt_tiles import DONE, Tile, to_qimage
 from fvdesk.gui.qt_worker import BackgroundCall, Task, error_text
 
 
@@ -63,34 +63,22 @@ def strip_rows(items: list[gal.GalleryItem]) -> list[int]:
     rows: dict[str, int] = {}
     out = []
     for item in items:
-        prov = item.provenance or {}
-        key = json.dumps([prov.get("job"), prov.get("seed")], sort_keys=True, default=str)
-        out.append(rows.setdefault(key, next(_OPENED_ROWS)))
+        out.append(rows.setdefault(item.provenance.strip_key(), next(_OPENED_ROWS)))
     return out
 
 
 def tile_of_item(item: gal.GalleryItem, image: Any, model: dict[str, Any], *, row: int = 0) -> Tile:
-    """A finished tile for a saved item, described from its provenance like a live tile; a
-    strip's tiles get ``row``."""
+    """A finished tile for a saved item: laid out by its job's core view (a strip's tiles get
+    ``row``), captioned and labelled as it was saved."""
     prov = item.provenance
-    fields: dict[str, Any] = {}
+    fields: dict[str, Any] = {"layer": item.layer, "unit": item.unit, "kind": item.objective}
     try:
-        spec = JobSpec.from_dict(prov["job"])
-        fields = tile_fields(spec, spec.slots()[int(prov["slot"])], lambda _l, _u: None, row=row)
-    except (FvdeskError, KeyError, IndexError, TypeError, ValueError):  # a version-1 item
-        fields = {
-            "layer": item.layer,
-            "unit": item.unit,
-            "kind": item.objective,
-            "caption": unit_caption(
-                caption_layer(item.layer),
-                item.unit,
-                facet=item.facet,
-                negative=item.negative,
-                kind=item.objective,
-            ),  # fmt: skip
-        }
-    fields.update(label=item.label, facet=item.facet, negative=item.negative)
+        spec = recorded_spec(prov)
+        fields = view_fields(slot_view(spec, spec.slots()[prov.slot or 0]), spec, row=row)
+    except (FvdeskError, IndexError):  # a version-1 item, or a job this fvdesk does not know
+        pass
+    fields.update(caption=item.display_caption, label=item.label, facet=item.facet,
+                  negative=item.negative)  # fmt: skip
     steps = int(item.steps or 0)
     t = Tile(**fields, state=DONE, value=item.value, image=to_qimage(image), array=image,
              result=item, settings=item.settings, dead=item.dead, steps=steps, step=steps)  # fmt: skip
@@ -144,17 +132,10 @@ class GalleryController(Controller):
         first = tiles[0]
         info = gal.ModelInfo(first.model_file or first.model_name, first.model_sha)
         pairs = []
-        used: set[tuple] = set()
-        for t in tiles:
+        for t in tiles:  # two tiles of one key are both kept: the gallery's duplicate-key rule
             item = t.result
             if not isinstance(item, gal.GalleryItem):
-                device = str(item.provenance.get("device", ""))
-                item = gal.GalleryItem.from_result(item, device=device)
-            # A gallery keeps one image per key: a unit rendered twice (another seed, another
-            # combination on the same layer) is kept as the next facet instead of replaced.
-            while item.key in used:
-                item = replace(item, facet=item.facet + 1, file="")
-            used.add(item.key)
+                item = gal.GalleryItem.from_result(item, device=item.provenance.device or "")
             pairs.append((item, t.array))
         title = f"{info.file} — {len(pairs)} renders"
         device = pairs[0][0].device
@@ -230,8 +211,10 @@ class GalleryController(Controller):
             return None
         try:
             plan = plan_atlas(model, layers=layers)
-            atlas = Atlas(model, folder, plan, self.settings(), force=force,
-                          preprocessing=session.preprocessing, labels=model.labels)  # fmt: skip
+            settings = self.settings()
+            session.check_canvas(settings)
+            atlas = Atlas(model, folder, plan, settings, force=force,
+                          preprocessing=session.preprocessing, labels=session.labels)  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - settings or layers rejected
             self.error.emit("Cannot Start Atlas", error_text(exc))
             return None
@@ -263,7 +246,7 @@ class GalleryController(Controller):
             self.message.emit(f"Atlas: {ev.message}", True)
         if isinstance(ev, (Todo, UnitCommitted, StepEvent, LayerStarted)):
             step = f" · step {ev.step}/{ev.steps}" if isinstance(ev, StepEvent) else ""
-            where = f" · {caption_layer(self._layer)}" if self._layer else ""
+            where = f" · {short_name(self._layer)}" if self._layer else ""
             text = f"Atlas {self._done}/{self._total}{where}{step}"
             self.progress.emit(self._done / self._total, text)
 

@@ -7,92 +7,65 @@ settings, preprocessing and labels in force; the job runs on the render thread t
 every event to tiles by the event's own ``slots`` and every result by its ``slot``: no unit/facet
 arithmetic here.  Events are told apart with ``isinstance`` on the core's event classes.
 
-Extension points, for job kinds to come (directions, interpolations, dataset examples):
-  * build a spec and call ``submit(spec)``: tiles, routing, progress and galleries follow;
-  * ``register_tiles(SpecType, describe)`` says how a slot of that kind is shown on the canvas
-    (layer, unit, kind, caption, label, and ``strip: True`` to lay the job's tiles out on a row
-    of their own, e.g. an interpolation); without one, a slot shows the spec's title.
+How a slot looks (layer, unit, kind, caption, label, whether the job is a strip of its own) is
+the core's ``fvdesk.core.optim.presentation``: tiles show the views the runner files its results
+under, so a tile is captioned as its saved gallery item.  A new job kind registers its view there
+(``register_view``) and its plan or runner in ``fvdesk.core.optim.run``; ``submit(spec)`` then
+gives it tiles, routing, progress and galleries.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 from fvdesk.core.optim.events import NoticeEvent, PreviewEvent, StepEvent, UnitDoneEvent
-from fvdesk.core.optim.jobs import (
-    CombinationJob,
-    JobSpec,
-    Slot,
-    UnitJob,
-    combination_caption,
-    unit_caption,
-)
+from fvdesk.core.optim.jobs import JobSpec, Slot, UnitJob
+from fvdesk.core.optim.presentation import SlotView, job_views, register_view, slot_view
 from fvdesk.gui.qt_controller import Controller
 from fvdesk.gui.qt_tiles import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Tile, to_qimage
-from fvdesk.gui.qt_tiles import caption_layer as short
 from fvdesk.gui.qt_worker import Task, error_text
 
 log = logging.getLogger(__name__)
 
-#: How a slot of a spec type appears on the canvas: ``describe(spec, slot, label_of) -> dict`` of
-#: ``Tile`` fields (``label_of(layer, unit)`` is the session's label rule).
+#: Deprecated: ``describe(spec, slot, label_of) -> dict`` of ``Tile`` fields (``register_tiles``).
 TileDescriber = Callable[[Any, Slot, Callable[[str, int], "str | None"]], dict[str, Any]]
-_DESCRIBERS: dict[type[JobSpec], TileDescriber] = {}
 
 
 def register_tiles(spec_type: type[JobSpec], describe: TileDescriber) -> None:
-    """Show the slots of ``spec_type`` jobs with ``describe`` (see the module docstring)."""
-    _DESCRIBERS[spec_type] = describe
+    """Deprecated: register a ``presentation.register_view`` describer instead (the core's
+    view is what results are saved under, so the tile and the gallery agree)."""
+    warnings.warn(
+        "qt_jobs.register_tiles is deprecated; use fvdesk.core.optim.presentation.register_view",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+
+    def view(spec: Any, slot: Slot, label_of: Callable[[str, int], str | None]) -> SlotView:
+        d = describe(spec, slot, label_of)
+        return SlotView(slot.index, str(d.get("layer", "")), int(d.get("unit", slot.unit)),
+                        slot.facet, str(d.get("kind", spec.type)),
+                        bool(getattr(spec, "negative", False)), str(d.get("caption", "")),
+                        d.get("label"), bool(d.get("strip", False)))  # fmt: skip
+
+    register_view(spec_type, view)
 
 
-def _unit_tiles(spec: UnitJob, slot: Slot, label_of: Callable[[str, int], str | None]) -> dict:
-    return {
-        "layer": spec.layer,
-        "unit": slot.unit,
-        "kind": spec.kind,
-        "label": label_of(spec.layer, slot.unit) if slot.unit >= 0 else None,
-        "caption": unit_caption(
-            short(spec.layer), slot.unit, facet=slot.facet, negative=spec.negative, kind=spec.kind
-        ),  # fmt: skip
-    }
-
-
-def _combination_tiles(spec: CombinationJob, slot: Slot, label_of: Callable) -> dict:
-    text = combination_caption([dataclasses.replace(t, layer=short(t.layer)) for t in spec.terms])
-    name = f"({text})" if spec.negative and len(spec.terms) > 1 else text
-    labels = [lab for t in spec.terms if (lab := label_of(t.layer, t.unit))]
-    return {
-        "layer": spec.terms[0].layer,
-        "unit": -1,
-        "kind": "combination",
-        "label": " + ".join(labels) or None,
-        "caption": unit_caption(name, -1, facet=slot.facet, negative=spec.negative),
-    }
-
-
-register_tiles(UnitJob, _unit_tiles)
-register_tiles(CombinationJob, _combination_tiles)
+def view_fields(view: SlotView, spec: JobSpec, *, row: int = 0) -> dict[str, Any]:
+    """The ``Tile`` fields of a slot's core view: shown as is; a strip's tiles get ``row``."""
+    return {"layer": view.layer, "unit": view.unit, "kind": view.kind, "caption": view.caption,
+            "label": view.label, "facet": view.facet, "negative": view.negative, "spec": spec,
+            "slot": view.slot, "row": row if view.strip else 0}  # fmt: skip
 
 
 def tile_fields(
     spec: JobSpec, slot: Slot, label_of: Callable[[str, int], str | None], *, row: int = 0
 ) -> dict:
-    """The ``Tile`` fields of one slot of ``spec`` (also used for tiles of opened galleries);
-    a describer that answers ``strip: True`` gets its job's tiles on a row of their own, ``row``."""
-    describe = _DESCRIBERS.get(type(spec))
-    if describe is not None:
-        fields = describe(spec, slot, label_of)
-    else:
-        layers = spec.layers
-        fields = {"layer": layers[0] if layers else "", "unit": slot.unit, "kind": spec.type,
-                  "caption": unit_caption(spec.title, -1, facet=slot.facet)}  # fmt: skip
-    negative = bool(getattr(spec, "negative", False))
-    strip = fields.pop("strip", False)
-    return {"facet": slot.facet, "negative": negative, "spec": spec, "slot": slot.index,
-            "row": row if strip else 0, **fields}  # fmt: skip
+    """The ``Tile`` fields of one slot of ``spec`` (its core view, ``view_fields``)."""
+    return view_fields(slot_view(spec, slot, label_of), spec, row=row)
 
 
 class JobController(Controller):
@@ -142,8 +115,8 @@ class JobController(Controller):
         model = session.model
         task = Task(job.title, lambda cancel: _run(model, job, cancel), job=job, model=model)
         tiles = []
-        for slot in spec.slots():
-            t = Tile(**tile_fields(spec, slot, session.unit_label, row=task.id))
+        for view in job_views(job, model.graph):
+            t = Tile(**view_fields(view, spec, row=task.id))
             t.job_id = task.id
             t.settings = settings.to_dict()
             t.model_name = t.model_file = model.name
@@ -315,8 +288,7 @@ class JobController(Controller):
         t.image = to_qimage(result.image)
         t.value = float(result.value) if result.value is not None else None
         t.dead = bool(result.dead)
-        if not t.label and t.kind != "combination":
-            t.label = result.label
+        t.caption, t.label = result.caption, result.label  # what a gallery saves
         planned = int(task.job.settings.steps)
         t.step = int(result.steps)
         if result.cancelled:

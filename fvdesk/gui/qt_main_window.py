@@ -228,6 +228,7 @@ class MainWindow(QMainWindow):
         self.tile_view.tile_size_changed.connect(lambda _px: self._save_timer.start())
         self.tiles.tiles_changed.connect(self._update_enabled)
         self.settings_panel.changed.connect(lambda: self._save_timer.start())
+        self.settings_panel.rejected.connect(lambda text: self.log_message(text, status=True))
         self.settings_panel.preprocessing_chosen.connect(s.choose_preprocessing)
         self.settings_panel.labels_file_chosen.connect(s.choose_labels_file)
         self.settings_panel.browse_labels_requested.connect(self._browse_labels)
@@ -334,8 +335,8 @@ class MainWindow(QMainWindow):
         )
         if spec.size_multiple > 1 and not spec.fixed_size:
             self.log_message(
-                f"{model.name} takes sizes that are multiples of {spec.size_multiple}; canvas "
-                "sizes and octaves are rounded to one."
+                f"{model.name} takes sizes that are multiples of {spec.size_multiple}; the canvas "
+                "size steps by it (another is refused) and octaves are rounded to one."
             )
         for note in model.canonicalization:
             self.log_message(f"Graph repair: {note}")
@@ -357,8 +358,9 @@ class MainWindow(QMainWindow):
     def _on_model_changed(self, model: Any) -> None:
         if not self.session.is_loading():
             self.status.hide_loading()
-        self.layers.set_graph(model.graph if model else None, model.labels if model else None)
+        self.layers.set_graph(model.graph if model else None, self.session.labels)
         self._show_choices()
+        self.settings_panel.show_input(model.input if model is not None else None)
         self.status.show_model(
             model, self.session.preprocessing, self.session.preprocessing_origin()
         )
@@ -376,8 +378,9 @@ class MainWindow(QMainWindow):
         if m is None:
             self.settings_panel.show_model(None)
             return
-        self.settings_panel.show_model(s.preprocessing, labels_count=len(m.labels or []),
-                                       labels_source=m.labels_source, labels_file=s.labels_file)  # fmt: skip
+        c = s.choices
+        self.settings_panel.show_model(c.preprocessing, labels_count=len(c.labels or ()),
+                                       labels_source=c.labels_source, labels_file=c.labels_file)  # fmt: skip
         self.status.show_preprocessing(s.preprocessing, s.preprocessing_origin())
 
     def _browse_labels(self) -> None:

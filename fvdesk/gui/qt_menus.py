@@ -3,20 +3,28 @@ controller and the article's controller (what they offer depends on what was rig
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtGui import QAction, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import QMenu, QWidget
 
+from fvdesk.core.optim.kinds import FIGURE_KINDS, kind_info
 from fvdesk.gui.qt_article_ctl import ArticleController
 from fvdesk.gui.qt_jobs import JobController
 from fvdesk.gui.qt_layer_model import RowRef
 from fvdesk.gui.qt_prefs import Prefs
 from fvdesk.gui.qt_tiles import QUEUED, RUNNING, Tile
 
-#: Tile kinds that stand for one unit's own objective (the article's figures apply to them).
-UNIT_KINDS = ("channel", "logit", "prob")
+
+def __getattr__(name: str) -> Any:
+    if name == "UNIT_KINDS":  # the kinds the figures apply to are the core's vocabulary now
+        warnings.warn("qt_menus.UNIT_KINDS is deprecated; use fvdesk.core.optim.kinds.FIGURE_KINDS",
+                      DeprecationWarning, stacklevel=2)  # fmt: skip
+        return FIGURE_KINDS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def elide(text: str, n: int) -> str:
@@ -118,7 +126,7 @@ def tile_menu(
             menu.addAction("Show in Layer Tree", lambda: show_in_tree(tile.layer, tile.unit))
             if tile.finished and tile.spec is not None and tile.model_sha == model.sha256:
                 menu.addAction("Render Again (new seed)", lambda: jobs.render_again(tile))
-            if article is not None and tile.unit >= 0 and tile.kind in UNIT_KINDS:
+            if article is not None and tile.unit >= 0 and kind_info(tile.kind).figures:
                 figures(menu, article, tile.layer, tile.unit)
                 unit = [(tile.layer, tile.unit)]
                 menu.addAction("Add to Combination", lambda: article.add_units(unit))

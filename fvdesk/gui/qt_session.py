@@ -1,16 +1,16 @@
 """The model session: the one owner of the open ``LoadedModel`` and of the user's choices for it.
 
 Everything that changes the model or what renders read from it goes through here: loading (off
-the GUI thread), closing, the preprocessing and labels choices (remembered in the model's sidecar
-``MODEL.fvdesk.json``), and where the model lives (device).  Renders never see a choice change
-half-way: a job captures the session's preprocessing and labels when it is submitted
-(``job_for``), and runs on the render thread with what it captured.
+the GUI thread), closing, the user's choices of preprocessing and labels, and where the model lives
+(device).  The choices are the core's ``Choices`` (``fvdesk.core.model.choices``: the one
+precedence, the sources, the sidecar ``MODEL.fvdesk.json``), held here and never written onto the
+model, which the render thread may be using: a job captures the choices in force when it is
+submitted (``job_for``) and runs with what it captured, so renders never see a choice change
+half-way and the model stays as it was loaded.
 
 The GUI thread never runs torch here: loading, and finding out which devices this machine has and
 where the model's weights are, happen on a background thread; afterwards the render thread reports
-the device each job ran on (``note_device``).  The model's ``preprocessing`` stays what it was
-loaded with; the session's ``preprocessing`` is the one in force.  Labels are swapped on the model
-(a plain list; jobs hold their own tuple) so that every reader sees the names the user chose.
+the device each job ran on (``note_device``).
 
 Extension point: a view that needs the model (a dataset browser, an arithmetic builder) connects
 to ``changed`` and ``choices_changed`` and builds its jobs with ``job_for``; nothing else in the
@@ -26,21 +26,15 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
-from fvdesk.core.errors import FvdeskError
-from fvdesk.core.model import sidecar
-from fvdesk.core.model.labels import builtin_labels
-from fvdesk.core.model.preprocessing import Preprocessing, preset
-from fvdesk.core.optim.jobs import Job, JobSpec, ModelRef
-from fvdesk.core.optim.settings import RenderSettings
+from fvdesk.core.errors import ConfigError, FvdeskError
+from fvdesk.core.model.choices import SOURCES, Choices
+from fvdesk.core.model.preprocessing import Preprocessing
+from fvdesk.core.optim.jobs import Job, JobSpec
+from fvdesk.core.optim.settings import RenderSettings, size_refusal
 from fvdesk.gui.qt_worker import BackgroundCall
 
-#: Where the active preprocessing came from, as the status bar says it.
-ORIGINS = {
-    "user": "your choice",
-    "sidecar": "saved choice (sidecar)",
-    "metadata": "model metadata",
-    "default": "default: the model does not say",
-}
+#: Where a choice in force came from, as the status bar says it (the core's words).
+ORIGINS = SOURCES
 
 
 def probe_devices(model: Any) -> tuple[str, list[tuple[str, str]]]:
@@ -89,10 +83,8 @@ class ModelSession(QObject):
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.model: Any = None  # LoadedModel
-        self.preprocessing: Preprocessing | None = None
-        self.labels_file = ""
+        self.choices: Choices | None = None  # the user's choices in force for it
         self.device_text = ""
-        self._own_labels: tuple[list[str] | None, str] = (None, "none")
         self._loading: BackgroundCall | None = None
         self._probe: BackgroundCall | None = None
         #: Choices of other controllers that every job built from now on carries (the dataset's
@@ -170,15 +162,8 @@ class ModelSession(QObject):
         """Make ``model`` (or nothing) the open model.  ``device``: where it lives and the
         machine's devices, when the caller already knows (else found out off the GUI thread)."""
         self.model = model
-        self.preprocessing = model.preprocessing if model is not None else None
-        self.labels_file = ""
+        self.choices = Choices.of(model) if model is not None else None
         self.device_text = ""
-        if model is not None:
-            n = model.graph.logits.channels if model.graph.logits is not None else None
-            if model.labels_source in ("sidecar", "user"):
-                self._own_labels = builtin_labels(model.metadata, n)
-            else:
-                self._own_labels = (model.labels, model.labels_source)
         self.changed.emit(model)
         if model is None:
             return
@@ -205,75 +190,90 @@ class ModelSession(QObject):
     # -- jobs ---------------------------------------------------------------------------------
     def job_for(self, spec: JobSpec, settings: RenderSettings, *, title: str = "") -> Job:
         """A job for the open model that captures the choices in force now (the runner checks
-        it against the model, so a bad request fails its tiles, with the reason)."""
-        m = self.model
-        labels = tuple(m.labels) if m.labels else None
-        return Job(spec, settings, self.preprocessing or m.preprocessing, ModelRef.of(m), labels,
-                   title or spec.title)  # fmt: skip
+        it against the model, so a bad request fails its tiles, with the reason).  A render's
+        explicit canvas the model cannot take is refused (``ConfigError``), as by the CLI."""
+        if spec.slots():
+            self.check_canvas(settings)
+        return Job.for_model(self.model, spec, settings, title=title, choices=self.choices)
+
+    def check_canvas(self, settings: RenderSettings) -> None:
+        """Refuse a canvas size the open model cannot take (the core's sentence)."""
+        refusal = size_refusal(settings, self.model.input, self.model.name)
+        if refusal is not None:
+            raise ConfigError(f"Canvas size {settings.size} px: {refusal}")
 
     def unit_label(self, layer: str, unit: int) -> str | None:
         """The class name of a unit under the labels in force (the core's one rule)."""
-        if self.model is None:
+        if self.model is None or self.choices is None:
             return None
-        return self.model.graph.unit_label(layer, unit, self.model.labels)
+        return self.choices.label_of(self.model.graph, layer, unit)
 
     # -- the user's choices -------------------------------------------------------------------
+    @property
+    def preprocessing(self) -> Preprocessing | None:
+        """The preprocessing in force (the model's own stays what it was loaded with)."""
+        return self.choices.preprocessing if self.choices is not None else None
+
+    @property
+    def labels(self) -> list[str] | None:
+        """The class labels in force."""
+        return self.choices.label_list() if self.choices is not None else None
+
+    @property
+    def labels_file(self) -> str:
+        """The labels file in force ("" for the labels the model came with)."""
+        return self.choices.labels_file if self.choices is not None else ""
+
     def preprocessing_origin(self) -> str:
         pre = self.preprocessing
         return ORIGINS.get(pre.source, pre.source) if pre is not None else ""
 
-    def _remember(self, what: str, **entries: Any) -> str:
-        """Write ``entries`` to the sidecar; the sentence that says whether it was remembered."""
+    def _use(self, chosen: Choices, what: str, **remember: bool) -> None:
+        """Put ``chosen`` in force for the next jobs, saying whether the sidecar remembers it."""
         if is_embedded(self.model.path):
-            return f"{what} for this session."
-        try:
-            sidecar.save_sidecar(self.model.path, **entries)
-        except (OSError, FvdeskError) as exc:  # save_sidecar raises ConfigError
-            return f"{what} (not remembered: {exc})."
-        return f"{what}; remembered next to {self.model.name}."
+            note = f"{what} for this session."
+        else:
+            try:
+                chosen.remember(self.model.path, **remember)
+            except (OSError, FvdeskError) as exc:  # the sidecar write raises ConfigError
+                note = f"{what} (not remembered: {exc})."
+            else:
+                note = f"{what}; remembered next to {self.model.name}."
+        self.choices = chosen
+        if remember.get("labels"):
+            self.labels_changed.emit(chosen.label_list())
+        self.choices_changed.emit()
+        self.message.emit(note)
 
     def choose_preprocessing(self, name: str) -> None:
         """Use preset ``name`` for the next jobs (running and queued jobs keep theirs)."""
-        if self.model is None:
+        if self.model is None or self.choices is None:
             return
-        pre = preset(name, source="user")
-        self.preprocessing = pre
-        self.message.emit(
-            self._remember(f"Preprocessing set to {pre.describe()}", preprocessing=pre)
-        )
-        self.choices_changed.emit()
+        chosen = self.choices.with_preprocessing(name)
+        self._use(chosen, f"Preprocessing set to {chosen.preprocessing.describe()}",
+                  preprocessing=True)  # fmt: skip
 
     def choose_labels_file(self, path: str) -> None:
         """Name the classes from ``path`` ("" goes back to the labels the model came with)."""
-        if self.model is None:
+        if self.model is None or self.choices is None:
             return
         if not path:
             self.revert_labels()
             return
-        from fvdesk.core.model.labels import read_labels_file
-
         try:
-            labels = read_labels_file(path)
+            chosen = self.choices.with_labels_file(path)
         except FvdeskError as exc:
             self.error.emit("Cannot Use Labels File", str(exc))
             return
-        note = self._remember(f"{len(labels)} labels from {path}", labels=Path(path))
-        self._set_labels(labels, "user", path)
-        self.message.emit(note)
+        self._use(chosen, f"{len(chosen.labels or ())} labels from {path}", labels=True)
 
     def revert_labels(self) -> None:
         """Back to the labels the model came with; the sidecar forgets the chosen file."""
-        if self.model is None:
+        if self.model is None or self.choices is None:
             return
-        labels, source = self._own_labels
-        what = f"Labels: back to the model's own ({len(labels or [])}, {source})"
-        note = self._remember(what, forget=("labels",))
-        self._set_labels(labels, source, "")
-        self.message.emit(note)
-
-    def _set_labels(self, labels: list[str] | None, source: str, path: str) -> None:
-        self.model.labels = labels
-        self.model.labels_source = source
-        self.labels_file = path
-        self.labels_changed.emit(labels)
-        self.choices_changed.emit()
+        logits = self.model.graph.logits
+        chosen = self.choices.with_own_labels(self.model.metadata,
+                                              logits.channels if logits is not None else None)  # fmt: skip
+        what = (f"Labels: back to the model's own ({len(chosen.labels or ())}, "
+                f"{chosen.labels_source})")  # fmt: skip
+        self._use(chosen, what, labels=True)

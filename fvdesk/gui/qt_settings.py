@@ -1,11 +1,13 @@
-"""The render settings dock: every knob of the engine, the batch-job choices and the model's
+"""The render settings dock: every option of the engine, the batch-job choices and the model's
 preprocessing and labels.
 
-The dock edits a plain dict; ``to_render_settings()`` turns it into the engine's ``RenderSettings``
-by overlaying it on the engine's own defaults (so a field added to the engine keeps its default
-here instead of breaking the GUI).  The dock's own defaults favour interactive speed (256 steps,
-128 px) over the article's 2560 steps.  Preprocessing and labels belong to the model, not to a render:
-changing them is reported through signals and remembered in the model's sidecar by the window.
+The render controls are generated from the core's table of options
+(``fvdesk.core.optim.options``: label, control, range, tooltip and section of each), so the dock
+and the CLI's flags cannot drift apart; the options the core lists as ``EXPERT`` are in the
+collapsed "Advanced" section.  The dock edits a plain dict; ``to_render_settings()`` hands it to the
+core's ``options.settings_from`` (the one conversion, the CLI's too).  The dock's own defaults
+favour interactive speed (128 px) and come from the same table.  Preprocessing and labels belong
+to the model, not to a render: changing them is reported through signals and kept by the session.
 """
 
 from __future__ import annotations
@@ -33,14 +35,17 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from fvdesk.core.optim.kinds import CLASS_KINDS
+from fvdesk.core.optim.options import ADVANCED, SECTIONS, dock_options, option, settings_from
+
 
 @dataclass(frozen=True)
 class Field:
-    """One setting: dict key, label, widget kind, default, range and the tooltip that says why."""
+    """One control: dict key, label, widget kind, default, range and the tooltip that says why."""
 
     key: str
     label: str
-    kind: str  # int | float | bool | choice
+    kind: str  # int | float | bool | choice | file | list
     default: Any
     lo: float = 0
     hi: float = 0
@@ -53,70 +58,22 @@ class Field:
     special: str = ""  # text shown at the minimum (e.g. "off")
 
 
-#: Render settings (keys of the engine's ``RenderSettings``) and GUI batch choices (``ui:`` keys).
+def field_of(o: Any) -> Field:
+    """The control of a core ``Option`` (its ``Look``): nothing about it is restated here."""
+    look = o.look
+    lo = 0.0 if o.optional or o.low is None else float(o.low)
+    if o.above and not o.optional:
+        lo += 10.0 ** -(look.decimals if look else 0)
+    texts = look.texts if look and look.texts else tuple(o.choices or ())
+    return Field(o.name, o.label, o.widget, o.dock_default(), lo, look.hi if look else 0,
+                 look.step if look else 1, look.decimals if look else 0,
+                 tuple(zip(o.choices or (), texts, strict=True)), o.tip, o.section,
+                 look.suffix if look else "", look.special if look else "")  # fmt: skip
+
+
+#: The app's own batch-job choices (``ui:`` keys; not render settings, so not core options).
 # fmt: off
-FIELDS: tuple[Field, ...] = (
-    Field("steps", "Steps", "int", 256, 1, 20000, 16, group="Optimization",
-          tip="Optimization steps per image. The article uses 2560; 256-512 already shows most features."),
-    Field("size", "Canvas size", "int", 128, 0, 1024, 16, suffix=" px", special="model's size", group="Optimization",
-          tip="Side of the optimized image; at the minimum, the model's own input size. "
-              "Models with a fixed input size see the canvas resized."),
-    Field("lr", "Learning rate", "float", 0.08, 0.0001, 2.0, 0.01, 4, group="Optimization",
-          tip="Adam learning rate, annealed over the second half of the steps (the engine's default; "
-              "the article: 0.05, constant)."),
-    Field("batch", "Batch size", "int", 8, 1, 512, 1, group="Optimization",
-          tip="Images optimized together; many units of a layer render in batches of this size."),
-    Field("seed", "Seed", "int", 0, 0, 2**31 - 1, 1, group="Optimization",
-          tip="Random seed of the initial image and the transformations: same seed, same image."),
-    Field("early_stop", "Stop early below", "float", 0.0, 0.0, 0.5, 0.005, 3, special="off",
-          group="Optimization",
-          tip="Stop once no image's objective gains more than this share over a window of steps "
-              "(then a short learning-rate anneal): the default recipe passes Lucent's 512-step "
-              "quality in a fraction of its steps (benchmarks/README.md)."),
-    Field("average", "Average the last", "float", 0.0, 0.0, 1.0, 0.05, 2, special="off",
-          group="Optimization",
-          tip="Share of the steps, at the end, whose images are averaged into the saved one: "
-              "smoother images (less fine texture) for a slightly lower objective."),
-    Field("device", "Device", "choice", "auto", choices=(("auto", "auto (GPU if available)"), ("cpu", "CPU")),
-          group="Optimization", tip="Where renders run. 'auto' picks CUDA, then MPS, then the CPU."),
-    Field("param", "Parameterization", "choice", "fourier",
-          choices=(("fourier", "Fourier"), ("pixel", "Pixel"), ("maco", "MACO (phase only)"),
-                   ("prior", "Learned prior")),
-          group="Image", tip="Fourier: optimize a spectrum scaled to equal energy per frequency (less "
-                             "high-frequency noise). Pixel: optimize the pixels directly. MACO: "
-                             "optimize only the Fourier phase; the magnitude stays a natural-image "
-                             "spectrum. Learned prior: optimize a generator's latent (choose it below)."),
-    Field("maco_spectrum", "MACO spectrum", "file", "", group="Image", special="fvdesk's natural-image spectrum",
-          tip="The magnitude spectrum MACO keeps: a saved spectrum (.npz) or a folder of your images."),
-    Field("prior", "Generator", "file", "", group="Image", special="none: open a generator ONNX",
-          tip="A generator ONNX (latent -> image) for the learned prior (Nguyen et al. 2016)."),
-    Field("decorrelate", "Decorrelate colours", "bool", True, group="Image",
-          tip="Optimize in a decorrelated colour space (square root of the ImageNet colour covariance)."),
-    Field("transforms", "Transformation robustness", "bool", True, group="Image",
-          tip="Pad, jitter, scale and rotate the image every step so features must survive small transformations."),
-    Field("tv", "Total variation", "float", 0.0, 0.0, 100.0, 0.0005, 5, special="off", group="Regularizers",
-          tip="Penalty on neighbouring pixel differences (frequency penalization)."),
-    Field("l1", "L1", "float", 0.0, 0.0, 100.0, 0.0005, 5, special="off", group="Regularizers",
-          tip="Penalty on |pixel - 0.5|: pulls the image towards grey."),
-    Field("l2", "L2", "float", 0.0, 0.0, 100.0, 0.0005, 5, special="off", group="Regularizers",
-          tip="Penalty on (pixel - 0.5)^2: pulls the image towards grey."),
-    Field("blur_every", "Blur every", "int", 0, 0, 1000, 1, suffix=" steps", special="off", group="Regularizers",
-          tip="Blur the image every N steps (frequency penalization); off = never."),
-    Field("bilateral_every", "Bilateral every", "int", 0, 0, 1000, 1, suffix=" steps", special="off",
-          group="Regularizers", tip="Edge-preserving smoothing every N steps: noise goes, edges stay (Tyka 2016)."),
-    Field("grad_blur", "Gradient blur", "float", 0.0, 0.0, 16.0, 0.25, 2, suffix=" px", special="off",
-          group="Preconditioning", tip="Blur the gradient, not the image, each step (Øygard 2015)."),
-    Field("lap_levels", "Laplacian pyramid", "int", 0, 0, 8, 1, suffix=" levels", special="off",
-          group="Preconditioning",
-          tip="Give every octave of the gradient the same strength (Mordvintsev 2016). 1 is not a pyramid."),
-    Field("octaves", "Octaves", "int", 1, 1, 8, 1, special="off", group="Preconditioning",
-          tip="Optimize at growing sizes, upsampling between: coarse structure first (Mordvintsev 2015)."),
-    Field("optimizer", "Update rule", "choice", "adam",
-          choices=(("adam", "Adam"), ("l2", "Steepest, L2"), ("linf", "Steepest, L∞ (sign)")),
-          group="Preconditioning",
-          tip="Adam, or plain steepest ascent under the L2 or L∞ metric (the article's comparison)."),
-    Field("preview_every", "Preview every", "int", 16, 1, 1000, 1, suffix=" steps", group="Display",
-          tip="How often a running tile shows its current image."),
+UI_FIELDS: tuple[Field, ...] = (
     Field("ui:first_n", "Units per layer (N)", "int", 16, 1, 4096, 1, group="Batch jobs",
           tip="How many units 'Render First N Units' renders."),
     Field("ui:facets", "Diverse facets", "int", 4, 2, 32, 1, group="Batch jobs",
@@ -124,13 +81,16 @@ FIELDS: tuple[Field, ...] = (
     Field("ui:cluster_facets", "Facets from dataset clusters", "bool", False, group="Batch jobs",
           tip="Facets steered toward clusters of the unit's top dataset examples instead of the "
               "diversity term (needs a dataset: File > Dataset)."),
-    Field("ui:class_kind", "Class objective", "choice", "logit",
-          choices=(("logit", "Logit (pre-softmax)"), ("prob", "Probability (softmax)")), group="Batch jobs",
+    Field("ui:class_kind", "Class objective", "choice", CLASS_KINDS[0],
+          choices=tuple(zip(CLASS_KINDS, ("Logit (pre-softmax)", "Probability (softmax)"),
+                            strict=True)), group="Batch jobs",
           tip="The objective for classes of the logits layer. Logits give better images (the article)."),
 )
 # fmt: on
+#: Every control of the dock: the core's options and switches, then the app's batch choices.
+FIELDS: tuple[Field, ...] = tuple(field_of(o) for o in dock_options()) + UI_FIELDS
 
-GROUPS = ("Optimization", "Image", "Regularizers", "Preconditioning", "Display", "Batch jobs")
+GROUPS = (*(s for s in SECTIONS if s != ADVANCED), "Batch jobs")
 #: Groups whose rows show their explanation under the control (not only as a tooltip).
 EXPLAINED = ("Regularizers", "Preconditioning")
 
@@ -140,9 +100,11 @@ def default_values() -> dict[str, Any]:
 
 
 class RenderSettingsPanel(QWidget):
-    """Form over ``FIELDS`` plus the model's preprocessing and labels."""
+    """Form over ``FIELDS`` plus the model's preprocessing and labels; the ``EXPERT`` options
+    in a collapsed "Advanced" section."""
 
     changed = Signal()  # any render/batch value
+    rejected = Signal(str)  # a typed value was refused: the sentence saying why
     file_chosen = Signal(str, str)  # key (prior, maco_spectrum), path ("" = none): validate it
     preprocessing_chosen = Signal(str)  # preset name
     labels_file_chosen = Signal(str)  # path ("" = back to the model's own labels)
@@ -171,6 +133,9 @@ class RenderSettingsPanel(QWidget):
             form.setContentsMargins(6, 4, 6, 4)
             forms[name] = form
             col.addWidget(box)
+        self.advanced = _Collapsible(ADVANCED, body)
+        self.advanced.setToolTip("Options for experts: the engine's defaults rarely need them.")
+        forms[ADVANCED] = self.advanced.form
         for f in FIELDS:
             w = self._make_widget(f)
             w.setObjectName(f"setting_{f.key.replace(':', '_')}")
@@ -238,6 +203,7 @@ class RenderSettingsPanel(QWidget):
         form.addRow("Labels", holder)
         self.model_box = box
         col.addWidget(box)
+        col.addWidget(self.advanced)
 
         reset = QPushButton("Restore Defaults")
         reset.setToolTip("Put every render setting back to its default")
@@ -256,6 +222,8 @@ class RenderSettingsPanel(QWidget):
     def _make_widget(self, f: Field) -> QWidget:
         if f.kind == "file":
             return _FileField(f, self)
+        if f.kind == "list":
+            return _ListField(f, self)
         if f.kind in ("int", "float"):
             num = int if f.kind == "int" else float
             w = QSpinBox() if f.kind == "int" else QDoubleSpinBox()
@@ -303,6 +271,8 @@ class RenderSettingsPanel(QWidget):
                 w.setChecked(bool(value))  # type: ignore[attr-defined]
             elif f.kind == "file":
                 w.set_path(str(value or ""))  # type: ignore[attr-defined]
+            elif f.kind == "list":
+                w.set_value(value)  # type: ignore[attr-defined]
             else:
                 combo: QComboBox = w  # type: ignore[assignment]
                 i = combo.findData(value)
@@ -323,6 +293,8 @@ class RenderSettingsPanel(QWidget):
             return w.isChecked()  # type: ignore[attr-defined]
         if f.kind == "file":
             return w.path()  # type: ignore[attr-defined]
+        if f.kind == "list":
+            return w.value()  # type: ignore[attr-defined]
         return w.currentData()  # type: ignore[attr-defined]
 
     def values(self) -> dict[str, Any]:
@@ -351,6 +323,15 @@ class RenderSettingsPanel(QWidget):
                 combo.addItem(str(current), current)
                 i = combo.count() - 1
             combo.setCurrentIndex(i)
+
+    def show_input(self, spec: Any | None) -> None:
+        """The open model's input (``InputSpec``): the canvas steps by the sizes it takes, and
+        the tooltip says its rule (the core's words)."""
+        size: QSpinBox = self.widgets["size"]  # type: ignore[assignment]
+        f = self._field("size")
+        multiple = int(getattr(spec, "size_multiple", 1) or 1)
+        size.setSingleStep(multiple if multiple > 1 and not spec.fixed_size else int(f.step))
+        size.setToolTip(f.tip + (f" This model: {spec.describe_size()}." if spec else ""))
 
     # -- model part ---------------------------------------------------------------------------
     def show_model(
@@ -402,6 +383,72 @@ def _explanation(text: str) -> QLabel:
     label.setWordWrap(True)
     label.setObjectName("settingExplanation")
     return label
+
+
+class _Collapsible(QWidget):
+    """A section that opens and closes by its header (closed at first)."""
+
+    def __init__(self, title: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("advancedSettings")
+        self.toggle = QToolButton()
+        self.toggle.setObjectName("advancedToggle")
+        self.toggle.setText(title)
+        self.toggle.setCheckable(True)
+        self.toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.toggle.setArrowType(Qt.ArrowType.RightArrow)
+        self.toggle.toggled.connect(self.set_open)
+        self.body = QWidget()
+        self.form = QFormLayout(self.body)
+        self.form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        self.form.setContentsMargins(6, 4, 6, 4)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.toggle)
+        lay.addWidget(self.body)
+        self.set_open(False)
+
+    def set_open(self, on: bool) -> None:
+        self.body.setVisible(on)
+        self.toggle.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
+        if self.toggle.isChecked() != on:
+            self.toggle.setChecked(on)
+
+    def is_open(self) -> bool:
+        return self.toggle.isChecked()
+
+
+class _ListField(QLineEdit):
+    """A comma list of numbers (scales, angles): read by the core option's own parser; a value
+    it refuses is one sentence and the previous value stays."""
+
+    def __init__(self, f: Field, panel: RenderSettingsPanel) -> None:
+        super().__init__()
+        self.option, self.panel = option(f.key), panel
+        self._value: Any = f.default
+        self.setText(self.option.text_of(f.default))
+        self.setPlaceholderText("none")
+        self.editingFinished.connect(self._edited)
+
+    def value(self) -> Any:
+        return self._value
+
+    def set_value(self, value: Any) -> None:
+        self._value = tuple(value) if isinstance(value, list) else value
+        self.setText(self.option.text_of(self._value))
+
+    def _edited(self) -> None:
+        from fvdesk.core.errors import ConfigError
+
+        try:
+            value = self.option.parse(self.text())
+        except ConfigError as exc:
+            self.setText(self.option.text_of(self._value))
+            self.panel.rejected.emit(f"{self.option.label}: {exc}")
+            return
+        if value != self._value:
+            self._value = value
+            self.panel.changed.emit()
 
 
 class _FileField(QWidget):
@@ -465,22 +512,8 @@ def split_values(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
 
 
 def to_render_settings(values: dict[str, Any]) -> Any:
-    """The engine's ``RenderSettings`` for the dock's values, over the engine's own defaults."""
-    from fvdesk.core.optim.settings import RenderSettings
-
+    """The engine's ``RenderSettings`` for the dock's values: the core's ``settings_from`` (an
+    empty file is none, a size of 0 the model's own, the transforms switch), over the engine's
+    defaults."""
     render, _ = split_values(values)
-    for f in FIELDS:
-        if f.kind == "file" and f.key in render:
-            render[f.key] = render[f.key] or None  # an empty path is no file
-    if not render.get("size"):
-        render["size"] = None  # the dock's minimum: the model's own input size
-    else:
-        render["size"] = max(8, int(render["size"]))  # the engine's smallest canvas
-    base = RenderSettings().to_dict()
-    transforms_on = bool(render.pop("transforms", True))
-    merged = {**base, **{k: v for k, v in render.items() if k in base}}
-    if not transforms_on:
-        merged["transforms"] = None
-    elif base.get("transforms") is None:
-        merged.pop("transforms", None)
-    return RenderSettings.from_dict(merged)
+    return settings_from(render)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,64 +51,17 @@ _tile_ids = itertools.count(1)
 MIN_TILE, MAX_TILE, DEFAULT_TILE = 48, 512, 144
 
 
-_OP_NAMES = frozenset(
-    [
-        "Conv",
-        "ConvTranspose",
-        "Relu",
-        "LeakyRelu",
-        "PRelu",
-        "Clip",
-        "Sigmoid",
-        "HardSigmoid",
-        "HardSwish",
-        "Tanh",
-        "Gelu",
-        "Erf",
-        "Mish",
-        "MaxPool",
-        "AveragePool",
-        "GlobalAveragePool",
-        "GlobalMaxPool",
-        "Gemm",
-        "MatMul",
-        "Add",
-        "Mul",
-        "Sub",
-        "Div",
-        "Concat",
-        "BatchNormalization",
-        "InstanceNormalization",
-        "LayerNormalization",
-        "Flatten",
-        "Reshape",
-        "Transpose",
-        "Softmax",
-        "LRN",
-        "Dropout",
-        "ReduceMean",
-        "Pad",
-        "Identity",
-        "Resize",
-        "Upsample",
-        "Split",
-        "Slice",
-    ]
-)
-
-
 def caption_layer(name: str) -> str:
-    """A short caption for a layer: ``/features/block3/relu/Relu`` -> ``block3/relu``.
+    """Deprecated: tiles show the core's captions as they are saved; a short layer name for
+    tight texts is ``fvdesk.core.model.graph.short_name``."""
+    warnings.warn(
+        "qt_tiles.caption_layer is deprecated; use fvdesk.core.model.graph.short_name",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    from fvdesk.core.model.graph import short_name
 
-    Exported names end in the op type, which the tree already shows; the last two remaining path
-    parts identify a layer in practice.  The full name stays in tooltips and gallery.json.
-    """
-    base, sep, out = name.partition(":") if name.rsplit(":", 1)[-1].isdigit() else (name, "", "")
-    parts = [p for p in base.split("/") if p]
-    if len(parts) > 1 and parts[-1].split("_")[0] in _OP_NAMES:
-        parts = parts[:-1]
-    short = "/".join(parts[-2:]) or name
-    return short + (sep + out if sep else "")
+    return short_name(name)
 
 
 def to_qimage(array: np.ndarray) -> QImage:
@@ -140,7 +94,7 @@ class Tile:
     layer: str
     unit: int  # -1 when the objective is not one unit (DeepDream, combination)
     kind: str
-    caption: str  # the core's caption policy (jobs.unit_caption / combination_caption)
+    caption: str  # the core's caption (presentation.SlotView), what a gallery saves
     label: str | None = None
     facet: int = 0
     negative: bool = False

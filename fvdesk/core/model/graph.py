@@ -309,6 +309,20 @@ def name_parts(name: str) -> list[str]:
     return parts
 
 
+def short_name(name: str) -> str:
+    """``/features/block3/relu/Relu`` -> ``block3/relu``: the last two parts of a layer's path,
+    without a trailing part that is an ONNX op type (exporters end node names in it), and
+    ``:k`` kept.  For texts with little room; captions and files keep the full name."""
+    import onnx.defs
+
+    base, sep, out = name.partition(":") if name.rsplit(":", 1)[-1].isdigit() else (name, "", "")
+    parts = [p for p in base.split("/") if p]
+    if len(parts) > 1 and onnx.defs.has(parts[-1].split("_")[0]):
+        parts = parts[:-1]
+    short = "/".join(parts[-2:]) or name
+    return short + (sep + out if sep else "")
+
+
 def build_tree(layers: Sequence[Layer], title: str = "model") -> TreeNode:
     """The name tree (see module docstring); leaves hold the layers, in graph order.
 

@@ -2,24 +2,25 @@
 
 Everything here is plain Python + torch; it never imports Qt.  A ``LoadedModel`` is produced by
 ``fvdesk.core.model.loader.load_model`` and is read-only afterwards except for the user's choices of
-preprocessing and labels (which are persisted in the sidecar ``MODEL.fvdesk.json``).
+preprocessing and labels (``fvdesk.core.model.choices``), which a script or the CLI makes the
+model's own with ``use`` between tasks; the app never does: its jobs carry the choices.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import fx, nn
 
 from fvdesk.core.errors import RenderError
-from fvdesk.core.model.labels import read_labels_file
+from fvdesk.core.model.choices import Choices
 from fvdesk.core.model.layers import LayerGraph, Layout
-from fvdesk.core.model.preprocessing import Preprocessing, parse_preprocessing
-from fvdesk.core.model.sidecar import save_sidecar
+from fvdesk.core.model.preprocessing import Preprocessing
+from fvdesk.core.model.sidecar import save_sidecar  # noqa: F401 - importable from here, as before
 
 
 def round_to_multiple(n: int, multiple: int) -> int:
@@ -182,6 +183,8 @@ class LoadedModel:
         self.preprocessing = preprocessing
         self.labels = labels
         self.labels_source = labels_source
+        self.labels_file = ""  # the labels file in force, when the user chose one
+        self.input_source = "default"  # which input is the image: user, sidecar or default
         self.graph = graph
         self.parity = parity
         # layer name -> name of the fx node computing it (call_module or getitem for multi-output)
@@ -372,28 +375,39 @@ class LoadedModel:
             )
         return self.module(*args)
 
-    # -- user choices (persisted in the sidecar MODEL.fvdesk.json) ------------------------------
+    # -- user choices (fvdesk.core.model.choices; persisted in the sidecar MODEL.fvdesk.json) ----
+    @property
+    def choices(self) -> Choices:
+        """The preprocessing, labels and input in force, with their sources."""
+        return Choices.of(self)
+
+    def use(self, choices: Choices) -> LoadedModel:
+        """Make ``choices`` the model's own.  Only between tasks, by whoever holds the model
+        alone (a script, the CLI): the app's jobs carry their choices instead."""
+        self.preprocessing = choices.preprocessing
+        self.labels = choices.label_list()
+        self.labels_source = choices.labels_source
+        self.labels_file = choices.labels_file
+        return self
+
     def set_preprocessing(self, pre: Preprocessing | str, *, persist: bool = True) -> Preprocessing:
         """Use ``pre`` (a preset name or values) from now on; saved in the sidecar when ``persist``.
 
         The sidecar is written first, so a failed write (``ConfigError``) leaves the model unchanged.
         """
-        if isinstance(pre, str):
-            pre = parse_preprocessing(pre, "user", "The preprocessing choice")
-        pre = replace(pre, source="user")
+        chosen = self.choices.with_preprocessing(pre)
         if persist:
-            save_sidecar(self.path, preprocessing=pre)
-        self.preprocessing = pre
-        return pre
+            chosen.remember(self.path, preprocessing=True)
+        self.use(chosen)
+        return chosen.preprocessing
 
     def set_labels(self, labels_file: str | Path, *, persist: bool = True) -> list[str]:
         """Use the class names in ``labels_file`` (txt or JSON); saved in the sidecar when ``persist``."""
-        labels = read_labels_file(labels_file)
+        chosen = self.choices.with_labels_file(labels_file)
         if persist:
-            save_sidecar(self.path, labels=Path(labels_file))
-        self.labels = labels
-        self.labels_source = "user"
-        return labels
+            chosen.remember(self.path, labels=True)
+        self.use(chosen)
+        return chosen.label_list() or []
 
     def label(self, k: int) -> str | None:
         if self.labels and 0 <= k < len(self.labels):

@@ -29,10 +29,12 @@ NCHW or NHWC position (or dynamic there) are candidates.  ``input_name=`` (or th
 ``input_name``) picks one; with several candidates and no choice ``AmbiguousInputError`` lists
 them.  Other inputs get zeros of their declared shape (``LoadedModel.extra_inputs``).
 
-Preprocessing order: ``preprocessing=`` argument, the sidecar (the user's saved choice), ONNX
-``metadata_props`` (``fvdesk.preprocessing``; Ultralytics exports, which feed [0, 1]; Windows ML's
-``Image.BitmapPixelFormat``/``Image.NominalPixelRange``), then the documented default preset
-``imagenet`` (source ``"default"``).
+Preprocessing and labels follow the one precedence of ``fvdesk.core.model.choices``: the user's
+(the ``preprocessing=`` argument, else the sidecar's saved choice), then ONNX ``metadata_props``
+(``fvdesk.preprocessing``; Ultralytics exports, which feed [0, 1]; Windows ML's
+``Image.BitmapPixelFormat``/``Image.NominalPixelRange``; ``fvdesk.labels`` and what other tools
+write), then the documented default (the ``imagenet`` preset, source ``"default"``; ImageNet's
+names for 1000 classes).
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ from fvdesk.core.fileio import parse_json
 from fvdesk.core.model import canonicalize as canon
 from fvdesk.core.model import cut as cutlib
 from fvdesk.core.model import precision, vet
+from fvdesk.core.model.choices import first_choice, resolve_labels
 from fvdesk.core.model.graph import (
     NodeOutputs,
     build_layer_graph,
@@ -76,7 +79,7 @@ from fvdesk.core.model.graph import (
     find_logits,
     tensor_layouts,
 )
-from fvdesk.core.model.labels import default_labels, labels_from_metadata, read_labels_file
+from fvdesk.core.model.labels import labels_from_metadata, read_labels_file
 from fvdesk.core.model.layers import Layer
 from fvdesk.core.model.loaded import (
     ConversionCut,
@@ -289,6 +292,9 @@ class _Loader:
         )
         loaded.canonicalization = list(report.steps)
         loaded.metadata = metadata
+        loaded.labels_file = str(sidecar.labels) if labels_source == "sidecar" and sidecar else ""
+        loaded.input_source = ("user" if input_name is not None else
+                               "sidecar" if chosen is not None else "default")  # fmt: skip
         loaded.conversion = built.cut
         if built.cut is not None:
             self.warnings.insert(0, f"{self.path.name}: {built.cut.describe()}")
@@ -962,27 +968,23 @@ class _Loader:
                     ) from None
             return parse_preprocessing(value, "user", "The preprocessing argument")
         # The user's saved choice beats what the file says: they chose it knowing the model.
-        if sidecar is not None and sidecar.preprocessing is not None:
-            return sidecar.preprocessing
-        from_meta = preprocessing_from_metadata(metadata, str(self.path))
-        if from_meta is not None:
-            return from_meta
-        return replace(PRESETS[DEFAULT_PRESET], source="default")
+        return first_choice(None, sidecar.preprocessing if sidecar is not None else None,
+                            lambda: preprocessing_from_metadata(metadata, str(self.path)),
+                            replace(PRESETS[DEFAULT_PRESET], source="default"))  # fmt: skip
 
     def _labels(
         self, metadata: dict[str, str], sidecar: Sidecar | None, num_classes: int | None
     ) -> tuple[list[str] | None, str]:
-        labels = labels_from_metadata(metadata)
-        if labels:
-            return self._check_count(labels, num_classes, "metadata"), "metadata"
+        saved = None
         if sidecar is not None and sidecar.labels is not None:
             try:
-                labels = read_labels_file(sidecar.labels)
+                saved = read_labels_file(sidecar.labels)
             except ConfigError as e:
                 self.warnings.append(str(e))
-            else:
-                return self._check_count(labels, num_classes, "sidecar"), "sidecar"
-        return default_labels(num_classes)
+        labels, source = resolve_labels(saved, labels_from_metadata(metadata), num_classes)
+        if source in ("sidecar", "metadata"):
+            labels = self._check_count(labels, num_classes, source)  # type: ignore[arg-type]
+        return labels, source
 
     def _check_count(self, labels: list[str], n: int | None, source: str) -> list[str]:
         if n is not None and len(labels) != n:

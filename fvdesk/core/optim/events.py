@@ -8,9 +8,10 @@ which slots their images are, so a front end routes them to tiles without arithm
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
+
+from fvdesk.core.optim.provenance import Provenance
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,8 +82,8 @@ class UnitResult:
     ``value`` is the unit's own measure (activation, logit, probability, mean square for
     deepdream, the weighted sum for a combination) on the final image, not negated for negative
     renders; ``unit`` is -1 when the image is not about one unit.  ``provenance`` is the record
-    that reproduces the image (``fvdesk.core.optim.jobs.Job.provenance``); ``caption`` is how
-    people see it named.
+    that reproduces the image (``Job.provenance``: a ``Provenance``; a plain mapping given here
+    is read into one); ``caption`` is how people see it named (``presentation.SlotView``).
     """
 
     layer: str
@@ -100,7 +101,11 @@ class UnitResult:
     cancelled: bool = False  # stopped by the user before its steps were done (not a result)
     caption: str = ""
     seconds: float = 0.0
-    provenance: dict[str, Any] = field(default_factory=dict)
+    provenance: Provenance = field(default_factory=Provenance)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.provenance, Provenance):
+            self.provenance = Provenance.of(self.provenance)
 
 
 @dataclass(frozen=True)

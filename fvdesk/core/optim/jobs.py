@@ -33,16 +33,16 @@ from typing import Any, ClassVar, Literal
 
 from fvdesk.core.errors import ConfigError, RenderError
 from fvdesk.core.model.preprocessing import Preprocessing, parse_preprocessing
+from fvdesk.core.optim.kinds import CLASS_KINDS, MEASURES, UNIT_KINDS
+from fvdesk.core.optim.provenance import FORMAT as PROVENANCE_FORMAT
+from fvdesk.core.optim.provenance import VERSION as PROVENANCE_VERSION
+from fvdesk.core.optim.provenance import Provenance
 from fvdesk.core.optim.settings import RenderSettings
-from fvdesk.core.optim.variants import SPECTRUM, variant
+from fvdesk.core.optim.variants import SPECTRUM, STEEPEST, Variant, variant
 
 UnitKind = Literal["neuron", "channel", "deepdream", "logit", "prob"]
-#: The objective kinds of a single unit, in the order menus and help texts list them.
-UNIT_KINDS: tuple[str, ...] = ("channel", "neuron", "deepdream", "logit", "prob")
-#: Kinds that read class scores (a vector layer).
-CLASS_KINDS: tuple[str, ...] = ("logit", "prob")
-PROVENANCE_FORMAT = "fvdesk-provenance"
-PROVENANCE_VERSION = 1
+# UNIT_KINDS (a unit's objective kinds) and CLASS_KINDS (those reading class scores) are the
+# vocabulary of fvdesk.core.optim.kinds, re-exported here.
 #: Diversity weight relative to the unit objective's magnitude (objectives.WithDiversity).  Under
 #: the default recipe's smoother images the Gram term moves easily: at 3.0 (the earlier recipe's
 #: value) one facet in four fell to 0.2-0.4 of the unit's value on the demo model.
@@ -545,7 +545,13 @@ class SteepestJob(_OnTerms):
         object.__setattr__(self, "terms", _terms(self.terms, "A steepest-descent view"))
 
     def slots(self) -> list[Slot]:
-        return [Slot(i, -1, i, (0,), i) for i in range(6)]
+        return [Slot(i, -1, i, (0,), i) for i in range(2 * len(STEEPEST))]
+
+    @staticmethod
+    def metric(index: int) -> tuple[Variant, bool]:
+        """(the metric of ``variants.STEEPEST``, whether it is a first step) of slot ``index``:
+        the one statement of the view's layout (the runner and the captions read it)."""
+        return STEEPEST[index % len(STEEPEST)], index < len(STEEPEST)
 
     @property
     def title(self) -> str:
@@ -556,8 +562,8 @@ class SteepestJob(_OnTerms):
 #: unit objective's magnitude (objectives.Steered).  On the demo model 3 makes every facet the
 #: one closest to its own centroid at a cost of 5-30 % of the unit's value; 1 often does not.
 DEFAULT_CLUSTER_WEIGHT = 3.0
-#: What a dataset-examples pass measures per unit.
-EXAMPLE_KINDS: tuple[str, ...] = ("channel", "neuron")
+#: What a dataset-examples pass measures per unit (``kinds.MEASURES``).
+EXAMPLE_KINDS: tuple[str, ...] = MEASURES
 
 
 @dataclass(frozen=True)
@@ -733,16 +739,13 @@ class Job:
 
     @classmethod
     def for_model(cls, model: Any, spec: JobSpec, settings: RenderSettings | None = None,
-                  *, title: str = "") -> Job:  # fmt: skip
-        """A job for a ``LoadedModel`` with its current preprocessing and labels."""
-        return cls(
-            spec,
-            settings or RenderSettings(),
-            model.preprocessing,
-            ModelRef.of(model),
-            tuple(model.labels) if model.labels else None,
-            title or spec.title,
-        )
+                  *, title: str = "", choices: Any = None) -> Job:  # fmt: skip
+        """A job for a ``LoadedModel`` under ``choices`` (``fvdesk.core.model.choices.Choices``:
+        the preprocessing and labels a front end has in force), by default the model's own."""
+        pre = choices.preprocessing if choices is not None else model.preprocessing
+        labels = choices.labels if choices is not None else model.labels
+        return cls(spec, settings or RenderSettings(), pre, ModelRef.of(model),
+                   tuple(labels) if labels else None, title or spec.title)  # fmt: skip
 
     def with_settings(self, **changes: Any) -> Job:
         return replace(self, settings=replace(self.settings, **changes))
@@ -755,25 +758,25 @@ class Job:
     def label(self, graph: Any, layer: str, unit: int) -> str | None:
         return graph.unit_label(layer, unit, self.labels)
 
-    def provenance(self, slot: Slot, batch: Sequence[int], *, device: str) -> dict[str, Any]:
+    def provenance(self, slot: Slot, batch: Sequence[int], *, device: str) -> Provenance:
         """The record a gallery item stores: enough to render the same pixels again."""
         from fvdesk import __version__
 
-        return {
-            "format": PROVENANCE_FORMAT,
-            "version": PROVENANCE_VERSION,
-            "model": self.model.to_dict(),
-            "job": self.spec.to_dict(),
-            "slot": slot.index,
-            "unit": slot.unit,
-            "facet": slot.facet,
-            "batch": [int(i) for i in batch],
-            "seed": self.settings.seed,
-            "settings": self.settings.to_dict(),
-            "preprocessing": self.preprocessing.to_dict(),
-            "device": device,
-            "fvdesk_version": __version__,
-        }
+        return Provenance(
+            format=PROVENANCE_FORMAT,
+            version=PROVENANCE_VERSION,
+            model=self.model.to_dict(),
+            job=self.spec.to_dict(),
+            slot=slot.index,
+            unit=slot.unit,
+            facet=slot.facet,
+            batch=tuple(int(i) for i in batch),
+            seed=self.settings.seed,
+            settings=self.settings.to_dict(),
+            preprocessing=self.preprocessing.to_dict(),
+            device=device,
+            fvdesk_version=__version__,
+        )
 
 
 @dataclass(frozen=True)
@@ -785,24 +788,40 @@ class Reproduction:
     batch: tuple[int, ...]
 
 
-def job_from_provenance(record: dict[str, Any], *, where: str = "the record") -> Reproduction:
+def recorded_spec(record: Provenance | dict[str, Any]) -> JobSpec:
+    """The spec that made a recorded image (``ConfigError`` when the record names no job, or
+    one this fvdesk does not know)."""
+    job = Provenance.of(record).job
+    if job is None:
+        raise ConfigError("The provenance record names no job.")
+    return JobSpec.from_dict(job)
+
+
+def job_from_provenance(record: Provenance | dict[str, Any], *,
+                        where: str = "the record") -> Reproduction:  # fmt: skip
     """Inverse of ``Job.provenance``; raises ``ConfigError`` naming ``where`` when it cannot."""
-    if not isinstance(record, dict) or record.get("format") != PROVENANCE_FORMAT:
+    rec = Provenance.of(record)
+    if rec.format != PROVENANCE_FORMAT:
         raise ConfigError(
             f"{where} has no provenance record (saved by an fvdesk older than 0.2?), "
             "so it cannot be reproduced."
         )
-    if int(record.get("version", 0)) > PROVENANCE_VERSION:
+    if (rec.version or 0) > PROVENANCE_VERSION:
         raise ConfigError(f"{where} was written by a newer fvdesk; update fvdesk to reproduce it.")
     try:
-        spec = JobSpec.from_dict(record["job"])
-        settings = RenderSettings.from_dict(record["settings"])
-        raw_pre = record["preprocessing"]
-        pre = parse_preprocessing(raw_pre, str(raw_pre.get("source", "user")), where)
-        m = record["model"]
+        if rec.job is None or rec.settings is None or rec.preprocessing is None:
+            raise KeyError("job" if rec.job is None else "settings" if rec.settings is None
+                           else "preprocessing")  # fmt: skip
+        if rec.model is None or rec.slot is None:
+            raise KeyError("model" if rec.model is None else "slot")
+        spec = JobSpec.from_dict(rec.job)
+        settings = RenderSettings.from_dict(rec.settings)
+        pre = parse_preprocessing(rec.preprocessing, str(rec.preprocessing.get("source", "user")),
+                                  where)  # fmt: skip
+        m = rec.model
         model = ModelRef(str(m["file"]), str(m["sha256"]), str(m.get("path", "")))
-        slot = int(record["slot"])
-        batch = tuple(int(i) for i in record.get("batch") or [slot])
+        slot = rec.slot
+        batch = rec.batch or (slot,)
     except (KeyError, TypeError, ValueError) as e:
         raise ConfigError(f"{where} has a damaged provenance record ({e}).") from None
     if slot not in batch:
@@ -878,6 +897,7 @@ __all__ = [
     "Job",
     "JobSpec",
     "ModelRef",
+    "Provenance",
     "Reproduction",
     "Slot",
     "Term",
@@ -885,5 +905,6 @@ __all__ = [
     "combination_caption",
     "job_from_provenance",
     "parse_objective",
+    "recorded_spec",
     "unit_caption",
 ]

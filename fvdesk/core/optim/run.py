@@ -44,10 +44,10 @@ from fvdesk.core.optim.jobs import (
     Term,
     UnitJob,
     combination_caption,
-    unit_caption,
 )
 from fvdesk.core.optim.param import INTERPOLATION_SHARED
 from fvdesk.core.optim.parameterizations import make_param, pin_settings
+from fvdesk.core.optim.presentation import SlotView, job_views
 from fvdesk.core.optim.quality import high_frequency_share
 from fvdesk.core.optim.render import (
     BatchDone,
@@ -58,23 +58,19 @@ from fvdesk.core.optim.render import (
 )
 from fvdesk.core.optim.settings import RenderSettings
 from fvdesk.core.optim.steepest import first_step, step_image
-from fvdesk.core.optim.variants import STEEPEST, variant, variant_settings
+from fvdesk.core.optim.variants import variant, variant_settings
 
 Runner = Callable[..., Generator[Event, None, JobResult]]
 
 
 @dataclass
 class Plan:
-    """How a spec renders: its slots, the objective of a batch of them, and how to name things."""
+    """How a spec renders: its slots and the objective of a batch of them.  How its images are
+    named and filed is the spec's presentation (``fvdesk.core.optim.presentation``)."""
 
     slots: list[Slot]
     build: Callable[[Sequence[Slot]], obj.Objective]
-    layer: str  # the layer results are filed under
-    kind: str  # the objective kind results report
-    negative: bool
     what: str  # names the objective in messages
-    label: Callable[[Slot], str | None]
-    caption: Callable[[Slot, str | None], str]
     notices: list[str]
     settings: RenderSettings | None = None  # what the spec needs instead of the job's settings
 
@@ -136,6 +132,7 @@ def _run_planned(
             raise RenderError(f"The job has no image {sorted(wanted - {s.index for s in slots})}.")
         per = len(slots)
     by_id = {s.index: s for s in slots}
+    views = {v.slot: v for v in job_views(job, model.graph)}
     results: list[UnitResult] = []
     cancelled_any = False
     text = describe_device(dev)
@@ -151,24 +148,16 @@ def _run_planned(
         values = out.main_values if out.main_values is not None else r.values
         share = r.seconds / max(1, len(out.slots))
         for k, sid in enumerate(out.slots):
-            slot = by_id[sid]
+            slot, view = by_id[sid], views[sid]
             value = float(values[k])
-            label = plan.label(slot)
             ur = UnitResult(
-                layer=plan.layer,
-                unit=slot.unit,
-                facet=slot.facet,
-                label=label,
-                kind=plan.kind,
-                negative=plan.negative,
-                value=-value if plan.negative and plan.kind != "combination" else value,
+                **_filed(view),
+                value=-value if view.negative and view.kind != "combination" else value,
                 image=r.images[k],
                 dead=sid in r.dead,
                 seed=settings.seed,
                 steps=r.steps_done,
-                slot=sid,
                 cancelled=r.cancelled,
-                caption=plan.caption(slot, label),
                 seconds=share,
                 provenance=job.provenance(slot, out.slots, device=text),
             )
@@ -176,6 +165,13 @@ def _run_planned(
             yield UnitDoneEvent(ur)
         cancelled_any = cancelled_any or r.cancelled
     return JobResult(results, cancelled_any, time.perf_counter() - t0, text)
+
+
+def _filed(view: SlotView) -> dict[str, Any]:
+    """The ``UnitResult`` fields a slot's view decides (what it is filed under and named)."""
+    return {"layer": view.layer, "unit": view.unit, "facet": view.facet, "label": view.label,
+            "kind": view.kind, "negative": view.negative, "slot": view.slot,
+            "caption": view.caption}  # fmt: skip
 
 
 def diversity_layer(model: LoadedModel, layer: str) -> str:
@@ -233,15 +229,7 @@ def _plan_units(model: LoadedModel, job: Job) -> Plan:
             main = obj.Unit(spec.layer, spec.kind, units, x=spec.x, y=spec.y)  # type: ignore[arg-type]
         return _signed_diverse(main, spec, div_layer, chunk)
 
-    def label(slot: Slot) -> str | None:
-        return job.label(model.graph, spec.layer, slot.unit)
-
-    def caption(slot: Slot, lab: str | None) -> str:
-        return unit_caption(spec.layer, slot.unit, label=lab, facet=slot.facet,
-                            negative=spec.negative, kind=spec.kind)  # fmt: skip
-
-    what = f"{spec.kind}({spec.layer}) with diversity"
-    return Plan(slots, build, spec.layer, spec.kind, spec.negative, what, label, caption, notices)
+    return Plan(slots, build, f"{spec.kind}({spec.layer}) with diversity", notices)
 
 
 def _plan_combination(model: LoadedModel, job: Job) -> Plan:
@@ -253,12 +241,7 @@ def _plan_combination(model: LoadedModel, job: Job) -> Plan:
     def build(chunk: Sequence[Slot]) -> obj.Objective:
         return _signed_diverse(terms_objective(spec.terms), spec, div_layer, chunk)
 
-    def caption(slot: Slot, _label: str | None) -> str:
-        name = f"({text})" if spec.negative and len(spec.terms) > 1 else text
-        return unit_caption(name, -1, facet=slot.facet, negative=spec.negative)
-
-    return Plan(slots, build, first, "combination", spec.negative, f"the combination {text}",
-                lambda _s: text, caption, notices)  # fmt: skip
+    return Plan(slots, build, f"the combination {text}", notices)
 
 
 def _plan_clusters(model: LoadedModel, job: Job) -> Plan:
@@ -269,15 +252,7 @@ def _plan_clusters(model: LoadedModel, job: Job) -> Plan:
         vectors = [spec.centroids[s.facet] for s in chunk]
         return obj.steer(main, spec.cluster_layer, vectors, spec.weight, pooled=spec.pooled)
 
-    def label(slot: Slot) -> str | None:
-        return job.label(model.graph, spec.layer, slot.unit)
-
-    def caption(slot: Slot, lab: str | None) -> str:
-        return unit_caption(spec.layer, slot.unit, label=lab, facet=slot.facet,
-                            kind=spec.kind) + f" (cluster {slot.facet + 1}/{spec.facets})"  # fmt: skip
-
-    what = f"{spec.kind}({spec.layer}) steered to dataset clusters"
-    return Plan(spec.slots(), build, spec.layer, "cluster", False, what, label, caption, [])
+    return Plan(spec.slots(), build, f"{spec.kind}({spec.layer}) steered to dataset clusters", [])
 
 
 def terms_objective(terms: Sequence[Term]) -> obj.Objective:
@@ -303,12 +278,7 @@ def _plan_direction(model: LoadedModel, job: Job) -> Plan:
         rows = torch.stack([vectors[s.seed_keys[0]] for s in chunk])
         return _signed_diverse(obj.Direction(spec.layer, rows), spec, div_layer, chunk)
 
-    def caption(slot: Slot, _label: str | None) -> str:
-        d, f = slot.seed_keys
-        return spec.describe(d) + (f" #{f}" if f else "")
-
-    return Plan(slots, build, spec.layer, "direction", spec.negative, f"directions in {spec.layer}",
-                lambda _s: None, caption, notices)  # fmt: skip
+    return Plan(slots, build, f"directions in {spec.layer}", notices)
 
 
 def alignment_layer(model: LoadedModel, layers: Sequence[str]) -> str | None:
@@ -345,11 +315,7 @@ def _plan_interpolation(model: LoadedModel, job: Job) -> Plan:
         coupling = obj.alignment(align, relative=True)
         return obj.WithCoupling(main, coupling, spec.alignment_weight)
 
-    def caption(slot: Slot, _label: str | None) -> str:
-        return f"t={spec.t(slot.index):.2f}"
-
-    return Plan(slots, build, spec.a[0].layer, "interpolation", False, f"the interpolation {spec.title}",
-                lambda _s: spec.title, caption, notices, settings)  # fmt: skip
+    return Plan(slots, build, f"the interpolation {spec.title}", notices, settings)
 
 
 PLANS[UnitJob] = _plan_units
@@ -375,12 +341,12 @@ def _chosen(spec: JobSpec, only: Sequence[int] | None) -> list[Slot]:
 
 
 def _as_slot(
-    sub: Generator[Event, None, JobResult], job: Job, slot: Slot, name: str, label: str,
-    out: list[UnitResult],
+    sub: Generator[Event, None, JobResult], job: Job, slot: Slot, view: SlotView,
+    device: str, out: list[UnitResult],
 ) -> Generator[Event, None, JobResult]:  # fmt: skip
     """Run a one-image sub-job as ``slot`` of ``job``: its events name that slot, its result is
-    captioned ``name`` and carries ``job``'s provenance (appended to ``out``)."""
-    terms: tuple[Term, ...] = job.spec.terms  # type: ignore[attr-defined]
+    filed and named by the slot's ``view`` and carries ``job``'s provenance (appended to
+    ``out``)."""
     where = {"slots": (slot.index,), "offset": slot.index, "facets": (slot.facet,),
              "units": (slot.unit,)}  # fmt: skip
     try:
@@ -389,14 +355,10 @@ def _as_slot(
             if isinstance(ev, (StepEvent, PreviewEvent)):
                 ev = replace(ev, **where)
             elif isinstance(ev, NoticeEvent):
-                ev = NoticeEvent(f"{name}: {ev.message}")
+                ev = NoticeEvent(f"{view.caption}: {ev.message}")
             elif isinstance(ev, UnitDoneEvent):
-                r = replace(ev.result, layer=terms[0].layer,
-                            unit=terms[0].unit if len(terms) == 1 else -1,
-                            facet=slot.facet, kind=job.spec.type, negative=False,
-                            slot=slot.index, caption=name, label=label,
-                            provenance=job.provenance(slot, [slot.index],
-                                                      device=ev.result.provenance.get("device", "")))  # fmt: skip
+                r = replace(ev.result, **_filed(view),
+                            provenance=job.provenance(slot, [slot.index], device=device))  # fmt: skip
                 out.append(r)
                 ev = UnitDoneEvent(r)
             yield ev
@@ -421,24 +383,27 @@ def _run_spectrum(
     t0, dev = _figure_start(model, job, device)
     spec: SpectrumJob = job.spec  # type: ignore[assignment]
     target = CombinationJob(spec.terms)
+    views = {v.slot: v for v in job_views(job, model.graph)}
+    text = describe_device(dev)
     results: list[UnitResult] = []
     cancelled_any = False
     for slot in _chosen(spec, only):
         v = variant(spec.variants[slot.index])
         sub = replace(job, spec=target, settings=variant_settings(job.settings, v.key))
         r = yield from _as_slot(_run_planned(model, sub, cancelled, None, dev), job, slot,
-                                v.caption, f"{v.family} · {v.reference}", results)  # fmt: skip
+                                views[slot.index], text, results)  # fmt: skip
         cancelled_any = cancelled_any or r.cancelled
         if r.cancelled:
             break
-    return JobResult(results, cancelled_any, time.perf_counter() - t0, describe_device(dev))
+    return JobResult(results, cancelled_any, time.perf_counter() - t0, text)
 
 
 def _run_steepest(
     model: LoadedModel, job: Job, cancelled: Callable[[], bool],
     only: Sequence[int] | None, device: torch.device | str | None,
 ) -> Generator[Event, None, JobResult]:  # fmt: skip
-    """The steepest-descent view: three first steps (slots 0-2), three renders (slots 3-5)."""
+    """The steepest-descent view: a first step, then a render, under each metric
+    (``SteepestJob.metric``); a step's high-frequency share is a notice."""
     t0, dev = _figure_start(model, job, device)
     spec: SteepestJob = job.spec  # type: ignore[assignment]
     if model.device != dev:
@@ -447,29 +412,27 @@ def _run_steepest(
     objective = terms_objective(spec.terms)
     x0 = _start_image(model, base, dev)
     text = describe_device(dev)
+    views = {v.slot: v for v in job_views(job, model.graph)}
     results: list[UnitResult] = []
     cancelled_any = False
     for slot in _chosen(spec, only):
-        v = STEEPEST[slot.index % 3]
+        v, first = spec.metric(slot.index)
+        view = views[slot.index]
         s = variant_settings(base, v.key)
-        if slot.index < 3:
+        if first:
             delta, gain = first_step(model, objective, s, x0, dev, job.preprocessing)
             high = float(high_frequency_share(delta.permute(0, 2, 3, 1).cpu().numpy())[0])
-            name = f"{v.caption} step"
-            unit = spec.terms[0].unit if len(spec.terms) == 1 else -1
-            ur = UnitResult(spec.terms[0].layer, unit, slot.facet,
-                            f"{100 * high:.0f}% above 0.25 cyc/px", "steepest", False, gain,
-                            step_image(delta)[0], False, base.seed, base.steps,
-                            slot=slot.index, caption=name,
-                            provenance=job.provenance(slot, [slot.index], device=text))  # fmt: skip
+            yield NoticeEvent(f"{view.caption}: {100 * high:.0f}% of it above 0.25 cycles/px.")
             # ``steps``: the view's budget (a first step is complete, not a cancelled render)
+            ur = UnitResult(**_filed(view), value=gain, image=step_image(delta)[0], dead=False,
+                            seed=base.seed, steps=base.steps,
+                            provenance=job.provenance(slot, [slot.index], device=text))  # fmt: skip
             results.append(ur)
             yield UnitDoneEvent(ur)
             continue
         sub = replace(job, spec=CombinationJob(spec.terms), settings=s)
         run = _run_planned(model, sub, cancelled, None, dev, start=lambda _c: x0)
-        r = yield from _as_slot(run, job, slot, f"{v.caption}, {s.steps} steps",
-                                v.explain, results)  # fmt: skip
+        r = yield from _as_slot(run, job, slot, view, text, results)
         cancelled_any = cancelled_any or r.cancelled
         if r.cancelled:
             break

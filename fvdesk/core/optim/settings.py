@@ -25,6 +25,9 @@ OPTIMIZERS: tuple[str, ...] = ("adam", "l2", "linf")
 #: The article's chain: scales and angles (degrees) drawn each step.
 ARTICLE_SCALES: tuple[float, ...] = (1.0, 0.975, 1.025, 0.95, 1.05)
 ARTICLE_ANGLES: tuple[float, ...] = tuple(float(a) for a in range(-5, 6))
+#: The smallest canvas side (px) the engine optimizes.
+MIN_SIZE = 8
+
 #: fvdesk's default chain (chosen by ``benchmarks/bench_fidelity.py``): scales 0.80-1.04, so the
 #: network sees the canvas a little zoomed out (0.92 on average) and fine detail gains it less;
 #: rotations up to 10 degrees either way.
@@ -236,9 +239,9 @@ class RenderSettings:
         if self.batch < 1:
             raise bad("batch", "must be at least 1")
         if self.size is not None and (
-            isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 8
+            isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < MIN_SIZE
         ):
-            raise bad("size", "must be None or a whole number of pixels >= 8")
+            raise bad("size", f"must be None or a whole number of pixels >= {MIN_SIZE}")
         for name in (
             "lr",
             "decay",
@@ -392,3 +395,20 @@ def recipe(name: str, **overrides: Any) -> RenderSettings:
     changes = {k: (replace(v) if isinstance(v, TransformSettings) else v)
                for k, v in RECIPES[name].items()}  # fmt: skip
     return RenderSettings(**(changes | overrides))
+
+
+def canvas_setting(px: int | None) -> int | None:
+    """A requested canvas side as ``RenderSettings.size``: 0 or None is the model's own size,
+    anything else at least ``MIN_SIZE`` (what the dock's and the CLI's sizes mean)."""
+    if not px:
+        return None
+    return max(MIN_SIZE, int(px))
+
+
+def size_refusal(settings: RenderSettings, input_spec: Any, who: str) -> str | None:
+    """The sentence refusing an explicit canvas the model cannot take (a size-agnostic graph's
+    size multiple, ``InputSpec.size_refusal``), else None: every front end refuses it rather
+    than rounding an explicit size behind the user's back."""
+    if settings.size is None or input_spec is None:
+        return None
+    return input_spec.size_refusal(settings.size, who)

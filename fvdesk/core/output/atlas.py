@@ -224,7 +224,7 @@ def comparable(
 
 
 def item_comparable(item: GalleryItem) -> dict[str, Any]:
-    return comparable(item.settings, item.provenance.get("preprocessing"), item.objective)
+    return comparable(item.settings, item.provenance.preprocessing, item.objective)
 
 
 def _diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:

@@ -68,6 +68,7 @@ import numpy as np
 
 from fvdesk.core.errors import GalleryError
 from fvdesk.core.fileio import atomic_write_bytes, atomic_write_text, parse_json
+from fvdesk.core.optim.provenance import Provenance
 from fvdesk.core.output.html import esc, examples_block, model_line, page, table, text_of
 
 FORMAT = "fvdesk-gallery"
@@ -159,7 +160,7 @@ class GalleryItem:
     dead: bool = False
     seed: int | None = None
     steps: int | None = None
-    provenance: dict = field(default_factory=dict)
+    provenance: Provenance = field(default_factory=Provenance)
     caption: str = ""
     timestamp: str = ""
     device: str = ""
@@ -167,18 +168,34 @@ class GalleryItem:
     file: str = ""
     examples: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.provenance, Provenance):  # a manifest's JSON, or a caller's dict
+            object.__setattr__(self, "provenance", Provenance.of(self.provenance))
+
+    @property
+    def display_caption(self) -> str:
+        """The caption the job gave it; for items saved without one (version 1), the core's
+        caption of its unit."""
+        if self.caption:
+            return self.caption
+        from fvdesk.core.optim.jobs import unit_caption
+
+        return unit_caption(self.layer, self.unit, facet=self.facet, negative=self.negative,
+                            kind=self.objective)  # fmt: skip
+
     @property
     def settings(self) -> dict[str, Any]:
         """The render settings it was made with (from the provenance record)."""
-        return dict(self.provenance.get("settings") or {})
+        return dict(self.provenance.settings or {})
 
     @property
     def key(self) -> ItemKey:
-        variant = job_variant(self.provenance)
+        variant = self.provenance.variant()
         return item_key(self.layer, self.unit, self.facet, self.objective, self.negative, variant)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d["provenance"] = self.provenance.to_dict()
         d["value"] = _finite_or_none(self.value)
         d["seconds"] = _finite_or_none(self.seconds)
         return {"file": d.pop("file"), **d}
@@ -202,7 +219,7 @@ class GalleryItem:
         kw["facet"] = int(kw.get("facet") or 0)
         kw["negative"] = bool(kw.get("negative", False))
         kw["dead"] = bool(kw.get("dead", False))
-        kw["provenance"] = dict(kw.get("provenance") or {})
+        kw["provenance"] = Provenance.of(kw.get("provenance"))
         kw["examples"] = _clean_examples(kw.get("examples"))
         return cls(**kw)
 
@@ -227,7 +244,7 @@ class GalleryItem:
             dead=bool(getattr(result, "dead", False)),
             seed=_int_or_none(getattr(result, "seed", None)),
             steps=_int_or_none(getattr(result, "steps", None)),
-            provenance=dict(getattr(result, "provenance", None) or {}),
+            provenance=Provenance.of(getattr(result, "provenance", None)),
             caption=str(getattr(result, "caption", "") or ""),
             device=device,
             seconds=seconds if seconds is not None else getattr(result, "seconds", None),
@@ -246,17 +263,12 @@ def item_key(
     return (str(layer), int(unit), int(facet), str(objective), bool(negative), str(variant))
 
 
-def job_variant(provenance: dict[str, Any]) -> str:
+def job_variant(provenance: Provenance | dict[str, Any]) -> str:
     """Which job an item belongs to, for jobs that are not one unit's render: two
     interpolations, direction files or spectrum rows on the same unit are different pictures
     and must not replace each other.  Unit renders keep ``""``, so a unit rendered again (or an
-    atlas resumed) replaces its earlier image."""
-    job = provenance.get("job") if isinstance(provenance, dict) else None
-    if not isinstance(job, dict) or job.get("type") in (None, "units"):
-        return ""
-    what = {k: provenance.get(k) for k in ("job", "settings", "preprocessing")}
-    text = json.dumps(what, ensure_ascii=False, sort_keys=True)
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
+    atlas resumed) replaces its earlier image (``Provenance.variant``)."""
+    return Provenance.of(provenance).variant()
 
 
 EXAMPLES_DIR = "examples"
@@ -480,6 +492,12 @@ class Gallery:
 
     Use ``Gallery.open``; the constructor is internal.  ``_items`` holds every item known (this
     writer's and other manifests'), ``_own`` those in this writer's manifest file.
+
+    Duplicate keys, for every writer (the CLI, atlases, the app's Save Gallery): a gallery holds
+    one image per key (``GalleryItem.key``).  An item saved under the key of a committed item
+    replaces it (a unit rendered again, a resumed or forced atlas); items of one save that share
+    a key are all kept, each after the first on the next facet free in the gallery (two renders
+    of one unit on the app's canvas).  ``placed`` is that rule.
     """
 
     folder: Path
@@ -648,6 +666,21 @@ class Gallery:
             n += 1
         return stem + ".png"
 
+    def placed(self, item: GalleryItem, staged: Iterable[GalleryItem] = ()) -> GalleryItem:
+        """``item`` as the duplicate-key rule (class docstring) files it among ``staged``, the
+        items of the same save: unchanged unless one of them holds its key, else on the next
+        facet that neither they nor the committed items hold."""
+        staged_keys = {it.key for it in staged}
+        if item.key not in staged_keys:
+            return item
+        taken = staged_keys | set(self._items)
+        facet = item.facet
+        while True:
+            facet += 1
+            moved = replace(item, facet=facet, file="")
+            if moved.key not in taken:
+                return moved
+
     def add(self, item: GalleryItem, image: np.ndarray) -> GalleryItem:
         """Write the item's PNG atomically, then commit it to the manifest atomically.
 
@@ -667,6 +700,7 @@ class Gallery:
         now = _now()
         for item, image in pairs:
             item = replace(item, timestamp=item.timestamp or now, device=item.device or self.device)
+            item = self.placed(item, staged)
             name = self.file_name_for(item, staged)
             item = replace(item, file=name)
             target = self.folder / name
@@ -867,10 +901,7 @@ def _read_png(path: Path) -> np.ndarray:
 
 def caption_lines(item: GalleryItem) -> list[str]:
     """The item's caption (the one the job gave it), its class label, its value."""
-    from fvdesk.core.optim.jobs import unit_caption
-
-    head = item.caption or unit_caption(item.layer, item.unit, facet=item.facet,
-                                        negative=item.negative, kind=item.objective)  # fmt: skip
+    head = item.display_caption
     lines = [head]
     if item.label and item.label not in head:
         lines.append(str(item.label))
@@ -986,9 +1017,9 @@ def settings_summary(items: Sequence[GalleryItem]) -> list[tuple[str, str]]:
     listed together."""
     keys: dict[str, list[str]] = {}
     for it in items:
-        pre = it.provenance.get("preprocessing")
+        pre = it.provenance.preprocessing
         rows = dict(it.settings)
-        if isinstance(pre, dict):
+        if pre is not None:
             rows["preprocessing"] = {k: v for k, v in pre.items() if k != "source"}
         for k, v in rows.items():
             vals = keys.setdefault(k, [])
@@ -1075,8 +1106,9 @@ def write_gallery(
 ) -> Path:
     """Save a set of renders as a gallery in one go (the GUI's Save Gallery); returns the folder.
 
-    Into a new or empty folder, or into an existing gallery of the same model (items with the
-    same layer/unit/facet/objective/negative are replaced, others kept).  All-or-nothing: new
+    Into a new or empty folder, or into an existing gallery of the same model (the duplicate-key
+    rule of ``Gallery``: an item with a committed item's key replaces it, items of this save that
+    share a key are all kept).  All-or-nothing: new
     PNGs are written under names no committed entry uses, then the manifest is committed once,
     then the contact sheet and index are replaced and superseded PNGs deleted.  If anything fails
     before the end, the new files are removed and the previous manifest, contact sheet and index
@@ -1105,6 +1137,7 @@ def write_gallery(
             # Never overwrite a committed PNG: a key that exists gets a fresh name (see
             # file_name_for), so until the commit below the old entries keep their files.
             g._items = {**old_items, **staged}
+            it = g.placed(it, staged.values())
             name = g.file_name_for(replace(it, timestamp=f"{it.timestamp}#{n}"))
             it = replace(it, file=name)
             atomic_write_bytes(path / name, encode_png(img, it))
