@@ -166,7 +166,7 @@ class SelfTest:
         with _environ(QT_QPA_PLATFORM="offscreen", FVDESK_SETTINGS=None) as tmp:
             os.environ["FVDESK_SETTINGS"] = str(Path(tmp) / "settings.ini")
             from fvdesk.gui.app import make_app
-            from fvdesk.gui.qt_main_window import MainWindow
+            from fvdesk.gui.shell.main_window import MainWindow
 
             app = make_app()
             window = MainWindow()

@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from fvdesk.core.dataset.choice import DatasetChoice
-from fvdesk.gui.qt_runners import JobRunner
+from fvdesk.gui.runtime.runners import JobRunner
 
 
 # ------------------------------------------------------------------------------------------------

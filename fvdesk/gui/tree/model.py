@@ -9,7 +9,6 @@ units nobody opened.  The filter proxy matches names and op types against a prec
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import (
@@ -23,6 +22,7 @@ from PySide6.QtGui import QBrush, QColor, QFont, QPalette
 from PySide6.QtWidgets import QApplication
 
 from fvdesk.core.model.layers import format_shape
+from fvdesk.gui.runtime.selection import RowRef
 
 if TYPE_CHECKING:
     from fvdesk.core.model.layers import Layer, LayerGraph, TreeNode
@@ -40,16 +40,6 @@ RowKindRole = Qt.ItemDataRole.UserRole + 3  # "group" | "layer" | "unit"
 SearchRole = Qt.ItemDataRole.UserRole + 4  # text the filter matches
 
 Index = QModelIndex | QPersistentModelIndex
-
-
-@dataclass(frozen=True)
-class RowRef:
-    """What a row stands for, independent of Qt: a group, a layer, or one unit of a layer."""
-
-    kind: str
-    layer: Layer | None
-    unit: int
-    node: TreeNode | None
 
 
 class LayerTreeModel(QAbstractItemModel):

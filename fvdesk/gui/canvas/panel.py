@@ -7,8 +7,8 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QSlider, QVBoxLayout, QWidget
 
-from fvdesk.gui.qt_tile_view import TileView
-from fvdesk.gui.qt_tiles import DEFAULT_TILE, MAX_TILE, MIN_TILE, TileModel
+from fvdesk.gui.canvas.tile_view import TileView
+from fvdesk.gui.canvas.tiles import DEFAULT_TILE, MAX_TILE, MIN_TILE, TileModel
 
 
 class CanvasPanel(QWidget):

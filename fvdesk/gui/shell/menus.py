@@ -9,11 +9,11 @@ from pathlib import Path
 from PySide6.QtGui import QAction, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import QMenu, QWidget
 
-from fvdesk.gui.qt_article_ctl import ArticleController
-from fvdesk.gui.qt_jobs import JobController
-from fvdesk.gui.qt_layer_model import RowRef
-from fvdesk.gui.qt_prefs import Prefs
-from fvdesk.gui.qt_tiles import QUEUED, RUNNING, Tile
+from fvdesk.gui.article.controller import ArticleController
+from fvdesk.gui.canvas.tiles import QUEUED, RUNNING, Tile
+from fvdesk.gui.runtime.jobs import JobController
+from fvdesk.gui.runtime.selection import RowRef
+from fvdesk.gui.shell.prefs import Prefs
 
 #: Tile kinds that stand for one unit's own objective (the article's figures apply to them).
 UNIT_KINDS = ("channel", "logit", "prob")

@@ -14,10 +14,10 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
-from fvdesk.gui.qt_session import ModelSession
-from fvdesk.gui.qt_settings import split_values, to_render_settings
-from fvdesk.gui.qt_tiles import TileModel
-from fvdesk.gui.qt_worker import RenderQueue
+from fvdesk.gui.canvas.tiles import TileModel
+from fvdesk.gui.runtime.session import ModelSession
+from fvdesk.gui.runtime.worker import RenderQueue
+from fvdesk.gui.settings.panel import split_values, to_render_settings
 
 
 class Controller(QObject):

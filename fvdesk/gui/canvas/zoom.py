@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from fvdesk.gui.qt_tiles import RUNNING, Tile, TileModel
+from fvdesk.gui.canvas.tiles import RUNNING, Tile, TileModel
 
 
 class ZoomDialog(QDialog):

@@ -4,7 +4,7 @@ delegate that paints one.
 A tile is plain data (``Tile``); the model holds them in order and signals single-row changes so a
 live preview repaints one tile, not the grid.  Painting is one delegate (no widget per tile), so a
 layer of 2048 units is a grid of 2048 tiles without 2048 widgets.  The view is
-``fvdesk.gui.qt_tile_view``, the zoom window ``fvdesk.gui.qt_zoom``.
+``fvdesk.gui.canvas.tile_view``, the zoom window ``fvdesk.gui.canvas.zoom``.
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@
 whole image with the unit's receptive-field box drawn on it, and the crop, with its value; and the
 unit's histogram over the folder with the render's own value marked.  Double-clicking an example
 asks for it to be opened (``open_requested``; by default the system viewer).  The layer-wide view
-is ``qt_examples_browser``, the folder choice ``qt_dataset_dialog``; the window wires them
-through ``qt_dataset``.  Model work goes through a ``JobRunner`` (``qt_runners``), never the GUI
-thread.
+is ``dataset.browser``, the folder choice ``dataset.dialog``; the window wires them
+through ``dataset.controller``.  Model work goes through a ``JobRunner`` (``runtime.runners``),
+never the GUI thread.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from PySide6.QtCore import QPointF, QRect, QRectF, QSize, Qt, QUrl, Signal
 from PySide6.QtGui import QColor, QDesktopServices, QImage, QPainter, QPen
 from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QScrollArea, QVBoxLayout, QWidget
 
-from fvdesk.gui.qt_runners import JobRunner
-from fvdesk.gui.qt_tiles import to_qimage
+from fvdesk.gui.canvas.tiles import to_qimage
+from fvdesk.gui.runtime.runners import JobRunner
 
 
 def open_in_viewer(path: Path) -> None:

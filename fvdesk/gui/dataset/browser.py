@@ -35,9 +35,9 @@ from PySide6.QtWidgets import (
 )
 
 from fvdesk.core.dataset.choice import DatasetChoice
-from fvdesk.gui.qt_examples import fit_rect
-from fvdesk.gui.qt_runners import JobRunner
-from fvdesk.gui.qt_tiles import to_qimage
+from fvdesk.gui.canvas.tiles import to_qimage
+from fvdesk.gui.dataset.examples import fit_rect
+from fvdesk.gui.runtime.runners import JobRunner
 
 _ROOT = QModelIndex()
 

@@ -28,7 +28,7 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QMouseEvent, QPainter, QPalette, QRegion, QWheelEvent
 from PySide6.QtWidgets import QAbstractItemView, QStyle, QStyleOptionViewItem, QWidget
 
-from fvdesk.gui.qt_tiles import DEFAULT_TILE, MAX_TILE, MIN_TILE, Tile, TileDelegate, TileModel
+from fvdesk.gui.canvas.tiles import DEFAULT_TILE, MAX_TILE, MIN_TILE, Tile, TileDelegate, TileModel
 
 _CA = QAbstractItemView.CursorAction
 

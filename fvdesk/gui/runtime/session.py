@@ -32,7 +32,7 @@ from fvdesk.core.model.labels import builtin_labels
 from fvdesk.core.model.preprocessing import Preprocessing, preset
 from fvdesk.core.optim.jobs import Job, JobSpec, ModelRef
 from fvdesk.core.optim.settings import RenderSettings
-from fvdesk.gui.qt_worker import BackgroundCall
+from fvdesk.gui.runtime.worker import BackgroundCall
 
 #: Where the active preprocessing came from, as the status bar says it.
 ORIGINS = {

@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from fvdesk.core.model.layers import format_shape
-from fvdesk.gui.qt_layer_model import LayerFilterProxy, LayerTreeModel, RowRef
+from fvdesk.gui.tree.model import LayerFilterProxy, LayerTreeModel, RowRef
 
 
 class LayerTreePanel(QWidget):

@@ -39,10 +39,10 @@ from fvdesk.core.output.atlas import (
     UnitCommitted,
     plan_atlas,
 )
-from fvdesk.gui.qt_controller import Controller
-from fvdesk.gui.qt_jobs import tile_fields
-from fvdesk.gui.qt_tiles import DONE, Tile, caption_layer, to_qimage
-from fvdesk.gui.qt_worker import BackgroundCall, Task, error_text
+from fvdesk.gui.canvas.tiles import DONE, Tile, caption_layer, to_qimage
+from fvdesk.gui.runtime.controller import Controller
+from fvdesk.gui.runtime.jobs import tile_fields
+from fvdesk.gui.runtime.worker import BackgroundCall, Task, error_text
 
 
 def _atlas_run(atlas: Atlas) -> Generator[Any, None, Any]:

@@ -26,15 +26,15 @@ from PySide6.QtWidgets import QWidget
 from fvdesk.core.dataset.choice import DatasetChoice
 from fvdesk.core.optim.events import NoticeEvent, ProgressEvent
 from fvdesk.core.optim.jobs import ClusterJob, ExamplesJob, JobSpec, Slot, unit_caption
-from fvdesk.gui.qt_controller import Controller
-from fvdesk.gui.qt_dataset_dialog import DatasetDialog
-from fvdesk.gui.qt_examples import ExamplesPanel
-from fvdesk.gui.qt_examples_browser import LayerExamplesBrowser
-from fvdesk.gui.qt_jobs import register_tiles
-from fvdesk.gui.qt_runners import DoneFn, EventFn, FailFn, QueueRunner
-from fvdesk.gui.qt_tiles import Tile
-from fvdesk.gui.qt_tiles import caption_layer as short
-from fvdesk.gui.qt_worker import BackgroundCall, error_text
+from fvdesk.gui.canvas.tiles import Tile
+from fvdesk.gui.canvas.tiles import caption_layer as short
+from fvdesk.gui.dataset.browser import LayerExamplesBrowser
+from fvdesk.gui.dataset.dialog import DatasetDialog
+from fvdesk.gui.dataset.examples import ExamplesPanel
+from fvdesk.gui.runtime.controller import Controller
+from fvdesk.gui.runtime.jobs import register_tiles
+from fvdesk.gui.runtime.runners import DoneFn, EventFn, FailFn, QueueRunner
+from fvdesk.gui.runtime.worker import BackgroundCall, error_text
 
 NO_DATASET = (
     "Choose a dataset (File > Dataset…, an image folder) to see the images each unit of a "

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from PySide6.QtCore import QObject, Signal
 
-from fvdesk.gui.qt_worker import error_text
+from fvdesk.gui.runtime.worker import error_text
 
 EventFn = Callable[[Any], None]
 DoneFn = Callable[[Any], None]
@@ -146,7 +146,7 @@ class QueueRunner(QObject):
             model: Any = None) -> Callable[[], None]:  # fmt: skip
         """Queue any model work: ``start(cancel)`` returns the generator the render thread
         drives (e.g. clustering examples, which runs the model)."""
-        from fvdesk.gui.qt_worker import Task
+        from fvdesk.gui.runtime.worker import Task
 
         task = Task(title, start, job=job, model=model)
         self._tasks[task.id] = (on_event, on_done, on_failed)
@@ -154,7 +154,7 @@ class QueueRunner(QObject):
         return lambda: self.queue.cancel_job(task)
 
     def call(self, fn: Callable[[], Any], on_done: DoneFn, on_failed: FailFn) -> None:
-        from fvdesk.gui.qt_worker import BackgroundCall
+        from fvdesk.gui.runtime.worker import BackgroundCall
 
         bc = BackgroundCall(lambda _progress: fn(), name="fvdesk-examples")
         bc.done.connect(on_done)

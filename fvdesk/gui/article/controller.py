@@ -19,15 +19,15 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QDockWidget, QFileDialog, QWidget
 
 from fvdesk.core.optim.jobs import JobSpec, Term
-from fvdesk.gui.qt_article import spectrum_spec, steepest_spec
-from fvdesk.gui.qt_combination import CombinationBuilder
-from fvdesk.gui.qt_controller import Controller
-from fvdesk.gui.qt_direction import DirectionDialog, InterpolationDialog
-from fvdesk.gui.qt_jobs import JobController
-from fvdesk.gui.qt_layer_model import RowRef
-from fvdesk.gui.qt_position import NeuronPositionPicker
-from fvdesk.gui.qt_settings import RenderSettingsPanel
-from fvdesk.gui.qt_worker import BackgroundCall, Task, error_text
+from fvdesk.gui.article.combination import CombinationBuilder
+from fvdesk.gui.article.direction import DirectionDialog, InterpolationDialog
+from fvdesk.gui.article.figures import spectrum_spec, steepest_spec
+from fvdesk.gui.article.position import NeuronPositionPicker
+from fvdesk.gui.runtime.controller import Controller
+from fvdesk.gui.runtime.jobs import JobController
+from fvdesk.gui.runtime.selection import RowRef
+from fvdesk.gui.runtime.worker import BackgroundCall, Task, error_text
+from fvdesk.gui.settings.panel import RenderSettingsPanel
 
 #: The settings dock's files that are checked when chosen: (title of the error, checker).
 FILE_TITLES = {"prior": "Cannot Use Generator", "maco_spectrum": "Cannot Use MACO Spectrum"}

@@ -30,10 +30,10 @@ from fvdesk.core.optim.jobs import (
     combination_caption,
     unit_caption,
 )
-from fvdesk.gui.qt_controller import Controller
-from fvdesk.gui.qt_tiles import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Tile, to_qimage
-from fvdesk.gui.qt_tiles import caption_layer as short
-from fvdesk.gui.qt_worker import Task, error_text
+from fvdesk.gui.canvas.tiles import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Tile, to_qimage
+from fvdesk.gui.canvas.tiles import caption_layer as short
+from fvdesk.gui.runtime.controller import Controller
+from fvdesk.gui.runtime.worker import Task, error_text
 
 log = logging.getLogger(__name__)
 

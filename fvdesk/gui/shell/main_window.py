@@ -1,15 +1,15 @@
 """The main window: it assembles the widgets and menus and connects the controllers.
 
-    ModelSession       the open model and the choices in force (qt_session)
-    JobController      requests -> core jobs -> tiles, progress (qt_jobs)
-    GalleryController  galleries and atlases (qt_galleries)
-    DatasetController  the image folder per model, examples beside renders (qt_dataset)
-    ArticleController  the article's figures, the combination and neuron-position docks (qt_article_ctl)
-    RenderQueue        the one render thread every model task runs on (qt_worker)
+    ModelSession       the open model and the choices in force (runtime/session)
+    JobController      requests -> core jobs -> tiles, progress (runtime/jobs)
+    GalleryController  galleries and atlases (galleries/)
+    DatasetController  the image folder per model, examples beside renders (dataset/)
+    ArticleController  the article's figures, the combination and neuron-position docks (article/)
+    RenderQueue        the one render thread every model task runs on (runtime/worker)
 
-Widgets only display: the layer tree (qt_tree_panel), the canvas (qt_canvas, qt_tile_view), the
-settings dock (qt_settings) and the status bar (qt_status).  Menus and the toolbar come from the
-actions table (qt_actions).  The window owns no model code; every user-visible failure goes
+Widgets only display: the layer tree (tree/), the canvas (canvas/), the settings dock
+(settings/) and the status bar (shell/status).  Menus and the toolbar come from the actions
+table (shell/actions).  The window owns no model code; every user-visible failure goes
 through ``show_error`` (one place to patch in tests).
 
 Extension point: a new feature adds a controller (given the session, the queue and the tiles)
@@ -36,8 +36,19 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from fvdesk.gui.qt_about import AboutDialog, app_icon
-from fvdesk.gui.qt_actions import (
+from fvdesk.gui.article.controller import ArticleController
+from fvdesk.gui.canvas.panel import CanvasPanel
+from fvdesk.gui.canvas.tiles import TileModel
+from fvdesk.gui.canvas.zoom import ZoomDialog
+from fvdesk.gui.dataset.controller import DatasetController
+from fvdesk.gui.galleries.controller import GalleryController
+from fvdesk.gui.runtime.jobs import JobController
+from fvdesk.gui.runtime.selection import RowRef
+from fvdesk.gui.runtime.session import ModelSession
+from fvdesk.gui.runtime.worker import RenderQueue
+from fvdesk.gui.settings.panel import RenderSettingsPanel, split_values
+from fvdesk.gui.shell.about import AboutDialog, app_icon
+from fvdesk.gui.shell.actions import (
     ACTIONS,
     SUBMENU_DOCKS,
     SUBMENU_RECENT,
@@ -45,22 +56,11 @@ from fvdesk.gui.qt_actions import (
     build_actions,
     build_menus,
 )
-from fvdesk.gui.qt_article_ctl import ArticleController
-from fvdesk.gui.qt_canvas import CanvasPanel
-from fvdesk.gui.qt_dataset import DatasetController
-from fvdesk.gui.qt_docks import Docks
-from fvdesk.gui.qt_galleries import GalleryController
-from fvdesk.gui.qt_jobs import JobController
-from fvdesk.gui.qt_layer_model import RowRef
-from fvdesk.gui.qt_menus import fill_recent_menu, tile_menu, tree_menu
-from fvdesk.gui.qt_prefs import Prefs
-from fvdesk.gui.qt_session import ModelSession
-from fvdesk.gui.qt_settings import RenderSettingsPanel, split_values
-from fvdesk.gui.qt_status import StatusWidgets
-from fvdesk.gui.qt_tiles import TileModel
-from fvdesk.gui.qt_tree_panel import LayerTreePanel
-from fvdesk.gui.qt_worker import RenderQueue
-from fvdesk.gui.qt_zoom import ZoomDialog
+from fvdesk.gui.shell.docks import Docks
+from fvdesk.gui.shell.menus import fill_recent_menu, tile_menu, tree_menu
+from fvdesk.gui.shell.prefs import Prefs
+from fvdesk.gui.shell.status import StatusWidgets
+from fvdesk.gui.tree.panel import LayerTreePanel
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ class MainWindow(QMainWindow):
         self._connect_datasets()
 
     def _connect_datasets(self) -> None:
-        """Dataset examples (qt_dataset): actions, the current tile, the docks, the messages."""
+        """Dataset examples (gui/dataset): actions, the current tile, the docks, the messages."""
         a, ds, view = self.actions_by_key, self.datasets, self.tile_view
         a["dataset"].triggered.connect(lambda: ds.choose_dialog(self))
         spectrum = self.settings_panel.widgets["maco_spectrum"]
@@ -559,7 +559,7 @@ class MainWindow(QMainWindow):
         enabled.update(self.article.enabled(has_model, refs))
         for key, on in enabled.items():
             a[key].setEnabled(on)
-        dataset = has_model and self.datasets.choice is not None  # dataset examples (qt_dataset)
+        dataset = has_model and self.datasets.choice is not None  # dataset examples (gui/dataset)
         a["dataset"].setEnabled(has_model)
         a["dataset_spectrum"].setEnabled(dataset)
         a["layer_examples"].setEnabled(dataset and layer_sel)

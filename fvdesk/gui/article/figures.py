@@ -1,6 +1,6 @@
 """How the article's job kinds appear on the canvas, and the actions that start them.
 
-Importing this module registers tile describers (``qt_jobs.register_tiles``) for directions,
+Importing this module registers tile describers (``runtime.jobs.register_tiles``) for directions,
 interpolations, the regularization spectrum row and the steepest-descent view; the last three
 lay their tiles out as a strip of their own (one row per job), which is the article's figure
 for the user's own model.  The job controller then routes events and results by slot as for any
@@ -25,8 +25,8 @@ from fvdesk.core.optim.jobs import (
     combination_caption,
 )
 from fvdesk.core.optim.variants import STEEPEST, spectrum_keys, variant
-from fvdesk.gui.qt_jobs import register_tiles
-from fvdesk.gui.qt_tiles import caption_layer as short
+from fvdesk.gui.canvas.tiles import caption_layer as short
+from fvdesk.gui.runtime.jobs import register_tiles
 
 Labeller = Callable[[str, int], "str | None"]
 

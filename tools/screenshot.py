@@ -3,7 +3,7 @@ display server (not a widget paint), so the picture is what a user sees.
 
 Run under a display, e.g. headless with Xvfb::
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" python -m fvdesk.gui.qt_screenshot docs/screenshot.png
+    xvfb-run -a -s "-screen 0 1600x1000x24" python tools/screenshot.py docs/screenshot.png
 
 It opens the embedded demo model, renders its classes and the first units of a layer, starts one
 more layer so a render is caught in progress, and saves the screen area of the window.  Settings
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("FVDESK_SETTINGS", str(Path(tempfile.mkdtemp()) / "screenshot.ini"))
     os.environ.setdefault("FVDESK_CACHE_DIR", tempfile.mkdtemp(prefix="fvdesk-cache-"))
     from fvdesk.gui.app import make_app
-    from fvdesk.gui.qt_main_window import MainWindow
+    from fvdesk.gui.shell.main_window import MainWindow
 
     app = make_app([sys.argv[0]])  # noqa: F841 - the application lives as long as main()
     w = MainWindow()
