@@ -230,7 +230,7 @@ def test_the_pass_shows_progress_and_the_cancel_action_stops_it(qtbot, demo_wind
                                                                 monkeypatch):  # fmt: skip
     import threading
 
-    from fvdesk.core.dataset import passes
+    from fvdesk.core.jobs import passes
 
     w = demo_window
     choose(qtbot, w, DatasetChoice(str(patterns), 3, 0))

@@ -15,10 +15,10 @@ from PySide6.QtCore import QPoint, Qt  # noqa: E402
 from PySide6.QtWidgets import QDialogButtonBox  # noqa: E402
 
 from fvdesk.core.dataset.choice import DatasetChoice  # noqa: E402
+from fvdesk.core.jobs.run import run_job  # noqa: E402
 from fvdesk.core.optim.drive import drive  # noqa: E402
 from fvdesk.core.optim.events import ProgressEvent  # noqa: E402
 from fvdesk.core.optim.jobs import ExamplesJob, Job  # noqa: E402
-from fvdesk.core.optim.run import run_job  # noqa: E402
 from fvdesk.gui.dataset.browser import LayerExamplesBrowser  # noqa: E402
 from fvdesk.gui.dataset.dialog import DatasetDialog  # noqa: E402
 from fvdesk.gui.dataset.examples import ExamplesPanel, percent_text  # noqa: E402
@@ -63,7 +63,7 @@ class SpyRunner(ThreadRunner):
         super().call(wrapped, on_done, on_failed)
 
     def submit(self, model, job, on_event, on_done, on_failed):  # type: ignore[override]
-        from fvdesk.core.dataset import passes
+        from fvdesk.core.jobs import passes
 
         original = passes.scan_folder
 

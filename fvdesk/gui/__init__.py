@@ -5,6 +5,7 @@ Sub-packages by concern (docs/ARCHITECTURE.md): ``shell`` wires the features ``t
 below them; ``tests/test_gui_layers.py`` enforces who may import whom.  ``app`` is the entry point.
 """
 
-from fvdesk.gui import _moved
+from fvdesk.core._moved import install
+from fvdesk.gui._moved import MOVED
 
-_moved.install()
+install(MOVED)

@@ -258,7 +258,7 @@ class LayerExamplesBrowser(QWidget):
         units = [self.rows.units[r] for r in rows]
 
         def load() -> list[list[np.ndarray]]:
-            from fvdesk.core.dataset.export import Crops
+            from fvdesk.core.output.examples import Crops
 
             crops = Crops()
             out = []

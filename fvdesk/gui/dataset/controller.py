@@ -146,7 +146,7 @@ class DatasetController(Controller):
             return
 
         def scan() -> int:
-            from fvdesk.core.dataset.folder import scan_folder
+            from fvdesk.core.imagefolder import scan_folder
 
             return len(scan_folder(choice.root).images)
 
@@ -340,7 +340,7 @@ class DatasetController(Controller):
         model = self.session.model
         if self.choice is None or model is None or not self.ui().get("cluster_facets"):
             return False
-        from fvdesk.core.dataset.clusters import DEFAULT_POOL
+        from fvdesk.core.jobs.clusters import DEFAULT_POOL
 
         def cluster_all(le: Any) -> None:
             for unit in units:
@@ -355,7 +355,7 @@ class DatasetController(Controller):
         seed = int(self._values().get("seed", 0) or 0)
 
         def start(_cancel: Any) -> Any:
-            from fvdesk.core.dataset.clusters import cluster_facets
+            from fvdesk.core.jobs.clusters import cluster_facets
 
             yield from ()
             return cluster_facets(model, le, unit, facets, pre=pre, seed=seed)
@@ -381,7 +381,7 @@ class DatasetController(Controller):
                if k != "source"}  # fmt: skip
 
         def work(_progress: Any) -> int:
-            from fvdesk.core.dataset.export import attach_examples
+            from fvdesk.core.output.examples import attach_examples
             from fvdesk.core.output.gallery import Gallery, ModelInfo
 
             g = Gallery.open(folder, ModelInfo.from_model(model))
@@ -404,7 +404,7 @@ class DatasetController(Controller):
     def _lookup(examples: dict[Key, Any], members: dict[ClusterJob, Any],
                 choice: DatasetChoice | None) -> Callable[[Any], Any]:  # fmt: skip
         """``lookup(item)`` for ``attach_examples``: the examples of an item's unit, or None."""
-        from fvdesk.core.dataset.export import ItemExamples
+        from fvdesk.core.output.examples import ItemExamples
 
         top = choice.top if choice else None
         bottom = choice.bottom if choice else None

@@ -116,7 +116,7 @@ class DatasetDialog(QDialog):
         self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(enabled)
 
     def _rescan(self) -> None:
-        from fvdesk.core.dataset.folder import scan_folder
+        from fvdesk.core.imagefolder import scan_folder
 
         self._scan_gen += 1
         gen = self._scan_gen

@@ -251,7 +251,7 @@ class ExamplesPanel(QWidget):
         root = examples.root
 
         def load() -> list[Any]:
-            from fvdesk.core.dataset.export import Crops
+            from fvdesk.core.output.examples import Crops
 
             crops = Crops()
             return [crops.get(root, ex) for ex in wanted]

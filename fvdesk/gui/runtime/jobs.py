@@ -384,6 +384,6 @@ class JobController(Controller):
 
 def _run(model: Any, job: Any, cancel: Any) -> Any:
     """The job's generator; called on the render thread (the engine imports torch)."""
-    from fvdesk.core.optim.run import run_job
+    from fvdesk.core.jobs.run import run_job
 
     return run_job(model, job, cancel)

@@ -59,8 +59,8 @@ class ThreadRunner(QObject):
 
     def submit(self, model: Any, job: Any, on_event: EventFn, on_done: DoneFn,
                on_failed: FailFn) -> Callable[[], None]:  # fmt: skip
+        from fvdesk.core.jobs.run import run_job
         from fvdesk.core.optim.drive import drive
-        from fvdesk.core.optim.run import run_job
 
         cancel = threading.Event()
         tid = next(self._ids)
@@ -135,7 +135,7 @@ class QueueRunner(QObject):
     def submit(self, model: Any, job: Any, on_event: EventFn, on_done: DoneFn,
                on_failed: FailFn) -> Callable[[], None]:  # fmt: skip
         def start(cancel: threading.Event) -> Any:
-            from fvdesk.core.optim.run import run_job
+            from fvdesk.core.jobs.run import run_job
 
             return run_job(model, job, cancel)
 

@@ -29,9 +29,9 @@ from fvdesk.core.dataset.examples import (
     example_images,
     montage,
 )
-from fvdesk.core.dataset.folder import ImageSkipped
 from fvdesk.core.errors import GalleryError
 from fvdesk.core.fileio import atomic_write_bytes
+from fvdesk.core.imagefolder import ImageSkipped
 from fvdesk.core.output.gallery import (
     EXAMPLES_DIR,
     Gallery,

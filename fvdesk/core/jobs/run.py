@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from fvdesk.core.dataset.passes import run_examples
 from fvdesk.core.device import describe_device
 from fvdesk.core.errors import RenderError
+from fvdesk.core.jobs.passes import run_examples
 from fvdesk.core.model.loaded import LoadedModel
 from fvdesk.core.optim import objectives as obj
 from fvdesk.core.optim.drive import CancelFlag, cancel_fn

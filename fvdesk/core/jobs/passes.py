@@ -1,7 +1,7 @@
 """The activation pass: a job (``ExamplesJob``) that front ends drive like any render.
 
 ``run_examples`` is the runner ``run_job`` uses for ``ExamplesJob`` (registered in
-``fvdesk.core.optim.run``): it scans the folder, asks each layer's cache store which images it
+``fvdesk.core.jobs.run``): it scans the folder, asks each layer's cache store which images it
 lacks, decodes only those (on a few threads, one batch ahead of the model), runs them through
 the engine (``engine.make_engine``: truncated after the deepest layer, no gradients) and streams
 their rows into one new cache segment per layer.  It yields ``ProgressEvent(done, total)`` after
@@ -31,10 +31,10 @@ import torch
 from fvdesk.core.dataset.cache import LayerStore, SegmentWriter, StoreKey
 from fvdesk.core.dataset.engine import Measure, make_engine
 from fvdesk.core.dataset.examples import LayerExamples, summarize
-from fvdesk.core.dataset.folder import FolderScan, ImageSkipped, fit_image, scan_folder
 from fvdesk.core.dataset.receptive import layer_field
 from fvdesk.core.device import describe_device, pick_device
 from fvdesk.core.errors import DatasetError
+from fvdesk.core.imagefolder import FolderScan, ImageSkipped, fit_image, scan_folder
 from fvdesk.core.model.loaded import LoadedModel
 from fvdesk.core.optim.events import Event, JobResult, NoticeEvent, ProgressEvent
 from fvdesk.core.optim.jobs import ExamplesJob, Job
