@@ -99,9 +99,9 @@ def load(name: str, device: str = "cpu"):
 
 def run_pass(model, folder: Path, layer: str, engine: str, device: str) -> dict:
     """One fvdesk pass with a fresh cache; images/s and what it computed."""
+    from fvdesk.core.jobs.run import run_job
     from fvdesk.core.optim.drive import drive
     from fvdesk.core.optim.jobs import ExamplesJob, Job
-    from fvdesk.core.optim.run import run_job
 
     with tempfile.TemporaryDirectory() as cache:
         os.environ["FVDESK_CACHE_DIR"] = cache
@@ -122,8 +122,8 @@ def full_model(model, folder: Path, device: str) -> dict:
     import torch
 
     from fvdesk.core.dataset.engine import Engine, Measure, ort_session
-    from fvdesk.core.dataset.folder import scan_folder
-    from fvdesk.core.dataset.passes import decoded_batches
+    from fvdesk.core.imagefolder import scan_folder
+    from fvdesk.core.jobs.passes import decoded_batches
 
     t0 = time.perf_counter()  # like the pass: from a loaded model and a folder name
     sess = ort_session(model, None, torch.device(device))
@@ -145,7 +145,7 @@ def model_only(model, folder: Path, layer: str, device: str, n: int = 256) -> di
     import torch
 
     from fvdesk.core.dataset.engine import Measure, OrtEngine, TorchEngine, ort_session
-    from fvdesk.core.dataset.folder import fit_image, scan_folder
+    from fvdesk.core.imagefolder import fit_image, scan_folder
 
     scan = scan_folder(folder)
     size = (model.input.height, model.input.width)

@@ -106,11 +106,11 @@ class SelfTest:
     def render(self, device: str) -> str:
         import numpy as np
 
+        from fvdesk.core.jobs.run import run_job
         from fvdesk.core.model.loader import pick_feature_layer
         from fvdesk.core.optim.drive import drive
         from fvdesk.core.optim.events import StepEvent
         from fvdesk.core.optim.jobs import Job, UnitJob
-        from fvdesk.core.optim.run import run_job
         from fvdesk.core.optim.settings import RenderSettings
 
         model = _need(self.model)
@@ -166,7 +166,7 @@ class SelfTest:
         with _environ(QT_QPA_PLATFORM="offscreen", FVDESK_SETTINGS=None) as tmp:
             os.environ["FVDESK_SETTINGS"] = str(Path(tmp) / "settings.ini")
             from fvdesk.gui.app import make_app
-            from fvdesk.gui.qt_main_window import MainWindow
+            from fvdesk.gui.shell.main_window import MainWindow
 
             app = make_app()
             window = MainWindow()

@@ -58,7 +58,7 @@ def isolated(tmp_path, monkeypatch):
     """Private settings file; error dialogs recorded (the list returned), never shown."""
     from PySide6.QtWidgets import QMessageBox
 
-    from fvdesk.gui import qt_prefs
+    from fvdesk.gui.shell import prefs as qt_prefs
 
     monkeypatch.setenv(qt_prefs.SETTINGS_ENV, str(tmp_path / "settings.ini"))
     shown: list[tuple[str, str]] = []
@@ -82,7 +82,7 @@ def demo_model():
 
 @pytest.fixture
 def window(qtbot, isolated):
-    from fvdesk.gui.qt_main_window import MainWindow
+    from fvdesk.gui.shell.main_window import MainWindow
 
     w = MainWindow()
     qtbot.addWidget(w)

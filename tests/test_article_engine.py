@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from fvdesk.core.errors import ConfigError, FvdeskError, RenderError
+from fvdesk.core.jobs.run import run_job
 from fvdesk.core.model.loader import load_model
 from fvdesk.core.optim import objectives as O
 from fvdesk.core.optim import regularizers as reg
@@ -42,7 +43,6 @@ from fvdesk.core.optim.maco import (
     save_spectrum,
 )
 from fvdesk.core.optim.render import render
-from fvdesk.core.optim.run import run_job
 from fvdesk.core.optim.settings import RenderSettings
 from fvdesk.core.optim.steepest import SteepestAscent
 from fvdesk.core.optim.variants import SPECTRUM, spectrum_keys, variant_settings

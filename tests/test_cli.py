@@ -263,7 +263,7 @@ def test_headless_commands_never_import_qt(tmp_path: Path, relu) -> None:
 def test_interrupt_exits_130_and_keeps_the_gallery(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, relu
 ) -> None:
-    from fvdesk.core.optim import run as runner
+    from fvdesk.core.jobs import run as runner
     from fvdesk.core.optim.events import UnitDoneEvent
 
     real = runner.run_job

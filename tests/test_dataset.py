@@ -13,20 +13,20 @@ import pytest
 import torch
 from PIL import Image
 
-from fvdesk.core.dataset import folder as folder_mod
+from fvdesk.core import imagefolder as folder_mod
 from fvdesk.core.dataset.cache import cache_size, clear_cache
-from fvdesk.core.dataset.folder import fit_image, load_image, scan_folder
 from fvdesk.core.dataset.kmeans import kmeans
-from fvdesk.core.dataset.passes import ExamplesResult
 from fvdesk.core.dataset.receptive import receptive_fields
 from fvdesk.core.dataset.stats import StreamingHistogram, StreamingTopK
 from fvdesk.core.errors import DatasetError
+from fvdesk.core.imagefolder import fit_image, load_image, scan_folder
+from fvdesk.core.jobs.passes import ExamplesResult
+from fvdesk.core.jobs.run import run_job
 from fvdesk.core.model.loader import load_model
 from fvdesk.core.model.preprocessing import preset
 from fvdesk.core.optim.drive import drive
 from fvdesk.core.optim.events import NoticeEvent, ProgressEvent
 from fvdesk.core.optim.jobs import ExamplesJob, Job
-from fvdesk.core.optim.run import run_job
 from fvdesk.core.patterns import CLASSES, generate
 from tests.images import class_dir, pattern_folder, save_png
 

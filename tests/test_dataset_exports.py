@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fvdesk.core.dataset import passes
+from fvdesk.core.jobs import passes
+from fvdesk.core.jobs.run import run_job
 from fvdesk.core.model.loader import load_model
 from fvdesk.core.optim.drive import drive
 from fvdesk.core.optim.jobs import ExamplesJob, Job
-from fvdesk.core.optim.run import run_job
 from tests.images import pattern_folder
 from tests.models import fixed_batch_onnx
 

@@ -22,7 +22,7 @@ from PySide6.QtCore import QMimeData, QModelIndex, QPointF, Qt, QUrl  # noqa: E4
 from PySide6.QtGui import QDropEvent  # noqa: E402
 from PySide6.QtWidgets import QFileDialog  # noqa: E402
 
-from fvdesk.gui.qt_tiles import CANCELLED, DONE, FAILED, RUNNING  # noqa: E402
+from fvdesk.gui.canvas.tiles import CANCELLED, DONE, FAILED, RUNNING  # noqa: E402
 from tests.gui_support import (  # noqa: E402
     CONV1,
     LOAD_TIMEOUT,
@@ -322,7 +322,7 @@ def test_close_during_render_returns_promptly(qtbot, window, demo_model):
 
 
 def test_actions_table_builds_menus_and_shortcuts(qtbot, window):
-    from fvdesk.gui.qt_actions import ShortcutsDialog, command_specs, shortcut_text
+    from fvdesk.gui.shell.actions import ShortcutsDialog, command_specs, shortcut_text
 
     specs = command_specs()
     keys = [shortcut_text(s) for s in specs if shortcut_text(s)]
@@ -340,7 +340,7 @@ def test_actions_table_builds_menus_and_shortcuts(qtbot, window):
 
 
 def test_about_lists_versions(qtbot, window):
-    from fvdesk.gui.qt_about import AboutDialog
+    from fvdesk.gui.shell.about import AboutDialog
 
     dlg = AboutDialog("cpu (2 threads)", window)
     names = [k for k, _ in dlg.rows]
@@ -350,7 +350,7 @@ def test_about_lists_versions(qtbot, window):
 
 
 def test_settings_and_recent_files_persist(qtbot, tmp_path):
-    from fvdesk.gui.qt_main_window import MainWindow
+    from fvdesk.gui.shell.main_window import MainWindow
 
     w = MainWindow()
     qtbot.addWidget(w)
@@ -464,7 +464,7 @@ def test_enter_in_the_tree_renders_the_selection(qtbot, demo_window):
 
 def test_unit_rows_are_fetched_in_chunks(qtbot):
     from fvdesk.core.model.layers import Layer, LayerGraph, TreeNode
-    from fvdesk.gui.qt_layer_model import UNIT_CHUNK, LayerTreeModel
+    from fvdesk.gui.tree.model import UNIT_CHUNK, LayerTreeModel
 
     layer = Layer("/head/fc/Gemm", "logits", "Gemm", (None, 1000), "vector", 0)
     graph = LayerGraph(
@@ -488,7 +488,7 @@ def test_closing_the_model_empties_the_layer_tree(qtbot, demo_window, demo_model
     paint raised IndexError in ``flags``, and a paint forced from Python (a progress bar's
     ``setValue`` repaints at once, as the next load's progress did) crashed PySide6."""
     from fvdesk.core.model.layers import Layer, LayerGraph, TreeNode
-    from fvdesk.gui.qt_layer_model import LayerTreeModel
+    from fvdesk.gui.tree.model import LayerTreeModel
 
     layer = Layer("/fc/Gemm", "logits", "Gemm", (None, 10), "vector", 0)
     root = TreeNode("m", "", None, [TreeNode("fc", layer.name, layer)])
@@ -540,7 +540,7 @@ def test_unwritable_sidecar_keeps_the_choice_without_an_error(
     import fvdesk.core.model.loaded as loaded
     import fvdesk.core.model.sidecar as sidecar
     from fvdesk.core.errors import ConfigError
-    from fvdesk.gui import qt_session
+    from fvdesk.gui.runtime import session as qt_session
 
     w = demo_window
 
@@ -572,7 +572,7 @@ def test_save_gallery_keeps_every_tile_of_the_same_unit(qtbot, demo_window, demo
     """Two renders with the same gallery key (a unit rendered twice, two combinations starting
     on the same layer) must both be saved, not silently collapsed into one."""
     from fvdesk.core.output.gallery import GalleryItem, read_gallery
-    from fvdesk.gui.qt_tiles import Tile
+    from fvdesk.gui.canvas.tiles import Tile
 
     w = demo_window
     tiles = []
@@ -601,7 +601,7 @@ def test_save_gallery_keeps_every_tile_of_the_same_unit(qtbot, demo_window, demo
 
 
 def test_tiny_canvas_sizes_are_raised_to_the_engines_minimum():
-    from fvdesk.gui.qt_settings import to_render_settings
+    from fvdesk.gui.settings.panel import to_render_settings
 
     assert to_render_settings({"size": 3}).size == 8
     assert to_render_settings({"size": 0}).size is None

@@ -50,8 +50,8 @@ from PySide6.QtWidgets import (  # noqa: E402
     QWidget,
 )
 
-from fvdesk.gui.qt_tiles import CANCELLED, DONE, FAILED, QUEUED, RUNNING  # noqa: E402
-from fvdesk.gui.qt_worker import BackgroundCall  # noqa: E402
+from fvdesk.gui.canvas.tiles import CANCELLED, DONE, FAILED, QUEUED, RUNNING  # noqa: E402
+from fvdesk.gui.runtime.worker import BackgroundCall  # noqa: E402
 from tests.gui_support import (  # noqa: E402
     CONV1,
     LOAD_TIMEOUT,
@@ -1147,7 +1147,7 @@ def _clear_tiles(r: Run) -> None:
 # -- help ------------------------------------------------------------------------------------------
 @handles("shortcuts", "ShortcutsDialog:Close")
 def _shortcuts(r: Run) -> None:
-    from fvdesk.gui.qt_actions import command_specs
+    from fvdesk.gui.shell.actions import command_specs
 
     rows: list[int] = []
 

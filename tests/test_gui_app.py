@@ -24,7 +24,7 @@ pytest.importorskip("pytestqt")
 from PIL import Image  # noqa: E402
 from PySide6.QtCore import Qt  # noqa: E402
 
-from fvdesk.gui.qt_tiles import DONE, Tile  # noqa: E402
+from fvdesk.gui.canvas.tiles import DONE, Tile  # noqa: E402
 from tests.gui_support import CONV1, LOGITS, RENDER_TIMEOUT, fast_settings, wait_idle  # noqa: E402
 
 
@@ -123,10 +123,10 @@ def test_events_reach_tiles_by_their_own_slots(qtbot, demo_window):
 
 
 def test_a_new_job_kind_gets_its_tiles_on_a_row_of_their_own(qtbot, demo_window):
+    from fvdesk.core.jobs.run import register_runner
     from fvdesk.core.optim.events import JobResult
     from fvdesk.core.optim.jobs import JobSpec, Slot
-    from fvdesk.core.optim.run import register_runner
-    from fvdesk.gui.qt_jobs import register_tiles
+    from fvdesk.gui.runtime.jobs import register_tiles
 
     @dataclass(frozen=True)
     class StripJob(JobSpec):  # a kind the app does not know, as later issues add: a strip
@@ -190,7 +190,7 @@ def test_the_gui_thread_never_runs_model_work(
     import torch
 
     from fvdesk.core.model.loaded import LoadedModel
-    from fvdesk.gui import qt_session
+    from fvdesk.gui.runtime import session as qt_session
 
     calls: list[tuple[str, bool]] = []
 
@@ -267,7 +267,7 @@ def test_quitting_during_a_gallery_save_waits_for_it(qtbot, demo_window, tmp_pat
 
 def test_leaving_the_app_waits_for_writes_but_not_for_model_loads(qtbot, tmp_path):
     from fvdesk.gui.app import finish
-    from fvdesk.gui.qt_worker import BackgroundCall
+    from fvdesk.gui.runtime.worker import BackgroundCall
 
     out = tmp_path / "written"
     loading = threading.Event()

@@ -21,7 +21,7 @@ from fvdesk.core.optim.jobs import (
     Term,
     parse_objective,
 )
-from fvdesk.gui.qt_tiles import DONE
+from fvdesk.gui.canvas.tiles import DONE
 
 L = "/features/block3/relu/Relu"
 
@@ -43,7 +43,7 @@ def controller() -> FakeController:
 
 
 def test_combination_builder_weights_remove_and_render(qtbot, controller) -> None:
-    from fvdesk.gui.qt_combination import CombinationBuilder
+    from fvdesk.gui.article.combination import CombinationBuilder
 
     w = CombinationBuilder(controller.submit)
     qtbot.addWidget(w)
@@ -71,7 +71,7 @@ def test_combination_builder_weights_remove_and_render(qtbot, controller) -> Non
 
 
 def test_neuron_position_picker_clicks_and_keys(qtbot, controller) -> None:
-    from fvdesk.gui.qt_position import NeuronPositionPicker
+    from fvdesk.gui.article.position import NeuronPositionPicker
 
     w = NeuronPositionPicker(controller.submit)
     qtbot.addWidget(w)
@@ -102,7 +102,7 @@ def test_neuron_position_picker_clicks_and_keys(qtbot, controller) -> None:
 
 
 def test_direction_dialog_random_file_and_errors(qtbot, tmp_path) -> None:
-    from fvdesk.gui.qt_direction import DirectionDialog
+    from fvdesk.gui.article.direction import DirectionDialog
 
     d = DirectionDialog(L, 64)
     qtbot.addWidget(d)
@@ -124,7 +124,7 @@ def test_direction_dialog_random_file_and_errors(qtbot, tmp_path) -> None:
 
 
 def test_interpolation_dialog(qtbot) -> None:
-    from fvdesk.gui.qt_direction import InterpolationDialog
+    from fvdesk.gui.article.direction import InterpolationDialog
 
     d = InterpolationDialog(f"{L}:1", "nonsense")
     qtbot.addWidget(d)
@@ -140,7 +140,7 @@ def test_interpolation_dialog(qtbot) -> None:
 
 
 def test_settings_dock_has_the_new_settings(qtbot) -> None:
-    from fvdesk.gui.qt_settings import RenderSettingsPanel, to_render_settings
+    from fvdesk.gui.settings.panel import RenderSettingsPanel, to_render_settings
 
     p = RenderSettingsPanel()
     qtbot.addWidget(p)
@@ -168,8 +168,8 @@ def test_settings_dock_has_the_new_settings(qtbot) -> None:
 
 def test_figures_render_as_strips_through_the_job_controller(qtbot, demo_window) -> None:
     from fvdesk.core.optim.variants import SPECTRUM
-    from fvdesk.gui.qt_article import spectrum_spec, steepest_spec
-    from fvdesk.gui.qt_settings import to_render_settings
+    from fvdesk.gui.article.figures import spectrum_spec, steepest_spec
+    from fvdesk.gui.settings.panel import to_render_settings
     from tests.gui_support import fast_settings, wait_idle
 
     w = demo_window
@@ -274,7 +274,7 @@ def test_spectrum_action_row_saves_and_reproduces_with_render_from(
 
 
 def test_steepest_action_and_the_tree_menu_offer_the_figures(qtbot, demo_window) -> None:
-    from fvdesk.gui.qt_menus import tree_menu
+    from fvdesk.gui.shell.menus import tree_menu
     from tests.gui_support import fast_settings, wait_idle
 
     w = demo_window

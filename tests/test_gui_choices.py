@@ -10,7 +10,7 @@ from tests.gui_support import LOGITS, fast_settings, wait_idle
 def test_choices_never_touch_the_model_and_every_job_carries_them(
     qtbot, demo_window, demo_model, tmp_path, monkeypatch
 ) -> None:
-    from fvdesk.gui import qt_session
+    from fvdesk.gui.runtime import session as qt_session
 
     monkeypatch.setattr(qt_session, "is_embedded", lambda path: True)  # no sidecar writes
     w = demo_window

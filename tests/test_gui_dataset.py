@@ -16,9 +16,9 @@ pytest.importorskip("pytestqt")
 from PySide6.QtWidgets import QDialog  # noqa: E402
 
 from fvdesk.core.dataset.choice import DatasetChoice  # noqa: E402
-from fvdesk.gui.qt_dataset_dialog import DatasetDialog  # noqa: E402
-from fvdesk.gui.qt_prefs import Prefs  # noqa: E402
-from fvdesk.gui.qt_tiles import DONE  # noqa: E402
+from fvdesk.gui.canvas.tiles import DONE  # noqa: E402
+from fvdesk.gui.dataset.dialog import DatasetDialog  # noqa: E402
+from fvdesk.gui.shell.prefs import Prefs  # noqa: E402
 from tests.gui_support import LOGITS, RENDER_TIMEOUT, wait_idle  # noqa: E402
 from tests.images import class_dir, pattern_folder  # noqa: E402
 
@@ -79,7 +79,7 @@ def test_dialog_choice_is_remembered_per_model_and_restored(qtbot, demo_window, 
     assert w.datasets.choice is None
     w.session.set_model(model)  # reopened: the choice comes back from the preferences
     assert w.datasets.choice == want
-    from fvdesk.gui.qt_main_window import MainWindow
+    from fvdesk.gui.shell.main_window import MainWindow
 
     other = MainWindow()  # the next start of the app
     qtbot.addWidget(other)
@@ -121,7 +121,7 @@ def test_render_then_select_shows_the_units_top_examples(qtbot, demo_window, pat
 
 def examples_entry(w, browse):
     """The layer tree's context-menu entry for the selected layer's dataset examples."""
-    from fvdesk.gui.qt_menus import tree_menu
+    from fvdesk.gui.shell.menus import tree_menu
 
     (ref,) = w.layers.selected_refs()
     menu = tree_menu(w, ref, w.jobs, w.article, browse)
@@ -230,7 +230,7 @@ def test_the_pass_shows_progress_and_the_cancel_action_stops_it(qtbot, demo_wind
                                                                 monkeypatch):  # fmt: skip
     import threading
 
-    from fvdesk.core.dataset import passes
+    from fvdesk.core.jobs import passes
 
     w = demo_window
     choose(qtbot, w, DatasetChoice(str(patterns), 3, 0))

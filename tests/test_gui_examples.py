@@ -15,15 +15,15 @@ from PySide6.QtCore import QPoint, Qt  # noqa: E402
 from PySide6.QtWidgets import QDialogButtonBox  # noqa: E402
 
 from fvdesk.core.dataset.choice import DatasetChoice  # noqa: E402
+from fvdesk.core.jobs.run import run_job  # noqa: E402
 from fvdesk.core.optim.drive import drive  # noqa: E402
 from fvdesk.core.optim.events import ProgressEvent  # noqa: E402
 from fvdesk.core.optim.jobs import ExamplesJob, Job  # noqa: E402
-from fvdesk.core.optim.run import run_job  # noqa: E402
-from fvdesk.gui import qt_prefs  # noqa: E402
-from fvdesk.gui.qt_dataset_dialog import DatasetDialog  # noqa: E402
-from fvdesk.gui.qt_examples import ExamplesPanel, percent_text  # noqa: E402
-from fvdesk.gui.qt_examples_browser import LayerExamplesBrowser  # noqa: E402
-from fvdesk.gui.qt_runners import ThreadRunner  # noqa: E402
+from fvdesk.gui.dataset.browser import LayerExamplesBrowser  # noqa: E402
+from fvdesk.gui.dataset.dialog import DatasetDialog  # noqa: E402
+from fvdesk.gui.dataset.examples import ExamplesPanel, percent_text  # noqa: E402
+from fvdesk.gui.runtime.runners import ThreadRunner  # noqa: E402
+from fvdesk.gui.shell import prefs as qt_prefs  # noqa: E402
 from tests.images import class_dir, pattern_folder  # noqa: E402
 
 LOGITS = "/classifier/Gemm"
@@ -63,7 +63,7 @@ class SpyRunner(ThreadRunner):
         super().call(wrapped, on_done, on_failed)
 
     def submit(self, model, job, on_event, on_done, on_failed):  # type: ignore[override]
-        from fvdesk.core.dataset import passes
+        from fvdesk.core.jobs import passes
 
         original = passes.scan_folder
 
@@ -242,8 +242,8 @@ def test_dataset_dialog_scans_persists_and_clears_the_cache(
 
 
 def test_queue_runner_runs_the_pass_on_the_render_queue(qtbot, demo, patterns):
-    from fvdesk.gui.qt_runners import QueueRunner
-    from fvdesk.gui.qt_worker import RenderQueue
+    from fvdesk.gui.runtime.runners import QueueRunner
+    from fvdesk.gui.runtime.worker import RenderQueue
 
     queue = RenderQueue()
     try:

@@ -7,7 +7,7 @@ from pathlib import Path
 from PySide6.QtCore import Qt
 
 from fvdesk.core.model.loader import load_model
-from fvdesk.gui.qt_layer_model import LayerRole, LayerTreeModel
+from fvdesk.gui.tree.model import LayerRole, LayerTreeModel
 from tests import models as test_models
 
 

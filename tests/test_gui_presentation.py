@@ -64,8 +64,8 @@ def test_the_cli_names_a_request_as_the_app_does(qtbot, demo_window, tmp_path, c
 
 
 def test_the_old_app_describers_still_work_with_a_warning() -> None:
-    from fvdesk.gui.qt_jobs import register_tiles, tile_fields
-    from fvdesk.gui.qt_tiles import caption_layer
+    from fvdesk.gui.canvas.tiles import caption_layer
+    from fvdesk.gui.runtime.jobs import register_tiles, tile_fields
 
     with pytest.warns(DeprecationWarning):
         assert caption_layer("/features/block3/relu/Relu") == "block3/relu"
@@ -88,8 +88,9 @@ def test_the_app_asks_the_core_which_kinds_have_figures_and_comparable_values(
     qtbot, demo_window
 ) -> None:
     from fvdesk.core.optim.kinds import COMPARABLE_KINDS, FIGURE_KINDS
-    from fvdesk.gui import qt_dataset, qt_menus
-    from fvdesk.gui.qt_tiles import DONE, Tile
+    from fvdesk.gui.canvas.tiles import DONE, Tile
+    from fvdesk.gui.dataset import controller as qt_dataset
+    from fvdesk.gui.shell import menus as qt_menus
 
     w = demo_window
     offered = {}

@@ -14,7 +14,7 @@ from PySide6.QtWidgets import QMainWindow  # noqa: E402
 
 from fvdesk.core.model.loader import load_model  # noqa: E402
 from fvdesk.core.output import gallery as gal  # noqa: E402
-from fvdesk.gui.qt_status import StatusWidgets  # noqa: E402
+from fvdesk.gui.shell.status import StatusWidgets  # noqa: E402
 from tests import models as test_models  # noqa: E402
 
 

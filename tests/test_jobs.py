@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from fvdesk.core.errors import ConfigError, RenderError
+from fvdesk.core.jobs.run import run_job
 from fvdesk.core.model.loader import load_model
 from fvdesk.core.optim import options
 from fvdesk.core.optim.drive import drive
@@ -22,7 +23,6 @@ from fvdesk.core.optim.jobs import (
     job_from_provenance,
     parse_objective,
 )
-from fvdesk.core.optim.run import run_job
 from fvdesk.core.optim.settings import RenderSettings
 from tests.models import small_onnx
 

@@ -23,7 +23,7 @@ How a command is made runnable, and nothing else:
 
 Not run here, each for its reason: the install lines (CI runs the test one, ``.ci/run``), the
 developer lines of "Development" that are not fvdesk commands (ruff, benchmarks, the training
-script, PyInstaller) and ``python -m fvdesk.gui.qt_screenshot`` (it needs a real X server; the
+script, PyInstaller) and ``python tools/screenshot.py`` (it needs a real X server; the
 GUI tests cover the scenes it draws).  Spans in ``DESCRIPTIVE`` name a command without being one
 (a list of subcommands, a flag mentioned in a sentence); each is listed as it is written.
 """

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from fvdesk.core.errors import ConfigError, RenderError
+from fvdesk.core.jobs.run import render_units
 from fvdesk.core.model.loader import load_model
 from fvdesk.core.optim import objectives as O
 from fvdesk.core.optim import quality as Q
@@ -31,7 +32,6 @@ from fvdesk.core.optim.render import (
     relu_override,
     render,
 )
-from fvdesk.core.optim.run import render_units
 from fvdesk.core.optim.settings import RenderSettings, TransformSettings
 from tests.models import dead_unit_onnx, small_onnx
 

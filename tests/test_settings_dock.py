@@ -51,7 +51,7 @@ def test_settings_from_is_the_one_conversion() -> None:
 
 
 def test_the_dock_shows_every_option_and_the_experts_under_advanced(qtbot) -> None:
-    from fvdesk.gui.qt_settings import FIELDS, RenderSettingsPanel, to_render_settings
+    from fvdesk.gui.settings.panel import FIELDS, RenderSettingsPanel, to_render_settings
 
     panel = RenderSettingsPanel()
     qtbot.addWidget(panel)

@@ -61,10 +61,10 @@ def examples_pass(args: argparse.Namespace, model: Any, layers: Sequence[str], d
     ``batch`` is ``examples --batch``; ``render`` and ``atlas`` have a ``--batch`` of their own
     (images optimized together, ``None`` when not given), which is not the pass's."""
     from fvdesk.core.errors import FvdeskError
+    from fvdesk.core.jobs.run import run_job
     from fvdesk.core.optim.drive import drive
     from fvdesk.core.optim.events import NoticeEvent, ProgressEvent
     from fvdesk.core.optim.jobs import ExamplesJob, Job
-    from fvdesk.core.optim.run import run_job
 
     try:
         spec = ExamplesJob(
@@ -99,7 +99,7 @@ def examples_pass(args: argparse.Namespace, model: Any, layers: Sequence[str], d
 
 def _examples_lookup(result: Any, args: argparse.Namespace,
                      clusters: dict[int, Any] | None = None) -> Callable[[Any], Any]:  # fmt: skip
-    from fvdesk.core.dataset.export import ItemExamples
+    from fvdesk.core.output.examples import ItemExamples
 
     def lookup(item: Any) -> Any:
         layer = result.layers.get(item.layer)
@@ -121,9 +121,9 @@ def _pre_record(model: Any) -> dict[str, Any]:
 def render_with_examples(args: argparse.Namespace, model: Any, job: Any, device: Any) -> list[Any]:
     """``render --images``: the pass for the rendered layer, the renders (one facet per dataset
     cluster with ``--cluster-facets``), then every item gets its examples."""
-    from fvdesk.core.dataset.clusters import DEFAULT_POOL, cluster_facets
-    from fvdesk.core.dataset.export import attach_examples
+    from fvdesk.core.jobs.clusters import DEFAULT_POOL, cluster_facets
     from fvdesk.core.optim.jobs import Job, UnitJob
+    from fvdesk.core.output.examples import attach_examples
     from fvdesk.core.output.gallery import Gallery
 
     spec = job.spec
@@ -156,7 +156,7 @@ def atlas_examples(args: argparse.Namespace, model: Any, plan: Sequence[Any],
                    device: Any) -> Callable[[Any, Any], None]:  # fmt: skip
     """``atlas --images``: one pass for every planned layer now; the returned hook gives each
     layer gallery's units their examples as the atlas finishes it (resumed ones too)."""
-    from fvdesk.core.dataset.export import Crops, attach_examples
+    from fvdesk.core.output.examples import Crops, attach_examples
 
     kind = "neuron" if args.objective == "neuron" else "channel"
     result = examples_pass(args, model, [x.name for x in plan], device, kind=kind)
@@ -206,8 +206,8 @@ def cmd_examples(args: argparse.Namespace) -> int:
             tops = ", ".join(f"{ex.rel} ({ex.value:.3g})" for ex in ux.top[:3])
             print(f"{head}: {tops}" + (" …" if len(ux.top) > 3 else ""))
         return EXIT_OK
-    from fvdesk.core.dataset.export import write_examples_gallery
     from fvdesk.core.device import describe_device
+    from fvdesk.core.output.examples import write_examples_gallery
     from fvdesk.core.output.gallery import ModelInfo
 
     write_examples_gallery(

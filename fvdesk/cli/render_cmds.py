@@ -183,9 +183,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     import numpy as np
 
     from fvdesk.core.errors import FvdeskError
+    from fvdesk.core.jobs.run import run_job
     from fvdesk.core.optim.drive import drive
     from fvdesk.core.optim.jobs import job_from_provenance
-    from fvdesk.core.optim.run import run_job
     from fvdesk.core.output.gallery import read_gallery
 
     folder = args.from_gallery

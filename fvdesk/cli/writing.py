@@ -31,9 +31,9 @@ def write_jobs(
     """``write_job`` for several jobs into one gallery (one contact sheet and index at the end;
     none with ``finalize=False``, for a caller that adds to the gallery first)."""
     from fvdesk.core.device import describe_device
+    from fvdesk.core.jobs.run import run_job
     from fvdesk.core.optim.drive import drive
     from fvdesk.core.optim.events import NoticeEvent, StepEvent
-    from fvdesk.core.optim.run import run_job
     from fvdesk.core.output.atlas import BatchCommitter
     from fvdesk.core.output.gallery import Gallery, ModelInfo
 

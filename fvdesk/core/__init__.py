@@ -1,6 +1,8 @@
-"""fvdesk's Qt-free core: ``model/`` (loading, canonicalization, the layer graph, sidecar, labels),
-``optim/`` (parameterizations, transforms, objectives, the render engine) and ``output/``
-(galleries, the atlas).
+"""fvdesk's Qt-free core, in layers that import only the layers before them: ``model/`` (loading,
+canonicalization, the layer graph, sidecar, labels), ``optim/`` (job specs, parameterizations,
+transforms, objectives, the render engine), ``dataset/`` (what units respond to in the user's
+images), ``jobs/`` (running any job: renders, dataset passes, cluster facets), ``output/``
+(galleries, examples in galleries, the atlas); tests/test_import_cycles.py keeps it so.
 
 Heavy modules (torch, onnx) load on first use so that ``import fvdesk.core`` stays cheap.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from fvdesk.core import _moved
 from fvdesk.core.errors import (
     AmbiguousInputError,
     ConfigError,
@@ -32,8 +35,8 @@ _LAZY = {
     "RenderSettings": "fvdesk.core.optim.settings",
     "TransformSettings": "fvdesk.core.optim.settings",
     "render": "fvdesk.core.optim.render",
-    "render_units": "fvdesk.core.optim.run",
-    "run_job": "fvdesk.core.optim.run",
+    "render_units": "fvdesk.core.jobs.run",
+    "run_job": "fvdesk.core.jobs.run",
     "drive": "fvdesk.core.optim.drive",
     "Job": "fvdesk.core.optim.jobs",
     "UnitJob": "fvdesk.core.optim.jobs",
@@ -53,6 +56,9 @@ __all__ = [
     "UnsupportedModelError",
     *_LAZY,
 ]
+
+
+_moved.install()
 
 
 def __getattr__(name: str) -> Any:

@@ -1,1 +1,11 @@
-"""The PySide6 desktop application; the only package that imports Qt."""
+"""The PySide6 desktop application; the only package that imports Qt.
+
+Sub-packages by concern (docs/ARCHITECTURE.md): ``shell`` wires the features ``tree``,
+``article``, ``dataset`` and ``galleries``, which share ``runtime``, ``settings`` and ``canvas``
+below them; ``tests/test_gui_layers.py`` enforces who may import whom.  ``app`` is the entry point.
+"""
+
+from fvdesk.core._moved import install
+from fvdesk.gui._moved import MOVED
+
+install(MOVED)

@@ -17,7 +17,7 @@ from PySide6.QtCore import QCoreApplication, QTimer
 from PySide6.QtWidgets import QApplication
 
 import fvdesk
-from fvdesk.gui import qt_prefs
+from fvdesk.gui.shell import prefs as qt_prefs
 
 
 def make_app(argv: list[str] | None = None) -> QApplication:
@@ -29,7 +29,7 @@ def make_app(argv: list[str] | None = None) -> QApplication:
     QCoreApplication.setApplicationName(qt_prefs.APPLICATION)
     QCoreApplication.setApplicationVersion(fvdesk.__version__)
     QApplication.setDesktopFileName("fvdesk")
-    from fvdesk.gui.qt_about import app_icon
+    from fvdesk.gui.shell.about import app_icon
 
     app.setWindowIcon(app_icon())
     return app  # type: ignore[return-value]
@@ -42,7 +42,7 @@ def run_app(path: str | None = None, *, device: str | None = None) -> int:
         level=os.environ.get("FVDESK_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s"
     )
     app = make_app()
-    from fvdesk.gui.qt_main_window import MainWindow
+    from fvdesk.gui.shell.main_window import MainWindow
 
     window = MainWindow()
     if device:
@@ -72,8 +72,8 @@ def finish(rc: int, *, leave: Callable[[int], object] = os._exit) -> int:
     """After the event loop: wait for gallery writes (a gallery is never left half-written),
     then ``leave`` at once if work that cannot be interrupted is still running (a model still
     converting, a render step that did not return in time); settings are already written."""
-    from fvdesk.gui.qt_main_window import _orphans
-    from fvdesk.gui.qt_worker import BackgroundCall
+    from fvdesk.gui.runtime.worker import BackgroundCall
+    from fvdesk.gui.shell.main_window import _orphans
 
     BackgroundCall.wait_for_writes()
     if _orphans or BackgroundCall.any_alive(abandonable=True):

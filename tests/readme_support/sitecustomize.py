@@ -33,10 +33,10 @@ if os.environ.get("FVDESK_TEST_CLOSE_WHEN_LOADED"):
         module.MainWindow.show = show_then_close_when_loaded
 
     class _Hook(importlib.abc.MetaPathFinder):
-        """Patches ``fvdesk.gui.qt_main_window`` when (and only when) the app imports it."""
+        """Patches ``fvdesk.gui.shell.main_window`` when (and only when) the app imports it."""
 
         def find_spec(self, name, path, target=None):
-            if name != "fvdesk.gui.qt_main_window":
+            if name != "fvdesk.gui.shell.main_window":
                 return None
             sys.meta_path.remove(self)
             spec = importlib.util.find_spec(name)

@@ -38,9 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from fvdesk.core.dataset.folder import FileEntry, FolderScan
 from fvdesk.core.errors import DatasetError
 from fvdesk.core.fileio import atomic_open, atomic_write_text, parse_json
+from fvdesk.core.imagefolder import FileEntry, FolderScan
 
 CACHE_ENV = "FVDESK_CACHE_DIR"
 #: How an image becomes the model input; part of every key (change it when the policy changes).

@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 
 from fvdesk.core.dataset.cache import LayerStore, Lookup
-from fvdesk.core.dataset.folder import FolderScan, geometry, load_image
 from fvdesk.core.dataset.receptive import ReceptiveField
 from fvdesk.core.dataset.stats import HistogramView, StreamingHistogram, StreamingTopK
+from fvdesk.core.imagefolder import FolderScan, geometry, load_image
 
 #: Crops are saved at most this many pixels on their longer side (and tiny ones enlarged).
 CROP_PX = 128

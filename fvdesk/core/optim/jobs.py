@@ -3,7 +3,7 @@
 A ``Job`` is plain data (no torch): a spec saying what to render (``UnitJob``: units of one layer;
 ``CombinationJob``: a weighted sum of unit objectives; later kinds register themselves the same
 way) plus how (``RenderSettings``, the ``Preprocessing`` in force, the labels in force).  The app,
-the CLI and the atlas build the same jobs; ``fvdesk.core.optim.run.run_job`` runs any of them and
+the CLI and the atlas build the same jobs; ``fvdesk.core.jobs.run.run_job`` runs any of them and
 ``fvdesk.core.optim.drive.drive`` is the one loop that consumes the events.
 
 Every job expands into ``Slot``s, one per image.  A slot knows its unit, facet and the keys of its
@@ -573,7 +573,7 @@ class ExamplesJob(JobSpec):
 
     ``kind`` ``channel`` ranks images by the unit's spatial max (and min); ``neuron`` by the
     value at grid position ``x, y`` (the centre when ``None``).  It renders no image (no slots);
-    ``fvdesk.core.dataset.passes.run_examples`` is its runner.
+    ``fvdesk.core.jobs.passes.run_examples`` is its runner.
     """
 
     type: ClassVar[str] = "examples"

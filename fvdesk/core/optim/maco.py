@@ -131,7 +131,7 @@ def magnitude_spectrum(
 def folder_images(folder: str | Path, max_images: int = 2048) -> list[Path]:
     """The image files under ``folder`` (sorted, at most ``max_images``; listed as the
     dataset-examples pass lists them); ``ConfigError`` if none."""
-    from fvdesk.core.dataset.folder import scan_folder
+    from fvdesk.core.imagefolder import scan_folder
 
     root = Path(folder)
     if not root.is_dir():
@@ -150,7 +150,7 @@ def magnitude_spectrum_of_folder(
     color_matrix: Sequence[Sequence[float]] | None = None,
 ) -> Spectrum:
     """The magnitude spectrum of a folder of images (unreadable files are skipped)."""
-    from fvdesk.core.dataset.folder import ImageSkipped, load_image
+    from fvdesk.core.imagefolder import ImageSkipped, load_image
 
     files = folder_images(folder, max_images)
 

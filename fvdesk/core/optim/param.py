@@ -121,12 +121,12 @@ def color_matrix_from_folder(
 ) -> list[list[float]]:
     """Estimate the colour matrix from a folder of the user's images (their training-like data).
 
-    The folder is read as the dataset-examples pass reads it (``fvdesk.core.dataset.folder``:
+    The folder is read as the dataset-examples pass reads it (``fvdesk.core.imagefolder``:
     recursive, EXIF, 16-bit, palette and transparent images decoded as shown, bad files
     skipped); images are shrunk to ``size`` px (colour statistics do not need resolution); at
     most ``max_images`` files, in path order, are used.
     """
-    from fvdesk.core.dataset.folder import ImageSkipped, load_image, scan_folder
+    from fvdesk.core.imagefolder import ImageSkipped, load_image, scan_folder
 
     root = Path(folder)
     if not root.is_dir():

@@ -2,7 +2,7 @@
 front end alike.
 
 A ``SlotView`` is plain data (no torch) derived from a spec and one of its slots.  The runner
-files each result under the view of its slot (``fvdesk.core.optim.run``), the app makes its tiles
+files each result under the view of its slot (``fvdesk.core.jobs.run``), the app makes its tiles
 from the same views before anything renders, and galleries save the result's caption; so a tile,
 a saved item, its contact sheet and the CLI's gallery name an image the same way.  Captions keep
 the full layer names (what ``--layer`` takes); front ends elide them, never rewrite them.

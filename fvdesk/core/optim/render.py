@@ -776,7 +776,7 @@ def render(
     step; a cancelled render returns the images as they are.  ``device`` overrides
     ``settings.device``; the model is moved there.  NaN/Inf raises ``RenderError`` naming the
     step; out-of-memory halves the batch and retries (a ``NoticeEvent`` says so).  Jobs
-    (``fvdesk.core.optim.run.run_job``) are the way front ends render; this is the engine's API
+    (``fvdesk.core.jobs.run.run_job``) are the way front ends render; this is the engine's API
     for arbitrary objectives.
     """
     settings = settings or RenderSettings()

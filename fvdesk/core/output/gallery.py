@@ -23,7 +23,7 @@ hash); ``fvdesk render --from gallery.json --item N`` renders it again.  Version
 ``settings`` dict instead of ``provenance``) are read as items without a full record.
 
 ``examples`` (optional; absent in older manifests, which read as items without examples) holds
-the unit's dataset examples (``fvdesk.core.dataset.export``)::
+the unit's dataset examples (``fvdesk.core.output.examples``)::
 
     {"dataset": absolute folder, "measure", "count", "preprocessing", "fit",
      "top": [{"file": "examples/NAME.png", "source": path relative to the dataset, "value",

@@ -1,0 +1,1 @@
+"""Galleries in the app: saving tiles, opening galleries as tiles, and atlases (``controller``)."""
