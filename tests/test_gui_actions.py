@@ -954,10 +954,11 @@ def _labels(r: Run) -> None:
     r.files["labels"].write_text("\n".join(names) + "\n")
     r.file_answer = str(r.files["labels"])
     click(r, "settingsDock:…")
-    assert w.model.labels == names and w.session.labels_file == str(r.files["labels"])
+    assert w.session.labels == names and w.session.labels_file == str(r.files["labels"])
+    assert w.model.labels != names  # the session's choice, never the model's
     assert (r.files["model"].parent / "demo_copy.fvdesk.json").is_file()  # remembered
     click(r, "settingsDock:labelsClear")
-    assert w.session.labels_file == "" and w.model.labels != names
+    assert w.session.labels_file == "" and w.session.labels != names
 
 
 @handles("settingsDock:setting_maco_spectrum:…", "settingsDock:setting_maco_spectrum:×")
