@@ -947,6 +947,16 @@ def _new_seed(r: Run) -> None:
     assert r.w.settings_panel.value("seed") != seed
 
 
+@handles("settingsDock:advancedToggle")
+def _advanced(r: Run) -> None:
+    section = r.w.settings_panel.advanced
+    assert section.body.isHidden()  # closed at first
+    click(r, "settingsDock:advancedToggle")
+    assert not section.body.isHidden()
+    click(r, "settingsDock:advancedToggle")
+    assert section.body.isHidden()
+
+
 @handles("settingsDock:…", "settingsDock:labelsClear")
 def _labels(r: Run) -> None:
     w = r.w
