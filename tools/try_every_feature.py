@@ -296,7 +296,7 @@ def pick_layers(ctx: Context) -> Outcome:
 def _centre(ctx: Context, height: int, width: int) -> str:
     """The grid's centre at the render's canvas: a size-agnostic model's grid shrinks with --size,
     so the centre listed at the native size may be off the grid of a smaller render."""
-    rc, out, _ = call(["info", ctx.model, "--json"], ctx.logs)
+    rc, out, _ = call(["info", ctx.model, "--json", "--no-parity"], ctx.logs)
     sy = sx = 1.0
     if rc == 0:
         spec = json.loads(out).get("input") or {}
