@@ -129,3 +129,54 @@ def test_plausibility_ranks_an_image_of_the_units_class_above_others(demo_model)
     p = Q.plausibility(demo_model, logits, [vertical] * 4, renders, means, k=6)
     assert p[0] > 0.5 and p[0] > p[1] + 0.3, p
     assert p[0] > max(p[2], p[3]) + 0.3, p
+
+
+def test_layer_below_is_the_previous_block_of_the_same_kind(demo_model):
+    assert Q.layer_below(demo_model, "/features/block4/relu/Relu") == "/features/block3/relu/Relu"
+    assert Q.layer_below(demo_model, "/features/block2/relu/Relu") == "/features/block1/relu/Relu"
+    first = min((lay for lay in demo_model.graph if lay.kind == "feature"), key=lambda x: x.index)
+    assert Q.layer_below(demo_model, first.name) is None
+
+
+def test_plausibility_below_uses_the_units_own_top_examples(demo_model):
+    """One layer below the logits, with the top examples still chosen by the logit: an image of
+    the unit's class is closer to them than another class's, grey and noise closer to nothing."""
+    from fvdesk.core.patterns import CLASSES, generate
+
+    x, y = generate(96, size=32, seed=0)
+    crops = np.rint(x.transpose(0, 2, 3, 1) * 255).astype(np.uint8)
+    logits = demo_model.graph.logits_name
+    below = Q.layer_below(demo_model, logits)
+    assert below is not None and below != logits
+    checker = CLASSES.index("checkerboard")
+    top = Q.top_examples(Q.channel_means(demo_model, logits, crops), [checker], k=6)
+    means = Q.channel_means(demo_model, below, crops)
+    xt, yt = generate(32, size=32, seed=1)
+    test = np.rint(xt.transpose(0, 2, 3, 1) * 255).astype(np.uint8)
+    same, other = test[yt == checker][:1], test[yt != checker][:1]
+    renders = np.concatenate([same, other, np.full_like(same, 128), _noise(size=32)])
+    p = Q.plausibility(demo_model, below, [checker] * 4, renders, means, tops=top * 4)
+    assert p[0] > p[1] + 0.2 and p[0] > max(p[2], p[3]) + 0.2, p
+    # without tops, the unit index would pick channel `checker` of the layer below instead
+    q = Q.plausibility(demo_model, below, [checker] * 4, renders, means)
+    assert not np.allclose(p, q)
+
+
+def test_natural_ranges_hold_photographs_and_exclude_noise_and_patches():
+    photos = np.concatenate([_natural(seed=s) for s in range(12)])
+    crops = Q.photo_crops(list(photos), 32, 32, per_photo=4, seed=0)
+    r = Q.natural_ranges(crops)
+    assert set(r) == set(Q.IMAGE_MEASURES)
+    for lo, mid, hi in r.values():
+        assert lo <= mid <= hi
+    unseen = Q.image_measures(_natural(seed=99, size=32))
+    assert Q.in_range(float(unseen["slope"][0]), r["slope"])
+    assert Q.in_range(float(unseen["clipped"][0]), r["clipped"])
+    noise = Q.image_measures(_noise(size=32))
+    assert not Q.in_range(float(noise["hf_share"][0]), r["hf_share"])
+    assert not Q.in_range(float(noise["slope"][0]), r["slope"])
+    patches = Q.image_measures(_patches())
+    assert not Q.in_range(float(patches["colourfulness"][0]), r["colourfulness"])
+    assert not Q.in_range(float(patches["clipped"][0]), r["clipped"])
+    with pytest.raises(ValueError, match="finite"):
+        Q.natural_ranges(_grey())

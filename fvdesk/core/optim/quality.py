@@ -21,7 +21,11 @@ numbers on that, on the final image as saved (uint8):
 * ``saturation``: the mean HSV saturation, a second view of the same excess;
 * ``plausibility``: how much the render's activation pattern at the unit's layer resembles that
   of the unit's top examples among natural photographs (``photo_crops``, ``top_examples``): the
-  idea of Fel et al.'s (2023) plausibility score, for one unit instead of one class.
+  idea of Fel et al.'s (2023) plausibility score, for one unit instead of one class; at
+  ``layer_below`` too (the unit's top examples, compared where the layer's inputs are made), since
+  a render can match the unit's layer through features its inputs never show together;
+* ``natural_ranges`` / ``in_range``: the spread of every image measure over the photo crops, the
+  range a render should fall in.
 
 The benchmark ``benchmarks/bench_fidelity.py`` and the engine's tests share these definitions.
 """
@@ -308,6 +312,8 @@ def plausibility(
     renders: np.ndarray,
     crop_means: np.ndarray,
     k: int = 4,
+    *,
+    tops: list[np.ndarray] | None = None,
 ) -> np.ndarray:
     """Per render ``i`` (of unit ``units[i]``), ``pattern_similarity`` of its pattern at ``layer``
     to that of the unit's top ``k`` photo crops, relative to the mean crop (``crop_means``:
@@ -315,11 +321,61 @@ def plausibility(
 
     Unlike the objective, which one channel decides, this compares all channels of the layer: a
     render that drives its unit with colours or textures no photograph has scores low even when
-    its objective is high.
+    its objective is high.  ``tops`` (per render, crop indices) chooses the top examples
+    elsewhere: at ``layer_below`` they are still the unit's, chosen at the unit's layer.
     """
-    top = top_examples(crop_means, units, k)
+    top = top_examples(crop_means, units, k) if tops is None else tops
     centre = crop_means.mean(0)
     mine = channel_means(model, layer, renders)
     return np.asarray(
         [pattern_similarity(mine[i], crop_means[top[i]], centre) for i in range(len(units))]
     )
+
+
+def layer_below(model: LoadedModel, layer: str) -> str | None:
+    """The nearest earlier feature map with the same op type as ``layer`` (the previous block's
+    output for a ReLU or a HardSwish's Mul), else the nearest earlier feature map; ``None`` at
+    the first one.  Where the layer's inputs are made, the unit's top photographs and a render
+    should look alike too."""
+    here = model.graph[layer]
+    earlier = [lay for lay in model.graph if lay.kind == "feature" and lay.index < here.index]
+    same = [lay for lay in earlier if lay.op == here.op]
+    pick = same or earlier
+    return max(pick, key=lambda lay: lay.index).name if pick else None
+
+
+# -- the photographs' range ------------------------------------------------------------------------
+#: The image measures whose natural range ``natural_ranges`` gives.
+IMAGE_MEASURES = ("clipped", "colourfulness", "saturation", "hf_share", "slope")
+
+
+def image_measures(images: np.ndarray) -> dict[str, np.ndarray]:
+    """Per image, every measure of ``IMAGE_MEASURES`` (the ones that need no model)."""
+    return {
+        "clipped": clipped_share(images),
+        "colourfulness": colourfulness(images),
+        "saturation": saturation(images),
+        "hf_share": high_frequency_share(images),
+        "slope": spectral_slope(images),
+    }
+
+
+def natural_ranges(
+    photos: np.ndarray, low: float = 5.0, high: float = 95.0
+) -> dict[str, tuple[float, float, float]]:
+    """Per measure, the (``low``-th percentile, median, ``high``-th percentile) over natural
+    photographs (e.g. ``photo_crops``): a render outside it looks unlike a photograph on that
+    measure.  Flat crops (NaN slope) are left out."""
+    out = {}
+    for k, v in image_measures(photos).items():
+        v = v[np.isfinite(v)]
+        if not len(v):
+            raise ValueError(f"natural_ranges: no photograph gives a finite {k}")
+        lo, mid, hi = np.percentile(v, [low, 50.0, high])
+        out[k] = (float(lo), float(mid), float(hi))
+    return out
+
+
+def in_range(value: float, bounds: tuple[float, float, float]) -> bool:
+    """Whether ``value`` lies between the photographs' low and high percentiles."""
+    return bool(bounds[0] <= value <= bounds[2])
