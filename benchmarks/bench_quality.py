@@ -177,7 +177,7 @@ def run_horama(
 
     horama = import_horama()
     h, w = model.input.height, model.input.width
-    size = round(max(h, w) * HORAMA_RATIO)
+    size = 2 * round(max(h, w) * HORAMA_RATIO / 2)  # even: Horama's irfft returns even sizes
     ext = model.extractor([layer])
     folder = cache / "horama"
     horama_spectrum(folder)

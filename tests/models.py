@@ -605,3 +605,59 @@ def _dynamic_size_export(folder: Path, name: str, build, size: int, seed: int) -
         export_onnx(build().eval(), tmp, size=size, dynamic_size=True)
         tmp.replace(path)
     return path
+
+
+def hardswish_gate_onnx(folder: Path) -> Path:
+    """conv(3->3) -> Hardswish as Add/Clip/Mul/Div (PaddlePaddle's export) -> times a
+    squeeze-excitation gate (pool, 1x1 conv, HardSigmoid), any input size: the MobileNetV3 /
+    PP-LCNet block whose units are dead on a grey image for two reasons.
+
+    On a grey image channel 0's gate is closed (HardSigmoid at 0) and channel 1's Hardswish
+    input is below -3 (both: zero activation and zero gradient); both can fire; channel 2 is live.
+    """
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    path = Path(folder) / "hardswish_gate.onnx"
+    if path.exists():
+        return path
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((3, 3, 3, 3)) * 0.5).astype(np.float32)
+    b = np.array([0.0, -5.0, 0.0], np.float32)
+    wg = np.diag([4.0, 0.0, 0.0]).astype(np.float32).reshape(3, 3, 1, 1)
+    bg = np.array([-3.0, 5.0, 5.0], np.float32)
+    f = np.float32
+    inits = [
+        numpy_helper.from_array(w, "w"),
+        numpy_helper.from_array(b, "b"),
+        numpy_helper.from_array(wg, "wg"),
+        numpy_helper.from_array(bg, "bg"),
+        numpy_helper.from_array(np.array(3.0, f), "three"),
+        numpy_helper.from_array(np.array(6.0, f), "six"),
+        numpy_helper.from_array(np.array(0.0, f), "zero"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c", "three"], ["c3"], name="add3"),
+        helper.make_node("Clip", ["c3", "zero", "six"], ["r6"], name="clip"),
+        helper.make_node("Mul", ["c", "r6"], ["m"], name="hswish_mul"),
+        helper.make_node("Div", ["m", "six"], ["h"], name="hswish"),
+        helper.make_node("GlobalAveragePool", ["h"], ["p"], name="pool"),
+        helper.make_node("Conv", ["p", "wg", "bg"], ["q"], name="se"),
+        helper.make_node("HardSigmoid", ["q"], ["gate"], name="gate", alpha=0.2, beta=0.5),
+        helper.make_node("Mul", ["h", "gate"], ["y"], name="gated"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "hardswish_gate",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    tmp = path.with_suffix(".tmp.onnx")
+    onnx.save(model, str(tmp))
+    tmp.replace(path)
+    return path

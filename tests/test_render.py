@@ -25,15 +25,18 @@ from fvdesk.core.optim.events import (
 )
 from fvdesk.core.optim.jobs import UnitJob
 from fvdesk.core.optim.render import (
+    GATE_FLOOR,
     _TailAverage,
     image_seed,
+    redirected_hardsigmoid,
+    redirected_hardswish,
     redirected_relu,
     redirected_relu6,
     relu_override,
     render,
 )
 from fvdesk.core.optim.settings import RenderSettings, TransformSettings
-from tests.models import dead_unit_onnx, small_onnx
+from tests.models import dead_unit_onnx, hardswish_gate_onnx, small_onnx
 
 FAST = dict(steps=6, size=32, batch=2, preview_every=0)
 
@@ -56,6 +59,11 @@ def small(model_cache):
 @pytest.fixture(scope="module")
 def dead(model_cache):
     return load_model(dead_unit_onnx(model_cache))
+
+
+@pytest.fixture(scope="module")
+def gated(model_cache):
+    return load_model(hardswish_gate_onnx(model_cache))
 
 
 RELU = "/features/features.2/Relu"  # 8 channels at full resolution in small_onnx models
@@ -274,6 +282,37 @@ def test_without_the_remedy_the_dead_unit_stays_grey(dead) -> None:
     _, results = drive(render_units(dead, UnitJob("relu", [1]), s))
     assert results[0].dead and results[0].value == 0.0
     assert results[0].image.std() < 8  # never moved from the near-grey start
+
+
+def test_closed_gates_and_dead_hardswish_units_are_revived(gated) -> None:
+    """MobileNetV3's blocks: a squeeze-excitation gate (HardSigmoid) closed on the grey start,
+    and a Hardswish exported as Add/Clip/Mul/Div whose input is below -3.  Redirecting the
+    ReLU6 inside the Hardswish is not enough (below -3 the product turns its gradient down);
+    the engine redirects the Hardswish and the gate themselves."""
+    s = RenderSettings(steps=40, size=24, batch=3, decay=1.0)
+    events, results = drive(render_units(gated, UnitJob("gated", [0, 1, 2]), s))
+    notices = " | ".join(e.message for e in events if isinstance(e, NoticeEvent))
+    assert "unit 0, unit 1: zero gradient on the start image" in notices
+    assert "unit 0, unit 1: revived" in notices
+    assert not any(r.dead for r in results), notices
+    assert all(r.value > 0 for r in results)
+
+
+def test_redirected_hardswish_and_hardsigmoid_gradients() -> None:
+    x = torch.tensor([[-5.0, -4.0], [-5.0, 1.0], [-5.0, -4.0]], requires_grad=True)
+    g = torch.tensor([[-1.0, 1.0], [-1.0, -1.0], [-1.0, 1.0]])  # descent moves x by -g
+    redirected_hardswish(x, torch.tensor([True, True, False])).backward(g)
+    # row 0 blocked and chosen: passes where descent raises x; row 1 live, row 2 not chosen
+    want = torch.ops.aten.hardswish_backward(g, x.detach())
+    assert x.grad[0].tolist() == [-1.0, 0.0]
+    assert torch.equal(x.grad[1:], want[1:])
+    z = torch.tensor([[-10.0, 10.0]], requires_grad=True)  # 0.2 z + 0.5: below 0, above 1
+    plain = redirected_hardsigmoid(z, torch.tensor([False]), 0.2, 0.5)
+    assert plain.tolist() == [[0.0, 1.0]]
+    out = redirected_hardsigmoid(z, torch.tensor([True]), 0.2, 0.5)
+    assert out.tolist() == [[pytest.approx(GATE_FLOOR), 1.0]]  # a closed gate reads ajar
+    out.backward(torch.tensor([[-1.0, -1.0]]))
+    assert z.grad.tolist() == [[pytest.approx(-0.2), 0.0]]  # it opens; the open one stays
 
 
 def test_redirected_relu_gradient() -> None:
