@@ -648,16 +648,13 @@ def hardswish_gate_onnx(folder: Path) -> Path:
         helper.make_node("HardSigmoid", ["q"], ["gate"], name="gate", alpha=0.2, beta=0.5),
         helper.make_node("Mul", ["h", "gate"], ["y"], name="gated"),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "hardswish_gate",
-        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, "H", "W"])],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 3, "H", "W"])],
-        inits,
+    io = [
+        helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, ["N", 3, "H", "W"]) for n in "xy"
+    ]
+    model = helper.make_model(
+        helper.make_graph(nodes, "hardswish_gate", io[:1], io[1:], inits),
+        opset_imports=[helper.make_opsetid("", 17)],
+        ir_version=8,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    tmp = path.with_suffix(".tmp.onnx")
-    onnx.save(model, str(tmp))
-    tmp.replace(path)
-    return path
+    onnx.save(model, str(path.with_suffix(".tmp.onnx")))
+    return path.with_suffix(".tmp.onnx").replace(path)
