@@ -219,6 +219,20 @@ def load_photos(folder: Path) -> list[np.ndarray]:
     return [np.asarray(Image.open(p).convert("RGB")) for p in photo_files(folder)]
 
 
+def _engine_digest() -> str:
+    """The render engine's source, hashed: a change to it invalidates the cached renders."""
+    import hashlib
+
+    optim = Path(__file__).resolve().parents[1] / "fvdesk" / "core" / "optim"
+    h = hashlib.sha256()
+    for name in ("render.py", "param.py", "settings.py", "transforms.py", "maco.py"):
+        h.update((optim / name).read_bytes())
+    return h.hexdigest()[:12]
+
+
+ENGINE = _engine_digest()
+
+
 def render_key(net: Network, model: LoadedModel, layer: str, units: list[int], name: str,
                spec: Any, settings: Any) -> str:  # fmt: skip
     """Everything a method's final images depend on, hashed: a rerun (another search variant,
@@ -230,6 +244,7 @@ def render_key(net: Network, model: LoadedModel, layer: str, units: list[int], n
         "units": units, "method": name, "spec": spec,
         "settings": settings.to_dict() if settings is not None else None,
         "versions": versions(),
+        "engine": ENGINE,
     }  # fmt: skip
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -89,7 +89,7 @@ def test_settings_defaults_and_json_round_trip() -> None:
     # 16 px ones, the colour axes 0.6x the luminance's
     assert (s.spectrum_period, s.chroma) == (16.0, 0.6)
     assert (
-        s.transforms == TransformSettings() and s.relu_override_steps == 16 and s.device == "auto"
+        s.transforms == TransformSettings() and s.relu_override_steps == 32 and s.device == "auto"
     )
     custom = RenderSettings(
         steps=7,

@@ -211,8 +211,8 @@ OPTIONS: tuple[Option, ...] = (
                          "(benchmarks/README.md).")),
     Option("early_stop_window", "steps per window of that early-stop comparison",
            "optimization", int, low=1, look=Look("Early-stop window", hi=4096, suffix=" steps")),
-    Option("relu_override_steps", "steps of redirected ReLU gradients for units dead on the "
-           "start image (0: off)", "optimization", int,
+    Option("relu_override_steps", "steps of redirected ReLU / Hardswish / gate gradients for "
+           "units dead on the start image or mid-run (0: off)", "optimization", int,
            look=Look("ReLU override", hi=10000, suffix=" steps", special="off")),
     # parameterization
     Option("param", "image parameterization: decorrelated Fourier spectrum, raw pixels, MACO "

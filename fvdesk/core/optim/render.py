@@ -18,8 +18,9 @@ The saved image is the last one or, with ``settings.average``, the mean of the i
 last steps (``_TailAverage``); its objective is the value reported, previews show the live image.
 
 Dead units (zero activation and gradient on the near-grey start): a probe before step 1 finds
-them; those images get Lucid's redirected ReLU gradient for ``relu_override_steps`` steps, then a
-stronger random restart if still dead, and images whose objective gradient is still exactly zero
+them; those images get Lucid's redirected ReLU gradient (and the like for ReLU6, Hardswish and
+hard-sigmoid gates) for ``relu_override_steps`` steps, then a stronger random restart if still
+dead (an image whose objective falls to exactly 0 mid-run gets the same), and images whose objective gradient is still exactly zero
 at the end are reported in ``RenderResult.dead`` / ``UnitResult.dead`` instead of passing as a
 result.  The remedy is per image: live images render exactly as they would alone.
 
@@ -633,6 +634,8 @@ def _render_core(
         redirect = torch.zeros(b, dtype=torch.bool, device=device)
         redirect[dead_start] = True
         died: set[int] = set(dead_start)  # images redirected once already
+        watched = list(dead_start) if override_until else []  # awaiting the window's verdict
+        fresh_start: set[int] = set(dead_start) if restarted else set()  # restarted already
 
         def watch(step: int, values: np.ndarray) -> Generator[Event, None, None]:
             """Early stop: once converged, only the learning-rate anneal is left to run.  An
@@ -643,6 +646,7 @@ def _render_core(
             fresh = [i for i in np.flatnonzero(values == 0.0).tolist() if i not in died]
             if fresh and ext_o is not None and step > 1:
                 died.update(fresh)
+                watched.extend(fresh)
                 redirect[fresh] = True
                 override_until = max(override_until, step + settings.relu_override_steps)
                 yield NoticeEvent(
@@ -687,14 +691,17 @@ def _render_core(
             if anneal:
                 for group in opt.param_groups:
                     group["lr"] = learning_rate(step, end, settings.lr, anneal, settings.lr_final)
-            if dead_start and override_until and step == override_until + 1 and not restarted:
-                restarted = True
+            if watched and step == override_until + 1:
                 _, _, zero = probe(True)
-                still = [i for i in dead_start if zero[i]]
-                revived = [i for i in dead_start if not zero[i]]
+                revived = [i for i in watched if not zero[i]]
+                still = [i for i in watched if zero[i] and i not in fresh_start]
+                redirect[[i for i in watched if i not in still]] = False
+                watched.clear()
                 if revived:
                     yield NoticeEvent(f"{who(revived)}: revived by the ReLU gradient override.")
-                if still:
+                if still:  # one stronger random restart per image, with another window
+                    fresh_start.update(still)
+                    watched.extend(still)
                     param.reinit_(still, RESTART_SD)
                     tail.forget(still)
                     state = opt.state.get(param.separate, {})

@@ -178,7 +178,8 @@ class RenderSettings:
     seed: int = 0
     preview_every: int = 16
     device: str = "auto"
-    relu_override_steps: int = 16
+    # 32: squeeze-excitation gates (MobileNetV3's hard sigmoids) need more than 16 to reopen
+    relu_override_steps: int = 32
     channels_last: bool = True  # CUDA only; same numbers, faster convolutions
     amp: bool = False  # CUDA only; bfloat16 autocast of the model's forward
     init_sd: float = 0.01
