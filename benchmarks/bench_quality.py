@@ -244,7 +244,7 @@ def render_key(net: Network, model: LoadedModel, layer: str, units: list[int], n
         "units": units, "method": name, "spec": spec,
         "settings": settings.to_dict() if settings is not None else None,
         "versions": versions(),
-        "engine": ENGINE,
+        "engine": ENGINE if settings is not None else None,  # Lucent and Horama: not ours
     }  # fmt: skip
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
