@@ -244,8 +244,9 @@ def render_key(net: Network, model: LoadedModel, layer: str, units: list[int], n
         "units": units, "method": name, "spec": spec,
         "settings": settings.to_dict() if settings is not None else None,
         "versions": versions(),
-        "engine": ENGINE if settings is not None else None,  # Lucent and Horama: not ours
     }  # fmt: skip
+    if settings is not None:  # Lucent's and Horama's renders do not depend on fvdesk's engine
+        key["engine"] = ENGINE
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
