@@ -39,6 +39,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 # Interleaving 4 configurations of two GoogLeNets (forward, backward-data, backward-weights) needs
 # more oneDNN primitives than its default cache holds (1024); evictions re-JIT kernels mid-run and
@@ -424,6 +425,65 @@ def run_gpu(args: argparse.Namespace, model: LoadedModel) -> list[dict]:
     return results
 
 
+#: How far a bfloat16-autocast or channels-last render may stray from the float32 one, on the
+#: medians over units of the image measures (the renders are not bit-identical: GPU kernels and
+#: bfloat16 rounding change the optimization path, so images are compared as distributions).
+TOLERANCES = {"robust_rel": 0.05, "hf_share_abs": 0.02, "slope_abs": 0.15, "clipped_abs": 0.01,
+              "colourfulness_rel": 0.10}  # fmt: skip
+
+
+def image_medians(model: LoadedModel, units: list[int], images: np.ndarray) -> dict[str, float]:
+    from fvdesk.core.optim import quality as Q
+
+    objective = O.Unit(ONNX_TARGET, "channel", units)
+    values = {"robust": Q.robust_values(model, objective, images)} | Q.image_measures(images)
+    return {k: float(np.nanmedian(v)) for k, v in values.items()}
+
+
+def _rel(a: dict[str, float], b: dict[str, float], k: str) -> float:
+    return abs(a[k] - b[k]) / max(abs(b[k]), 1e-12)
+
+
+def run_tolerances(
+    args: argparse.Namespace, model: LoadedModel, device: str = "cuda"
+) -> dict[str, Any]:
+    """AMP (bfloat16 autocast) and channels-last against float32 on the same units, seeds and
+    steps (``--tol-units`` units, ``--tol-steps`` steps, 224 px): each variant's image measures
+    (robust objective, HF share, slope, clipped, colourfulness) within ``TOLERANCES`` of the
+    float32 NCHW render's."""
+    units = list(range(args.tol_units))
+    variants = {"float32": (False, False), "channels_last": (False, True), "amp": (True, True)}
+    out: dict[str, Any] = {"units": units, "steps": args.tol_steps, "tolerances": TOLERANCES}
+    ref = None
+    for name, (amp, cl) in variants.items():
+        s = RenderSettings(steps=args.tol_steps, size=224, batch=len(units), preview_every=0,
+                           device=device, amp=amp, channels_last=cl)  # fmt: skip
+        gen = render_units(model, UnitJob(ONNX_TARGET, units), s)
+        while True:
+            try:
+                next(gen)
+            except StopIteration as stop:
+                results = stop.value
+                break
+        images = np.stack([r.image for r in results])
+        med = image_medians(model, units, images)
+        row: dict[str, Any] = {"median": med, "dead": sum(r.dead for r in results)}
+        if ref is None:
+            ref = med
+        else:
+            row["within"] = {
+                "robust": _rel(med, ref, "robust") <= TOLERANCES["robust_rel"],
+                "hf_share": abs(med["hf_share"] - ref["hf_share"]) <= TOLERANCES["hf_share_abs"],
+                "slope": abs(med["slope"] - ref["slope"]) <= TOLERANCES["slope_abs"],
+                "clipped": abs(med["clipped"] - ref["clipped"]) <= TOLERANCES["clipped_abs"],
+                "colourfulness": _rel(med, ref, "colourfulness") <= TOLERANCES["colourfulness_rel"],
+            }  # fmt: skip
+            row["all_within"] = all(row["within"].values())
+        out[name] = row
+        print(f"tolerances {name}: {json.dumps(row, default=float)}", file=sys.stderr, flush=True)
+    return out
+
+
 def versions() -> dict:
     out = {"python": platform.python_version(), "torch": torch.__version__}
     for pkg in ("torchvision", "onnx2torch", "torch-lucent", "kornia"):
@@ -456,6 +516,8 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         default=[False, True],
     )
+    ap.add_argument("--tol-units", type=int, default=16, help="units of the AMP/NHWC check")
+    ap.add_argument("--tol-steps", type=int, default=256, help="steps of the AMP/NHWC check")
     ap.add_argument("--cache", type=Path, default=None, help="folder for the exported ONNX file")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -485,8 +547,9 @@ def main(argv: list[str] | None = None) -> int:
     doc["machine"]["load_average_end"] = list(os.getloadavg())
     if not args.skip_gpu and torch.cuda.is_available():
         doc["gpu"] = run_gpu(args, model)
+        doc["gpu_tolerances"] = run_tolerances(args, model)
     else:
-        doc["gpu"] = None
+        doc["gpu"] = doc["gpu_tolerances"] = None
     text = json.dumps(doc, indent=2, default=str)
     print(text)
     if args.out:
