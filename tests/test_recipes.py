@@ -24,6 +24,8 @@ def test_article_and_fidelity_recipes_are_what_they_say():
     assert (f.lr, f.decay, f.lr_anneal, f.lr_final) == (0.08, 1.5, 0.5, 0.05)
     assert (f.spectrum_period, f.chroma) == (0.0, 1.0)
     assert f.transforms == TransformSettings()
+    n = recipe("natural")  # the default with the article's 1/f spectrum, nothing else
+    assert n.decay == 1.0 and n.to_dict() == {**RenderSettings().to_dict(), "decay": 1.0}
     # each call gets its own transforms: changing one leaves the recipe alone
     a.transforms.pad = 3
     assert recipe("article").transforms.pad == 16

@@ -183,7 +183,8 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
         choices=tuple(RECIPES),
         default=None,
         help="named settings the other flags start from: 'default', 'fidelity' (the default "
-        "before clipping and colour were measured) or 'article' (Olah et al. 2017: Adam 0.05, "
+        "before clipping and colour were measured), 'natural' (the default on a 1/f spectrum: "
+        "closer to photographs, lower objective) or 'article' (Olah et al. 2017: Adam 0.05, "
         "1/f spectrum, the article's transforms) (default: default)",
     )
     tr = groups["transformation robustness"]

@@ -364,7 +364,9 @@ class RenderSettings:
 #: Named recipes: ``RenderSettings`` overrides on today's defaults (``default`` is the defaults
 #: themselves).  ``fidelity`` is the default chosen by the fidelity benchmark before the image
 #: measures of issue 20; ``article`` is the article's recipe (Adam at 0.05, constant, 1/f
-#: spectrum, the article's transform chain).  Steps, canvas, batch and seed are a render's
+#: spectrum, the article's transform chain); ``natural`` is the default on Lucid's 1/f spectrum,
+#: which bench_quality.py found closer to photographs (plausibility, colourfulness) at some cost
+#: in the robust objective (benchmarks/README.md).  Steps, canvas, batch and seed are a render's
 #: budget, not its recipe, so no recipe sets them.
 RECIPES: dict[str, dict[str, Any]] = {
     "default": {},
@@ -377,6 +379,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "lr_final": 0.05,
         "transforms": TransformSettings(),
     },
+    "natural": {"decay": 1.0},
     "article": {
         "lr": 0.05,
         "decay": 1.0,
