@@ -365,6 +365,31 @@ def run_layer(
     return out
 
 
+def dead_scan(args: argparse.Namespace, net: Network, model: LoadedModel, layer: str) -> dict:
+    """The first ``--units`` channels of ``layer`` (in order) that are dead on the grey start
+    image (zero objective gradient), rendered with the default recipe: how many come back
+    dead.  The case of squeeze-excitation gates and Hardswish below -3."""
+    from bench_fidelity import model_canvas
+
+    from fvdesk.core.optim import objectives as O
+
+    c = model.graph[layer].channels
+    g = torch.Generator().manual_seed(args.seed)
+    grey = (0.5 + 0.01 * torch.randn(1, 3, *model_canvas(model), generator=g)).clamp(0, 1)
+    images = (grey.expand(c, -1, -1, -1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    dead = Q.dead_mask(model, O.Unit(layer, "channel", list(range(c))), images)
+    units = [int(u) for u in np.flatnonzero(dead)[: args.units]]
+    s = method_settings(("default", {}), args, len(units))
+    run = run_fvdesk(model, layer, units, s)
+    values = Q.objective_values(model, O.Unit(layer, "channel", units), run.final)
+    return {
+        "network": net.name, "layer": layer, "dead_at_start": int(dead.sum()), "channels": c,
+        "units": units, "steps": args.steps, "relu_override_steps": s.relu_override_steps,
+        "dead_returned": [bool(d) for d in run.reported_dead or []],
+        "objective": values.round(4).tolist(),
+    }  # fmt: skip
+
+
 def markdown(doc: dict[str, Any]) -> str:
     cols = ["clipped", "colourfulness", "saturation", "hf_share", "slope", "robust",
             "robust_over_clean", "plausibility", "plausibility_below", "dead"]  # fmt: skip
@@ -422,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--photos", type=Path, default=CACHE / "photos",
                     help="folder of natural photographs (none: no plausibility)")  # fmt: skip
     ap.add_argument("--no-cache", action="store_true", help="render every method afresh")
+    ap.add_argument("--dead-scan", metavar="LAYER", default=None,
+                    help="only render the channels of LAYER (first network) dead at the start")  # fmt: skip
     ap.add_argument("--sheet-px", type=int, default=96, help="contact-sheet tile height")
     ap.add_argument("--top-k", type=int, default=4)
     ap.add_argument("--per-photo", type=int, default=32, help="crops per photograph")
@@ -455,6 +482,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"unknown method {m!r}: recipe:{{{','.join(RECIPES)}}}, an anchor or a --variant"
             )
     torch.set_num_threads(args.threads)
+    if args.dead_scan:
+        net = NETWORKS[args.networks[0]]
+        doc = dead_scan(args, net, net.load(args.cache), args.dead_scan) | {"versions": versions()}
+        print(json.dumps(doc, indent=1))
+        if args.out:
+            args.out.write_text(json.dumps(doc, indent=1) + "\n")
+        return 0
     photos = load_photos(args.photos) if args.photos and args.photos.is_dir() else None
     doc: dict[str, Any] = {
         "benchmark": "fvdesk image quality: clipping, colour, robustness, plausibility",
