@@ -42,7 +42,7 @@ from fvdesk.core.output.atlas import (
 from fvdesk.gui.canvas.tiles import DONE, Tile, to_qimage
 from fvdesk.gui.runtime.controller import Controller
 from fvdesk.gui.runtime.jobs import view_fields
-from fvdesk.gui.runtime.worker import BackgroundCall, Task, error_text
+from fvdesk.gui.runtime.worker import BackgroundCall, Task, TaskSink, error_text
 
 
 def _atlas_run(atlas: Atlas) -> Generator[Any, None, Any]:
@@ -102,11 +102,10 @@ class GalleryController(Controller):
         self.atlas: Task | None = None  # the atlas queued or running
         self._where: tuple[Path, list[str]] = (Path(), [])  # its folder and layers
         self._done, self._total, self._layer = 0, 1, ""
-        queue = self.queue
-        queue.job_event.connect(self._on_event)
-        queue.job_finished.connect(self._on_finished)
-        queue.job_failed.connect(self._on_failed)
-        queue.job_dropped.connect(lambda task: self._on_failed(task, "", None))
+        #: the atlas task's events (the only task this controller submits)
+        self.sink = TaskSink(event=self._on_event, finished=self._on_finished,
+                             failed=self._on_failed,
+                             dropped=lambda task: self._on_failed(task, "", None))  # fmt: skip
 
     # -- saving -------------------------------------------------------------------------------
     def is_saving(self) -> bool:
@@ -224,7 +223,9 @@ class GalleryController(Controller):
             return _atlas_run(atlas)
 
         n = len(plan)
-        task = Task(f"atlas of {n} layer{'s' if n != 1 else ''}", start, model=model)
+        task = Task(
+            f"atlas of {n} layer{'s' if n != 1 else ''}", start, model=model, sink=self.sink
+        )
         self.atlas, self._where = task, (Path(folder), list(layers))
         self._done, self._total, self._layer = 0, 1, ""
         self.queue.submit(task)
@@ -232,8 +233,6 @@ class GalleryController(Controller):
         return task
 
     def _on_event(self, task: Task, ev: Any) -> None:
-        if task is not self.atlas:
-            return
         if isinstance(ev, Todo):
             self._total, self._done = max(1, ev.total), ev.skipped
             if ev.skipped:
@@ -251,8 +250,6 @@ class GalleryController(Controller):
             self.progress.emit(self._done / self._total, text)
 
     def _on_finished(self, task: Task, summary: Any) -> None:
-        if task is not self.atlas:
-            return
         self.atlas = None
         folder = self._where[0]
         if task.cancel.is_set():
@@ -269,8 +266,6 @@ class GalleryController(Controller):
         self.atlas_finished.emit(str(folder))
 
     def _on_failed(self, task: Task, message: str, exc: object) -> None:
-        if task is not self.atlas:
-            return
         self.atlas = None
         if not message:  # dropped from the queue before it started
             self.message.emit("Atlas cancelled before it started.", True)
