@@ -107,6 +107,11 @@ class GalleryController(Controller):
                              failed=self._on_failed,
                              dropped=lambda task: self._on_failed(task, "", None))  # fmt: skip
 
+    def enabled(self, has_model: bool, refs: list[Any]) -> dict[str, bool]:
+        """Save Gallery and Atlas (their commands are the window's: they ask for a folder)."""
+        return {"save_gallery": not self.is_saving() and bool(self.savable_tiles()),
+                "atlas": has_model and any(r.layer is not None for r in refs)}  # fmt: skip
+
     # -- saving -------------------------------------------------------------------------------
     def is_saving(self) -> bool:
         return self._saving is not None

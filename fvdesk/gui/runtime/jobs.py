@@ -69,6 +69,12 @@ def tile_fields(
     return view_fields(slot_view(spec, slot, label_of), spec, row=row)
 
 
+#: action key -> what ``render_refs`` does with the tree's selection
+RENDER_COMMANDS = {"render_selected": "selection", "render_facets": "facets",
+                   "render_negative": "negative", "render_first": "first", "render_all": "all",
+                   "deepdream": "deepdream"}  # fmt: skip
+
+
 class JobController(Controller):
     """Render requests -> core jobs on the render thread -> tiles."""
 
@@ -93,6 +99,24 @@ class JobController(Controller):
         graph = self.session.model.graph
         graph[layer]  # unknown names raise a RenderError with suggestions
         return str(self.ui()["class_kind"]) if graph.logits_name == layer else "channel"
+
+    # -- the actions it handles (the window's wiring loop) -------------------------------------
+    def commands(self, refs: Callable[[], list[Any]], parent: Any) -> dict[str, Callable[[], Any]]:
+        def on_refs(what: str) -> Callable[[], None]:
+            return lambda: self.render_refs(refs(), what)
+
+        out = {key: on_refs(what) for key, what in RENDER_COMMANDS.items()}
+        out.update(clear_tiles=self.clear_tiles, cancel_all=self.queue.cancel_all)
+        return out
+
+    def enabled(self, has_model: bool, refs: list[Any]) -> dict[str, bool]:
+        unit_sel = has_model and any(r.kind == "unit" for r in refs)
+        layer_sel = has_model and any(r.layer is not None for r in refs)
+        dream_sel = has_model and any(r.layer is not None and r.layer.dreamable for r in refs)
+        busy = self.queue.busy()
+        return {"render_selected": unit_sel or layer_sel, "render_facets": unit_sel,
+                "render_negative": unit_sel, "render_first": layer_sel, "render_all": layer_sel,
+                "deepdream": dream_sel, "cancel": busy, "cancel_all": busy}  # fmt: skip
 
     # -- submission ---------------------------------------------------------------------------
     def submit(
