@@ -130,8 +130,9 @@ class MainWindow(QMainWindow):
         self.log_dock = self.add_dock("Messages", "messagesDock", self.log_view, "bottom")
         wiring.add_docks(self)  # examples_dock, browser_dock, combination_dock, position_dock
         d = self.docks
-        d.default_sizes = [([self.log_dock], [110], Qt.Orientation.Vertical),
-                           ([self.tree_dock, self.settings_dock], [400, 320], Qt.Orientation.Horizontal)]  # fmt: skip
+        d.default_sizes = [([self.tree_dock, self.settings_dock], [400, 320], Qt.Orientation.Horizontal),
+                           ([self.tree_dock, self.combination_dock], [700, 100], Qt.Orientation.Vertical),
+                           ([self.log_dock], [110], Qt.Orientation.Vertical)]  # fmt: skip
         d.default_tabs = [(self.settings_dock, self.examples_dock), (self.combination_dock, self.position_dock)]  # fmt: skip
         d.lazy[self.browser_dock] = self.log_dock  # beside the messages when a layer is browsed
         self.status = StatusWidgets(self.statusBar(), a["cancel"])
