@@ -9,7 +9,8 @@
 
 Widgets only display: the layer tree (tree/), the canvas (canvas/), the settings dock
 (settings/) and the status bar (shell/status).  Menus and the toolbar come from the actions
-table (shell/actions).  The window owns no model code; every user-visible failure goes
+table (shell/actions); the docks and their default arrangement from shell/layout; every
+connection from shell/wiring.  The window owns no model code; every user-visible failure goes
 through ``show_error`` (one place to patch in tests).
 
 Extension point: a new feature adds a controller (given the session, the queue and the tiles)
@@ -24,20 +25,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QPoint, Qt, QTimer
+from PySide6.QtCore import QPoint, QTimer
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QShowEvent
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
     QMainWindow,
     QMessageBox,
-    QPlainTextEdit,
-    QToolBar,
     QWidget,
 )
 
 from fvdesk.gui.article.controller import ArticleController
-from fvdesk.gui.canvas.panel import CanvasPanel
 from fvdesk.gui.canvas.tiles import TileModel
 from fvdesk.gui.canvas.zoom import ZoomDialog
 from fvdesk.gui.dataset.controller import DatasetController
@@ -47,29 +45,23 @@ from fvdesk.gui.runtime.selection import RowRef
 from fvdesk.gui.runtime.session import ModelSession
 from fvdesk.gui.runtime.worker import RenderQueue
 from fvdesk.gui.settings.panel import RenderSettingsPanel, split_values
-from fvdesk.gui.shell import wiring
+from fvdesk.gui.shell import layout, wiring
 from fvdesk.gui.shell.about import AboutDialog, app_icon
 from fvdesk.gui.shell.actions import (
-    ACTIONS,
     SUBMENU_DOCKS,
     SUBMENU_RECENT,
     build_actions,
     build_menus,
 )
 from fvdesk.gui.shell.docks import Docks
+from fvdesk.gui.shell.layout import EMPTY_CANVAS
 from fvdesk.gui.shell.menus import fill_recent_menu, tile_menu, tree_menu
 from fvdesk.gui.shell.prefs import Prefs
-from fvdesk.gui.shell.status import StatusWidgets
-from fvdesk.gui.tree.panel import LayerTreePanel
+from fvdesk.gui.shell.status import StatusWidgets, load_messages
 
 log = logging.getLogger(__name__)
 
 APP_NAME = "fvdesk"
-EMPTY_CANVAS = (
-    "Double-click a unit in the layer tree to render it.\n"
-    "Right-click a layer to render its first units, all of them, or DeepDream.\n"
-    "Drop an .onnx file here to open another model."
-)
 NO_MODEL = "Open a model (Ctrl+O) or drop an .onnx file here."
 
 
@@ -105,36 +97,7 @@ class MainWindow(QMainWindow):
                                           galleries=self.galleries, parent=self)  # fmt: skip
         self.article = ArticleController(*collaborators, jobs=self.jobs, panel=self.settings_panel, parent=self)  # fmt: skip
 
-        self.toolbar = QToolBar("Main", self)
-        self.toolbar.setObjectName("mainToolBar")
-        self.toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        self.toolbar.setMovable(False)
-        for spec in ACTIONS:
-            if spec.toolbar:
-                self.toolbar.addAction(a[spec.key])
-        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, self.toolbar)
-        self.canvas = CanvasPanel(self.tiles)
-        self.tile_view = self.canvas.tile_view
-        self.canvas.set_empty_text(EMPTY_CANVAS)
-        self.setCentralWidget(self.canvas)
-        self.layers = LayerTreePanel()
-        self.tree_dock = self.add_dock("Layers", "layersDock", self.layers, "left")
-        self.settings_dock = self.add_dock(
-            "Render Settings", "settingsDock", self.settings_panel, "right"
-        )
-        self.log_view = QPlainTextEdit()
-        self.log_view.setObjectName("messages")
-        self.log_view.setReadOnly(True)
-        self.log_view.setMaximumBlockCount(2000)
-        self.log_view.setPlaceholderText("Messages from loading and rendering appear here.")
-        self.log_dock = self.add_dock("Messages", "messagesDock", self.log_view, "bottom")
-        wiring.add_docks(self)  # examples_dock, browser_dock, combination_dock, position_dock
-        d = self.docks
-        d.default_sizes = [([self.tree_dock, self.settings_dock], [400, 320], Qt.Orientation.Horizontal),
-                           ([self.tree_dock, self.combination_dock], [700, 100], Qt.Orientation.Vertical),
-                           ([self.log_dock], [110], Qt.Orientation.Vertical)]  # fmt: skip
-        d.default_tabs = [(self.settings_dock, self.examples_dock), (self.combination_dock, self.position_dock)]  # fmt: skip
-        d.lazy[self.browser_dock] = self.log_dock  # beside the messages when a layer is browsed
+        layout.build(self)  # toolbar, canvas, docks, the default arrangement
         self.status = StatusWidgets(self.statusBar(), a["cancel"])
         self.save_timer = QTimer(self)
         self.save_timer.setSingleShot(True)
@@ -228,28 +191,8 @@ class MainWindow(QMainWindow):
     def on_loaded(self, model: Any, seconds: float) -> None:
         self.status.hide_loading()
         self.prefs.add_recent(model.path)
-        spec = model.input
-        self.log_message(
-            f"Loaded {model.name} in {seconds:.1f} s: {len(model.graph)} layers, input "
-            f"{spec.channels}×{spec.height}×{spec.width} {spec.layout}.",
-            status=True,
-        )
-        if spec.size_multiple > 1 and not spec.fixed_size:
-            self.log_message(
-                f"{model.name} takes sizes that are multiples of {spec.size_multiple}; the canvas "
-                "size steps by it (another is refused) and octaves are rounded to one."
-            )
-        for note in model.canonicalization:
-            self.log_message(f"Graph repair: {note}")
-        for w in model.warnings:
-            self.log_message(f"Warning: {w}")
-        if getattr(model, "status_text", None):  # partially converted: which node stopped it
-            self.log_message(model.status_text, status=True)
-        if model.preprocessing.source == "default":
-            self.log_message(
-                f"{model.name} does not say how its input was preprocessed; using the "
-                f"'{model.preprocessing.preset}' preset. Check it in Render Settings > Model."
-            )
+        for text, status in load_messages(model, seconds):
+            self.log_message(text, status=status)
 
     def on_load_failed(self, message: str) -> None:
         self.status.hide_loading()
