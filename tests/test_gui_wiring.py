@@ -37,3 +37,13 @@ def test_every_action_has_exactly_one_owner(window) -> None:
     placeholders = {SEPARATOR, SUBMENU_RECENT, SUBMENU_DOCKS}
     wanted = {a.key for a in ACTIONS if a.key not in placeholders and not a.checkable}
     assert wanted - set(keys) == set()
+
+
+def test_every_controller_class_has_a_row_in_the_table(window) -> None:
+    """A new controller that is not in ``CONTROLLERS`` would be built but never wired."""
+
+    def subclasses(cls: type) -> set[type]:
+        return {s for c in cls.__subclasses__() for s in {c} | subclasses(c)}
+
+    app_controllers = {c for c in subclasses(Controller) if c.__module__.startswith("fvdesk.gui")}
+    assert {type(getattr(window, s.attr)) for s in CONTROLLERS} == app_controllers
