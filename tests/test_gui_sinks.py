@@ -81,3 +81,13 @@ def test_no_gui_module_routes_by_listening_to_every_task() -> None:
     offenders = [str(p.relative_to(GUI)) for p in GUI.rglob("*.py")
                  if broadcast.search(p.read_text(encoding="utf-8"))]  # fmt: skip
     assert offenders == []
+
+
+def test_the_removed_thread_runner_name_warns_and_gives_the_queue_runner(qtbot) -> None:
+    from fvdesk.gui.runtime import runners
+
+    with pytest.warns(DeprecationWarning, match="QueueRunner"):
+        cls = runners.ThreadRunner
+    r = cls()
+    assert isinstance(r, runners.QueueRunner) and isinstance(r.queue, RenderQueue)
+    assert r.shutdown(30)

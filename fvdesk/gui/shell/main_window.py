@@ -15,7 +15,8 @@ through ``show_error`` (one place to patch in tests).
 
 Extension point: a new feature adds a controller (given the session, the queue and the tiles)
 and a row in ``shell/wiring.CONTROLLERS`` (its docks, its status source): one loop connects
-every controller's signals, actions and docks.  New job kinds need nothing here: the job controller's ``submit`` takes any spec.
+every controller's signals, actions and docks.  New job kinds need nothing here: the job
+controller's ``submit`` takes any spec.
 """
 
 from __future__ import annotations
