@@ -54,14 +54,11 @@ class InspectedImage:
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
     """The sha256 of a file's bytes (``ImageError`` when it cannot be read)."""
-    h = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
+        data = Path(path).read_bytes()  # images are small next to memory (the decoder holds more)
     except OSError as e:
         raise ImageError(f"The image {path} cannot be read ({e.strerror or e}).") from None
-    return h.hexdigest()
+    return hashlib.sha256(data).hexdigest()
 
 
 def _input_size(target: Any) -> tuple[int, int]:
@@ -112,6 +109,21 @@ def find_image(path: str, sha256: str, search: list[Path] | tuple[Path, ...] = (
     return p
 
 
+_SEARCH: list[Path] = []
+
+
+def search_dirs() -> tuple[Path, ...]:
+    """Folders (saved galleries) where a job's image is looked for when its path is gone."""
+    return tuple(_SEARCH)
+
+
+def search_in(folder: str | os.PathLike[str]) -> None:
+    """Look for moved images in ``folder`` too (``render --from`` adds the gallery it reads)."""
+    p = Path(folder)
+    if p not in _SEARCH:
+        _SEARCH.append(p)
+
+
 #: The folder of a saved gallery that holds a copy of the inspected image.
 INSPECTED_DIR = "inspected"
 
@@ -129,4 +141,4 @@ def copy_into(folder: str | os.PathLike[str], image: InspectedImage) -> Path:
 
 
 __all__ = ["INSPECTED_DIR", "InspectedImage", "copy_into", "file_sha256", "find_image",
-           "open_image"]  # fmt: skip
+           "open_image", "search_dirs", "search_in"]  # fmt: skip
