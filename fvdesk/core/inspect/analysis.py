@@ -256,7 +256,7 @@ def cell_direction(grid: ActivationGrid, x: int, y: int) -> np.ndarray:
 
 def model_summary(model: LoadedModel) -> dict[str, Any]:
     """The model facts an inspection report names."""
-    return {"file": model.name, "sha256": model.sha256, "input": model.input.describe()}
+    return {"file": model.name, "sha256": model.sha256, "input": model.input.describe_size()}
 
 
 __all__ = [
