@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Generator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,7 @@ from fvdesk.core.optim.events import Event, JobResult, UnitDoneEvent, UnitResult
 from fvdesk.core.optim.jobs import Job, Slot
 from fvdesk.core.optim.presentation import job_views
 from fvdesk.core.optim.render import resolve_device
+from fvdesk.core.optim.settings import RenderSettings, TransformSettings
 
 Device = torch.device | str | None
 
@@ -274,7 +276,20 @@ def _plan_inversion(model: LoadedModel, job: Job) -> Plan:
     def build(chunk: Sequence[Slot]) -> obj.Objective:
         return MatchActivations(spec.layer, target, spec.cosine_power)
 
-    return Plan(spec.slots(), build, spec.title, [])
+    return Plan(spec.slots(), build, spec.title, [], inversion_settings(job.settings))
+
+
+#: The transforms an inversion renders under: its target is the image's activations *at each
+#: position*, which jitters wider than a pixel or two, scales and rotations would misalign.
+INVERSION_TRANSFORMS = TransformSettings(pad=0, jitter=1, scales=None, angles=None, jitter2=0)
+
+
+def inversion_settings(settings: RenderSettings) -> RenderSettings:
+    """``settings`` with the transforms an inversion needs (``INVERSION_TRANSFORMS``), unless
+    the job asked for none at all."""
+    if settings.transforms is None:
+        return settings
+    return replace(settings, transforms=INVERSION_TRANSFORMS)
 
 
 def _run_inversion(model: LoadedModel, job: Job, cancelled: Callable[[], bool],
