@@ -220,7 +220,10 @@ def neuron_groups(model: LoadedModel, image: InspectedImage, layer: str, k: int,
     mat = a.reshape(c, h * w).T.numpy()
     if not np.any(mat > 0):
         raise RenderError(f"Layer {layer} is all zeros on the image, so it has no groups.")
-    nmf = NMF(n_components=k, init="nndsvda", random_state=int(seed), max_iter=1000, tol=1e-6)
+    # SVD-based start (deterministic) where it is defined; a seeded random one for more groups
+    # than positions or channels
+    init = "nndsvda" if k <= min(mat.shape) else "random"
+    nmf = NMF(n_components=k, init=init, random_state=int(seed), max_iter=1000, tol=1e-6)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         wmat = nmf.fit_transform(mat)
