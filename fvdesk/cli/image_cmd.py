@@ -84,7 +84,7 @@ def cmd_image(args: argparse.Namespace) -> int:
         specs,
     )
     from fvdesk.core.inspect.image import copy_into, open_image
-    from fvdesk.core.optim.jobs import Job, UnitJob
+    from fvdesk.core.optim.jobs import Job, UnitJob, default_kind
     from fvdesk.core.output.gallery import Gallery, ModelInfo
 
     device = _device(args)
@@ -146,7 +146,7 @@ def cmd_image(args: argparse.Namespace) -> int:
         add(specs.AccentuateJob.of(img, layer, units, penalty_layer=near, weight=args.near_weight))
     if not args.no_renders:
         for name, units in render_units.items():
-            spec = UnitJob(name, tuple(dict.fromkeys(units)))
+            spec = UnitJob(name, tuple(dict.fromkeys(units)), kind=default_kind(model.graph[name]))
             if spec.units:
                 add(spec)
     jobs = _reused(args, model, jobs, device)
