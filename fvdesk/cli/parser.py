@@ -20,6 +20,7 @@ from fvdesk.cli.args import (
 )
 from fvdesk.cli.atlas_cmd import cmd_atlas
 from fvdesk.cli.examples_cmd import _add_examples_parser
+from fvdesk.cli.image_cmd import _add_image_parser
 from fvdesk.cli.model_cmds import cmd_info, cmd_layers
 from fvdesk.cli.render_cmds import cmd_render
 from fvdesk.core.optim.jobs import UNIT_KINDS
@@ -240,4 +241,5 @@ def build_parser() -> argparse.ArgumentParser:
     _add_images_flags(atl)
     atl.set_defaults(func=cmd_atlas)
     _add_examples_parser(sub, common)
+    _add_image_parser(sub, common, opt)
     return p

@@ -178,6 +178,15 @@ def cmd_render(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _image_jobs(folder: Path) -> None:
+    """Image views reproduce too: their runners registered, their image also looked for in the
+    gallery's copy (``fvdesk.core.inspect``)."""
+    from fvdesk.core.inspect import runners  # noqa: F401
+    from fvdesk.core.inspect.image import search_in
+
+    search_in(folder)
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
     """``render --from``: render saved items again from their provenance and compare pixels."""
     import numpy as np
@@ -190,6 +199,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     folder = args.from_gallery
     folder = folder.parent if folder.suffix.lower() == ".json" else folder
+    _image_jobs(folder)
     _, pairs = read_gallery(folder)
     wanted = args.item if args.item else list(range(len(pairs)))
     bad = [n for n in wanted if n >= len(pairs)]

@@ -589,6 +589,9 @@ def _render_core(
                 pen = reg.penalties(x01, settings)
                 if pen is not None:
                     loss = loss + pen.sum()
+                own = getattr(objective, "image_penalty", None)  # an objective's pixel term
+                if own is not None:
+                    loss = loss + own(x01).sum()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
