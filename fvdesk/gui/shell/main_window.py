@@ -42,6 +42,8 @@ from fvdesk.gui.canvas.tiles import TileModel
 from fvdesk.gui.canvas.zoom import ZoomDialog
 from fvdesk.gui.dataset.controller import DatasetController
 from fvdesk.gui.galleries.controller import GalleryController
+from fvdesk.gui.inspect.controller import IMAGE_SUFFIXES, InspectController
+from fvdesk.gui.inspect.panel import InspectPanel
 from fvdesk.gui.runtime.jobs import JobController
 from fvdesk.gui.runtime.selection import RowRef
 from fvdesk.gui.runtime.session import ModelSession
@@ -103,6 +105,7 @@ class MainWindow(QMainWindow):
         self.galleries = GalleryController(*collaborators, confirm=self.ask, parent=self)
         self.datasets = DatasetController(*collaborators, prefs=self.prefs, jobs=self.jobs,
                                           galleries=self.galleries, parent=self)  # fmt: skip
+        self.inspect = InspectController(*collaborators, jobs=self.jobs, parent=self)
         self.article = ArticleController(*collaborators, jobs=self.jobs, panel=self.settings_panel, parent=self)  # fmt: skip
 
         self.toolbar = QToolBar("Main", self)
@@ -130,12 +133,15 @@ class MainWindow(QMainWindow):
         self.log_dock = self.add_dock("Messages", "messagesDock", self.log_view, "bottom")
         self.examples_dock = self.add_dock("Dataset Examples", "examplesDock", self.datasets.panel, "right")  # fmt: skip
         self.browser_dock = self.add_dock("Layer Examples", "layerExamplesDock", self.datasets.browser, "bottom")  # fmt: skip
+        self.inspect_panel = InspectPanel(self.inspect)
+        self.inspect_panel.setObjectName("inspectPanel")
+        self.inspect_dock = self.add_dock("Inspect Image", "inspectDock", self.inspect_panel, "right")  # fmt: skip
         self.combination_dock = self.add_dock("Combination", "combinationDock", self.article.builder, "left")  # fmt: skip
         self.position_dock = self.add_dock("Neuron Position", "positionDock", self.article.picker, "left")  # fmt: skip
         d = self.docks
         d.default_sizes = [([self.log_dock], [110], Qt.Orientation.Vertical),
                            ([self.tree_dock, self.settings_dock], [400, 320], Qt.Orientation.Horizontal)]  # fmt: skip
-        d.default_tabs = [(self.settings_dock, self.examples_dock), (self.combination_dock, self.position_dock)]  # fmt: skip
+        d.default_tabs = [(self.settings_dock, self.examples_dock), (self.settings_dock, self.inspect_dock), (self.combination_dock, self.position_dock)]  # fmt: skip
         d.lazy[self.browser_dock] = self.log_dock  # beside the messages when a layer is browsed
         self.status = StatusWidgets(self.statusBar(), a["cancel"])
         self._connect()
@@ -233,6 +239,43 @@ class MainWindow(QMainWindow):
         self.settings_panel.labels_file_chosen.connect(s.choose_labels_file)
         self.settings_panel.browse_labels_requested.connect(self._browse_labels)
         self._connect_datasets()
+        self._connect_inspect()
+
+    def _connect_inspect(self) -> None:
+        """The image inspector (gui/inspect): its action, dock, messages, the galleries it reuses
+        and copies its images into, and "Inspect This Image" on dataset examples."""
+        a, ins, gal = self.actions_by_key, self.inspect, self.galleries
+        a["open_image"].triggered.connect(self.open_image_dialog)
+        self.inspect_panel.open_requested.connect(self.open_image_dialog)
+        self.inspect_panel.examples_requested.connect(
+            lambda layer, _u: self.datasets.browse_layer(layer)
+        )
+        self.datasets.panel.inspect_requested.connect(self.inspect_image)
+        ins.message.connect(lambda text, status: self.log_message(text, status=status))
+        ins.error.connect(self.show_error)
+        ins.image_opened.connect(lambda _img: self.inspect_dock.raise_())
+        gal.saved.connect(ins.copy_images_into)
+        gal.opened.connect(ins.reuse_gallery)
+        gal.atlas_finished.connect(ins.reuse_gallery)
+
+    def inspect_image(self, path: str | Path) -> None:
+        """Open ``path`` as the inspected image (the dock shows it when it is ready)."""
+        self.inspect_dock.show()
+        self.inspect.open_image(path)
+
+    def open_image_dialog(self) -> None:
+        if self.model is None:
+            self.show_error(
+                "Cannot Inspect Image",
+                "Open a model first: an image is inspected by the model that is open.",
+            )
+            return
+        patterns = " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES))
+        start = self.prefs.last_dir("image") or str(Path.home())
+        path, _ = QFileDialog.getOpenFileName(self, "Open Image", start, f"Images ({patterns})")
+        if path:
+            self.prefs.set_last_dir("image", str(Path(path).parent))
+            self.inspect_image(path)
 
     def _connect_datasets(self) -> None:
         """Dataset examples (gui/dataset): actions, the current tile, the docks, the messages."""
@@ -511,7 +554,9 @@ class MainWindow(QMainWindow):
         out = []
         for url in md.urls() if md.hasUrls() else []:
             p = Path(url.toLocalFile()) if url.isLocalFile() else None
-            if p and (p.suffix.lower() == ".onnx" or (p / "gallery.json").is_file()):
+            if p and (
+                p.suffix.lower() in (".onnx", *IMAGE_SUFFIXES) or (p / "gallery.json").is_file()
+            ):
                 out.append(p)
         return out
 
@@ -536,6 +581,9 @@ class MainWindow(QMainWindow):
         models = [p for p in paths if p.suffix.lower() == ".onnx"]
         if models:
             self.open_model(models[-1])
+        images = [p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES]
+        if images and not models:
+            self.inspect_image(images[-1])
 
     def show_about(self) -> None:
         AboutDialog(self.session.device_text or None, self).exec()
