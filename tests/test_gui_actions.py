@@ -1050,7 +1050,7 @@ def _atlas(r: Run) -> None:
 # -- the image inspector ---------------------------------------------------------------------------
 @handles("open_image", "inspectDock:Open Image…", "inspectDock:Show")
 def _open_image(r: Run) -> None:
-    w, panel = r.w, r.w.inspect_panel
+    w, panel = r.w, r.w.inspect.panel
     r.file_answer = str(r.files["photo"])
     act(r, "open_image")
     r.settle()
@@ -1069,7 +1069,7 @@ def _open_image(r: Run) -> None:
 @handles("inspectDock:Attribute to the Layer", "inspectDock:Factor into Groups",
          "inspectDock:Render the Activation Grid")  # fmt: skip
 def _inspect_views(r: Run) -> None:
-    panel = r.w.inspect_panel
+    panel = r.w.inspect.panel
     click(r, "inspectDock:Attribute to the Layer")
     r.settle()
     assert panel.attribution is not None and panel.channel_attr.topLevelItemCount() == 3
@@ -1094,7 +1094,7 @@ def _inspect_renders(r: Run) -> None:
 
 @handles("inspectDock:ScrollLeftButton", "inspectDock:ScrollRightButton")
 def _inspect_tab_scroll(r: Run) -> None:
-    tabs = r.w.inspect_panel.tabs
+    tabs = r.w.inspect.panel.tabs
     shown = tabs.currentIndex()
     for key in ("inspectDock:ScrollRightButton", "inspectDock:ScrollLeftButton"):
         r.seen[key].click()  # scrolls the tab bar when the dock is narrow; nothing else

@@ -44,7 +44,7 @@ def forward_threads(demo_window):
 
 def _open(qtbot, w, path: Path) -> None:
     w.inspect_image(path)
-    panel = w.inspect_panel
+    panel = w.inspect.panel
     qtbot.waitUntil(lambda: panel.prediction is not None and panel.activations is not None,
                     timeout=RENDER_TIMEOUT)  # fmt: skip
 
@@ -58,7 +58,7 @@ def _icons(tree, column: int) -> int:
 def test_open_image_shows_prediction_maps_top_units_and_their_renders(
     qtbot, demo_window, forward_threads, tmp_path
 ):
-    w, panel = demo_window, demo_window.inspect_panel
+    w, panel = demo_window, demo_window.inspect.panel
     assert panel.layer() == LAST_CONV  # the deepest feature map is inspected first
     cls = 3
     _open(qtbot, w, _pattern_png(tmp_path, cls))
@@ -88,7 +88,7 @@ def test_open_image_shows_prediction_maps_top_units_and_their_renders(
 
 
 def test_attribution_groups_grid_and_accentuation(qtbot, demo_window, tmp_path):
-    w, panel = demo_window, demo_window.inspect_panel
+    w, panel = demo_window, demo_window.inspect.panel
     _open(qtbot, w, _pattern_png(tmp_path, 1))
     wait_idle(qtbot, w)
 
@@ -136,7 +136,7 @@ def test_bad_image_is_one_sentence_and_the_previous_image_stays(
     qtbot.waitUntil(lambda: bool(isolated), timeout=RENDER_TIMEOUT)
     title, text = isolated[-1]
     assert title == "Cannot Inspect Image" and "broken.png" in text and "\n" not in text
-    assert w.inspect.image is before and w.inspect_panel.image_view.pixels is before.pixels
+    assert w.inspect.image is before and w.inspect.panel.image_view.pixels is before.pixels
 
 
 def test_dropped_image_and_dataset_example_open_in_the_inspector(qtbot, demo_window, tmp_path):
@@ -174,4 +174,4 @@ def test_opening_another_model_forgets_the_image(qtbot, demo_window, demo_model,
     _open(qtbot, w, _pattern_png(tmp_path, 6))
     wait_idle(qtbot, w)
     w.session.set_model(demo_model)
-    assert w.inspect.image is None and w.inspect_panel.image_view.pixels is None
+    assert w.inspect.image is None and w.inspect.panel.image_view.pixels is None

@@ -122,7 +122,7 @@ def inspect_scene(w: Any, args: argparse.Namespace) -> int:
     """A pattern image in the inspector: prediction, top units, attribution (``--scene inspect``)."""
     image = _two_patterns(Path(tempfile.mkdtemp()) / "two_patterns.png", args.tile % 8)
     w.inspect_image(image)
-    panel = w.inspect_panel
+    panel = w.inspect.panel
     if not _wait(lambda: panel.activations is not None, 300):
         print(f"cannot inspect {image}: {w.errors[-1:]}", file=sys.stderr)
         return 1

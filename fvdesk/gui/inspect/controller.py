@@ -18,39 +18,27 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Signal
+from PySide6.QtWidgets import QFileDialog, QWidget
 
 from fvdesk.core.errors import FvdeskError
+from fvdesk.core.imagefolder import image_suffixes
 from fvdesk.core.inspect import specs
 from fvdesk.core.inspect.cache import RenderCache
 from fvdesk.core.inspect.image import InspectedImage, copy_into, open_image
 from fvdesk.core.inspect.results import InspectEvent, LayerActivations
 from fvdesk.core.optim.events import UnitDoneEvent
 from fvdesk.core.optim.jobs import UnitJob
+from fvdesk.gui.inspect.panel import InspectPanel
 from fvdesk.gui.runtime.controller import Controller
-from fvdesk.gui.runtime.worker import BackgroundCall, Task, error_text
+from fvdesk.gui.runtime.worker import BackgroundCall, Task, TaskSink, error_text
 
-#: Image files the window accepts as "inspect this" (what Pillow decodes for the dataset pass).
-IMAGE_SUFFIXES = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-)
 NO_MODEL = "Open a model first: an image is inspected by the model that is open."
 
 
-def default_layer(graph: Any) -> str | None:
-    """The layer inspected first: the last feature map with a grid (the deepest spatial layer,
-    where units read as objects and parts; a global pool's 1×1 map has nothing to show), else the logits or the last vector layer."""
-    layers = [lay for lay in graph if lay.available]
-    spatial = [lay for lay in layers
-               if lay.kind == "feature" and lay.spatial and lay.spatial[0] * lay.spatial[1] > 1]  # fmt: skip
-    if spatial:
-        return spatial[-1].name
-    vectors = [lay for lay in layers if lay.kind == "vector"]
-    return vectors[-1].name if vectors else None
-
-
-def inspectable_layers(graph: Any) -> list[str]:
-    """Layers the inspector can show: feature maps and vectors that were converted."""
-    return [lay.name for lay in graph if lay.available and lay.kind in ("feature", "vector")]
+def is_image_file(path: Path) -> bool:
+    """Whether the window takes a dropped ``path`` as an image to inspect (what Pillow opens,
+    the dataset pass's rule)."""
+    return path.suffix.lower() in image_suffixes() and path.is_file()
 
 
 class InspectController(Controller):
@@ -61,21 +49,42 @@ class InspectController(Controller):
     found = Signal(str, object)  # role, a result of fvdesk.core.inspect.results
     rendered = Signal(str, object)  # role, UnitResult (a heat map or a render)
 
-    def __init__(self, *args: Any, jobs: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, jobs: Any, prefs: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.jobs = jobs
+        self.prefs = prefs
         self.image: InspectedImage | None = None
         self.cache = RenderCache()
         self.top = 9
         self._opened: dict[str, InspectedImage] = {}  # sha256 -> image, for saved galleries
         self._roles: dict[int, str] = {}  # task id -> what its events are for
         self._opening: BackgroundCall | None = None
-        q = self.queue
-        q.job_event.connect(self._on_event)
-        q.job_finished.connect(lambda task, _r: self._roles.pop(task.id, None))
-        q.job_failed.connect(lambda task, _m, _e: self._roles.pop(task.id, None))
-        q.job_dropped.connect(lambda task: self._roles.pop(task.id, None))
+        self.sink = TaskSink(event=self._on_event, finished=self._forget, dropped=self._forget,
+                             failed=lambda task, _m, _e: self._forget(task))  # fmt: skip
         self.session.changed.connect(self._on_model_changed)
+        self.panel = InspectPanel(self)
+        self.panel.setObjectName("inspectPanel")
+        self.panel.open_requested.connect(lambda: self.open_dialog(self.panel.window()))
+
+    # -- the window's actions -------------------------------------------------------------------
+    def commands(self, refs: Any, parent: Any) -> dict[str, Any]:
+        return {"open_image": lambda: self.open_dialog(parent)}
+
+    def enabled(self, has_model: bool, refs: list[Any]) -> dict[str, bool]:
+        return {"open_image": has_model}
+
+    def open_dialog(self, parent: QWidget | None = None) -> None:
+        """File > Open Image…: choose a file to inspect with the open model."""
+        if self.session.model is None:
+            self.error.emit("Cannot Inspect Image", NO_MODEL)
+            return
+        patterns = " ".join(f"*{s}" for s in sorted(image_suffixes()))
+        start = (self.prefs.last_dir("image") if self.prefs else "") or str(Path.home())
+        path, _ = QFileDialog.getOpenFileName(parent, "Open Image", start, f"Images ({patterns})")
+        if path:
+            if self.prefs is not None:
+                self.prefs.set_last_dir("image", str(Path(path).parent))
+            self.open_image(path)
 
     # -- the image ------------------------------------------------------------------------------
     def open_image(self, path: str | Path) -> BackgroundCall | None:
@@ -229,10 +238,13 @@ class InspectController(Controller):
         # The image views' runners (torch) register with run_job on import; the model is open,
         # so torch is loaded already and this costs nothing.
         importlib.import_module("fvdesk.core.inspect.runners")
-        task = self.jobs.submit(spec)
+        task = self.jobs.submit(spec, also=self.sink)
         if task is not None:
             self._roles[task.id] = role
         return task
+
+    def _forget(self, task: Task, *_: Any) -> None:
+        self._roles.pop(task.id, None)
 
     # -- events of this controller's tasks --------------------------------------------------------
     def _on_event(self, task: Task, ev: Any) -> None:

@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from fvdesk.core.inspect.layers import default_layer, inspectable_layers
 from fvdesk.core.inspect.results import (
     ActivationGrid,
     Attribution,
@@ -41,7 +42,6 @@ from fvdesk.core.inspect.results import (
     NeuronGroups,
     Prediction,
 )
-from fvdesk.gui.inspect.controller import default_layer, inspectable_layers
 from fvdesk.gui.inspect.widgets import BarChart, GridView, ImageView, map_icon, pixmap_of
 
 ICON = QSize(64, 64)
