@@ -101,6 +101,11 @@ class RenderCache:
             return None
         return job if left == spec.units else replace(job, spec=replace(spec, units=left))
 
+    def merge(self, other: RenderCache) -> None:
+        """Take ``other``'s renders (e.g. a gallery indexed off the GUI thread), newest last."""
+        for result in other._items.values():
+            self.put(result)
+
     def add_gallery(self, folder: str | os.PathLike[str]) -> int:
         """Index the unit renders of a gallery, or of every layer gallery of an atlas, on disk;
         returns how many were added."""

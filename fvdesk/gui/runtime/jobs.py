@@ -28,7 +28,7 @@ from fvdesk.core.optim.jobs import JobSpec, Slot, UnitJob
 from fvdesk.core.optim.presentation import SlotView, job_views, register_view, slot_view
 from fvdesk.gui.canvas.tiles import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Tile, to_qimage
 from fvdesk.gui.runtime.controller import Controller
-from fvdesk.gui.runtime.worker import Task, TaskSink, error_text
+from fvdesk.gui.runtime.worker import Task, TaskSink, both, error_text
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +120,17 @@ class JobController(Controller):
 
     # -- submission ---------------------------------------------------------------------------
     def submit(
-        self, spec: JobSpec, *, overrides: dict[str, Any] | None = None, title: str = ""
+        self,
+        spec: JobSpec,
+        *,
+        overrides: dict[str, Any] | None = None,
+        title: str = "",
+        also: TaskSink | None = None,
     ) -> Task | None:
         """Queue ``spec`` with the dock's settings (``overrides`` for this job only): one tile
-        per slot.  Returns the queued task, or None when it could not be built (error shown)."""
+        per slot.  ``also`` receives the task's events too (a feature that reads the data a job
+        finds beside its tiles).  Returns the queued task, or None when it could not be built
+        (error shown)."""
         session = self.session
         if session.model is None:
             return None
@@ -137,7 +144,7 @@ class JobController(Controller):
             return None
         model = session.model
         task = Task(job.title, lambda cancel: _run(model, job, cancel), job=job, model=model,
-                    sink=self.sink)  # fmt: skip
+                    sink=self.sink if also is None else both(self.sink, also))  # fmt: skip
         tiles = []
         for view in job_views(job, model.graph):
             t = Tile(**view_fields(view, spec, row=task.id))

@@ -66,6 +66,24 @@ class TaskSink:
     started: Callable[[Any], None] | None = None
 
 
+def both(first: TaskSink, second: TaskSink) -> TaskSink:
+    """One sink that delivers to ``first`` then ``second`` (a controller that shows a task's
+    tiles and a feature that reads the same task's data)."""
+
+    def call(name: str) -> Callable[..., None]:
+        def deliver(*args: Any) -> None:
+            for sink in (first, second):
+                fn = getattr(sink, name)
+                if fn is not None:
+                    fn(*args)
+
+        return deliver
+
+    return TaskSink(
+        **{name: call(name) for name in ("event", "finished", "failed", "dropped", "started")}
+    )
+
+
 @dataclass(eq=False)
 class Task:
     """One piece of model work for the render thread.

@@ -3,7 +3,7 @@ arrangement (``Reset Layout`` goes back to it).
 
 The layer tree gets the left column: the Combination and Neuron Position panels are tabbed
 together below it at their smallest (``tests/test_gui_layout.py``: at least 30 rows of the tree
-show at 1600×1000).  Render Settings and Dataset Examples share the right column as tabs; the
+show at 1600×1000).  Render Settings, Dataset Examples and Inspect Image share the right column as tabs; the
 Messages strip runs along the bottom, and the layer browser joins it when first used.
 """
 
@@ -57,5 +57,6 @@ def build(w: Any) -> None:
     d.default_sizes = [([w.tree_dock, w.settings_dock], [400, 320], _H),
                        ([w.tree_dock, w.combination_dock], [700, 100], _V),
                        ([w.log_dock], [110], _V)]  # fmt: skip
-    d.default_tabs = [(w.settings_dock, w.examples_dock), (w.combination_dock, w.position_dock)]
+    d.default_tabs = [(w.settings_dock, w.examples_dock), (w.settings_dock, w.inspect_dock),
+                      (w.combination_dock, w.position_dock)]  # fmt: skip
     d.lazy[w.browser_dock] = w.log_dock  # beside the messages when a layer is browsed

@@ -41,6 +41,7 @@ from fvdesk.gui.canvas.tiles import TileModel
 from fvdesk.gui.canvas.zoom import ZoomDialog
 from fvdesk.gui.dataset.controller import DatasetController
 from fvdesk.gui.galleries.controller import GalleryController
+from fvdesk.gui.inspect.controller import InspectController, is_image_file
 from fvdesk.gui.runtime.jobs import JobController
 from fvdesk.gui.runtime.selection import RowRef
 from fvdesk.gui.runtime.session import ModelSession
@@ -96,6 +97,7 @@ class MainWindow(QMainWindow):
         self.galleries = GalleryController(*collaborators, confirm=self.ask, parent=self)
         self.datasets = DatasetController(*collaborators, prefs=self.prefs, jobs=self.jobs,
                                           galleries=self.galleries, parent=self)  # fmt: skip
+        self.inspect = InspectController(*collaborators, jobs=self.jobs, prefs=self.prefs, parent=self)  # fmt: skip
         self.article = ArticleController(*collaborators, jobs=self.jobs, panel=self.settings_panel, parent=self)  # fmt: skip
 
         layout.build(self)  # toolbar, canvas, docks, the default arrangement
@@ -358,7 +360,8 @@ class MainWindow(QMainWindow):
         out = []
         for url in md.urls() if md.hasUrls() else []:
             p = Path(url.toLocalFile()) if url.isLocalFile() else None
-            if p and (p.suffix.lower() == ".onnx" or (p / "gallery.json").is_file()):
+            if p and (p.suffix.lower() == ".onnx" or (p / "gallery.json").is_file()
+                      or is_image_file(p)):  # fmt: skip
                 out.append(p)
         return out
 
@@ -383,6 +386,14 @@ class MainWindow(QMainWindow):
         models = [p for p in paths if p.suffix.lower() == ".onnx"]
         if models:
             self.open_model(models[-1])
+        images = [p for p in paths if is_image_file(p)]
+        if images and not models:
+            self.inspect_image(images[-1])
+
+    def inspect_image(self, path: str | Path) -> None:
+        """Open ``path`` in the Inspect Image dock (shown once the image is ready)."""
+        self.inspect_dock.show()
+        self.inspect.open_image(path)
 
     def show_about(self) -> None:
         AboutDialog(self.session.device_text or None, self).exec()

@@ -48,6 +48,9 @@ CONTROLLERS: tuple[ControllerSpec, ...] = (
         DockSpec("examples_dock", "Dataset Examples", "examplesDock", "panel", "right"),
         DockSpec("browser_dock", "Layer Examples", "layerExamplesDock", "browser", "bottom"),
     )),
+    ControllerSpec("inspect", "jobs", (
+        DockSpec("inspect_dock", "Inspect Image", "inspectDock", "panel", "right"),
+    )),
     ControllerSpec("article", "jobs", (
         DockSpec("combination_dock", "Combination", "combinationDock", "builder", "left"),
         DockSpec("position_dock", "Neuron Position", "positionDock", "picker", "left"),
@@ -155,6 +158,19 @@ def _connect_views(w: MainWindow) -> None:
     ds.browsing.connect(lambda: w.docks.show_lazy(w.browser_dock))
     view.selectionModel().currentChanged.connect(lambda *_: ds.show_tile(view.current_tile()))
     w.tiles.tiles_changed.connect(lambda: ds.refresh(view.current_tile()))
+    _connect_inspect(w)
+
+
+def _connect_inspect(w: MainWindow) -> None:
+    """The image inspector and the other features: "Inspect This Image" on a dataset example,
+    a top unit's dataset examples, the galleries it reuses renders of and copies its images into."""
+    ins, gal, ds = w.inspect, w.galleries, w.datasets
+    ds.panel.inspect_requested.connect(w.inspect_image)
+    ins.panel.examples_requested.connect(lambda layer, _unit: ds.browse_layer(layer))
+    ins.image_opened.connect(lambda _img: w.inspect_dock.raise_())
+    gal.saved.connect(ins.copy_images_into)
+    gal.opened.connect(ins.reuse_gallery)
+    gal.atlas_finished.connect(ins.reuse_gallery)
 
 
 def update_enabled(w: MainWindow) -> None:
