@@ -52,6 +52,9 @@ def _feature(graph: Any, name: str, why: str) -> Any:
 class _OnImage(JobSpec):
     """A spec about one image (``image`` path, ``image_sha256`` its bytes)."""
 
+    #: ``run_job`` imports it on first use: it registers the runners (torch; this module is not)
+    runner_module: ClassVar[str] = "fvdesk.core.inspect.runners"
+
     image: str
     image_sha256: str
 

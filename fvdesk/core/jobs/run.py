@@ -8,6 +8,7 @@ register a runner with ``register_runner``; every runner yields the same events 
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
@@ -84,6 +85,17 @@ def register_runner(spec_type: type[JobSpec], runner: Runner) -> None:
     RUNNERS[spec_type] = runner
 
 
+def _runner_from_module(spec_type: type[JobSpec]) -> Runner | None:
+    """The runner of a spec whose (torch-free) module cannot import its runner: the spec names
+    the module that registers it (``runner_module``), imported on first use, so every front end
+    runs and reproduces it without knowing where it lives."""
+    module = getattr(spec_type, "runner_module", "")
+    if not module:
+        return None
+    importlib.import_module(module)
+    return RUNNERS.get(spec_type)
+
+
 def run_job(
     model: LoadedModel,
     job: Job,
@@ -104,7 +116,7 @@ def run_job(
         )
     uses_maco = isinstance(job.spec, SpectrumJob) and "maco" in job.spec.variants
     job = replace(job, settings=pin_settings(job.settings, maco=uses_maco))
-    runner = RUNNERS.get(type(job.spec), _run_planned)
+    runner = RUNNERS.get(type(job.spec)) or _runner_from_module(type(job.spec)) or _run_planned
     return (yield from runner(model, job, cancel_fn(cancel), only, device))
 
 

@@ -13,7 +13,6 @@ atlases the user opens, so a second look is instant.
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
@@ -235,9 +234,6 @@ class InspectController(Controller):
         return self._submit(spec, role)
 
     def _submit(self, spec: Any, role: str) -> Task | None:
-        # The image views' runners (torch) register with run_job on import; the model is open,
-        # so torch is loaded already and this costs nothing.
-        importlib.import_module("fvdesk.core.inspect.runners")
         task = self.jobs.submit(spec, also=self.sink)
         if task is not None:
             self._roles[task.id] = role
