@@ -18,14 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from fvdesk.core.errors import ConfigError, FvdeskError, RenderError
-from fvdesk.core.jobs.run import run_job
-from fvdesk.core.model.loader import load_model
-from fvdesk.core.optim import objectives as O
-from fvdesk.core.optim import phases as phases_mod
-from fvdesk.core.optim import regularizers as reg
-from fvdesk.core.optim.drive import drive
-from fvdesk.core.optim.events import PreviewEvent
-from fvdesk.core.optim.jobs import (
+from fvdesk.core.jobs.job import (
     DirectionJob,
     InterpolationJob,
     Job,
@@ -35,6 +28,13 @@ from fvdesk.core.optim.jobs import (
     Term,
     job_from_provenance,
 )
+from fvdesk.core.jobs.run import run_job
+from fvdesk.core.model.loader import load_model
+from fvdesk.core.optim import objectives as O
+from fvdesk.core.optim import phases as phases_mod
+from fvdesk.core.optim import regularizers as reg
+from fvdesk.core.optim.drive import drive
+from fvdesk.core.optim.events import PreviewEvent
 from fvdesk.core.optim.maco import (
     MacoParam,
     load_spectrum,

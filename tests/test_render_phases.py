@@ -12,10 +12,10 @@ from fvdesk.core.model.loader import load_model
 from fvdesk.core.optim import objectives as obj
 from fvdesk.core.optim.events import NoticeEvent, PreviewEvent, StepEvent
 from fvdesk.core.optim.failures import _OutOfMemory
-from fvdesk.core.optim.jobs import Slot
 from fvdesk.core.optim.phases import BatchRender, image_seed
 from fvdesk.core.optim.render import render
 from fvdesk.core.optim.settings import RenderSettings
+from fvdesk.core.optim.slots import Slot
 from tests.models import dead_unit_onnx, small_onnx
 
 RELU = "/features/features.2/Relu"

@@ -22,7 +22,7 @@ from fvdesk.cli.atlas_cmd import cmd_atlas
 from fvdesk.cli.examples_cmd import _add_examples_parser
 from fvdesk.cli.model_cmds import cmd_info, cmd_layers
 from fvdesk.cli.render_cmds import cmd_render
-from fvdesk.core.optim.jobs import UNIT_KINDS
+from fvdesk.core.jobs.job import UNIT_KINDS
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,10 +17,10 @@ from fvdesk.core.model.preprocessing import Preprocessing
 from fvdesk.core.optim import objectives as obj
 from fvdesk.core.optim.events import Event, NoticeEvent, RenderResult
 from fvdesk.core.optim.failures import _as_oom, _free, _is_too_small, _OutOfMemory
-from fvdesk.core.optim.jobs import Slot
 from fvdesk.core.optim.phases import BatchRender, _CoreOut
 from fvdesk.core.optim.pipeline import canvas_size
 from fvdesk.core.optim.settings import RenderSettings
+from fvdesk.core.optim.slots import Slot
 
 
 def _smallest_canvas(model: LoadedModel, start: int, device: torch.device) -> int | None:

@@ -41,13 +41,13 @@ from fvdesk.core.optim.events import (
     StepEvent,
 )
 from fvdesk.core.optim.failures import _is_oom, _OutOfMemory
-from fvdesk.core.optim.jobs import Slot
 from fvdesk.core.optim.param import images_uint8
 from fvdesk.core.optim.parameterizations import make_param
 from fvdesk.core.optim.pipeline import _InputPipeline, canvas_size
 from fvdesk.core.optim.relu import relu_override
 from fvdesk.core.optim.schedule import EarlyStop, anneal_steps, learning_rate
 from fvdesk.core.optim.settings import RenderSettings
+from fvdesk.core.optim.slots import Slot
 from fvdesk.core.optim.steepest import make_optimizer
 from fvdesk.core.optim.transforms import RobustnessTransform
 

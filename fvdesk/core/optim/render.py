@@ -64,7 +64,6 @@ from fvdesk.core.optim.failures import (  # noqa: F401
     _is_too_small,
     _OutOfMemory,
 )
-from fvdesk.core.optim.jobs import Slot
 from fvdesk.core.optim.phases import (  # noqa: F401
     RESTART_SD,
     BatchRender,
@@ -86,6 +85,7 @@ from fvdesk.core.optim.relu import (  # noqa: F401
     relu_override,
 )
 from fvdesk.core.optim.settings import RenderSettings
+from fvdesk.core.optim.slots import Slot
 
 
 def resolve_device(device: torch.device | str | None, settings: RenderSettings) -> torch.device:

@@ -411,8 +411,8 @@ class Atlas:
         return self._todo
 
     def run(self) -> Generator[Any, None, AtlasSummary]:
+        from fvdesk.core.jobs.job import Job, ModelRef, UnitJob
         from fvdesk.core.jobs.run import run_job
-        from fvdesk.core.optim.jobs import Job, ModelRef, UnitJob
 
         todo = self._todo or self.prepare()
         labels = tuple(self.labels) if self.labels else None

@@ -17,7 +17,7 @@ Manifest (``format`` ``"fvdesk-gallery"``, ``version`` 2)::
                 "value", "dead", "seed", "steps", "provenance", "timestamp", "device",
                 "seconds", "examples"}, ...]}
 
-``provenance`` is the record that reproduces the item (``fvdesk.core.optim.jobs.Job.provenance``:
+``provenance`` is the record that reproduces the item (``fvdesk.core.jobs.job.Job.provenance``:
 the job with its objective terms, the item's slot and batch, settings, preprocessing, seed, model
 hash); ``fvdesk render --from gallery.json --item N`` renders it again.  Version 1 manifests (a
 ``settings`` dict instead of ``provenance``) are read as items without a full record.

@@ -84,7 +84,7 @@ class GalleryItem:
         caption of its unit."""
         if self.caption:
             return self.caption
-        from fvdesk.core.optim.jobs import unit_caption
+        from fvdesk.core.jobs.job import unit_caption
 
         return unit_caption(self.layer, self.unit, facet=self.facet, negative=self.negative,
                             kind=self.objective)  # fmt: skip

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fvdesk.core.optim.jobs import (
+from fvdesk.core.jobs.job import (
     ClusterJob,
     CombinationJob,
     DirectionJob,
