@@ -54,10 +54,10 @@ def main() -> None:
         specs,
     )
     from fvdesk.core.inspect.image import open_image
+    from fvdesk.core.jobs.job import Job
     from fvdesk.core.jobs.run import run_job
     from fvdesk.core.model.loader import load_model
     from fvdesk.core.optim.drive import drive
-    from fvdesk.core.optim.jobs import Job
     from fvdesk.core.optim.settings import RenderSettings
     from fvdesk.core.resources import demo_model_path
 

@@ -17,10 +17,10 @@ from PySide6.QtCore import QPoint, Qt  # noqa: E402
 from PySide6.QtWidgets import QDialogButtonBox  # noqa: E402
 
 from fvdesk.core.dataset.choice import DatasetChoice  # noqa: E402
+from fvdesk.core.jobs.job import ExamplesJob, Job  # noqa: E402
 from fvdesk.core.jobs.run import run_job  # noqa: E402
 from fvdesk.core.optim.drive import drive  # noqa: E402
 from fvdesk.core.optim.events import ProgressEvent  # noqa: E402
-from fvdesk.core.optim.jobs import ExamplesJob, Job  # noqa: E402
 from fvdesk.gui.dataset.browser import LayerExamplesBrowser  # noqa: E402
 from fvdesk.gui.dataset.dialog import DatasetDialog  # noqa: E402
 from fvdesk.gui.dataset.examples import ExamplesPanel, percent_text  # noqa: E402

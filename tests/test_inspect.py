@@ -24,11 +24,11 @@ from fvdesk.core.inspect.cache import RenderCache
 from fvdesk.core.inspect.image import open_image
 from fvdesk.core.inspect.objectives import cosine
 from fvdesk.core.inspect.results import InspectEvent, LayerActivations, Prediction
+from fvdesk.core.jobs.job import ExamplesJob, Job, UnitJob
 from fvdesk.core.jobs.run import run_job
 from fvdesk.core.model.loader import load_model
 from fvdesk.core.optim.drive import drive
 from fvdesk.core.optim.events import UnitDoneEvent
-from fvdesk.core.optim.jobs import ExamplesJob, Job, UnitJob
 from fvdesk.core.optim.settings import RenderSettings
 from fvdesk.core.patterns import CLASSES, generate
 from tests.images import class_dir, pattern_folder, save_png

@@ -84,7 +84,7 @@ def cmd_image(args: argparse.Namespace) -> int:
         specs,
     )
     from fvdesk.core.inspect.image import copy_into, open_image
-    from fvdesk.core.optim.jobs import Job, UnitJob, default_kind
+    from fvdesk.core.jobs.job import Job, UnitJob, default_kind
     from fvdesk.core.output.gallery import Gallery, ModelInfo
 
     device = _device(args)
@@ -175,7 +175,7 @@ def _reused(args: argparse.Namespace, model: Any, jobs: list[Any], device: Any) 
         return jobs
     from fvdesk.core.device import describe_device
     from fvdesk.core.inspect.cache import RenderCache
-    from fvdesk.core.optim.jobs import UnitJob
+    from fvdesk.core.jobs.job import UnitJob
     from fvdesk.core.output.gallery import Gallery, GalleryItem, ModelInfo
 
     cache = RenderCache()

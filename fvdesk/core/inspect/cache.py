@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from fvdesk.core.jobs.job import Job, UnitJob
 from fvdesk.core.optim.events import UnitResult
-from fvdesk.core.optim.jobs import Job, UnitJob
 
 Key = str
 

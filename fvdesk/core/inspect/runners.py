@@ -30,12 +30,12 @@ from fvdesk.core.inspect.specs import (
     ImageJob,
     InversionJob,
 )
+from fvdesk.core.jobs.job import Job, Slot
+from fvdesk.core.jobs.presentation import job_views
 from fvdesk.core.jobs.run import PLANS, Plan, _chosen, _run_planned, register_runner
 from fvdesk.core.model.loaded import LoadedModel
 from fvdesk.core.optim import objectives as obj
 from fvdesk.core.optim.events import Event, JobResult, UnitDoneEvent, UnitResult
-from fvdesk.core.optim.jobs import Job, Slot
-from fvdesk.core.optim.presentation import job_views
 from fvdesk.core.optim.render import resolve_device
 from fvdesk.core.optim.settings import RenderSettings, TransformSettings
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from fvdesk.core.errors import ConfigError, RenderError
-from fvdesk.core.optim.jobs import JobSpec, Slot, check_kind, unit_caption
-from fvdesk.core.optim.presentation import Labeller, SlotView, register_view
+from fvdesk.core.jobs.job import JobSpec, Slot, check_kind, unit_caption
+from fvdesk.core.jobs.presentation import Labeller, SlotView, register_view
 
 #: Attribution methods: activation x gradient, or integrated gradients along the straight path
 #: from a grey image (the baseline) to the image.
@@ -275,7 +275,7 @@ class AccentuateJob(_OnImage):
         return f"{self.layer} accentuated in {self.image_name}"
 
     def validate(self, graph: Any) -> None:
-        from fvdesk.core.optim.jobs import UnitJob
+        from fvdesk.core.jobs.job import UnitJob
 
         UnitJob(self.layer, self.units, kind=self.kind).validate(graph)
         if self.penalty_layer:

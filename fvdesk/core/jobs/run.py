@@ -18,20 +18,7 @@ import torch
 
 from fvdesk.core.device import describe_device
 from fvdesk.core.errors import RenderError
-from fvdesk.core.jobs.passes import run_examples
-from fvdesk.core.model.loaded import LoadedModel
-from fvdesk.core.optim import objectives as obj
-from fvdesk.core.optim.drive import CancelFlag, cancel_fn
-from fvdesk.core.optim.events import (
-    Event,
-    JobResult,
-    NoticeEvent,
-    PreviewEvent,
-    StepEvent,
-    UnitDoneEvent,
-    UnitResult,
-)
-from fvdesk.core.optim.jobs import (
+from fvdesk.core.jobs.job import (
     ClusterJob,
     CombinationJob,
     DirectionJob,
@@ -46,9 +33,22 @@ from fvdesk.core.optim.jobs import (
     UnitJob,
     combination_caption,
 )
+from fvdesk.core.jobs.passes import run_examples
+from fvdesk.core.jobs.presentation import SlotView, job_views
+from fvdesk.core.model.loaded import LoadedModel
+from fvdesk.core.optim import objectives as obj
+from fvdesk.core.optim.drive import CancelFlag, cancel_fn
+from fvdesk.core.optim.events import (
+    Event,
+    JobResult,
+    NoticeEvent,
+    PreviewEvent,
+    StepEvent,
+    UnitDoneEvent,
+    UnitResult,
+)
 from fvdesk.core.optim.param import INTERPOLATION_SHARED
 from fvdesk.core.optim.parameterizations import make_param, pin_settings
-from fvdesk.core.optim.presentation import SlotView, job_views
 from fvdesk.core.optim.quality import high_frequency_share
 from fvdesk.core.optim.render import (
     BatchDone,
@@ -67,7 +67,7 @@ Runner = Callable[..., Generator[Event, None, JobResult]]
 @dataclass
 class Plan:
     """How a spec renders: its slots and the objective of a batch of them.  How its images are
-    named and filed is the spec's presentation (``fvdesk.core.optim.presentation``)."""
+    named and filed is the spec's presentation (``fvdesk.core.jobs.presentation``)."""
 
     slots: list[Slot]
     build: Callable[[Sequence[Slot]], obj.Objective]

@@ -26,8 +26,8 @@ from PySide6.QtWidgets import QWidget
 
 from fvdesk.core.dataset.choice import DatasetChoice
 from fvdesk.core.errors import FvdeskError
+from fvdesk.core.jobs.job import ClusterJob, ExamplesJob, recorded_spec, unit_caption
 from fvdesk.core.optim.events import NoticeEvent, ProgressEvent
-from fvdesk.core.optim.jobs import ClusterJob, ExamplesJob, recorded_spec, unit_caption
 from fvdesk.core.optim.kinds import COMPARABLE_KINDS, kind_info, measure_of
 from fvdesk.gui.canvas.tiles import Tile
 from fvdesk.gui.dataset.browser import LayerExamplesBrowser

@@ -27,10 +27,10 @@ from typing import Any
 from PySide6.QtCore import Signal
 
 from fvdesk.core.errors import FvdeskError
+from fvdesk.core.jobs.job import recorded_spec
+from fvdesk.core.jobs.presentation import slot_view
 from fvdesk.core.model.graph import short_name
 from fvdesk.core.optim.events import NoticeEvent, StepEvent
-from fvdesk.core.optim.jobs import recorded_spec
-from fvdesk.core.optim.presentation import slot_view
 from fvdesk.core.output import gallery as gal
 from fvdesk.core.output.atlas import (
     Atlas,

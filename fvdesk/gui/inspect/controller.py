@@ -25,8 +25,8 @@ from fvdesk.core.inspect import specs
 from fvdesk.core.inspect.cache import RenderCache
 from fvdesk.core.inspect.image import InspectedImage, copy_into, open_image
 from fvdesk.core.inspect.results import InspectEvent, LayerActivations
+from fvdesk.core.jobs.job import UnitJob
 from fvdesk.core.optim.events import UnitDoneEvent
-from fvdesk.core.optim.jobs import UnitJob
 from fvdesk.gui.inspect.panel import InspectPanel
 from fvdesk.gui.runtime.controller import Controller
 from fvdesk.gui.runtime.worker import BackgroundCall, Task, TaskSink, error_text

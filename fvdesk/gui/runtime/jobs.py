@@ -9,7 +9,7 @@ arithmetic here.  Events are told apart with ``isinstance`` on the core's event 
 task is submitted with the controller's own ``TaskSink``, so only its own tasks reach it.
 
 How a slot looks (layer, unit, kind, caption, label, whether the job is a strip of its own) is
-the core's ``fvdesk.core.optim.presentation``: tiles show the views the runner files its results
+the core's ``fvdesk.core.jobs.presentation``: tiles show the views the runner files its results
 under, so a tile is captioned as its saved gallery item.  A new job kind registers its view there
 (``register_view``) and its plan or runner in ``fvdesk.core.jobs.run``; ``submit(spec)`` then
 gives it tiles, routing, progress and galleries.
@@ -23,9 +23,9 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from fvdesk.core.jobs.job import JobSpec, Slot, UnitJob
+from fvdesk.core.jobs.presentation import SlotView, job_views, register_view, slot_view
 from fvdesk.core.optim.events import NoticeEvent, PreviewEvent, StepEvent, UnitDoneEvent
-from fvdesk.core.optim.jobs import JobSpec, Slot, UnitJob
-from fvdesk.core.optim.presentation import SlotView, job_views, register_view, slot_view
 from fvdesk.gui.canvas.tiles import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Tile, to_qimage
 from fvdesk.gui.runtime.controller import Controller
 from fvdesk.gui.runtime.worker import Task, TaskSink, both, error_text
@@ -40,7 +40,7 @@ def register_tiles(spec_type: type[JobSpec], describe: TileDescriber) -> None:
     """Deprecated: register a ``presentation.register_view`` describer instead (the core's
     view is what results are saved under, so the tile and the gallery agree)."""
     warnings.warn(
-        "qt_jobs.register_tiles is deprecated; use fvdesk.core.optim.presentation.register_view",
+        "qt_jobs.register_tiles is deprecated; use fvdesk.core.jobs.presentation.register_view",
         DeprecationWarning,
         stacklevel=2,
     )
