@@ -99,9 +99,9 @@ def load(name: str, device: str = "cpu"):
 
 def run_pass(model, folder: Path, layer: str, engine: str, device: str) -> dict:
     """One fvdesk pass with a fresh cache; images/s and what it computed."""
+    from fvdesk.core.jobs.job import ExamplesJob, Job
     from fvdesk.core.jobs.run import run_job
     from fvdesk.core.optim.drive import drive
-    from fvdesk.core.optim.jobs import ExamplesJob, Job
 
     with tempfile.TemporaryDirectory() as cache:
         os.environ["FVDESK_CACHE_DIR"] = cache

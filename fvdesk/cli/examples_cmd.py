@@ -61,10 +61,10 @@ def examples_pass(args: argparse.Namespace, model: Any, layers: Sequence[str], d
     ``batch`` is ``examples --batch``; ``render`` and ``atlas`` have a ``--batch`` of their own
     (images optimized together, ``None`` when not given), which is not the pass's."""
     from fvdesk.core.errors import FvdeskError
+    from fvdesk.core.jobs.job import ExamplesJob, Job
     from fvdesk.core.jobs.run import run_job
     from fvdesk.core.optim.drive import drive
     from fvdesk.core.optim.events import NoticeEvent, ProgressEvent
-    from fvdesk.core.optim.jobs import ExamplesJob, Job
 
     try:
         spec = ExamplesJob(
@@ -122,7 +122,7 @@ def render_with_examples(args: argparse.Namespace, model: Any, job: Any, device:
     """``render --images``: the pass for the rendered layer, the renders (one facet per dataset
     cluster with ``--cluster-facets``), then every item gets its examples."""
     from fvdesk.core.jobs.clusters import DEFAULT_POOL, cluster_facets
-    from fvdesk.core.optim.jobs import Job, UnitJob
+    from fvdesk.core.jobs.job import Job, UnitJob
     from fvdesk.core.output.examples import attach_examples
     from fvdesk.core.output.gallery import Gallery
 
