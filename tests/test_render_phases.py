@@ -73,9 +73,30 @@ def test_probe_dead_start_redirects_the_dead_units(model_cache) -> None:
     r.begin()
     notices = [e.message for e in r.probe_dead_start()]
     r.restore()
-    assert r.dead_start == [1, 2] and r.override_until == 16 and r.ext_o is not None
+    assert r.dead_start == [1, 2] and r.override_until == 32 and r.ext_o is not None
     assert r.redirect.tolist() == [False, True, True]
     assert len(notices) == 1 and "unit 1, unit 2: zero gradient" in notices[0]
+
+
+def test_a_mid_run_death_gets_one_window_and_each_image_one_restart(model_cache) -> None:
+    dead = load_model(dead_unit_onnx(model_cache))  # units 1 and 2 are dead on a grey start
+    r = batch(dead, obj.channel("relu", [0, 1, 2]), n=3, decay=1.0, size=24, steps=100)
+    r.begin()
+    list(r.probe_dead_start())
+    assert r.watched == [1, 2] and r.fresh_start == set()
+    notices = [e.message for e in r.watch(5, np.array([0.0, 0.3, 0.0]))]
+    assert notices == ["unit 0: zero objective at step 5; redirecting gradients for 32 steps."]
+    assert r.watched == [1, 2, 0] and r.redirect.all() and r.override_until == 37
+    assert not list(r.watch(6, np.array([0.0, 0.3, 0.0])))  # once per image
+    step = r.override_until + 1
+    notices = [e.message for e in r.before_step(step)]  # the window's verdict
+    assert notices[0] == "unit 0: revived by the ReLU gradient override."
+    assert "unit 1, unit 2: still no gradient; restarting" in notices[1]
+    assert r.redirect.tolist() == [False, True, True] and r.fresh_start == {1, 2}
+    assert r.override_until == step - 1 + 32 and r.watched == [1, 2]
+    notices = [e.message for e in r.before_step(r.override_until + 1)]
+    assert not any("restarting" in n for n in notices)  # no second restart
+    assert r.watched == [] and not r.redirect.any()
 
 
 def test_one_step_moves_the_image_and_reports_loss_and_values(small) -> None:
