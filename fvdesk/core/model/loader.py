@@ -45,6 +45,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -179,7 +180,7 @@ class _Loader(LoadContext):
 
     def _request(
         self,
-        model: object,
+        model: Any,
         sidecar: Sidecar | None,
         input_name: str | None,
         input_size: tuple[int, int] | None,
@@ -191,9 +192,8 @@ class _Loader(LoadContext):
         base_report = canon.Report()
         canon.name_nodes(model, base_report)
         canon.check_and_sort(model, str(self.path), base_report)
-        g = model.graph  # type: ignore[attr-defined]
-        user_nodes = [NodeOutputs(n.name, n.op_type, tuple(n.output)) for n in g.node]
-        metadata = {p.key: p.value for p in model.metadata_props}  # type: ignore[attr-defined]
+        user_nodes = [NodeOutputs(n.name, n.op_type, tuple(n.output)) for n in model.graph.node]
+        metadata = {p.key: p.value for p in model.metadata_props}
         half = precision.uses_half(model)
         chosen = input_name or (sidecar.input_name if sidecar else None)
         size = input_size or (sidecar.input_size if sidecar else None)
