@@ -105,18 +105,18 @@ def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         p.chmod(0)
         assert "cannot be read (permission denied)" in _fails(p)
         p.chmod(0o644)
-    import fvdesk.core.model.loader as loader
+    import fvdesk.core.model.loading.read as reading  # the loader's reading stage
 
     def denied(*_a, **_k):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(loader, "open", denied, raising=False)  # shadows the builtin there only
+    monkeypatch.setattr(reading, "open", denied, raising=False)  # shadows the builtin there only
     assert "cannot be read (permission denied)" in _fails(p)
 
     def io_error(*_a, **_k):
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(loader, "open", io_error, raising=False)
+    monkeypatch.setattr(reading, "open", io_error, raising=False)
     assert "cannot be read (Input/output error)" in _fails(p)
 
 
