@@ -107,3 +107,100 @@ def assert_same(a, b) -> None:
         assert np.array_equal(ha.edges, hb.edges) and np.array_equal(ha.counts, hb.counts)
         assert (ha.count, ha.minimum, ha.maximum) == (hb.count, hb.minimum, hb.maximum)
         assert ha.mean == pytest.approx(hb.mean, rel=1e-12, abs=1e-12)
+
+
+def test_shards_then_merge_equal_one_run(demo, photos, capsys, monkeypatch, tmp_path) -> None:
+    from fvdesk.cli import main
+
+    monkeypatch.setenv("FVDESK_CACHE_DIR", str(tmp_path / "one"))
+    one = run(demo, photos, (LOGITS,))
+    monkeypatch.setenv("FVDESK_CACHE_DIR", str(tmp_path / "shared"))
+    base = ["examples", "--images", str(photos), "--layer", LOGITS, "--top", "5", "--bottom", "5"]
+    assert main([*base, "--shard", "0/3", "--quiet"]) == 0
+    assert main([*base, "--merge"]) != 0  # shards 1 and 2 have not run: nothing is made up
+    assert "have no rows in the examples cache yet" in capsys.readouterr().err
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "3")
+    for i in (1, 2):  # --shard auto reads the SLURM array's task
+        monkeypatch.setenv("SLURM_ARRAY_TASK_ID", str(i))
+        assert main([*base, "--shard", "auto"]) == 0
+        assert f"Shard {i}/3: 13 images computed" in capsys.readouterr().out
+    assert main([*base, "--merge", "--quiet"]) == 0
+    merged = run(demo, photos, (LOGITS,), compute=False)
+    assert merged.computed == 0
+    assert_same(merged.layers[LOGITS], one.layers[LOGITS])
+
+
+CHILD = """
+import sys, time
+from fvdesk.core.jobs import passes
+from fvdesk.core.model.loader import load_model
+from fvdesk.core.optim.events import ProgressEvent
+from fvdesk.core.optim.jobs import ExamplesJob, Job
+
+decode = passes._decode
+passes._decode = lambda *a: (time.sleep(0.05), decode(*a))[1]  # slow enough to be killed
+model = load_model(sys.argv[1], check_parity=False)
+job = Job.for_model(model, ExamplesJob(sys.argv[2], (sys.argv[3],), top=5, bottom=5, batch=8))
+opts = passes.PassOptions(workers=0, checkpoint_images=16)
+for ev in passes.run_examples(model, job, lambda: False, options=opts):
+    if isinstance(ev, ProgressEvent):
+        print(ev.done, flush=True)
+"""
+
+
+def test_a_killed_pass_resumes_without_recomputing_checkpointed_images(
+    demo, demo_model_path, photos, monkeypatch, tmp_path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from fvdesk.core.dataset.cache import LayerStore, StoreKey
+    from fvdesk.core.imagefolder import scan_folder
+
+    monkeypatch.setenv("FVDESK_CACHE_DIR", str(tmp_path / "one"))
+    one = run(demo, photos, (LOGITS,))
+    monkeypatch.setenv("FVDESK_CACHE_DIR", str(tmp_path / "killed"))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    argv = [sys.executable, "-c", CHILD, str(demo_model_path), str(photos), LOGITS]
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
+    finished = 0
+    assert child.stdout is not None
+    for line in child.stdout:
+        finished = int(line)
+        if finished >= 24:
+            child.send_signal(signal.SIGKILL)
+            break
+    child.wait(60)
+    assert child.returncode == -signal.SIGKILL and 24 <= finished < 40
+    lay = demo.graph[LOGITS]
+    key = StoreKey.make(demo, demo.preprocessing, photos, LOGITS, "channel")
+    committed = LayerStore(key, lay.channels, 1).lookup(scan_folder(photos)).valid
+    assert committed >= 16 and finished - committed <= 16  # at most one checkpoint's worth lost
+    resumed = run(demo, photos, (LOGITS,))
+    assert resumed.computed == 40 - committed  # what the checkpoints hold is not computed again
+    assert_same(resumed.layers[LOGITS], one.layers[LOGITS])
+
+
+def test_histograms_do_not_depend_on_the_order_or_batches_of_their_values() -> None:
+    from fvdesk.core.dataset.stats import StreamingHistogram
+
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        n = int(rng.integers(2, 300))
+        v = rng.normal(rng.normal(0, 10), 10 ** rng.uniform(-3, 3), (n, 3))
+        v[:, 2] = 3.0 if trial % 2 else v[:, 2]  # a constant unit too
+        views = []
+        for _ in range(3):
+            order, step = rng.permutation(n), int(rng.integers(1, 50))
+            h = StreamingHistogram(3, 64)
+            for i in range(0, n, step):
+                h.update(v[order[i : i + step]])
+            views.append([h.view(u) for u in range(3)])
+        for u in range(3):
+            a = views[0][u]
+            assert a.counts.sum() == n and len(a.counts) <= 64
+            for other in views[1:]:
+                assert np.array_equal(a.edges, other[u].edges), (trial, u)
+                assert np.array_equal(a.counts, other[u].counts), (trial, u)
