@@ -204,3 +204,19 @@ def test_histograms_do_not_depend_on_the_order_or_batches_of_their_values() -> N
             for other in views[1:]:
                 assert np.array_equal(a.edges, other[u].edges), (trial, u)
                 assert np.array_equal(a.counts, other[u].counts), (trial, u)
+
+
+def test_the_engine_measured_fastest_gives_the_same_rows(demo) -> None:
+    """The GPU's measured choice (``engine._fastest``) runs here on the CPU: whichever engine it
+    keeps computes the rows both engines agree on."""
+    import torch
+
+    from fvdesk.core.dataset.engine import Measure, OrtEngine, _fastest
+
+    cpu = torch.device("cpu")
+    chosen = _fastest(demo, [BLOCK3], Measure(), demo.preprocessing, cpu, batch=4, rounds=1)
+    px = np.random.default_rng(1).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    want = OrtEngine(demo, [BLOCK3], Measure(), demo.preprocessing, cpu).run(px)[BLOCK3]
+    got = chosen.run(px)[BLOCK3]
+    assert chosen.name in ("torch", "onnxruntime")
+    assert np.allclose(got["max"], want["max"], rtol=1e-4, atol=1e-4)
