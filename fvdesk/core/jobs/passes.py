@@ -17,6 +17,7 @@ and raises a ``DatasetError`` saying so; an interruption (Ctrl+C) or an error ke
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -80,7 +81,8 @@ class PassOptions:
     """How a pass runs, not what it finds (every choice here gives the same rows).
 
     ``workers``: decode processes (``0``: threads of this process, ``None``: one per core when
-    at least ``PROCESS_MIN`` images are to be computed, else threads).  ``reduced``: reduced-
+    at least ``PROCESS_MIN`` images are to be computed on more than ``PROCESS_CORES`` cores,
+    else threads).  ``reduced``: reduced-
     scale JPEG decoding (``imagefolder.fit_image``; off, the rows go to another store).
     ``shard=(i, n)``: compute only images ``i, i+n, ...`` of the folder into the cache and
     summarize nothing (``--merge`` then summarizes, with ``compute=False``: every image must be
@@ -98,6 +100,9 @@ class PassOptions:
 
 #: Below this many images to compute, starting decode processes costs more than it saves.
 PROCESS_MIN = 256
+#: On this many cores or fewer, decode threads (Pillow decodes and resizes without the GIL)
+#: measured as fast as processes or faster (benchmarks/README.md): processes only above.
+PROCESS_CORES = 2
 
 
 def _decode(root: Path, rel: str, h: int, w: int, reduced: bool = True) -> tuple[str, Any, Any]:
@@ -107,8 +112,10 @@ def _decode(root: Path, rel: str, h: int, w: int, reduced: bool = True) -> tuple
 
 def decode_processes(workers: int | None, images: int) -> int:
     """How many decode processes a pass of ``images`` images starts (see ``PassOptions``)."""
-    if workers is None:
-        return (os.cpu_count() or 1) if images >= PROCESS_MIN else 0
+    cores = os.cpu_count() or 1
+    if workers is None:  # a frozen app (PyInstaller) keeps to threads unless asked
+        big = images >= PROCESS_MIN and cores > PROCESS_CORES and not getattr(sys, "frozen", False)
+        return cores if big else 0
     return max(0, int(workers))
 
 
