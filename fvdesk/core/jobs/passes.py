@@ -17,7 +17,6 @@ and raises a ``DatasetError`` saying so; an interruption (Ctrl+C) or an error ke
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -80,9 +79,11 @@ class _FolderVanished(Exception):
 class PassOptions:
     """How a pass runs, not what it finds (every choice here gives the same rows).
 
-    ``workers``: decode processes (``0``: threads of this process, ``None``: one per core when
-    at least ``PROCESS_MIN`` images are to be computed on more than ``PROCESS_CORES`` cores,
-    else threads).  ``reduced``: reduced-
+    ``workers``: decode processes; ``0`` or ``None`` (the default): one decode thread per core
+    in this process.  Pillow decodes and resizes without holding the GIL, and on 2 cores the
+    threads measured as fast as processes or faster (benchmarks/README.md); processes also
+    start the calling script again in each worker (``spawn``/``forkserver``), so a script
+    without an ``if __name__ == "__main__":`` guard cannot use them.  ``reduced``: reduced-
     scale JPEG decoding (``imagefolder.fit_image``; off, the rows go to another store).
     ``shard=(i, n)``: compute only images ``i, i+n, ...`` of the folder into the cache and
     summarize nothing (``--merge`` then summarizes, with ``compute=False``: every image must be
@@ -98,13 +99,6 @@ class PassOptions:
     checkpoint_images: int | None = None
 
 
-#: Below this many images to compute, starting decode processes costs more than it saves.
-PROCESS_MIN = 256
-#: On this many cores or fewer, decode threads (Pillow decodes and resizes without the GIL)
-#: measured as fast as processes or faster (benchmarks/README.md): processes only above.
-PROCESS_CORES = 2
-
-
 def _decode(root: Path, rel: str, h: int, w: int, reduced: bool = True) -> tuple[str, Any, Any]:
     """``decode.decode_file`` (a name of this module, so tests can hold the thread path)."""
     return decode_file(root, rel, h, w, reduced)
@@ -112,11 +106,7 @@ def _decode(root: Path, rel: str, h: int, w: int, reduced: bool = True) -> tuple
 
 def decode_processes(workers: int | None, images: int) -> int:
     """How many decode processes a pass of ``images`` images starts (see ``PassOptions``)."""
-    cores = os.cpu_count() or 1
-    if workers is None:  # a frozen app (PyInstaller) keeps to threads unless asked
-        big = images >= PROCESS_MIN and cores > PROCESS_CORES and not getattr(sys, "frozen", False)
-        return cores if big else 0
-    return max(0, int(workers))
+    return 0 if workers is None or images == 0 else max(0, int(workers))
 
 
 def decoded_batches(scan: FolderScan, todo: Sequence[int], size: tuple[int, int], batch: int,
@@ -137,7 +127,7 @@ def decoded_batches(scan: FolderScan, todo: Sequence[int], size: tuple[int, int]
             rels = [scan.images[i].rel for i in ids]
             return pool.submit(decode_chunk, str(scan.root), rels, h, w, reduced).result
     else:
-        pool = ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), "fvdesk-decode")
+        pool = ThreadPoolExecutor(max(1, os.cpu_count() or 1), "fvdesk-decode")
         ahead = 2
 
         def submit(ids: list[int]) -> Callable[[], list[Any]]:
