@@ -23,6 +23,16 @@ Prints one JSON document (and writes it with ``--out``).  Not a test: nothing is
   default engine (``VmHWM``, reset after loading the model) minus the resident memory after
   loading, and the time to reopen the same folder from the cache.  Linux only.
 * With CUDA, the speed section also runs on the GPU (onnxruntime's CUDA provider when present).
+* ``camera`` (``--camera N``, default 200): N camera-sized JPEGs, alternately 4000x3000 and
+  500x375, generated once under /tmp/fvdesk-bench; the pass (fresh cache) with and without
+  reduced-scale decoding and with 0 (threads), 1 and 2 decode processes, two rounds in rotating
+  order, best kept, on the demo model and PP-OCR's text-direction classifier from the
+  rapidocr-onnxruntime wheel (``pip download --no-deps rapidocr-onnxruntime -d /tmp/wheels``;
+  skipped without it), against plain onnxruntime inference of the whole model on tensors already
+  decoded and prepared.  ``reduced_decode_0_workers`` is today's main's path (threads, JPEG
+  draft), so ``ratio_vs_main`` compares with it in the same run.
+
+    .venv/bin/python benchmarks/bench_examples.py --camera 200 --models "" --memory 0
 """
 
 from __future__ import annotations

@@ -48,8 +48,8 @@ def _add_examples_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     ex.add_argument("--batch", type=_positive, default=32, metavar="N",
                     help="images per forward pass (default: 32)")  # fmt: skip
     ex.add_argument("--decode-workers", type=int, metavar="N",
-                    help="image decoding processes beside the model (0: threads of this process; "
-                    "default: one per core for a big folder)")  # fmt: skip
+                    help="decode the images in N processes beside the model (default 0: one "
+                    "thread per core, as fast on 2 cores)")  # fmt: skip
     ex.add_argument("--shard", type=_shard_arg, metavar="I/N",
                     help="compute only every N-th image from I into the cache (no summary); "
                     "'auto' reads RANK/WORLD_SIZE (torchrun) or SLURM_ARRAY_TASK_ID/COUNT; "
