@@ -137,8 +137,17 @@ from fvdesk.core.model.loader import load_model
 from fvdesk.core.optim.events import ProgressEvent
 from fvdesk.core.optim.jobs import ExamplesJob, Job
 
-decode = passes._decode
-passes._decode = lambda *a: (time.sleep(0.05), decode(*a))[1]  # slow enough to be killed
+make = passes.make_engine
+
+
+def slow_engine(*args, **kwargs):  # half a second a batch, however many cores decode
+    engine = make(*args, **kwargs)
+    run = engine.run
+    engine.run = lambda px: (time.sleep(0.5), run(px))[1]
+    return engine
+
+
+passes.make_engine = slow_engine
 model = load_model(sys.argv[1], check_parity=False)
 job = Job.for_model(model, ExamplesJob(sys.argv[2], (sys.argv[3],), top=5, bottom=5, batch=8))
 opts = passes.PassOptions(workers=0, checkpoint_images=16)
