@@ -62,9 +62,9 @@ def bench_one(path: Path, label: str, device: str, args: argparse.Namespace, wor
     import torch
 
     from fvdesk.core.device import describe_device, pick_device
+    from fvdesk.core.jobs.job import UnitJob
     from fvdesk.core.jobs.run import render_units
     from fvdesk.core.model.loader import load_model
-    from fvdesk.core.optim.jobs import UnitJob
     from fvdesk.core.optim.settings import RenderSettings
     from fvdesk.core.output.atlas import Atlas, plan_atlas
 

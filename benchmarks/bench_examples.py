@@ -110,9 +110,9 @@ def load(name: str, device: str = "cpu"):
 
 def run_pass(model, folder: Path, layer: str, engine: str, device: str) -> dict:
     """One fvdesk pass with a fresh cache; images/s and what it computed."""
+    from fvdesk.core.jobs.job import ExamplesJob, Job
     from fvdesk.core.jobs.run import run_job
     from fvdesk.core.optim.drive import drive
-    from fvdesk.core.optim.jobs import ExamplesJob, Job
 
     with tempfile.TemporaryDirectory() as cache:
         os.environ["FVDESK_CACHE_DIR"] = cache
@@ -276,9 +276,9 @@ def wheel_model() -> tuple[Path, str] | None:
 
 def pass_options(model, folder: Path, layer: str, reduced: bool, workers: int) -> dict:
     """One pass (fresh cache) with these ``PassOptions``; images/s."""
+    from fvdesk.core.jobs.job import ExamplesJob, Job
     from fvdesk.core.jobs.passes import PassOptions, run_examples
     from fvdesk.core.optim.drive import drive
-    from fvdesk.core.optim.jobs import ExamplesJob, Job
 
     with tempfile.TemporaryDirectory() as cache:
         os.environ["FVDESK_CACHE_DIR"] = cache

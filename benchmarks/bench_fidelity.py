@@ -62,6 +62,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from fvdesk.core.jobs.job import UnitJob  # noqa: E402
 from fvdesk.core.jobs.run import render_units  # noqa: E402
 from fvdesk.core.model.loaded import LoadedModel  # noqa: E402
 from fvdesk.core.model.loader import load_model  # noqa: E402
@@ -73,7 +74,6 @@ from fvdesk.core.model.preprocessing import (  # noqa: E402
 from fvdesk.core.optim import objectives as O  # noqa: E402
 from fvdesk.core.optim import quality as Q  # noqa: E402
 from fvdesk.core.optim.events import PreviewEvent, StepEvent  # noqa: E402
-from fvdesk.core.optim.jobs import UnitJob  # noqa: E402
 from fvdesk.core.optim.settings import (  # noqa: E402
     ARTICLE_ANGLES,
     ARTICLE_SCALES,

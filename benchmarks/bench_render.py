@@ -52,12 +52,12 @@ from torch import nn  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from fvdesk.core.jobs.job import UnitJob  # noqa: E402
 from fvdesk.core.jobs.run import render_units  # noqa: E402
 from fvdesk.core.model.loaded import LoadedModel  # noqa: E402
 from fvdesk.core.model.loader import load_model  # noqa: E402
 from fvdesk.core.optim import objectives as O  # noqa: E402
 from fvdesk.core.optim.events import StepEvent  # noqa: E402
-from fvdesk.core.optim.jobs import UnitJob  # noqa: E402
 from fvdesk.core.optim.param import ImageParam  # noqa: E402
 from fvdesk.core.optim.render import render  # noqa: E402
 from fvdesk.core.optim.settings import RenderSettings, TransformSettings  # noqa: E402

@@ -106,11 +106,11 @@ class SelfTest:
     def render(self, device: str) -> str:
         import numpy as np
 
+        from fvdesk.core.jobs.job import Job, UnitJob
         from fvdesk.core.jobs.run import run_job
         from fvdesk.core.model.loader import pick_feature_layer
         from fvdesk.core.optim.drive import drive
         from fvdesk.core.optim.events import StepEvent
-        from fvdesk.core.optim.jobs import Job, UnitJob
         from fvdesk.core.optim.settings import RenderSettings
 
         model = _need(self.model)

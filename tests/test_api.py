@@ -117,7 +117,7 @@ def test_settings_are_the_flags_on_top_of_the_given_settings(model: fvdesk.Model
 
 
 def test_a_job_spec_renders_as_it_is(model: fvdesk.Model) -> None:
-    from fvdesk.core.optim.jobs import DirectionJob
+    from fvdesk.core.jobs.job import DirectionJob
 
     r = fvdesk.render(model, DirectionJob(DEEP, seeds=(0, 1)), steps=2, size=32)
     assert len(r) == 2 and r.job.spec.type == "direction"

@@ -18,14 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from fvdesk.core.errors import ConfigError, FvdeskError, RenderError
-from fvdesk.core.jobs.run import run_job
-from fvdesk.core.model.loader import load_model
-from fvdesk.core.optim import objectives as O
-from fvdesk.core.optim import regularizers as reg
-from fvdesk.core.optim import render as render_mod
-from fvdesk.core.optim.drive import drive
-from fvdesk.core.optim.events import PreviewEvent
-from fvdesk.core.optim.jobs import (
+from fvdesk.core.jobs.job import (
     DirectionJob,
     InterpolationJob,
     Job,
@@ -35,6 +28,13 @@ from fvdesk.core.optim.jobs import (
     Term,
     job_from_provenance,
 )
+from fvdesk.core.jobs.run import run_job
+from fvdesk.core.model.loader import load_model
+from fvdesk.core.optim import objectives as O
+from fvdesk.core.optim import phases as phases_mod
+from fvdesk.core.optim import regularizers as reg
+from fvdesk.core.optim.drive import drive
+from fvdesk.core.optim.events import PreviewEvent
 from fvdesk.core.optim.maco import (
     MacoParam,
     load_spectrum,
@@ -146,9 +146,9 @@ def test_steepest_ascent_steps_have_the_size_of_their_metric() -> None:
 # -- MACO ------------------------------------------------------------------------------------------
 def test_maco_keeps_its_magnitude_spectrum_while_rendering(demo, monkeypatch) -> None:
     made = []
-    real = render_mod.make_param
+    real = phases_mod.make_param
     monkeypatch.setattr(
-        render_mod, "make_param", lambda *a, **k: made.append(real(*a, **k)) or made[-1]
+        phases_mod, "make_param", lambda *a, **k: made.append(real(*a, **k)) or made[-1]
     )
     s = RenderSettings(steps=16, size=32, batch=2, param="maco")
     res = drive(render(demo, O.channel(BLOCK3, UNITS), s, batch=2))
@@ -232,9 +232,9 @@ def generator_file(tmp_path_factory):
 
 def test_learned_prior_renders_through_a_generator(demo, generator_file, monkeypatch) -> None:
     made = []
-    real = render_mod.make_param
+    real = phases_mod.make_param
     monkeypatch.setattr(
-        render_mod, "make_param", lambda *a, **k: made.append(real(*a, **k)) or made[-1]
+        phases_mod, "make_param", lambda *a, **k: made.append(real(*a, **k)) or made[-1]
     )
     logits = demo.graph.logits_name
     s = RenderSettings(steps=0, size=64, batch=1, param="prior", prior=generator_file, lr=0.1)
@@ -293,9 +293,9 @@ def test_prior_provenance_pins_the_generator(demo, generator_file, tmp_path) -> 
 # -- interaction between neurons -------------------------------------------------------------------
 def test_interpolation_frames_share_their_low_resolution_component(demo, monkeypatch) -> None:
     made = []
-    real = render_mod.make_param
+    real = phases_mod.make_param
     monkeypatch.setattr(
-        render_mod, "make_param", lambda *a, **k: made.append(real(*a, **k)) or made[-1]
+        phases_mod, "make_param", lambda *a, **k: made.append(real(*a, **k)) or made[-1]
     )
     s = RenderSettings(steps=16, size=32)
     a, b = (Term(BLOCK3, 1),), (Term(BLOCK3, 5),)

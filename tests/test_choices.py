@@ -81,7 +81,7 @@ def test_choices_are_plain_data_and_remembered_only_when_asked(
 
 
 def test_jobs_carry_the_choices_they_were_built_with(labelled: Path, tmp_path: Path) -> None:
-    from fvdesk.core.optim.jobs import Job, UnitJob
+    from fvdesk.core.jobs.job import Job, UnitJob
 
     m = load_model(labelled, check_parity=False)
     logits = m.graph.logits.name

@@ -20,13 +20,13 @@ from fvdesk.core.dataset.receptive import receptive_fields
 from fvdesk.core.dataset.stats import StreamingHistogram, StreamingTopK
 from fvdesk.core.errors import DatasetError
 from fvdesk.core.imagefolder import fit_image, load_image, scan_folder
+from fvdesk.core.jobs.job import ExamplesJob, Job
 from fvdesk.core.jobs.passes import ExamplesResult
 from fvdesk.core.jobs.run import run_job
 from fvdesk.core.model.loader import load_model
 from fvdesk.core.model.preprocessing import preset
 from fvdesk.core.optim.drive import drive
 from fvdesk.core.optim.events import NoticeEvent, ProgressEvent
-from fvdesk.core.optim.jobs import ExamplesJob, Job
 from fvdesk.core.patterns import CLASSES, generate
 from tests.images import class_dir, pattern_folder, save_png
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from fvdesk.core.jobs import passes
+from fvdesk.core.jobs.job import ExamplesJob, Job
 from fvdesk.core.jobs.run import run_job
 from fvdesk.core.model.loader import load_model
 from fvdesk.core.optim.drive import drive
-from fvdesk.core.optim.jobs import ExamplesJob, Job
 from tests.images import pattern_folder
 from tests.models import fixed_batch_onnx
 

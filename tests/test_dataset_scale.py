@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fvdesk.core.jobs.job import ExamplesJob, Job
 from fvdesk.core.jobs.passes import PassOptions, run_examples
 from fvdesk.core.model.loader import load_model
 from fvdesk.core.optim.drive import drive
-from fvdesk.core.optim.jobs import ExamplesJob, Job
 from fvdesk.core.patterns import generate
 from tests.images import class_dir
 
@@ -135,7 +135,7 @@ import sys, time
 from fvdesk.core.jobs import passes
 from fvdesk.core.model.loader import load_model
 from fvdesk.core.optim.events import ProgressEvent
-from fvdesk.core.optim.jobs import ExamplesJob, Job
+from fvdesk.core.jobs.job import ExamplesJob, Job
 
 make = passes.make_engine
 

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
+from fvdesk.core.jobs.job import UnitJob
 from fvdesk.core.jobs.run import render_units
 from fvdesk.core.model.loader import load_model
 from fvdesk.core.optim import objectives as O
 from fvdesk.core.optim import quality as Q
-from fvdesk.core.optim.jobs import UnitJob
 from fvdesk.core.optim.render import render
 from fvdesk.core.optim.settings import RenderSettings, TransformSettings
 from fvdesk.core.patterns import CLASSES

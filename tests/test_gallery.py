@@ -11,6 +11,7 @@ from PIL import Image
 
 from fvdesk.core.errors import GalleryError
 from fvdesk.core.output import gallery as gal
+from fvdesk.core.output import store
 from fvdesk.core.output.gallery import (
     CONTACT_SHEET,
     INDEX,
@@ -177,7 +178,7 @@ def test_failed_commit_leaves_previous_state(
     def boom(*_a, **_k):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(gal, "atomic_write_text", boom)
+    monkeypatch.setattr(store, "atomic_write_text", boom)  # the manifest commit
     with pytest.raises(GalleryError, match="No space left"):
         g.add(item(unit=1), image(1))
     assert not g.has("conv1", 1)
@@ -282,6 +283,7 @@ def test_write_gallery_failure_keeps_earlier_gallery(
 
     monkeypatch.setattr(gal, "atomic_write_bytes", counted(real_bytes))
     monkeypatch.setattr(gal, "atomic_write_text", counted(real_text))
+    monkeypatch.setattr(store, "atomic_write_text", counted(real_text))  # the manifest commit
     # unit 0 replaces an existing item, unit 5 is new; writes: png, png, manifest, sheet, index
     fail_at = {1: 1, 2: 2, 3: 4, 4: 5}[fail_at]
     with pytest.raises(GalleryError, match="No space left"):

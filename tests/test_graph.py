@@ -130,6 +130,10 @@ def test_logits_walk_back_from_softmax() -> None:
     )
     assert find_logits(layers, ["fc"], {}) == "fc"
     assert find_logits(layers[:1], ["other"], {}) == "fc"  # no vector output: the last vector
+    # PP-OCR's direction classifier renames its softmax with an Identity output
+    out = [*layers, Layer("out", "out", "Identity", (None, 10), "vector", 2)]
+    producers = {"out": ("Identity", "prob"), "prob": ("Softmax", "fc"), "fc": ("Gemm", "flat")}
+    assert find_logits(out, ["out"], producers) == "fc"
 
 
 def test_googlenet_tree(torchvision_onnx) -> None:

@@ -915,6 +915,7 @@ def _filter_clear(r: Run) -> None:
 @handles(
     "panel:layersDock", "panel:settingsDock", "panel:messagesDock", "panel:examplesDock",
     "panel:layerExamplesDock", "panel:combinationDock", "panel:positionDock", "panel:mainToolBar",
+    "panel:inspectDock",
 )  # fmt: skip
 def _panels(r: Run) -> None:
     w = r.w
@@ -1044,6 +1045,60 @@ def _atlas(r: Run) -> None:
     r.settle()
     assert (r.files["atlas"] / "index.html").is_file()
     assert "Atlas: 8 rendered" in r.log_text()
+
+
+# -- the image inspector ---------------------------------------------------------------------------
+@handles("open_image", "inspectDock:Open Image…", "inspectDock:Show")
+def _open_image(r: Run) -> None:
+    w, panel = r.w, r.w.inspect.panel
+    r.file_answer = str(r.files["photo"])
+    act(r, "open_image")
+    r.settle()
+    assert w.inspect.image is not None and w.inspect.image.name == "photo.png"
+    assert panel.prediction is not None and panel.activations is not None
+    r.file_answer = str(r.files["photo2"])
+    click(r, "inspectDock:Open Image…")
+    r.settle()
+    assert w.inspect.image.name == "photo2.png"
+    panel.top_spin.setValue(3)
+    click(r, "inspectDock:Show")
+    r.settle()
+    assert panel.top_units.topLevelItemCount() == 3
+
+
+@handles("inspectDock:Attribute to the Layer", "inspectDock:Factor into Groups",
+         "inspectDock:Render the Activation Grid")  # fmt: skip
+def _inspect_views(r: Run) -> None:
+    panel = r.w.inspect.panel
+    click(r, "inspectDock:Attribute to the Layer")
+    r.settle()
+    assert panel.attribution is not None and panel.channel_attr.topLevelItemCount() == 3
+    panel.groups_spin.setValue(2)
+    click(r, "inspectDock:Factor into Groups")
+    r.settle()
+    assert panel.neuron_groups is not None and panel.neuron_groups.k == 2
+    click(r, "inspectDock:Render the Activation Grid")
+    r.settle()
+    assert panel.activation_grid is not None and panel.grid_view.renders
+
+
+@handles("inspectDock:Accentuate the Unit", "inspectDock:Invert the Layer",
+         "inspectDock:Caricature")  # fmt: skip
+def _inspect_renders(r: Run) -> None:
+    for key, kind in (("inspectDock:Accentuate the Unit", "accentuate"),
+                      ("inspectDock:Invert the Layer", "inversion"),
+                      ("inspectDock:Caricature", "caricature")):  # fmt: skip
+        (tile,) = r.new_tiles(lambda key=key: click(r, key))
+        assert tile.kind == kind
+
+
+@handles("inspectDock:ScrollLeftButton", "inspectDock:ScrollRightButton")
+def _inspect_tab_scroll(r: Run) -> None:
+    tabs = r.w.inspect.panel.tabs
+    shown = tabs.currentIndex()
+    for key in ("inspectDock:ScrollRightButton", "inspectDock:ScrollLeftButton"):
+        r.seen[key].click()  # scrolls the tab bar when the dock is narrow; nothing else
+    assert tabs.currentIndex() == shown
 
 
 # -- the dataset -----------------------------------------------------------------------------------
@@ -1273,7 +1328,18 @@ def files(tmp_path, examples_cache) -> dict[str, Path]:  # examples_cache: a pri
         "atlas": tmp_path / "atlas",
         "directions": tmp_path / "directions.npy",
         "png": tmp_path / "zoom.png",
+        "photo": _photo(tmp_path / "photo.png", 3),
+        "photo2": _photo(tmp_path / "photo2.png", 5),
     }
+
+
+def _photo(path: Path, cls: int) -> Path:
+    """A pattern image of demo class ``cls`` to inspect."""
+    from fvdesk.core.patterns import generate
+    from tests.images import save_png
+
+    x, y = generate(16, 64, seed=3)
+    return save_png(path, x[int(np.flatnonzero(y == cls)[0])])
 
 
 def check_step(r: Run, capfd, qtlog) -> None:

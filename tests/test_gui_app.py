@@ -123,9 +123,9 @@ def test_events_reach_tiles_by_their_own_slots(qtbot, demo_window):
 
 
 def test_a_new_job_kind_gets_its_tiles_on_a_row_of_their_own(qtbot, demo_window):
+    from fvdesk.core.jobs.job import JobSpec, Slot
     from fvdesk.core.jobs.run import register_runner
     from fvdesk.core.optim.events import JobResult
-    from fvdesk.core.optim.jobs import JobSpec, Slot
     from fvdesk.gui.runtime.jobs import register_tiles
 
     @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import pytest
 from PySide6.QtCore import Qt
 
 from fvdesk.core.errors import ConfigError
-from fvdesk.core.optim.jobs import (
+from fvdesk.core.jobs.job import (
     CombinationJob,
     DirectionJob,
     InterpolationJob,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from fvdesk.core.optim.jobs import UnitJob
-from fvdesk.core.optim.presentation import job_views, slot_view
+from fvdesk.core.jobs.job import UnitJob
+from fvdesk.core.jobs.presentation import job_views, slot_view
 from tests.gui_support import CONV1, fast_settings, wait_idle
 from tests.test_presentation import BLOCK3, every_kind
 

@@ -8,12 +8,7 @@ import numpy as np
 import pytest
 
 from fvdesk.core.errors import ConfigError, RenderError
-from fvdesk.core.jobs.run import run_job
-from fvdesk.core.model.loader import load_model
-from fvdesk.core.optim import options
-from fvdesk.core.optim.drive import drive
-from fvdesk.core.optim.events import NoticeEvent, PreviewEvent, StepEvent, UnitDoneEvent
-from fvdesk.core.optim.jobs import (
+from fvdesk.core.jobs.job import (
     CombinationJob,
     Job,
     JobSpec,
@@ -23,6 +18,11 @@ from fvdesk.core.optim.jobs import (
     job_from_provenance,
     parse_objective,
 )
+from fvdesk.core.jobs.run import run_job
+from fvdesk.core.model.loader import load_model
+from fvdesk.core.optim import options
+from fvdesk.core.optim.drive import drive
+from fvdesk.core.optim.events import NoticeEvent, PreviewEvent, StepEvent, UnitDoneEvent
 from fvdesk.core.optim.settings import RenderSettings
 from tests.models import small_onnx
 
@@ -194,7 +194,7 @@ def test_a_job_captures_its_preprocessing_and_labels(small) -> None:
 
 
 def test_a_job_for_another_model_is_refused(small) -> None:
-    from fvdesk.core.optim.jobs import ModelRef
+    from fvdesk.core.jobs.job import ModelRef
 
     job = Job(UnitJob(RELU, (0,)), FAST, small.preprocessing, ModelRef("other.onnx", "f" * 64))
     with pytest.raises(RenderError, match="other.onnx"):

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from fvdesk.core.optim import jobs as J
-from fvdesk.core.optim.presentation import job_views, labeller, slot_view, slot_views
+from fvdesk.core.jobs import job as J
+from fvdesk.core.jobs.presentation import job_views, labeller, slot_view, slot_views
 from fvdesk.core.optim.settings import RenderSettings
 
 CONV1 = "/features/block1/conv/Conv"
@@ -41,7 +41,7 @@ def every_kind() -> list[J.JobSpec]:
 
 def test_presentation_modules_are_torch_free() -> None:
     """The app builds its tiles from the views before (and without) loading the engine."""
-    code = "import sys, fvdesk.core.optim.presentation as p; print('torch' in sys.modules)"
+    code = "import sys, fvdesk.core.jobs.presentation as p; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=300, check=True)  # fmt: skip
     assert out.stdout.strip() == "False"

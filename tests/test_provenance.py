@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from fvdesk.core.errors import ConfigError
-from fvdesk.core.optim.jobs import Job, UnitJob, job_from_provenance, recorded_spec
+from fvdesk.core.jobs.job import Job, UnitJob, job_from_provenance, recorded_spec
 from fvdesk.core.optim.provenance import Provenance
 from fvdesk.core.optim.settings import RenderSettings
 from fvdesk.core.output.gallery import (
@@ -111,8 +111,8 @@ def test_an_old_gallery_opens_typed_and_is_written_back_unchanged(tmp_path: Path
 
 
 def test_a_job_writes_a_typed_record_and_reads_it_back() -> None:
+    from fvdesk.core.jobs.job import ModelRef
     from fvdesk.core.model.preprocessing import preset
-    from fvdesk.core.optim.jobs import ModelRef
 
     job = Job(UnitJob("conv1", (2, 5), facets=2), RenderSettings(steps=3, seed=9),
               preset("unit", source="user"), ModelRef("net.onnx", SHA, "/m/net.onnx"))  # fmt: skip

@@ -83,11 +83,15 @@ PLACEHOLDERS: dict[object, object] = {
     ("--from", "GALLERY"): lambda ws: ws.gallery(),
     ("--from", "GALLERY/gallery.json"): lambda ws: ws.gallery() + "/gallery.json",
     ("--item", "N"): "0",
+    "IMAGE": lambda ws: ws.image(),
+    "K": "2",
+    "CLASS": "top",
+    ("--to-layer", "L2"): "/features/block3/relu/Relu",
 }
 #: Flags whose value the test cuts down, and to what.
 CUT = {"--steps": "2", "--size": "32", "--units-per-layer": "2"}
 #: Commands that render get the cut flags added when they do not give them.
-RENDERING = {"render", "atlas"}
+RENDERING = {"render", "atlas", "image"}
 CAPS = re.compile(r"^[A-Z][A-Z0-9_]*(?:[./,][A-Z0-9_]+)*$|^/shared/DIR$")
 
 
@@ -217,6 +221,10 @@ class Workspace:
             self.made["gallery"] = out
         return self.made["gallery"]
 
+    def image(self) -> str:
+        """A pattern image to inspect (the first of the generated folder)."""
+        return str(sorted(self.images.rglob("*.png"))[0])
+
     def sharded_atlas(self) -> str:
         if "atlas" not in self.made:
             out = self.fresh("sharded")
@@ -270,7 +278,7 @@ def test_the_documents_show_the_commands_this_test_expects() -> None:
     """The extraction itself: the command families the README teaches are all found."""
     texts = [c.text for c in COMMANDS]
     for needle in ("fvdesk layers", "fvdesk info", "fvdesk render", "fvdesk atlas",
-                   "fvdesk examples", "--from", "--merge", "--cluster-facets", "--self-test"):  # fmt: skip
+                   "fvdesk examples", "fvdesk image", "--from", "--merge", "--cluster-facets", "--self-test"):  # fmt: skip
         assert any(needle in t for t in texts), needle
     assert any(c.gui for c in COMMANDS) and any(c.env for c in COMMANDS)
     assert len(COMMANDS) >= 20
@@ -310,7 +318,7 @@ def test_documented_command_runs(command: Command, workspace: Workspace, example
         assert "internal error" not in out.err + out.out, out.err
 
 
-SUBCOMMANDS = {"layers", "info", "render", "atlas", "examples"}
+SUBCOMMANDS = {"layers", "info", "render", "atlas", "examples", "image"}
 
 
 def _run_app(argv: list[str], extra_env: dict[str, str]) -> None:

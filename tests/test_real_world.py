@@ -19,12 +19,12 @@ from onnx import helper
 
 from fvdesk.cli import main
 from fvdesk.core.errors import RenderError
+from fvdesk.core.jobs.job import UnitJob
 from fvdesk.core.jobs.run import render_units
 from fvdesk.core.model import canonicalize as canon
 from fvdesk.core.model.loader import load_model
 from fvdesk.core.optim import objectives as obj
 from fvdesk.core.optim.events import StepEvent
-from fvdesk.core.optim.jobs import UnitJob
 from fvdesk.core.optim.render import render
 from fvdesk.core.optim.settings import RenderSettings
 from tests import models as test_models

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from fvdesk.core.errors import ConfigError, RenderError
+from fvdesk.core.jobs.job import UnitJob
 from fvdesk.core.jobs.run import render_units
 from fvdesk.core.model.loader import load_model
 from fvdesk.core.optim import objectives as O
@@ -23,7 +24,6 @@ from fvdesk.core.optim.events import (
     UnitDoneEvent,
     UnitResult,
 )
-from fvdesk.core.optim.jobs import UnitJob
 from fvdesk.core.optim.render import (
     _TailAverage,
     image_seed,

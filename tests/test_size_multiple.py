@@ -103,8 +103,8 @@ def test_info_shows_the_multiple(capsys: pytest.CaptureFixture[str], unet32: Pat
 
 def test_settings_size_off_the_multiple_is_rounded_by_the_engine(unet32: Path) -> None:
     """The app's canvas size (any number of px) reaches the engine, which rounds it."""
+    from fvdesk.core.jobs.job import UnitJob
     from fvdesk.core.jobs.run import render_units
-    from fvdesk.core.optim.jobs import UnitJob
     from fvdesk.core.optim.render import canvas_size
     from fvdesk.core.optim.settings import RenderSettings
     from tests.test_render import drive

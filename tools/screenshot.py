@@ -19,6 +19,11 @@ examples --steps 64 --colors 256``).  The examples cache goes to a temporary fol
 (``docs/interpolation.png``) show the article's figures instead, started as a user would: the
 unit(s) selected in the layer tree and the Figures menu's action triggered (the interpolation
 dialog filled in and accepted).
+
+``--scene inspect`` (``docs/inspect.png``) opens a grey image holding two generated patterns in
+the Inspect Image dock (File > Open Image… without the dialog): the prediction, the last conv layer's top units
+with their heat maps and renders, and the attribution of the predicted class, the canvas holding
+the views' tiles.
 """
 
 from __future__ import annotations
@@ -96,6 +101,48 @@ def examples_scene(w: Any, args: argparse.Namespace) -> int:
     return grab(w, args.out, args.colors)
 
 
+def _two_patterns(path: Path, cls: int) -> Path:
+    """A grey 128 px image with class ``cls``'s pattern top left and the next class's bottom
+    right: the heat maps and the attribution then point somewhere."""
+    import numpy as np
+    from PIL import Image
+
+    from fvdesk.core.patterns import CLASSES, generate
+
+    x, y = generate(4 * len(CLASSES), 64, seed=7)
+    a = x[int(np.flatnonzero(y == cls)[0])]
+    b = x[int(np.flatnonzero(y == (cls + 1) % len(CLASSES))[0])]
+    img = np.full((3, 128, 128), 0.5, dtype=np.float32)
+    img[:, :64, :64], img[:, 64:, 64:] = a, b
+    Image.fromarray((img.transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)).save(path)
+    return path
+
+
+def inspect_scene(w: Any, args: argparse.Namespace) -> int:
+    """A pattern image in the inspector: prediction, top units, attribution (``--scene inspect``)."""
+    image = _two_patterns(Path(tempfile.mkdtemp()) / "two_patterns.png", args.tile % 8)
+    w.inspect_image(image)
+    panel = w.inspect.panel
+    if not _wait(lambda: panel.activations is not None, 300):
+        print(f"cannot inspect {image}: {w.errors[-1:]}", file=sys.stderr)
+        return 1
+    panel.top_spin.setValue(6)
+    if not _wait(lambda: not w.queue.busy(), 3600):
+        print("rendering took too long", file=sys.stderr)
+        return 1
+    panel.tabs.setCurrentIndex(1)  # Top Units
+    panel.attribute_current()
+    _wait(lambda: panel.attribution is not None and not w.queue.busy(), 3600)
+    w.settings_dock.hide()
+    w.resizeDocks([w.inspect_dock], [560], Qt.Orientation.Horizontal)
+    w.resizeDocks([w.log_dock], [80], Qt.Orientation.Vertical)
+    w.inspect_dock.raise_()
+    view = w.tile_view
+    w.canvas.size_slider.setValue(view.viewport().width() // 5 - 24)
+    view.scrollToTop()
+    return grab(w, args.out, args.colors)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path, nargs="?", default=Path("docs/screenshot.png"))
@@ -104,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--units", type=int, default=11)
     ap.add_argument("--width", type=int, default=1560)
     ap.add_argument("--height", type=int, default=960)
-    ap.add_argument("--scene", choices=("window", "examples", "spectrum", "interpolation"),
+    ap.add_argument("--scene", choices=("window", "examples", "spectrum", "interpolation", "inspect"),
                     default="window")  # fmt: skip
     ap.add_argument("--images", type=Path, help="the dataset folder of --scene examples")
     ap.add_argument("--tile", type=int, default=3, help="the tile --scene examples selects")
@@ -132,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.scene == "examples":
         return examples_scene(w, args)
+    if args.scene == "inspect":
+        return inspect_scene(w, args)
     if args.scene != "window":
         if not figure_scene(w, args):
             return 1

@@ -17,10 +17,10 @@ from fvdesk.cli.examples_cmd import _pre_record
 from fvdesk.core.dataset.examples import UnitExamples
 from fvdesk.core.device import describe_device
 from fvdesk.core.errors import ConfigError
+from fvdesk.core.jobs.job import ExamplesJob, Job
 from fvdesk.core.jobs.passes import ExamplesResult
 from fvdesk.core.jobs.run import run_job
 from fvdesk.core.optim.drive import CancelFlag, drive
-from fvdesk.core.optim.jobs import ExamplesJob, Job
 from fvdesk.core.output.examples import write_examples_gallery
 from fvdesk.core.output.gallery import ModelInfo
 from fvdesk.core.output.html import esc

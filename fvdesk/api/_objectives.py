@@ -14,7 +14,7 @@ from numbers import Real
 from typing import Any
 
 from fvdesk.core.errors import ConfigError
-from fvdesk.core.optim.jobs import (
+from fvdesk.core.jobs.job import (
     Term,
     check_kind,
     combination_caption,

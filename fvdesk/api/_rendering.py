@@ -25,11 +25,11 @@ from fvdesk.api._objectives import Objective, objective
 from fvdesk.cli.common import render_settings
 from fvdesk.core.device import describe_device, pick_device
 from fvdesk.core.errors import ConfigError
+from fvdesk.core.jobs.job import CombinationJob, Job, JobSpec, UnitJob, default_kind
 from fvdesk.core.jobs.run import run_job
 from fvdesk.core.optim import options
 from fvdesk.core.optim.drive import CancelFlag, drive
 from fvdesk.core.optim.events import JobResult
-from fvdesk.core.optim.jobs import CombinationJob, Job, JobSpec, UnitJob, default_kind
 from fvdesk.core.optim.settings import RenderSettings, TransformSettings
 from fvdesk.core.output.atlas import BatchCommitter
 from fvdesk.core.output.gallery import Gallery, GalleryItem, ModelInfo

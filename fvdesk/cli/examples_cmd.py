@@ -74,10 +74,10 @@ def examples_pass(args: argparse.Namespace, model: Any, layers: Sequence[str], d
     (images optimized together, ``None`` when not given), which is not the pass's.  ``options``:
     ``passes.PassOptions`` (decode workers, a shard, merging)."""
     from fvdesk.core.errors import FvdeskError
+    from fvdesk.core.jobs.job import ExamplesJob, Job
     from fvdesk.core.jobs.passes import PassOptions, run_examples
     from fvdesk.core.optim.drive import drive
     from fvdesk.core.optim.events import NoticeEvent, ProgressEvent
-    from fvdesk.core.optim.jobs import ExamplesJob, Job
 
     try:
         spec = ExamplesJob(
@@ -137,7 +137,7 @@ def render_with_examples(args: argparse.Namespace, model: Any, job: Any, device:
     """``render --images``: the pass for the rendered layer, the renders (one facet per dataset
     cluster with ``--cluster-facets``), then every item gets its examples."""
     from fvdesk.core.jobs.clusters import DEFAULT_POOL, cluster_facets
-    from fvdesk.core.optim.jobs import Job, UnitJob
+    from fvdesk.core.jobs.job import Job, UnitJob
     from fvdesk.core.output.examples import attach_examples
     from fvdesk.core.output.gallery import Gallery
 

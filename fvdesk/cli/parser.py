@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from fvdesk.cli.args import (
     UnitSpec,
@@ -20,9 +21,10 @@ from fvdesk.cli.args import (
 )
 from fvdesk.cli.atlas_cmd import cmd_atlas
 from fvdesk.cli.examples_cmd import _add_examples_parser
+from fvdesk.cli.image_cmd import _add_image_parser
 from fvdesk.cli.model_cmds import cmd_info, cmd_layers
 from fvdesk.cli.render_cmds import cmd_render
-from fvdesk.core.optim.jobs import UNIT_KINDS
+from fvdesk.core.jobs.job import UNIT_KINDS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +46,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
+    common = _common_flags()
+    _add_layers_parser(sub, common)
+    _add_info_parser(sub, common)
+    opt = argparse.ArgumentParser(add_help=False)
+    _add_setting_flags(opt)
+
+    _add_render_parser(sub, common, opt)
+    _add_atlas_parser(sub, common, opt)
+    _add_examples_parser(sub, common)
+    _add_image_parser(sub, common, opt)
+    return p
+
+
+def _common_flags() -> argparse.ArgumentParser:
+    """The flags every model command takes: the model, device, input and the user's choices."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "model", nargs="?", metavar="MODEL", help="ONNX file (default: the embedded demo model)"
@@ -91,7 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument("--quiet", "-q", action="store_true", help="no progress bar or notices")
     common.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    return common
 
+
+def _add_layers_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """fvdesk layers"""
     lay = sub.add_parser(
         "layers",
         parents=[common],
@@ -106,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lay.set_defaults(func=cmd_layers)
 
+
+def _add_info_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """fvdesk info"""
     inf = sub.add_parser(
         "info",
         parents=[common],
@@ -115,9 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--json", action="store_true", help="print JSON")
     inf.set_defaults(func=cmd_info)
 
-    opt = argparse.ArgumentParser(add_help=False)
-    _add_setting_flags(opt)
 
+def _add_render_parser(
+    sub: Any, common: argparse.ArgumentParser, opt: argparse.ArgumentParser
+) -> None:
+    """fvdesk render: units, combinations, the article's jobs, --from reproduction"""
     ren = sub.add_parser(
         "render",
         parents=[common, opt],
@@ -193,6 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_images_flags(ren, clusters=True)
     ren.set_defaults(func=cmd_render)
 
+
+def _add_atlas_parser(
+    sub: Any, common: argparse.ArgumentParser, opt: argparse.ArgumentParser
+) -> None:
+    """fvdesk atlas: every unit of many layers, resumable and shardable"""
     atl = sub.add_parser(
         "atlas",
         parents=[common, opt],
@@ -239,5 +270,3 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_images_flags(atl)
     atl.set_defaults(func=cmd_atlas)
-    _add_examples_parser(sub, common)
-    return p

@@ -12,11 +12,11 @@ from fvdesk.cli.args import EXIT_OK, UsageError
 from fvdesk.cli.common import _device, _load, _resolve_layer, _settings_or_usage
 from fvdesk.cli.examples_cmd import render_with_examples
 from fvdesk.cli.writing import write_job
-from fvdesk.core.optim.jobs import UNIT_KINDS
+from fvdesk.core.jobs.job import UNIT_KINDS
 
 
 def _layer_kind(model: Any) -> Callable[[str], str]:
-    from fvdesk.core.optim.jobs import default_kind
+    from fvdesk.core.jobs.job import default_kind
 
     return lambda name: default_kind(model.graph[name]) if name in model.graph else "channel"
 
@@ -24,7 +24,7 @@ def _layer_kind(model: Any) -> Callable[[str], str]:
 def render_spec(args: argparse.Namespace, model: Any) -> Any:
     """The job spec the render flags describe (a combination when --objective is an expression)."""
     from fvdesk.core.errors import FvdeskError
-    from fvdesk.core.optim.jobs import CombinationJob, UnitJob, parse_objective
+    from fvdesk.core.jobs.job import CombinationJob, UnitJob, parse_objective
 
     objective = args.objective
     facets = args.diversity or 1
@@ -61,7 +61,7 @@ def render_spec(args: argparse.Namespace, model: Any) -> Any:
 def _article_spec(args: argparse.Namespace, model: Any) -> Any:
     """The spec of --direction, --interpolate, --spectrum or --steepest (``None``: none given)."""
     from fvdesk.core.errors import FvdeskError
-    from fvdesk.core.optim import jobs
+    from fvdesk.core.jobs import job as jobs
 
     chosen = [f for f, on in (("--direction", args.direction), ("--interpolate", args.interpolate),
               ("--spectrum", args.spectrum), ("--steepest", args.steepest)) if on]  # fmt: skip
@@ -92,7 +92,7 @@ def _article_spec(args: argparse.Namespace, model: Any) -> Any:
 
 
 def _terms_of(args: argparse.Namespace, model: Any, text: str) -> Any:
-    from fvdesk.core.optim.jobs import parse_objective
+    from fvdesk.core.jobs.job import parse_objective
 
     terms = parse_objective(text, _layer_kind(model))
     for t in terms:
@@ -102,7 +102,7 @@ def _terms_of(args: argparse.Namespace, model: Any, text: str) -> Any:
 
 def _target_terms(args: argparse.Namespace, model: Any) -> Any:
     """One objective for --spectrum/--steepest: --objective EXPR, or one unit of --layer."""
-    from fvdesk.core.optim.jobs import Term
+    from fvdesk.core.jobs.job import Term
 
     if args.objective not in UNIT_KINDS:
         return _terms_of(args, model, args.objective)
@@ -140,7 +140,7 @@ def _spec_units(args: argparse.Namespace, model: Any) -> list[int]:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from fvdesk.core.optim.jobs import Job
+    from fvdesk.core.jobs.job import Job
 
     if args.from_gallery is not None:
         return cmd_reproduce(args)
@@ -178,18 +178,28 @@ def cmd_render(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _image_jobs(folder: Path) -> None:
+    """Image views reproduce too: their runners registered, their image also looked for in the
+    gallery's copy (``fvdesk.core.inspect``)."""
+    from fvdesk.core.inspect import runners  # noqa: F401
+    from fvdesk.core.inspect.image import search_in
+
+    search_in(folder)
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
     """``render --from``: render saved items again from their provenance and compare pixels."""
     import numpy as np
 
     from fvdesk.core.errors import FvdeskError
+    from fvdesk.core.jobs.job import job_from_provenance
     from fvdesk.core.jobs.run import run_job
     from fvdesk.core.optim.drive import drive
-    from fvdesk.core.optim.jobs import job_from_provenance
     from fvdesk.core.output.gallery import read_gallery
 
     folder = args.from_gallery
     folder = folder.parent if folder.suffix.lower() == ".json" else folder
+    _image_jobs(folder)
     _, pairs = read_gallery(folder)
     wanted = args.item if args.item else list(range(len(pairs)))
     bad = [n for n in wanted if n >= len(pairs)]

@@ -22,6 +22,8 @@ from types import ModuleType
 #: old module name -> new module name (the core's; ``fvdesk.gui._moved`` has the app's)
 MOVED: dict[str, str] = {
     "fvdesk.core.optim.run": "fvdesk.core.jobs.run",
+    "fvdesk.core.optim.jobs": "fvdesk.core.jobs.job",
+    "fvdesk.core.optim.presentation": "fvdesk.core.jobs.presentation",
     "fvdesk.core.dataset.passes": "fvdesk.core.jobs.passes",
     "fvdesk.core.dataset.clusters": "fvdesk.core.jobs.clusters",
     "fvdesk.core.dataset.export": "fvdesk.core.output.examples",

@@ -46,3 +46,8 @@ class GalleryError(FvdeskError):
 
 class DatasetError(ConfigError):
     """An image folder cannot be used (missing, empty, vanished mid-pass) or its cache is damaged."""
+
+
+class ImageError(FvdeskError):
+    """An image to inspect cannot be used (missing, not an image, truncated, changed since a job
+    was made)."""

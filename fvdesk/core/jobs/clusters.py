@@ -18,10 +18,10 @@ from fvdesk.core.dataset.examples import Example, LayerExamples
 from fvdesk.core.dataset.kmeans import kmeans
 from fvdesk.core.errors import DatasetError
 from fvdesk.core.imagefolder import ImageSkipped, fit_image
+from fvdesk.core.jobs.job import DEFAULT_CLUSTER_WEIGHT, ClusterJob, default_kind
 from fvdesk.core.jobs.run import diversity_layer
 from fvdesk.core.model.loaded import LoadedModel
 from fvdesk.core.model.preprocessing import Preprocessing
-from fvdesk.core.optim.jobs import DEFAULT_CLUSTER_WEIGHT, ClusterJob, default_kind
 
 #: How many top examples are clustered (the pass must keep at least this many: ``top``).
 DEFAULT_POOL = 32

@@ -36,9 +36,9 @@ from fvdesk.core.dataset.receptive import layer_field
 from fvdesk.core.device import describe_device, pick_device
 from fvdesk.core.errors import DatasetError
 from fvdesk.core.imagefolder import FolderScan, scan_folder
+from fvdesk.core.jobs.job import ExamplesJob, Job
 from fvdesk.core.model.loaded import LoadedModel
 from fvdesk.core.optim.events import Event, JobResult, NoticeEvent, ProgressEvent
-from fvdesk.core.optim.jobs import ExamplesJob, Job
 
 #: How many skipped files a notice names before "and N more".
 SHOWN_SKIPS = 8

@@ -8,6 +8,7 @@ register a runner with ``register_runner``; every runner yields the same events 
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
@@ -17,20 +18,7 @@ import torch
 
 from fvdesk.core.device import describe_device
 from fvdesk.core.errors import RenderError
-from fvdesk.core.jobs.passes import run_examples
-from fvdesk.core.model.loaded import LoadedModel
-from fvdesk.core.optim import objectives as obj
-from fvdesk.core.optim.drive import CancelFlag, cancel_fn
-from fvdesk.core.optim.events import (
-    Event,
-    JobResult,
-    NoticeEvent,
-    PreviewEvent,
-    StepEvent,
-    UnitDoneEvent,
-    UnitResult,
-)
-from fvdesk.core.optim.jobs import (
+from fvdesk.core.jobs.job import (
     ClusterJob,
     CombinationJob,
     DirectionJob,
@@ -45,9 +33,22 @@ from fvdesk.core.optim.jobs import (
     UnitJob,
     combination_caption,
 )
+from fvdesk.core.jobs.passes import run_examples
+from fvdesk.core.jobs.presentation import SlotView, job_views
+from fvdesk.core.model.loaded import LoadedModel
+from fvdesk.core.optim import objectives as obj
+from fvdesk.core.optim.drive import CancelFlag, cancel_fn
+from fvdesk.core.optim.events import (
+    Event,
+    JobResult,
+    NoticeEvent,
+    PreviewEvent,
+    StepEvent,
+    UnitDoneEvent,
+    UnitResult,
+)
 from fvdesk.core.optim.param import INTERPOLATION_SHARED
 from fvdesk.core.optim.parameterizations import make_param, pin_settings
-from fvdesk.core.optim.presentation import SlotView, job_views
 from fvdesk.core.optim.quality import high_frequency_share
 from fvdesk.core.optim.render import (
     BatchDone,
@@ -66,7 +67,7 @@ Runner = Callable[..., Generator[Event, None, JobResult]]
 @dataclass
 class Plan:
     """How a spec renders: its slots and the objective of a batch of them.  How its images are
-    named and filed is the spec's presentation (``fvdesk.core.optim.presentation``)."""
+    named and filed is the spec's presentation (``fvdesk.core.jobs.presentation``)."""
 
     slots: list[Slot]
     build: Callable[[Sequence[Slot]], obj.Objective]
@@ -82,6 +83,17 @@ RUNNERS: dict[type[JobSpec], Runner] = {}
 def register_runner(spec_type: type[JobSpec], runner: Runner) -> None:
     """Let ``run_job`` run ``spec_type`` with ``runner(model, job, cancelled, only, device)``."""
     RUNNERS[spec_type] = runner
+
+
+def _runner_from_module(spec_type: type[JobSpec]) -> Runner | None:
+    """The runner of a spec whose (torch-free) module cannot import its runner: the spec names
+    the module that registers it (``runner_module``), imported on first use, so every front end
+    runs and reproduces it without knowing where it lives."""
+    module = getattr(spec_type, "runner_module", "")
+    if not module:
+        return None
+    importlib.import_module(module)
+    return RUNNERS.get(spec_type)
 
 
 def run_job(
@@ -104,7 +116,7 @@ def run_job(
         )
     uses_maco = isinstance(job.spec, SpectrumJob) and "maco" in job.spec.variants
     job = replace(job, settings=pin_settings(job.settings, maco=uses_maco))
-    runner = RUNNERS.get(type(job.spec), _run_planned)
+    runner = RUNNERS.get(type(job.spec)) or _runner_from_module(type(job.spec)) or _run_planned
     return (yield from runner(model, job, cancel_fn(cancel), only, device))
 
 

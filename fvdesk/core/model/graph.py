@@ -273,6 +273,9 @@ def find_logits(
         # Walk back through Softmax / shape-only ops to the pre-softmax scores.
         t, seen = out, 0
         op, src = producer_op.get(t, ("", ""))
+        while op == "Identity" and seen < 4 and src:  # an output renamed after its softmax
+            t, seen = src, seen + 1
+            op, src = producer_op.get(t, ("", ""))
         if op in ("Softmax", "LogSoftmax", "Sigmoid"):
             t = src
             while seen < 4 and t not in by_tensor and t in producer_op:

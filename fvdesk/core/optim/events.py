@@ -1,7 +1,7 @@
 """What running a job reports: its events and results (numpy only, no torch).
 
 The app dispatches on these classes with ``isinstance`` without importing the engine.  Every
-image of a job has a *slot* (its index in the job, ``fvdesk.core.optim.jobs.Slot``); events say
+image of a job has a *slot* (its index in the job, ``fvdesk.core.optim.slots.Slot``); events say
 which slots their images are, so a front end routes them to tiles without arithmetic of its own.
 """
 

@@ -91,7 +91,7 @@ class CombinationBuilder(QWidget):
     def add_term(self, layer: str, unit: int, kind: str = "channel", weight: float = 1.0,
                  x: int | None = None, y: int | None = None) -> None:  # fmt: skip
         """Add ``weight * kind(layer:unit)`` (``x, y``: a neuron's position)."""
-        from fvdesk.core.optim.jobs import Term
+        from fvdesk.core.jobs.job import Term
 
         self._terms.append(Term(layer, int(unit), kind, float(weight), x, y))
         self._refresh()
@@ -115,7 +115,7 @@ class CombinationBuilder(QWidget):
 
     def spec(self) -> Any:
         """The ``CombinationJob`` the builder describes (``ConfigError`` when empty)."""
-        from fvdesk.core.optim.jobs import CombinationJob
+        from fvdesk.core.jobs.job import CombinationJob
 
         return CombinationJob(self.terms(), negative=self.negative.isChecked(),
                               facets=self.facets.value())  # fmt: skip

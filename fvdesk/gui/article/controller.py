@@ -18,7 +18,7 @@ from typing import Any
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QDockWidget, QFileDialog, QWidget
 
-from fvdesk.core.optim.jobs import JobSpec, Term
+from fvdesk.core.jobs.job import JobSpec, Term
 from fvdesk.gui.article.combination import CombinationBuilder
 from fvdesk.gui.article.direction import DirectionDialog, InterpolationDialog
 from fvdesk.gui.article.figures import spectrum_spec, steepest_spec

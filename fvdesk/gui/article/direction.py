@@ -116,7 +116,7 @@ class DirectionDialog(_SpecDialog):
 
     def spec(self) -> Any:
         from fvdesk.core.errors import ConfigError
-        from fvdesk.core.optim.jobs import DirectionJob
+        from fvdesk.core.jobs.job import DirectionJob
 
         common = {"negative": self.negative.isChecked(), "facets": self.facets.value()}
         if self.random.isChecked():
@@ -170,7 +170,7 @@ class InterpolationDialog(_SpecDialog):
         self.form.addRow(self.shared)
 
     def spec(self) -> Any:
-        from fvdesk.core.optim.jobs import InterpolationJob, parse_objective
+        from fvdesk.core.jobs.job import InterpolationJob, parse_objective
 
         a = parse_objective(self.a.text(), self._kind)
         b = parse_objective(self.b.text(), self._kind)

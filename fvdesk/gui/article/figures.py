@@ -3,7 +3,7 @@
 ``spectrum_spec``/``steepest_spec`` build the specs of the "Regularization Spectrum" and
 "Steepest Descent" actions on a unit (or a combination); submit them with the job controller.
 How their tiles look (captions, labels, one strip per job) is the core's presentation
-(``fvdesk.core.optim.presentation``), as for every job kind.
+(``fvdesk.core.jobs.presentation``), as for every job kind.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from fvdesk.core.optim.jobs import SpectrumJob, SteepestJob, Term
+from fvdesk.core.jobs.job import SpectrumJob, SteepestJob, Term
 from fvdesk.core.optim.variants import spectrum_keys
 
 

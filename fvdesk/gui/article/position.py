@@ -145,7 +145,7 @@ class NeuronPositionPicker(QWidget):
         return self.grid.x, self.grid.y
 
     def spec(self) -> Any:
-        from fvdesk.core.optim.jobs import UnitJob
+        from fvdesk.core.jobs.job import UnitJob
 
         x, y = self.position()
         return UnitJob(self.layer, (self.unit,), kind="neuron", x=x, y=y)

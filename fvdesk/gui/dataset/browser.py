@@ -167,7 +167,7 @@ class LayerExamplesBrowser(QWidget):
         """Run the dataset pass for ``layer`` (cached passes return at once), then show it;
         ``choices`` (the core's ``Choices`` in force; default the model's own) are the pass's
         preprocessing and the rows' labels."""
-        from fvdesk.core.optim.jobs import ExamplesJob, Job
+        from fvdesk.core.jobs.job import ExamplesJob, Job
 
         self.cancel()
         self._generation += 1

@@ -26,8 +26,8 @@ from PySide6.QtWidgets import QWidget
 
 from fvdesk.core.dataset.choice import DatasetChoice
 from fvdesk.core.errors import FvdeskError
+from fvdesk.core.jobs.job import ClusterJob, ExamplesJob, recorded_spec, unit_caption
 from fvdesk.core.optim.events import NoticeEvent, ProgressEvent
-from fvdesk.core.optim.jobs import ClusterJob, ExamplesJob, recorded_spec, unit_caption
 from fvdesk.core.optim.kinds import COMPARABLE_KINDS, kind_info, measure_of
 from fvdesk.gui.canvas.tiles import Tile
 from fvdesk.gui.dataset.browser import LayerExamplesBrowser
@@ -111,6 +111,21 @@ class DatasetController(Controller):
 
     def call(self, fn: Callable[[], Any], on_done: DoneFn, on_failed: FailFn) -> None:
         self._runner.call(fn, on_done, on_failed)
+
+    # -- the actions it handles (the window's wiring loop) -------------------------------------
+    def commands(self, refs: Callable[[], list[Any]], parent: Any) -> dict[str, Callable[[], Any]]:
+        def browse() -> None:
+            layers = list(dict.fromkeys(r.layer.name for r in refs() if r.layer is not None))
+            for name in layers[:1]:
+                self.browse_layer(name)
+
+        return {"dataset": lambda: self.choose_dialog(parent), "layer_examples": browse}
+
+    def enabled(self, has_model: bool, refs: list[Any]) -> dict[str, bool]:
+        dataset = has_model and self.choice is not None
+        layer_sel = any(r.layer is not None for r in refs)
+        return {"dataset": has_model, "dataset_spectrum": dataset,
+                "layer_examples": dataset and layer_sel}  # fmt: skip
 
     # -- the dataset choice -----------------------------------------------------------------------
     def choose_dialog(self, parent: QWidget | None = None) -> None:

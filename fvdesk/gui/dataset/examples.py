@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import QPointF, QRect, QRectF, QSize, Qt, QUrl, Signal
 from PySide6.QtGui import QColor, QDesktopServices, QImage, QPainter, QPen
-from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QScrollArea, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QMenu, QScrollArea, QVBoxLayout, QWidget
 
 from fvdesk.gui.canvas.tiles import to_qimage
 from fvdesk.gui.runtime.runners import JobRunner
@@ -49,6 +49,7 @@ class ExampleTile(QFrame):
     """One example: the whole image with the receptive-field box, the crop, the value."""
 
     activated = Signal(object)  # the Example
+    inspect = Signal(object)  # the Example: open it in the image inspector
 
     FULL, CROP = 112, 72
 
@@ -84,6 +85,12 @@ class ExampleTile(QFrame):
 
     def mouseDoubleClickEvent(self, e: Any) -> None:
         self.activated.emit(self.example)
+
+    def contextMenuEvent(self, e: Any) -> None:
+        menu = QMenu(self)
+        menu.addAction("Inspect This Image", lambda: self.inspect.emit(self.example))
+        menu.addAction("Open in Viewer", lambda: self.activated.emit(self.example))
+        menu.exec(e.globalPos())
 
     def paintEvent(self, e: Any) -> None:
         super().paintEvent(e)
@@ -177,6 +184,7 @@ class ExamplesPanel(QWidget):
     """
 
     open_requested = Signal(object)  # Path of the example's image
+    inspect_requested = Signal(object)  # Path of the example's image, for the image inspector
     loaded = Signal()  # every tile of the current unit has its images
 
     COLUMNS = 3
@@ -282,12 +290,17 @@ class ExamplesPanel(QWidget):
             for i, ex in enumerate(examples):
                 tile = ExampleTile(ex)
                 tile.activated.connect(self._activate)
+                tile.inspect.connect(self._inspect)
                 grid.addWidget(tile, i // self.COLUMNS, i % self.COLUMNS)
                 self.tiles.append(tile)
 
     def _activate(self, example: Any) -> None:
         if self.examples is not None:
             self.open_requested.emit(self.examples.root / example.rel)
+
+    def _inspect(self, example: Any) -> None:
+        if self.examples is not None:
+            self.inspect_requested.emit(self.examples.root / example.rel)
 
     def _on_images(self, gen: int, images: list[Any]) -> None:
         if gen != self._generation:

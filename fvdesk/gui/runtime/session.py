@@ -27,9 +27,9 @@ from typing import Any
 from PySide6.QtCore import QObject, Signal
 
 from fvdesk.core.errors import ConfigError, FvdeskError
+from fvdesk.core.jobs.job import Job, JobSpec
 from fvdesk.core.model.choices import SOURCES, Choices
 from fvdesk.core.model.preprocessing import Preprocessing
-from fvdesk.core.optim.jobs import Job, JobSpec
 from fvdesk.core.optim.settings import RenderSettings, size_refusal
 from fvdesk.gui.runtime.worker import BackgroundCall
 

@@ -52,6 +52,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("open", "&Open Model…", _SK.Open, "Open an ONNX image classifier.", "&File", _SP.SP_DialogOpenButton, toolbar=True),
     ActionSpec(SUBMENU_RECENT, "Open &Recent", None, "Models opened recently.", "&File"),
     ActionSpec("open_demo", "Open &Demo Model", None, "Open the small pattern classifier shipped with fvdesk.", "&File"),
+    ActionSpec("open_image", "Open &Image…", "Ctrl+I", "Inspect an image: what the open model predicts, which units fire where, attribution, neuron groups (Inspect Image panel).", "&File"),
     ActionSpec("open_gallery", "Open &Gallery…", "Ctrl+Shift+O", "Show the images of a saved gallery folder as tiles.", "&File"),
     ActionSpec("dataset", "Da&taset…", "Ctrl+Shift+D", "Choose a folder of your images for this model: each render's dataset examples appear beside it.", "&File"),
     ActionSpec("dataset_spectrum", "Use the Dataset's Spectrum for &MACO", None, "MACO keeps the mean amplitude spectrum of the dataset folder instead of fvdesk's (Render Settings > MACO spectrum).", "&File"),

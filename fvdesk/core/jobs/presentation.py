@@ -17,21 +17,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fvdesk.core.optim.jobs import (
-    ClusterJob,
+from fvdesk.core.jobs.dataset_specs import ClusterJob
+from fvdesk.core.jobs.job import Job
+from fvdesk.core.jobs.specs import (
     CombinationJob,
     DirectionJob,
     InterpolationJob,
-    Job,
     JobSpec,
-    Slot,
     SpectrumJob,
     SteepestJob,
-    Term,
     UnitJob,
-    combination_caption,
-    unit_caption,
 )
+from fvdesk.core.jobs.terms import Term, combination_caption, unit_caption
+from fvdesk.core.optim.slots import Slot
 from fvdesk.core.optim.variants import variant
 
 #: ``label_of(layer, unit)``: the class name of a unit under the labels in force, or None.
