@@ -235,6 +235,15 @@ class Workspace:
             self.made["atlas"] = out
         return self.made["atlas"]
 
+    def examples_shards(self, argv: list[str]) -> None:
+        """``examples --merge`` summarizes what shards computed: run them into this cache."""
+        base = [a for a in argv if a != "--merge"]
+        if "--out" in base:
+            k = base.index("--out")
+            del base[k : k + 2]
+        for shard in ("0/2", "1/2"):
+            self.run([*base, "--shard", shard, "--quiet"])
+
 
 def _substitute(text: str, ws: Workspace) -> list[str]:
     text = re.sub(r"\bL:(?=\d)", f"{LAYER}:", text)  # layer names inside objective expressions
@@ -301,6 +310,8 @@ def test_documented_command_runs(command: Command, workspace: Workspace, example
             continue
         from fvdesk.cli import main
 
+        if argv[0] == "examples" and "--merge" in argv:
+            workspace.examples_shards(argv)
         code = main(argv)
         out = capsys.readouterr()
         assert code == 0, f"{variant!r} exited {code}: {out.err.strip()[-600:]}"
