@@ -86,7 +86,7 @@ def examples_pass(args: argparse.Namespace, model: Any, layers: Sequence[str], d
             bar.message(f"note: {ev.message}")
 
     try:
-        result = drive(run_job(model, Job.for_model(model, spec), device=device), on_event)
+        result: Any = drive(run_job(model, Job.for_model(model, spec), device=device), on_event)
     finally:
         bar.close()
     if not args.quiet:
@@ -133,7 +133,13 @@ def render_with_examples(args: argparse.Namespace, model: Any, job: Any, device:
     position = (spec.x, spec.y) if kind == "neuron" and spec.x is not None else None
     pool = max(args.top, DEFAULT_POOL) if args.cluster_facets else None
     result = examples_pass(
-        args, model, [spec.layer], device, kind=kind, position=position, top=pool
+        args,
+        model,
+        [spec.layer],
+        device,
+        kind=kind,
+        position=position,  # type: ignore[arg-type]  # a neuron has x and y set together
+        top=pool,
     )
     jobs, clusters = [job], None
     if args.cluster_facets:

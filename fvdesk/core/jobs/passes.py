@@ -128,7 +128,7 @@ def run_examples(
 ) -> Generator[Event, None, ExamplesResult]:
     """The runner of ``ExamplesJob`` (see the module docstring)."""
     t0 = time.perf_counter()
-    spec: ExamplesJob = job.spec  # type: ignore[assignment]
+    spec: ExamplesJob = job.spec  # type: ignore[assignment]  # the planner is picked by the spec's type
     spec.validate(model.graph)
     dev = device if isinstance(device, torch.device) else pick_device(device or job.settings.device)
     root = Path(spec.root)

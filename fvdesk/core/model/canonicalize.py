@@ -15,6 +15,7 @@ import collections
 import heapq
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx
@@ -343,7 +344,7 @@ def _constant_tensor(n: NodeProto) -> TensorProto | None:
             "value_ints": lambda v: np.array(list(v), np.int64),
         }.get(a.name)
         if arr is not None:
-            return numpy_helper.from_array(arr(v), n.output[0])
+            return numpy_helper.from_array(arr(v), n.output[0])  # type: ignore[arg-type]  # arr is one of the converters above
     return None
 
 
@@ -368,7 +369,7 @@ def _evaluate_with_ort(
     nodes = [g.node[i] for i in node_ids]
     produced = {o for n in nodes for o in n.output if o}
     needed_inputs = {alias.get(x, x) for n in nodes for x in n.input if x and x not in produced}
-    consumers_outside = set()
+    consumers_outside: set[str] = set()
     folded_ids = set(node_ids)
     for i, n in enumerate(g.node):
         if i not in folded_ids:
@@ -504,7 +505,7 @@ def _function_body(
     defs: object, n: NodeProto, opset: int, types: dict
 ) -> onnx.FunctionProto | None:
     try:
-        schema = defs.get_schema(n.op_type, opset, "")  # type: ignore[attr-defined]
+        schema = defs.get_schema(n.op_type, opset, "")  # type: ignore[attr-defined]  # missing from onnx's stubs
     except Exception:  # noqa: BLE001 - unknown op: nothing to expand
         return None
     try:
@@ -743,7 +744,7 @@ def tensors_needing_shapes(model: ModelProto) -> list[str]:
         if shape is None:
             out.append(n.input[0])
         elif n.op_type == "LayerNormalization":
-            axis = int(_attr(n, "axis", -1) or -1)  # type: ignore[call-overload]
+            axis = int(_attr(n, "axis", -1) or -1)
             tail = shape[axis:] if -len(shape) <= axis < len(shape) else shape
             if not all(isinstance(d, int) and d > 0 for d in tail):
                 out.append(n.input[0])
@@ -827,10 +828,11 @@ def fix_pad_values(model: ModelProto, report: Report) -> None:
         if p.size != 2 * rank or p[0] or p[rank] or (p < 0).any():
             out.append(n)  # the batch padded, or cropping: leave it to the converter
             continue
-        dims = [1] + [int(d) + int(p[i]) + int(p[i + rank]) for i, d in enumerate(shape) if i]
+        dims = [1] + [int(d) + int(p[i]) + int(p[i + rank]) for i, d in enumerate(shape) if i]  # type: ignore[arg-type]  # shape[1:] checked positive ints above
         border = np.full(dims, c[0], dtype=numpy_helper.to_array(value).dtype)
         inner = (slice(None),) + tuple(
-            slice(int(p[i]), int(p[i]) + int(shape[i])) for i in range(1, rank)
+            slice(int(p[i]), int(p[i]) + int(shape[i]))  # type: ignore[arg-type]  # checked above
+            for i in range(1, rank)
         )
         border[inner] = 0
         padded, const = f"{n.output[0]}__fvdesk_zero_pad", f"{n.output[0]}__fvdesk_pad_border"
@@ -922,7 +924,7 @@ def _rewrite_avgpool(
     pad = helper.make_node(
         "Pad", [n.input[0], pads_init], [pad_name], name=f"{n.name}/fvdesk_pad", mode="constant"
     )
-    attrs = {"kernel_shape": kernel, "strides": strides, "count_include_pad": 1}
+    attrs: dict[str, Any] = {"kernel_shape": kernel, "strides": strides, "count_include_pad": 1}
     if np.all(scale == 1.0):
         return [pad, helper.make_node("AveragePool", [pad_name], [out_name], name=n.name, **attrs)]
     pooled, scale_name = f"{out_name}__fvdesk_pooled", f"{out_name}__fvdesk_count_scale"

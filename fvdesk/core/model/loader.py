@@ -343,7 +343,7 @@ class _Loader:
             failure = e
         if built is not None and built.cut is None:
             return built
-        suspects = built.report.applied if built is not None else failure.applied  # type: ignore[union-attr]
+        suspects = built.report.applied if built is not None else failure.applied  # type: ignore[union-attr]  # one of the two is set
         if not suspects:
             return _keep(built, failure)
         self.report(0.55, "Retrying without graph repair")
@@ -353,7 +353,7 @@ class _Loader:
             return _keep(built, failure)
         if plain.cut is not None:
             return _keep(built, failure)
-        why = failure.cause if failure is not None else built.cut.reason  # type: ignore[union-attr]
+        why = failure.cause if failure is not None else built.cut.reason  # type: ignore[union-attr]  # one of the two is set
         for name in suspects:
             self.report(0.6, f"Retrying without the step '{name}'")
             try:
@@ -711,7 +711,7 @@ class _Loader:
             try:
                 dtype = helper.tensor_dtype_to_np_dtype(t.elem_type)
             except (KeyError, ValueError, TypeError):
-                dtype = np.float32
+                dtype = np.dtype(np.float32)
             extra[placeholders[i]] = torch.from_numpy(np.zeros(shape, dtype=dtype))
             self.warnings.append(
                 f"{self.path.name}: the non-image input {vi.name!r} is fed zeros of shape {shape}."
@@ -768,7 +768,7 @@ class _Loader:
         conv = onnx2torch.converter
 
         def tracked(*args: Any, **kwargs: Any) -> Any:
-            converter = original_get(*args, **kwargs)
+            converter = original_get(*args, **kwargs)  # type: ignore[has-type]  # bound below, before the first call
 
             def run(node: Any, graph: Any) -> Any:
                 current[:] = [node]
@@ -867,7 +867,7 @@ class _Loader:
                 floats.add(t)
                 inf = inferred.get(t)
                 if inf is not None and len(inf) == len(shape):
-                    merged = [
+                    merged: list[int | None] = [
                         d if isinstance(d, int) and d > 0 else s
                         for d, s in zip(inf, shape, strict=True)
                     ]
@@ -942,8 +942,8 @@ class _Loader:
                     n.name,
                     t,
                     n.op,
-                    tuple(d if isinstance(d, int) else None for d in shape) if kind else (),
-                    kind or "unknown",  # type: ignore[arg-type]
+                    tuple(d if isinstance(d, int) else None for d in shape) if kind else (),  # type: ignore[union-attr]  # kind is None whenever shape is
+                    kind or "unknown",  # type: ignore[arg-type]  # a kind the layer list shows as is
                     first_index + len(out),
                     available=False,
                     reason=reason,
@@ -983,7 +983,7 @@ class _Loader:
                 self.warnings.append(str(e))
         labels, source = resolve_labels(saved, labels_from_metadata(metadata), num_classes)
         if source in ("sidecar", "metadata"):
-            labels = self._check_count(labels, num_classes, source)  # type: ignore[arg-type]
+            labels = self._check_count(labels, num_classes, source)  # type: ignore[arg-type]  # these sources give labels
         return labels, source
 
     def _check_count(self, labels: list[str], n: int | None, source: str) -> list[str]:

@@ -107,6 +107,8 @@ def _layers(*objs: Objective) -> tuple[str, ...]:
 class Linear(Objective):
     """A weighted sum of objectives (what ``+``, ``-``, ``*`` build); nested sums are flattened."""
 
+    terms: list[tuple[float, Objective]]
+
     def __init__(self, terms: Sequence[tuple[float, Objective]]) -> None:
         flat: list[tuple[float, Objective]] = []
         for w, o in terms:
@@ -268,7 +270,7 @@ class Unit(Objective):
         n = act.shape[1]
         if self._checked != n:
             for u in units if isinstance(units, tuple) else (units,):
-                if not 0 <= u < n:  # type: ignore[operator]
+                if not 0 <= u < n:  # type: ignore[operator]  # units here are ints (channels)
                     raise IndexError(f"unit {u} is out of range: {self.layer} has {n} channels")
             self._checked = n
         if self.kind == "prob":

@@ -165,13 +165,13 @@ class _RedirectedReLU(torch.autograd.Function):
     @staticmethod
     def forward(
         ctx: Any, x: torch.Tensor, redirect: torch.Tensor, upper: float | None
-    ) -> torch.Tensor:  # type: ignore[override]
+    ) -> torch.Tensor:
         ctx.save_for_backward(x, redirect)
         ctx.upper = upper
         return x.clamp(min=0.0, max=upper)
 
     @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]  # autograd.Function's static signature
         x, redirect = ctx.saved_tensors
         passes = x > 0
         if ctx.upper is not None:
@@ -354,20 +354,20 @@ class _TailAverage:
             self.sum = torch.zeros_like(x)
             self.count = torch.zeros(x.shape[0], 1, 1, 1, device=x.device)
         self.sum += x
-        self.count += 1  # type: ignore[operator]
+        self.count += 1  # type: ignore[assignment, operator]  # set with sum above
 
     def forget(self, indices: Sequence[int]) -> None:
         """Drop these images' iterates (they restarted from a new random image)."""
         if self.sum is not None and indices:
             self.sum[list(indices)] = 0
-            self.count[list(indices)] = 0  # type: ignore[index]
+            self.count[list(indices)] = 0  # type: ignore[index]  # set with sum
 
     def mean(self, final: torch.Tensor) -> torch.Tensor:
         """The mean including ``final``, the image after the last step done."""
         x = final.detach().float()
         if self.sum is None or self.sum.shape != x.shape:
             return x
-        return (self.sum + x) / (self.count + 1)  # type: ignore[operator]
+        return (self.sum + x) / (self.count + 1)  # type: ignore[operator]  # set with sum
 
 
 @dataclass
@@ -398,7 +398,7 @@ def _render_core(
     units = tuple(sl.unit for sl in slots)
     facets = tuple(sl.facet for sl in slots)
     offset = ids[0]
-    where = {"units": units, "offset": offset, "facets": facets, "slots": ids}
+    where: dict[str, Any] = {"units": units, "offset": offset, "facets": facets, "slots": ids}
     if not objective.layers:
         raise RenderError("The objective reads no layer, so there is nothing to render.")
     if model.device != device:
@@ -517,7 +517,7 @@ def _render_core(
             nonlocal end
             if (
                 end == settings.steps
-                and stopper.update(step, values)
+                and stopper.update(step, values)  # type: ignore[arg-type]  # an array of floats
                 and step + anneal < settings.steps
             ):
                 end = step + anneal
@@ -583,7 +583,7 @@ def _render_core(
                 tail.add(step, end, x01)
                 xg = x01 if grad_tf is None else grad_tf(x01)
                 xin = pipe(xg, None if tf.identity else tf.draw())
-                acts = forward(ext_o, xin, redirect) if over else forward(ext, xin)  # type: ignore[arg-type]
+                acts = forward(ext_o, xin, redirect) if over else forward(ext, xin)  # type: ignore[arg-type]  # ext_o is set whenever over is true
                 values = objective(acts)
                 loss = -values.sum()
                 pen = reg.penalties(x01, settings)

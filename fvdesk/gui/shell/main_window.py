@@ -206,8 +206,8 @@ class MainWindow(QMainWindow):
             ctl.message.connect(lambda text, status: self.log_message(text, status=status))
             ctl.error.connect(self.show_error)
             ctl.progress.connect(lambda f, text, k=source: st.show_progress(f, text, k))
-        self.queue.busy_changed.connect(lambda busy: busy or self._queue_idle())
-        gal.saving_changed.connect(lambda saving: saving or st.finish("gallery"))
+        self.queue.busy_changed.connect(lambda busy: busy or self._queue_idle())  # type: ignore[func-returns-value]  # the `or` runs it when idle
+        gal.saving_changed.connect(lambda saving: saving or st.finish("gallery"))  # type: ignore[func-returns-value]  # the `or` runs it when done
         gal.opened.connect(lambda _folder: st.finish("gallery"))
         gal.error.connect(lambda *_: st.finish("gallery"))
         self.queue.busy_changed.connect(lambda _b: self._update_enabled())
@@ -239,15 +239,15 @@ class MainWindow(QMainWindow):
         a, ds, view = self.actions_by_key, self.datasets, self.tile_view
         a["dataset"].triggered.connect(lambda: ds.choose_dialog(self))
         spectrum = self.settings_panel.widgets["maco_spectrum"]
-        a["dataset_spectrum"].triggered.connect(lambda: ds.use_spectrum(spectrum.choose))  # type: ignore[attr-defined]
+        a["dataset_spectrum"].triggered.connect(lambda: ds.use_spectrum(spectrum.choose))
         a["layer_examples"].triggered.connect(
-            lambda: [ds.browse_layer(n) for n in self.layers.selected_layers()[:1]]
+            lambda: [ds.browse_layer(n) for n in self.layers.selected_layers()[:1]]  # type: ignore[func-returns-value]  # a list display runs it on the first selected layer
         )
         ds.message.connect(lambda text, status: self.log_message(text, status=status))
         ds.error.connect(self.show_error)
         ds.progress.connect(self.status.show_progress)
         ds.choice_changed.connect(lambda _c: self._update_enabled())
-        ds.choice_changed.connect(lambda c: c is None or self.examples_dock.raise_())
+        ds.choice_changed.connect(lambda c: c is None or self.examples_dock.raise_())  # type: ignore[func-returns-value]  # the `or` runs it on a choice
         ds.browsing.connect(lambda: self.docks.show_lazy(self.browser_dock))
         view.selectionModel().currentChanged.connect(lambda *_: ds.show_tile(view.current_tile()))
         self.tiles.tiles_changed.connect(lambda: ds.refresh(view.current_tile()))
@@ -379,6 +379,7 @@ class MainWindow(QMainWindow):
             self.settings_panel.show_model(None)
             return
         c = s.choices
+        assert c is not None  # a model is open (checked above)
         self.settings_panel.show_model(c.preprocessing, labels_count=len(c.labels or ()),
                                        labels_source=c.labels_source, labels_file=c.labels_file)  # fmt: skip
         self.status.show_preprocessing(s.preprocessing, s.preprocessing_origin())
