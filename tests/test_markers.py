@@ -23,9 +23,9 @@ def _test_files() -> list[Path]:
 
 def test_the_rules() -> None:
     assert markers_for("tests/gui/canvas/test_tiles.py") == {"gui"}
-    assert markers_for("tests/test_gui_app.py") == {"gui"}
+    assert markers_for("tests/test_gui_anything_new.py") == {"gui"}  # not laid out yet
     assert markers_for("tests/integration/test_readme.py") == {"integration"}
-    assert markers_for("tests/test_selftest.py") == {"integration"}
+    assert markers_for(Path("tests", "test_selftest.py")) == {"integration"}
     assert markers_for("tests/integration/test_gpu.py") == {"integration", "gpu"}
     assert markers_for("tests/core/model/test_loader.py") == set()
     assert markers_for("tests/cli/test_cli.py") == set()
