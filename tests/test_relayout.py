@@ -1,5 +1,6 @@
 """tools/relayout_tests.py on a made-up tests/ folder: known files go where the table says, new
-ones by their name or imports, imports and paths follow, and a second run changes nothing."""
+ones by their name or imports, imports and paths follow, and a second run changes nothing.
+(It names the old places on purpose: relayout: leave this file.)"""
 
 from __future__ import annotations
 
@@ -82,3 +83,11 @@ def test_a_branch_naming_old_places_is_fixed_by_a_rerun(relayout) -> None:
     assert late.read_text() == (
         "from tests.gui.support import helper\nfrom tests.cli.test_cli import FAST\n"
     )
+
+
+def test_a_file_that_asks_is_left_alone(relayout) -> None:
+    mod, root = relayout
+    keep = root / "docs" / "HISTORY.md"
+    keep.write_text("tests/test_cli.py was here (relayout: leave this file)\n")
+    mod.main([])
+    assert keep.read_text() == "tests/test_cli.py was here (relayout: leave this file)\n"
