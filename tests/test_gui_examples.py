@@ -1,5 +1,7 @@
 """The dataset-examples widgets on their own (pytest-qt, offscreen): the runner, the unit panel,
-the layer browser and the dataset dialog; model work must never run on the GUI thread."""
+the layer browser and the dataset dialog; model work must never run on the GUI thread.  The
+widgets get the app's own runner (``QueueRunner`` over a ``RenderQueue``): one background
+mechanism, driven here with ``qtbot.waitUntil``/``waitSignal``."""
 
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ from fvdesk.core.optim.jobs import ExamplesJob, Job  # noqa: E402
 from fvdesk.gui.dataset.browser import LayerExamplesBrowser  # noqa: E402
 from fvdesk.gui.dataset.dialog import DatasetDialog  # noqa: E402
 from fvdesk.gui.dataset.examples import ExamplesPanel, percent_text  # noqa: E402
-from fvdesk.gui.runtime.runners import ThreadRunner  # noqa: E402
+from fvdesk.gui.runtime.runners import QueueRunner  # noqa: E402
+from fvdesk.gui.runtime.worker import RenderQueue  # noqa: E402
 from fvdesk.gui.shell import prefs as qt_prefs  # noqa: E402
 from tests.images import class_dir, pattern_folder  # noqa: E402
 
@@ -48,12 +51,15 @@ def patterns(tmp_path_factory) -> Path:
     return pattern_folder(tmp_path_factory.mktemp("patterns"), per_class=6)
 
 
-class SpyRunner(ThreadRunner):
-    """A ThreadRunner that records on which threads the work ran."""
+class SpyRunner(QueueRunner):
+    """The app's runner, on a render queue of its own, recording on which threads work ran."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(RenderQueue())
         self.threads: list[threading.Thread] = []
+
+    def shutdown(self, timeout: float) -> bool:
+        return self.queue.shutdown(int(timeout * 1000))
 
     def call(self, fn, on_done, on_failed):  # type: ignore[override]
         def wrapped():
@@ -242,9 +248,6 @@ def test_dataset_dialog_scans_persists_and_clears_the_cache(
 
 
 def test_queue_runner_runs_the_pass_on_the_render_queue(qtbot, demo, patterns):
-    from fvdesk.gui.runtime.runners import QueueRunner
-    from fvdesk.gui.runtime.worker import RenderQueue
-
     queue = RenderQueue()
     try:
         runner = QueueRunner(queue)

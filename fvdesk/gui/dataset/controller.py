@@ -112,6 +112,21 @@ class DatasetController(Controller):
     def call(self, fn: Callable[[], Any], on_done: DoneFn, on_failed: FailFn) -> None:
         self._runner.call(fn, on_done, on_failed)
 
+    # -- the actions it handles (the window's wiring loop) -------------------------------------
+    def commands(self, refs: Callable[[], list[Any]], parent: Any) -> dict[str, Callable[[], Any]]:
+        def browse() -> None:
+            layers = list(dict.fromkeys(r.layer.name for r in refs() if r.layer is not None))
+            for name in layers[:1]:
+                self.browse_layer(name)
+
+        return {"dataset": lambda: self.choose_dialog(parent), "layer_examples": browse}
+
+    def enabled(self, has_model: bool, refs: list[Any]) -> dict[str, bool]:
+        dataset = has_model and self.choice is not None
+        layer_sel = any(r.layer is not None for r in refs)
+        return {"dataset": has_model, "dataset_spectrum": dataset,
+                "layer_examples": dataset and layer_sel}  # fmt: skip
+
     # -- the dataset choice -----------------------------------------------------------------------
     def choose_dialog(self, parent: QWidget | None = None) -> None:
         """File > Dataset…: choose the folder for the open model."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ from fvdesk.core.output.atlas import (
 from fvdesk.gui.canvas.tiles import DONE, Tile, to_qimage
 from fvdesk.gui.runtime.controller import Controller
 from fvdesk.gui.runtime.jobs import view_fields
-from fvdesk.gui.runtime.worker import BackgroundCall, Task, error_text
+from fvdesk.gui.runtime.worker import BackgroundCall, Task, TaskSink, error_text
 
 
 def _atlas_run(atlas: Atlas) -> Generator[Any, None, Any]:
@@ -87,6 +88,17 @@ def tile_of_item(item: gal.GalleryItem, image: Any, model: dict[str, Any], *, ro
     return t
 
 
+@dataclass
+class _AtlasRun:
+    """One atlas task's folder, layers and progress (its sink's state)."""
+
+    folder: Path
+    layers: list[str]
+    done: int = 0
+    total: int = 1
+    layer: str = ""
+
+
 class GalleryController(Controller):
     """Galleries and atlases: the app's writers and readers of folders."""
 
@@ -99,14 +111,12 @@ class GalleryController(Controller):
         super().__init__(*args, **kwargs)
         self._confirm = confirm  # ask the user a yes/no question (title, text)
         self._saving: BackgroundCall | None = None
-        self.atlas: Task | None = None  # the atlas queued or running
-        self._where: tuple[Path, list[str]] = (Path(), [])  # its folder and layers
-        self._done, self._total, self._layer = 0, 1, ""
-        queue = self.queue
-        queue.job_event.connect(self._on_event)
-        queue.job_finished.connect(self._on_finished)
-        queue.job_failed.connect(self._on_failed)
-        queue.job_dropped.connect(lambda task: self._on_failed(task, "", None))
+        self.atlas: Task | None = None  # the atlas queued or running (the latest one asked for)
+
+    def enabled(self, has_model: bool, refs: list[Any]) -> dict[str, bool]:
+        """Save Gallery and Atlas (their commands are the window's: they ask for a folder)."""
+        return {"save_gallery": not self.is_saving() and bool(self.savable_tiles()),
+                "atlas": has_model and any(r.layer is not None for r in refs)}  # fmt: skip
 
     # -- saving -------------------------------------------------------------------------------
     def is_saving(self) -> bool:
@@ -229,37 +239,41 @@ class GalleryController(Controller):
             return _atlas_run(atlas)
 
         n = len(plan)
-        task = Task(f"atlas of {n} layer{'s' if n != 1 else ''}", start, model=model)
-        self.atlas, self._where = task, (Path(folder), list(layers))
-        self._done, self._total, self._layer = 0, 1, ""
+        run = _AtlasRun(Path(folder), list(layers))
+        sink = TaskSink(event=lambda _t, ev: self._on_event(run, ev),
+                        finished=lambda t, summary: self._on_finished(run, t, summary),
+                        failed=lambda t, message, exc: self._on_failed(run, t, message, exc),
+                        dropped=lambda t: self._on_failed(run, t, "", None))  # fmt: skip
+        task = Task(f"atlas of {n} layer{'s' if n != 1 else ''}", start, model=model, sink=sink)
+        self.atlas = task
         self.queue.submit(task)
         self.message.emit(f"Queued an {task.title} into {folder}.", True)
         return task
 
-    def _on_event(self, task: Task, ev: Any) -> None:
-        if task is not self.atlas:
-            return
+    def _ended(self, task: Task) -> None:
+        if task is self.atlas:
+            self.atlas = None
+
+    def _on_event(self, run: _AtlasRun, ev: Any) -> None:
         if isinstance(ev, Todo):
-            self._total, self._done = max(1, ev.total), ev.skipped
+            run.total, run.done = max(1, ev.total), ev.skipped
             if ev.skipped:
                 self.message.emit(f"Atlas: resuming, {ev.skipped} of {ev.total} units done.", False)
         elif isinstance(ev, UnitCommitted):
-            self._done = ev.done
+            run.done = ev.done
         elif isinstance(ev, LayerStarted):
-            self._layer = ev.layer
+            run.layer = ev.layer
         elif isinstance(ev, NoticeEvent):
             self.message.emit(f"Atlas: {ev.message}", True)
         if isinstance(ev, (Todo, UnitCommitted, StepEvent, LayerStarted)):
             step = f" · step {ev.step}/{ev.steps}" if isinstance(ev, StepEvent) else ""
-            where = f" · {short_name(self._layer)}" if self._layer else ""
-            text = f"Atlas {self._done}/{self._total}{where}{step}"
-            self.progress.emit(self._done / self._total, text)
+            where = f" · {short_name(run.layer)}" if run.layer else ""
+            text = f"Atlas {run.done}/{run.total}{where}{step}"
+            self.progress.emit(run.done / run.total, text)
 
-    def _on_finished(self, task: Task, summary: Any) -> None:
-        if task is not self.atlas:
-            return
-        self.atlas = None
-        folder = self._where[0]
+    def _on_finished(self, run: _AtlasRun, task: Task, summary: Any) -> None:
+        self._ended(task)
+        folder = run.folder
         if task.cancel.is_set():
             self.message.emit(
                 f"Atlas stopped: {summary.rendered} rendered; choose {folder} again to resume.",
@@ -273,16 +287,14 @@ class GalleryController(Controller):
             )
         self.atlas_finished.emit(str(folder))
 
-    def _on_failed(self, task: Task, message: str, exc: object) -> None:
-        if task is not self.atlas:
-            return
-        self.atlas = None
+    def _on_failed(self, run: _AtlasRun, task: Task, message: str, exc: object) -> None:
+        self._ended(task)
         if not message:  # dropped from the queue before it started
             self.message.emit("Atlas cancelled before it started.", True)
         elif isinstance(exc, AtlasSettingsMismatch) and self._confirm(
             "Atlas Settings Differ",
             f"{message}\n\nRe-render the units made with other settings, with the current ones?",
         ):
-            self.start_atlas(*self._where, force=True)
+            self.start_atlas(run.folder, run.layers, force=True)
         else:
             self.error.emit("Cannot Make Atlas", message)

@@ -3,8 +3,11 @@
 A controller owns one concern (render jobs, galleries; later dataset examples, neuron arithmetic)
 and works through the same three things: the ``ModelSession`` (the open model and the choices in
 force), the ``RenderQueue`` (the one thread model work runs on) and the canvas's ``TileModel``.
-The window connects ``message``, ``error`` and ``progress`` of every controller to the log, the
-error dialog and the status bar, so a new controller is shown without new wiring.
+The window wires every controller by one loop over its table (``fvdesk.gui.shell.wiring``):
+``message``, ``error`` and ``progress`` go to the log, the error dialog and the status bar; the
+actions a controller handles come from ``commands`` and are enabled by ``enabled``; the tree's
+selection reaches ``follow_refs``; ``shutdown`` runs when the window closes.  The defaults do
+nothing, so a controller overrides only what it has.
 """
 
 from __future__ import annotations
@@ -52,3 +55,19 @@ class Controller(QObject):
     def ui(self) -> dict[str, Any]:
         """The dock's batch-job choices (first N, facets, class objective)."""
         return split_values(self._values())[1]
+
+    # -- what the window's wiring loop asks of every controller ------------------------------
+    def commands(self, refs: Callable[[], list[Any]], parent: Any) -> dict[str, Callable[[], Any]]:
+        """Handlers of the actions table's rows this controller owns (``refs()``: the tree's
+        selected ``RowRef``s; ``parent``: the window, for dialogs)."""
+        return {}
+
+    def enabled(self, has_model: bool, refs: list[Any]) -> dict[str, bool]:
+        """Whether each of those actions applies now."""
+        return {}
+
+    def follow_refs(self, refs: list[Any]) -> None:
+        """The tree's selection changed."""
+
+    def shutdown(self) -> None:
+        """The window closes (the render queue is shut down after every controller)."""

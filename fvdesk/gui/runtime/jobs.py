@@ -5,7 +5,8 @@ A request (double-click, a layer's menu, the combination dock) becomes a core ``
 settings, preprocessing and labels in force; the job runs on the render thread through the core's
 ``run_job`` and one drive loop.  The controller makes one tile per ``Slot`` of the spec and routes
 every event to tiles by the event's own ``slots`` and every result by its ``slot``: no unit/facet
-arithmetic here.  Events are told apart with ``isinstance`` on the core's event classes.
+arithmetic here.  Events are told apart with ``isinstance`` on the core's event classes.  Each
+task is submitted with the controller's own ``TaskSink``, so only its own tasks reach it.
 
 How a slot looks (layer, unit, kind, caption, label, whether the job is a strip of its own) is
 the core's ``fvdesk.core.optim.presentation``: tiles show the views the runner files its results
@@ -27,7 +28,7 @@ from fvdesk.core.optim.jobs import JobSpec, Slot, UnitJob
 from fvdesk.core.optim.presentation import SlotView, job_views, register_view, slot_view
 from fvdesk.gui.canvas.tiles import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Tile, to_qimage
 from fvdesk.gui.runtime.controller import Controller
-from fvdesk.gui.runtime.worker import Task, error_text
+from fvdesk.gui.runtime.worker import Task, TaskSink, error_text
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,12 @@ def tile_fields(
     return view_fields(slot_view(spec, slot, label_of), spec, row=row)
 
 
+#: action key -> what ``render_refs`` does with the tree's selection
+RENDER_COMMANDS = {"render_selected": "selection", "render_facets": "facets",
+                   "render_negative": "negative", "render_first": "first", "render_all": "all",
+                   "deepdream": "deepdream"}  # fmt: skip
+
+
 class JobController(Controller):
     """Render requests -> core jobs on the render thread -> tiles."""
 
@@ -80,12 +87,10 @@ class JobController(Controller):
         #: ``handler(layer, units, facets) -> bool``: another way to make facets (dataset
         #: clusters); True when it took the request over.
         self.facets_handler: Callable[[str, list[int], int], bool] | None = None
-        queue = self.queue
-        queue.job_started.connect(self._on_started)
-        queue.job_event.connect(self._on_event)
-        queue.job_finished.connect(self._on_finished)
-        queue.job_failed.connect(self._on_failed)
-        queue.job_dropped.connect(self._on_dropped)
+        #: where the render thread delivers this controller's tasks (and only those)
+        self.sink = TaskSink(event=self._on_event, finished=self._on_finished,
+                             failed=self._on_failed, dropped=self._on_dropped,
+                             started=self._on_started)  # fmt: skip
         self.session.changed.connect(self._on_model_changed)
 
     # -- settings -----------------------------------------------------------------------------
@@ -94,6 +99,24 @@ class JobController(Controller):
         graph = self.session.model.graph
         graph[layer]  # unknown names raise a RenderError with suggestions
         return str(self.ui()["class_kind"]) if graph.logits_name == layer else "channel"
+
+    # -- the actions it handles (the window's wiring loop) -------------------------------------
+    def commands(self, refs: Callable[[], list[Any]], parent: Any) -> dict[str, Callable[[], Any]]:
+        def on_refs(what: str) -> Callable[[], None]:
+            return lambda: self.render_refs(refs(), what)
+
+        out = {key: on_refs(what) for key, what in RENDER_COMMANDS.items()}
+        out.update(clear_tiles=self.clear_tiles, cancel_all=self.queue.cancel_all)
+        return out
+
+    def enabled(self, has_model: bool, refs: list[Any]) -> dict[str, bool]:
+        unit_sel = has_model and any(r.kind == "unit" for r in refs)
+        layer_sel = has_model and any(r.layer is not None for r in refs)
+        dream_sel = has_model and any(r.layer is not None and r.layer.dreamable for r in refs)
+        busy = self.queue.busy()
+        return {"render_selected": unit_sel or layer_sel, "render_facets": unit_sel,
+                "render_negative": unit_sel, "render_first": layer_sel, "render_all": layer_sel,
+                "deepdream": dream_sel, "cancel": busy, "cancel_all": busy}  # fmt: skip
 
     # -- submission ---------------------------------------------------------------------------
     def submit(
@@ -113,7 +136,8 @@ class JobController(Controller):
             self.error.emit("Cannot Render", error_text(exc))
             return None
         model = session.model
-        task = Task(job.title, lambda cancel: _run(model, job, cancel), job=job, model=model)
+        task = Task(job.title, lambda cancel: _run(model, job, cancel), job=job, model=model,
+                    sink=self.sink)  # fmt: skip
         tiles = []
         for view in job_views(job, model.graph):
             t = Tile(**view_fields(view, spec, row=task.id))
@@ -255,12 +279,9 @@ class JobController(Controller):
         return out
 
     def _on_started(self, task: Task) -> None:
-        if task.id in self._tasks:
-            self._update_progress()
+        self._update_progress()
 
     def _on_event(self, task: Task, ev: Any) -> None:
-        if task.id not in self._tasks:
-            return
         if isinstance(ev, StepEvent):
             for i, t in self._live(task, ev.slots):
                 changed = t.state != RUNNING
@@ -314,8 +335,6 @@ class JobController(Controller):
         self._update_progress()
 
     def _on_finished(self, task: Task, outcome: Any) -> None:
-        if task.id not in self._tasks:
-            return
         for r in outcome.results:
             t = self._tile(task, r.slot)
             if t is not None and t.state in (QUEUED, RUNNING):
@@ -327,13 +346,11 @@ class JobController(Controller):
         self._close(task, CANCELLED)
 
     def _on_failed(self, task: Task, message: str, _exc: object) -> None:
-        if task.id in self._tasks:
-            self.message.emit(f"Failed {task.title}: {message}", True)
-            self._close(task, FAILED, message)
+        self.message.emit(f"Failed {task.title}: {message}", True)
+        self._close(task, FAILED, message)
 
     def _on_dropped(self, task: Task) -> None:
-        if task.id in self._tasks:
-            self._close(task, CANCELLED)
+        self._close(task, CANCELLED)
 
     def _update_progress(self, ev: Any = None) -> None:
         if not self._batch_total:

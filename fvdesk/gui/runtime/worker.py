@@ -3,9 +3,13 @@
 Everything that touches the model's torch module runs on the render thread, one task at a time:
 renders, atlases, and whatever later job kinds need (dataset passes, sweeps).  A task is a
 generator factory; the worker runs it through the core's one drive loop
-(``fvdesk.core.optim.drive.drive``) and turns every event into a signal; cancelling sets the
-task's ``threading.Event``, which the engine checks every step.  The GUI thread never touches
-torch: it only receives events.
+(``fvdesk.core.optim.drive.drive``); cancelling sets the task's ``threading.Event``, which the
+engine checks every step.  The GUI thread never touches torch: it only receives events.
+
+Each task carries its own ``TaskSink``, given by whoever submitted it: the queue hands that
+task's start, events, result, failure or drop to that sink alone (on the GUI thread), so no
+controller sees, or has to filter out, another's tasks.  The queue's ``job_*`` signals repeat
+every task's life for observers that watch all of them (tests, logs), never for routing.
 
 Shutdown never calls ``QThread.terminate()``: it drops the queue, sets the running task's cancel
 flag, ``quit()``s the thread's event loop and ``wait()``s — the current step finishes, the
@@ -47,6 +51,21 @@ def error_text(exc: BaseException) -> str:
     )
 
 
+@dataclass(frozen=True)
+class TaskSink:
+    """Where one task's life is delivered, on the GUI thread (each callback optional).
+
+    ``event(task, ev)`` for every event the generator yields; then exactly one of
+    ``finished(task, result)``, ``failed(task, message, exc)`` or ``dropped(task)`` (cancelled
+    before it ran); ``started(task)`` when the render thread picks it up."""
+
+    event: Callable[[Any, Any], None] | None = None
+    finished: Callable[[Any, Any], None] | None = None
+    failed: Callable[[Any, str, Any], None] | None = None
+    dropped: Callable[[Any], None] | None = None
+    started: Callable[[Any], None] | None = None
+
+
 @dataclass(eq=False)
 class Task:
     """One piece of model work for the render thread.
@@ -54,7 +73,7 @@ class Task:
     ``start(cancel)`` is called *on the render thread* and returns the generator to drive (e.g.
     ``run_job(model, job, cancel)``); its return value arrives with ``RenderQueue.job_finished``.
     ``job`` is the core ``Job`` for render tasks (None for other work, e.g. an atlas); ``model``
-    the ``LoadedModel`` it works on.
+    the ``LoadedModel`` it works on; ``sink`` receives this task's events (``TaskSink``).
     """
 
     title: str
@@ -63,6 +82,7 @@ class Task:
     model: Any = None
     id: int = field(default_factory=lambda: next(_task_ids))
     cancel: threading.Event = field(default_factory=threading.Event)
+    sink: TaskSink = field(default_factory=TaskSink)
 
 
 class RenderWorker(QObject):
@@ -93,7 +113,8 @@ class RenderWorker(QObject):
 
 
 class RenderQueue(QObject):
-    """The GUI-thread side of the render thread: a FIFO of tasks, one running at a time."""
+    """The GUI-thread side of the render thread: a FIFO of tasks, one running at a time; each
+    task's life goes to its own sink (``job_*`` repeat it for observers)."""
 
     job_started = Signal(object)
     job_event = Signal(object, object)
@@ -114,8 +135,8 @@ class RenderQueue(QObject):
         self._worker.moveToThread(self._thread)
         self._thread.finished.connect(self._worker.deleteLater)
         self._dispatch.connect(self._worker.run)
-        self._worker.started.connect(self.job_started)
-        self._worker.event.connect(self.job_event)
+        self._worker.started.connect(self._on_started)
+        self._worker.event.connect(self._on_event)
         self._worker.finished.connect(self._on_finished)
         self._worker.failed.connect(self._on_failed)
         self._closed = False
@@ -132,9 +153,12 @@ class RenderQueue(QObject):
         return self._thread.isRunning()
 
     # -- commands -----------------------------------------------------------------------------
-    def submit(self, task: Task) -> Task:
+    def submit(self, task: Task, sink: TaskSink | None = None) -> Task:
+        """Queue ``task``; its events go to ``sink`` (else to the sink it was made with)."""
         if self._closed:
             raise RuntimeError("the render queue is shut down")
+        if sink is not None:
+            task.sink = sink
         was_busy = self.busy()
         self._queue.append(task)
         if not was_busy:
@@ -155,14 +179,14 @@ class RenderQueue(QObject):
         elif task in self._queue:
             self._queue.remove(task)
             task.cancel.set()
-            self.job_dropped.emit(task)
+            self._dropped(task)
             self._maybe_idle()
 
     def cancel_all(self) -> None:
         while self._queue:
             task = self._queue.popleft()
             task.cancel.set()
-            self.job_dropped.emit(task)
+            self._dropped(task)
         self.cancel_current()
         self._maybe_idle()
 
@@ -188,15 +212,34 @@ class RenderQueue(QObject):
             self.busy_changed.emit(False)
             self.idle.emit()
 
+    def _on_started(self, task: Task) -> None:
+        if task.sink.started is not None:
+            task.sink.started(task)
+        self.job_started.emit(task)
+
+    def _on_event(self, task: Task, ev: Any) -> None:
+        if task.sink.event is not None:
+            task.sink.event(task, ev)
+        self.job_event.emit(task, ev)
+
+    def _dropped(self, task: Task) -> None:
+        if task.sink.dropped is not None:
+            task.sink.dropped(task)
+        self.job_dropped.emit(task)
+
     def _on_finished(self, task: Task, result: Any) -> None:
         if task is self.current:
             self.current = None
+        if task.sink.finished is not None:
+            task.sink.finished(task, result)
         self.job_finished.emit(task, result)
         self._next()
 
     def _on_failed(self, task: Task, message: str, exc: object) -> None:
         if task is self.current:
             self.current = None
+        if task.sink.failed is not None:
+            task.sink.failed(task, message, exc)
         self.job_failed.emit(task, message, exc)
         self._next()
 

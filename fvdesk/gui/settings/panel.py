@@ -99,6 +99,18 @@ def default_values() -> dict[str, Any]:
     return {f.key: f.default for f in FIELDS}
 
 
+def _row(first: QWidget, *rest: QWidget) -> QWidget:
+    """``first`` stretched, then ``rest``, on one form row."""
+    row = QHBoxLayout()
+    row.setContentsMargins(0, 0, 0, 0)
+    row.addWidget(first, 1)
+    for w in rest:
+        row.addWidget(w)
+    holder = QWidget()
+    holder.setLayout(row)
+    return holder
+
+
 class RenderSettingsPanel(QWidget):
     """Form over ``FIELDS`` plus the model's preprocessing and labels; the ``EXPERT`` options
     in a collapsed "Advanced" section."""
@@ -125,6 +137,26 @@ class RenderSettingsPanel(QWidget):
         body = QWidget()
         col = QVBoxLayout(body)
         col.setContentsMargins(6, 6, 6, 6)
+        self._build_fields(body, col)
+        col.addWidget(self._build_model_box(body))
+        col.addWidget(self.advanced)
+
+        reset = QPushButton("Restore Defaults")
+        reset.setToolTip("Put every render setting back to its default")
+        reset.clicked.connect(self.restore_defaults)
+        col.addWidget(reset)
+        col.addStretch(1)
+        scroll.setWidget(body)
+        # Never clip the form: the dock is at least as wide as the form plus its scroll bar.
+        scroll.setMinimumWidth(
+            body.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width() + 2
+        )
+        outer.addWidget(scroll)
+        self.show_model(None)
+
+    # -- building the form --------------------------------------------------------------------
+    def _build_fields(self, body: QWidget, col: QVBoxLayout) -> None:
+        """A group box per group of ``FIELDS`` (the Advanced section collapsed), one row each."""
         forms: dict[str, QFormLayout] = {}
         for name in GROUPS:
             box = QGroupBox(name, body)
@@ -141,26 +173,19 @@ class RenderSettingsPanel(QWidget):
             w.setObjectName(f"setting_{f.key.replace(':', '_')}")
             w.setToolTip(f.tip)
             self.widgets[f.key] = w
-            if f.key == "seed":
-                row = QHBoxLayout()
-                row.setContentsMargins(0, 0, 0, 0)
-                row.addWidget(w, 1)
-                dice = QToolButton()
-                dice.setText("New")
-                dice.setToolTip("Pick a new random seed")
-                dice.clicked.connect(
-                    lambda: self.widgets["seed"].setValue(random.randrange(0, 2**31 - 1))
-                )
-                row.addWidget(dice)
-                holder = QWidget()
-                holder.setLayout(row)
-                forms[f.group].addRow(f.label, holder)
-            else:
-                forms[f.group].addRow(f.label, w)
+            forms[f.group].addRow(f.label, self._seed_row(w) if f.key == "seed" else w)
             if f.group in EXPLAINED:
                 forms[f.group].addRow("", _explanation(f.tip))
 
-        # Model: preprocessing + labels (the model's properties, kept in its sidecar).
+    def _seed_row(self, spin: Any) -> QWidget:  # spin: the seed field's QSpinBox
+        dice = QToolButton()
+        dice.setText("New")
+        dice.setToolTip("Pick a new random seed")
+        dice.clicked.connect(lambda: spin.setValue(random.randrange(0, 2**31 - 1)))
+        return _row(spin, dice)
+
+    def _build_model_box(self, body: QWidget) -> QGroupBox:
+        """The model's preprocessing and labels (its properties, kept in its sidecar)."""
         box = QGroupBox("Model", body)
         form = QFormLayout(box)
         form.setContentsMargins(6, 4, 6, 4)
@@ -191,32 +216,12 @@ class RenderSettingsPanel(QWidget):
         clear.setText("×")
         clear.setToolTip("Back to the labels the model came with")
         clear.clicked.connect(lambda: self.labels_file_chosen.emit(""))
-        row = QHBoxLayout()
-        row.setContentsMargins(0, 0, 0, 0)
-        row.addWidget(self.labels_edit, 1)
-        row.addWidget(browse)
-        row.addWidget(clear)
-        holder = QWidget()
-        holder.setLayout(row)
+        holder = _row(self.labels_edit, browse, clear)
         form.addRow("Preprocessing", self.preset_combo)
         form.addRow("", self.preset_info)
         form.addRow("Labels", holder)
         self.model_box = box
-        col.addWidget(box)
-        col.addWidget(self.advanced)
-
-        reset = QPushButton("Restore Defaults")
-        reset.setToolTip("Put every render setting back to its default")
-        reset.clicked.connect(self.restore_defaults)
-        col.addWidget(reset)
-        col.addStretch(1)
-        scroll.setWidget(body)
-        # Never clip the form: the dock is at least as wide as the form plus its scroll bar.
-        scroll.setMinimumWidth(
-            body.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width() + 2
-        )
-        outer.addWidget(scroll)
-        self.show_model(None)
+        return box
 
     # -- widgets ------------------------------------------------------------------------------
     def _make_widget(self, f: Field) -> QWidget:

@@ -59,6 +59,7 @@ class Docks:
             self._shown = True
             if not self._restored:
                 self._apply_tabs()
+                self._apply_sizes()  # again, now that the window has its real size
 
     def reset(self) -> None:
         self.window.restoreState(self._default_state)

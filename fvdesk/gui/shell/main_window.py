@@ -9,12 +9,14 @@
 
 Widgets only display: the layer tree (tree/), the canvas (canvas/), the settings dock
 (settings/) and the status bar (shell/status).  Menus and the toolbar come from the actions
-table (shell/actions).  The window owns no model code; every user-visible failure goes
+table (shell/actions); the docks and their default arrangement from shell/layout; every
+connection from shell/wiring.  The window owns no model code; every user-visible failure goes
 through ``show_error`` (one place to patch in tests).
 
 Extension point: a new feature adds a controller (given the session, the queue and the tiles)
-and, if it has a view, a dock; ``add_dock`` registers the dock with the Panels menu and the
-saved layout.  New job kinds need nothing here: the job controller's ``submit`` takes any spec.
+and a row in ``shell/wiring.CONTROLLERS`` (its docks, its status source): one loop connects
+every controller's signals, actions and docks.  New job kinds need nothing here: the job
+controller's ``submit`` takes any spec.
 """
 
 from __future__ import annotations
@@ -24,20 +26,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QPoint, Qt, QTimer
-from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QShowEvent
+from PySide6.QtCore import QPoint, QTimer
+from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QShowEvent
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
     QMainWindow,
     QMessageBox,
     QPlainTextEdit,
-    QToolBar,
     QWidget,
 )
 
 from fvdesk.gui.article.controller import ArticleController
 from fvdesk.gui.canvas.panel import CanvasPanel
+from fvdesk.gui.canvas.tile_view import TileView
 from fvdesk.gui.canvas.tiles import TileModel
 from fvdesk.gui.canvas.zoom import ZoomDialog
 from fvdesk.gui.dataset.controller import DatasetController
@@ -47,34 +49,36 @@ from fvdesk.gui.runtime.selection import RowRef
 from fvdesk.gui.runtime.session import ModelSession
 from fvdesk.gui.runtime.worker import RenderQueue
 from fvdesk.gui.settings.panel import RenderSettingsPanel, split_values
+from fvdesk.gui.shell import layout, wiring
 from fvdesk.gui.shell.about import AboutDialog, app_icon
 from fvdesk.gui.shell.actions import (
-    ACTIONS,
     SUBMENU_DOCKS,
     SUBMENU_RECENT,
-    ShortcutsDialog,
     build_actions,
     build_menus,
 )
 from fvdesk.gui.shell.docks import Docks
+from fvdesk.gui.shell.layout import EMPTY_CANVAS
 from fvdesk.gui.shell.menus import fill_recent_menu, tile_menu, tree_menu
 from fvdesk.gui.shell.prefs import Prefs
-from fvdesk.gui.shell.status import StatusWidgets
+from fvdesk.gui.shell.status import StatusWidgets, load_messages
 from fvdesk.gui.tree.panel import LayerTreePanel
 
 log = logging.getLogger(__name__)
 
 APP_NAME = "fvdesk"
-EMPTY_CANVAS = (
-    "Double-click a unit in the layer tree to render it.\n"
-    "Right-click a layer to render its first units, all of them, or DeepDream.\n"
-    "Drop an .onnx file here to open another model."
-)
 NO_MODEL = "Open a model (Ctrl+O) or drop an .onnx file here."
 
 
 class MainWindow(QMainWindow):
     """fvdesk's single window."""
+
+    # set by shell/layout.py's build (declared here for the type checker)
+    canvas: CanvasPanel
+    tile_view: TileView
+    layers: LayerTreePanel
+    tree_dock: QDockWidget
+    log_view: QPlainTextEdit
 
     def __init__(self, prefs: Prefs | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -105,47 +109,15 @@ class MainWindow(QMainWindow):
                                           galleries=self.galleries, parent=self)  # fmt: skip
         self.article = ArticleController(*collaborators, jobs=self.jobs, panel=self.settings_panel, parent=self)  # fmt: skip
 
-        self.toolbar = QToolBar("Main", self)
-        self.toolbar.setObjectName("mainToolBar")
-        self.toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        self.toolbar.setMovable(False)
-        for spec in ACTIONS:
-            if spec.toolbar:
-                self.toolbar.addAction(a[spec.key])
-        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, self.toolbar)
-        self.canvas = CanvasPanel(self.tiles)
-        self.tile_view = self.canvas.tile_view
-        self.canvas.set_empty_text(EMPTY_CANVAS)
-        self.setCentralWidget(self.canvas)
-        self.layers = LayerTreePanel()
-        self.tree_dock = self.add_dock("Layers", "layersDock", self.layers, "left")
-        self.settings_dock = self.add_dock(
-            "Render Settings", "settingsDock", self.settings_panel, "right"
-        )
-        self.log_view = QPlainTextEdit()
-        self.log_view.setObjectName("messages")
-        self.log_view.setReadOnly(True)
-        self.log_view.setMaximumBlockCount(2000)
-        self.log_view.setPlaceholderText("Messages from loading and rendering appear here.")
-        self.log_dock = self.add_dock("Messages", "messagesDock", self.log_view, "bottom")
-        self.examples_dock = self.add_dock("Dataset Examples", "examplesDock", self.datasets.panel, "right")  # fmt: skip
-        self.browser_dock = self.add_dock("Layer Examples", "layerExamplesDock", self.datasets.browser, "bottom")  # fmt: skip
-        self.combination_dock = self.add_dock("Combination", "combinationDock", self.article.builder, "left")  # fmt: skip
-        self.position_dock = self.add_dock("Neuron Position", "positionDock", self.article.picker, "left")  # fmt: skip
-        d = self.docks
-        d.default_sizes = [([self.log_dock], [110], Qt.Orientation.Vertical),
-                           ([self.tree_dock, self.settings_dock], [400, 320], Qt.Orientation.Horizontal)]  # fmt: skip
-        d.default_tabs = [(self.settings_dock, self.examples_dock), (self.combination_dock, self.position_dock)]  # fmt: skip
-        d.lazy[self.browser_dock] = self.log_dock  # beside the messages when a layer is browsed
+        layout.build(self)  # toolbar, canvas, docks, the default arrangement
         self.status = StatusWidgets(self.statusBar(), a["cancel"])
-        self._connect()
-
-        self._save_timer = QTimer(self)
-        self._save_timer.setSingleShot(True)
-        self._save_timer.setInterval(400)
-        self._save_timer.timeout.connect(self._persist_settings)
+        self.save_timer = QTimer(self)
+        self.save_timer.setSingleShot(True)
+        self.save_timer.setInterval(400)
+        self.save_timer.timeout.connect(self._persist_settings)
+        wiring.connect(self)
         self._restore_prefs()
-        self._update_enabled()
+        self.update_enabled()
 
     @property
     def model(self) -> Any:
@@ -155,102 +127,6 @@ class MainWindow(QMainWindow):
     def add_dock(self, title: str, name: str, widget: QWidget, area: str) -> QDockWidget:
         """Add a dock (listed in View > Panels, kept in the saved layout)."""
         return self.docks.add(title, name, widget, area)
-
-    # ==========================================================================================
-    # wiring
-    # ==========================================================================================
-    def _connect(self) -> None:
-        a, s, jobs, gal = self.actions_by_key, self.session, self.jobs, self.galleries
-        st = self.status
-        commands = {
-            "open": self.open_dialog, "open_demo": self.open_demo,
-            "open_gallery": self.open_gallery_dialog, "save_gallery": self.save_gallery_dialog,
-            "close_model": s.close, "quit": self.close, "find": self._focus_filter,
-            "select_all": self.tile_view.selectAll, "remove_tiles": self.remove_selected_tiles,
-            "clear_tiles": jobs.clear_tiles, "render_selected": self.render_selection,
-            "render_facets": lambda: jobs.render_refs(self.layers.selected_refs(), "facets"),
-            "render_negative": lambda: jobs.render_refs(self.layers.selected_refs(), "negative"),
-            "render_first": lambda: jobs.render_refs(self.layers.selected_refs(), "first"),
-            "render_all": lambda: jobs.render_refs(self.layers.selected_refs(), "all"),
-            "deepdream": lambda: jobs.render_refs(self.layers.selected_refs(), "deepdream"),
-            "atlas": self.atlas_dialog,
-            "cancel": self.cancel_current, "cancel_all": self.queue.cancel_all,
-            "zoom_tile": self._zoom_current,
-            "bigger_tiles": lambda: self.canvas.scale_tiles(1.25),
-            "smaller_tiles": lambda: self.canvas.scale_tiles(1 / 1.25),
-            "reset_layout": self.reset_layout,
-            "shortcuts": lambda: ShortcutsDialog(self).exec(), "about": self.show_about,
-        }  # fmt: skip
-        commands.update(self.article.commands(self.layers.selected_refs, self))
-        for key, fn in commands.items():
-            a[key].triggered.connect(fn)
-        a["quit"].setMenuRole(QAction.MenuRole.QuitRole)
-        a["about"].setMenuRole(QAction.MenuRole.AboutRole)
-        self.menus[SUBMENU_RECENT].aboutToShow.connect(self._fill_recent_menu)
-        self._fill_recent_menu()
-        self.menus[SUBMENU_DOCKS].addAction(self.toolbar.toggleViewAction())
-
-        s.loading.connect(st.show_loading)
-        s.loading.connect(lambda name: self.log_message(f"Opening {name}"))
-        s.load_progress.connect(st.show_load_progress)
-        s.loaded.connect(self._on_loaded)
-        s.load_failed.connect(self._on_load_failed)
-        s.changed.connect(self._on_model_changed)
-        s.choices_changed.connect(self._show_choices)
-        s.labels_changed.connect(self.layers.set_labels)
-        s.device_changed.connect(st.show_device)
-        s.devices_found.connect(self.settings_panel.set_devices)
-        s.message.connect(self.log_message)
-        s.error.connect(self.show_error)
-        for source, ctl in (("jobs", jobs), ("gallery", gal)):
-            ctl.message.connect(lambda text, status: self.log_message(text, status=status))
-            ctl.error.connect(self.show_error)
-            ctl.progress.connect(lambda f, text, k=source: st.show_progress(f, text, k))
-        self.queue.busy_changed.connect(lambda busy: busy or self._queue_idle())  # type: ignore[func-returns-value]  # the `or` runs it when idle
-        gal.saving_changed.connect(lambda saving: saving or st.finish("gallery"))  # type: ignore[func-returns-value]  # the `or` runs it when done
-        gal.opened.connect(lambda _folder: st.finish("gallery"))
-        gal.error.connect(lambda *_: st.finish("gallery"))
-        self.queue.busy_changed.connect(lambda _b: self._update_enabled())
-        self.article.message.connect(lambda text, status: self.log_message(text, status=status))
-        self.article.error.connect(self.show_error)
-        self.article.combination_changed.connect(self._update_enabled)
-        self.layers.selection_changed.connect(
-            lambda: self.article.follow_refs(self.layers.selected_refs())
-        )
-        gal.saving_changed.connect(self._on_saving_changed)
-
-        self.layers.unit_activated.connect(lambda layer, unit: jobs.render_units(layer, [unit]))
-        self.layers.render_requested.connect(self.render_selection)
-        self.layers.selection_changed.connect(self._update_enabled)
-        self.layers.menu_requested.connect(self._tree_menu)
-        self.tile_view.zoom_requested.connect(self.zoom_tile)
-        self.tile_view.customContextMenuRequested.connect(self._tile_menu)
-        self.tile_view.tile_size_changed.connect(lambda _px: self._save_timer.start())
-        self.tiles.tiles_changed.connect(self._update_enabled)
-        self.settings_panel.changed.connect(lambda: self._save_timer.start())
-        self.settings_panel.rejected.connect(lambda text: self.log_message(text, status=True))
-        self.settings_panel.preprocessing_chosen.connect(s.choose_preprocessing)
-        self.settings_panel.labels_file_chosen.connect(s.choose_labels_file)
-        self.settings_panel.browse_labels_requested.connect(self._browse_labels)
-        self._connect_datasets()
-
-    def _connect_datasets(self) -> None:
-        """Dataset examples (gui/dataset): actions, the current tile, the docks, the messages."""
-        a, ds, view = self.actions_by_key, self.datasets, self.tile_view
-        a["dataset"].triggered.connect(lambda: ds.choose_dialog(self))
-        spectrum = self.settings_panel.widgets["maco_spectrum"]
-        a["dataset_spectrum"].triggered.connect(lambda: ds.use_spectrum(spectrum.choose))
-        a["layer_examples"].triggered.connect(
-            lambda: [ds.browse_layer(n) for n in self.layers.selected_layers()[:1]]  # type: ignore[func-returns-value]  # a list display runs it on the first selected layer
-        )
-        ds.message.connect(lambda text, status: self.log_message(text, status=status))
-        ds.error.connect(self.show_error)
-        ds.progress.connect(self.status.show_progress)
-        ds.choice_changed.connect(lambda _c: self._update_enabled())
-        ds.choice_changed.connect(lambda c: c is None or self.examples_dock.raise_())  # type: ignore[func-returns-value]  # the `or` runs it on a choice
-        ds.browsing.connect(lambda: self.docks.show_lazy(self.browser_dock))
-        view.selectionModel().currentChanged.connect(lambda *_: ds.show_tile(view.current_tile()))
-        self.tiles.tiles_changed.connect(lambda: ds.refresh(view.current_tile()))
 
     # ==========================================================================================
     # preferences and layout
@@ -322,44 +198,24 @@ class MainWindow(QMainWindow):
     def open_model(self, path: str | Path) -> None:
         """Load ``path`` off the GUI thread on the device the settings name."""
         self.session.open(path, str(self.settings_panel.value("device") or "auto"))
-        self._update_enabled()
+        self.update_enabled()
 
-    def _on_loaded(self, model: Any, seconds: float) -> None:
+    def on_loaded(self, model: Any, seconds: float) -> None:
         self.status.hide_loading()
         self.prefs.add_recent(model.path)
-        spec = model.input
-        self.log_message(
-            f"Loaded {model.name} in {seconds:.1f} s: {len(model.graph)} layers, input "
-            f"{spec.channels}×{spec.height}×{spec.width} {spec.layout}.",
-            status=True,
-        )
-        if spec.size_multiple > 1 and not spec.fixed_size:
-            self.log_message(
-                f"{model.name} takes sizes that are multiples of {spec.size_multiple}; the canvas "
-                "size steps by it (another is refused) and octaves are rounded to one."
-            )
-        for note in model.canonicalization:
-            self.log_message(f"Graph repair: {note}")
-        for w in model.warnings:
-            self.log_message(f"Warning: {w}")
-        if getattr(model, "status_text", None):  # partially converted: which node stopped it
-            self.log_message(model.status_text, status=True)
-        if model.preprocessing.source == "default":
-            self.log_message(
-                f"{model.name} does not say how its input was preprocessed; using the "
-                f"'{model.preprocessing.preset}' preset. Check it in Render Settings > Model."
-            )
+        for text, status in load_messages(model, seconds):
+            self.log_message(text, status=status)
 
-    def _on_load_failed(self, message: str) -> None:
+    def on_load_failed(self, message: str) -> None:
         self.status.hide_loading()
-        self._update_enabled()
+        self.update_enabled()
         self.show_error("Cannot Open Model", message)
 
-    def _on_model_changed(self, model: Any) -> None:
+    def on_model_changed(self, model: Any) -> None:
         if not self.session.is_loading():
             self.status.hide_loading()
         self.layers.set_graph(model.graph if model else None, self.session.labels)
-        self._show_choices()
+        self.show_choices()
         self.settings_panel.show_input(model.input if model is not None else None)
         self.status.show_model(
             model, self.session.preprocessing, self.session.preprocessing_origin()
@@ -371,9 +227,9 @@ class MainWindow(QMainWindow):
             self.setWindowTitle(f"{model.name} — {APP_NAME}")
             self.setWindowFilePath(str(model.path))
             self.canvas.set_empty_text(EMPTY_CANVAS)
-        self._update_enabled()
+        self.update_enabled()
 
-    def _show_choices(self) -> None:
+    def show_choices(self) -> None:
         s, m = self.session, self.session.model
         if m is None:
             self.settings_panel.show_model(None)
@@ -384,7 +240,7 @@ class MainWindow(QMainWindow):
                                        labels_source=c.labels_source, labels_file=c.labels_file)  # fmt: skip
         self.status.show_preprocessing(s.preprocessing, s.preprocessing_origin())
 
-    def _browse_labels(self) -> None:
+    def browse_labels(self) -> None:
         start = str(self.model.path.parent) if self.model else ""
         path, _ = QFileDialog.getOpenFileName(
             self, "Choose Labels File", start, "Labels (*.txt *.json);;All files (*)"
@@ -399,7 +255,7 @@ class MainWindow(QMainWindow):
         """Ctrl+R: selected units (grouped per layer), or the first N units of selected layers."""
         self.jobs.render_refs(self.layers.selected_refs())
 
-    def _queue_idle(self) -> None:
+    def queue_idle(self) -> None:
         self.status.finish("jobs")
         if not self.galleries.is_saving():  # an atlas reports as the gallery controller
             self.status.finish("gallery")
@@ -409,12 +265,12 @@ class MainWindow(QMainWindow):
         if task is not None:
             self.statusBar().showMessage(f"Cancelling {task.title}…", 3000)
 
-    def _focus_filter(self) -> None:
+    def focus_filter(self) -> None:
         self.tree_dock.show()
         self.tree_dock.raise_()
         self.layers.focus_filter()
 
-    def _tree_menu(self, ref: RowRef, pos: QPoint) -> None:
+    def tree_menu(self, ref: RowRef, pos: QPoint) -> None:
         if self.model is not None:
             examples = self.datasets.browse_layer if self.datasets.choice else None
             menu = tree_menu(self, ref, self.jobs, self.article, examples)
@@ -437,12 +293,12 @@ class MainWindow(QMainWindow):
         dlg.show()
         return dlg
 
-    def _zoom_current(self) -> None:
+    def zoom_current(self) -> None:
         t = self.tile_view.current_tile()
         if t is not None:
             self.zoom_tile(t.id)
 
-    def _tile_menu(self, pos: QPoint) -> None:
+    def tile_menu(self, pos: QPoint) -> None:
         idx = self.tile_view.indexAt(pos)
         tile = self.tiles.tile_at(idx) if idx.isValid() else None
         if tile is not None and not self.tile_view.selectionModel().isSelected(idx):
@@ -485,16 +341,18 @@ class MainWindow(QMainWindow):
         if folder:
             self.galleries.start_atlas(folder, layers)
 
-    def _on_saving_changed(self, saving: bool) -> None:
-        self._update_enabled()
+    def on_saving_changed(self, saving: bool) -> None:
+        self.update_enabled()
         if not saving and self._quit_after_save:
             self.close()
 
     # ==========================================================================================
     # recent files, drag and drop, dialogs
     # ==========================================================================================
-    def _fill_recent_menu(self) -> None:
+    def fill_recent_menu(self) -> None:
         fill_recent_menu(self.menus[SUBMENU_RECENT], self.prefs, self._open_recent)
+
+    _fill_recent_menu = fill_recent_menu  # its name before the wiring table (tests use it)
 
     def _open_recent(self, path: str) -> None:
         if not Path(path).is_file():
@@ -544,46 +402,21 @@ class MainWindow(QMainWindow):
     # ==========================================================================================
     # state and shutdown
     # ==========================================================================================
-    def _update_enabled(self) -> None:
-        a = self.actions_by_key
-        has_model = self.model is not None
-        refs = self.layers.selected_refs() if has_model else []
-        unit_sel = any(r.kind == "unit" for r in refs)
-        layer_sel = any(r.layer is not None for r in refs)
-        dream_sel = any(r.layer is not None and r.layer.dreamable for r in refs)
-        busy = self.queue.busy()
-        has_tiles = self.tiles.rowCount() > 0
-        enabled = {
-            "save_gallery": not self.galleries.is_saving() and bool(self.galleries.savable_tiles()),
-            "close_model": has_model or self.session.is_loading(),
-            "render_selected": has_model and (unit_sel or layer_sel),
-            "render_facets": has_model and unit_sel, "render_negative": has_model and unit_sel,
-            "render_first": has_model and layer_sel,
-            "render_all": has_model and layer_sel, "deepdream": has_model and dream_sel,
-            "atlas": has_model and layer_sel, "cancel": busy, "cancel_all": busy,
-            "remove_tiles": has_tiles, "clear_tiles": has_tiles, "select_all": has_tiles,
-            "zoom_tile": has_tiles,
-        }  # fmt: skip
-        enabled.update(self.article.enabled(has_model, refs))
-        for key, on in enabled.items():
-            a[key].setEnabled(on)
-        dataset = has_model and self.datasets.choice is not None  # dataset examples (gui/dataset)
-        a["dataset"].setEnabled(has_model)
-        a["dataset_spectrum"].setEnabled(dataset)
-        a["layer_examples"].setEnabled(dataset and layer_sel)
-        self.settings_panel.widgets["ui:cluster_facets"].setEnabled(dataset)
+    def update_enabled(self) -> None:
+        wiring.update_enabled(self)
 
     def shutdown(self, timeout_ms: int = 10_000) -> bool:
         """Cancel renders, join the render thread, remember the window; True when all stopped."""
         if self._closing:
             return not self.queue.thread_running()
         self._closing = True
-        self._save_timer.stop()
+        self.save_timer.stop()
         self._persist_settings()
         self.prefs.save_window(self.saveGeometry(), self.saveState())
         self.prefs.sync()
         self.session.discard_load()
-        self.article.shutdown()
+        for ctl in wiring.controllers(self):
+            ctl.shutdown()
         for dlg in list(self._zooms):
             dlg.close()
         stopped = self.queue.shutdown(timeout_ms)

@@ -187,3 +187,23 @@ class StatusWidgets:
         self.show_preprocessing(pre, origin)
         self.show_parity(model.parity if model is not None else None, loaded=model is not None)
         self.show_cut(getattr(model, "status_text", None))
+
+
+def load_messages(model: Any, seconds: float) -> list[tuple[str, bool]]:
+    """What the log says about a model just loaded: (text, also in the status bar) pairs."""
+    spec = model.input
+    out = [(f"Loaded {model.name} in {seconds:.1f} s: {len(model.graph)} layers, input "
+            f"{spec.channels}×{spec.height}×{spec.width} {spec.layout}.", True)]  # fmt: skip
+    if spec.size_multiple > 1 and not spec.fixed_size:
+        out.append((f"{model.name} takes sizes that are multiples of {spec.size_multiple}; the "
+                    "canvas size steps by it (another is refused) and octaves are rounded to one.",
+                    False))  # fmt: skip
+    out += [(f"Graph repair: {note}", False) for note in model.canonicalization]
+    out += [(f"Warning: {w}", False) for w in model.warnings]
+    if getattr(model, "status_text", None):  # partially converted: which node stopped it
+        out.append((model.status_text, True))
+    if model.preprocessing.source == "default":
+        out.append((f"{model.name} does not say how its input was preprocessed; using the "
+                    f"'{model.preprocessing.preset}' preset. Check it in Render Settings > Model.",
+                    False))  # fmt: skip
+    return out
