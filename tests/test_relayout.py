@@ -28,6 +28,10 @@ FILES = {
         'ROOT = Path(__file__).resolve().parents[1]\nDATA = Path(__file__).parent / "models.py"\n'
     ),
     "tests/test_mystery.py": "import os\n",
+    "tests/test_model_odd_files.py": "import os\n",
+    "fvdesk/core/__init__.py": "",
+    "fvdesk/core/model/__init__.py": "",
+    "fvdesk/core/optim/__init__.py": "",
     "docs/NOTES.md": "See tests/test_cli.py and tests/gui_support.helper.\n",
 }
 
@@ -54,6 +58,7 @@ def test_moves_rewrites_and_is_idempotent(relayout, capsys) -> None:
     assert (t / "gui" / "test_gui_brand_new.py").is_file()  # by its name
     moved = t / "core" / "optim" / "test_new_render_thing.py"  # by what it imports most
     assert moved.is_file() and (t / "test_mystery.py").is_file()  # no rule: stays, listed
+    assert (t / "core" / "model" / "test_model_odd_files.py").is_file()  # a core package's name
     assert (t / "models.py").is_file() and (t / "conftest.py").is_file()
     assert all((t / d / "__init__.py").is_file() for d in ("cli", "gui", "core", "core/optim"))
     text = moved.read_text()

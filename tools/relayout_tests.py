@@ -105,14 +105,9 @@ BY_NAME = [
     ("test_real_world", "integration"),
     ("test_selftest", "integration"),
 ]
-# else by the package imported most: fvdesk.<...> prefix -> folder (longest prefix first)
+# else by the package imported most: fvdesk.core.<package> -> core/<package> (whatever packages
+# fvdesk/core has then), other fvdesk.core modules -> core, and these
 BY_IMPORT = [
-    ("fvdesk.core.model", "core/model"),
-    ("fvdesk.core.optim", "core/optim"),
-    ("fvdesk.core.output", "core/output"),
-    ("fvdesk.core.dataset", "core/dataset"),
-    ("fvdesk.core.jobs", "core/jobs"),
-    ("fvdesk.core", "core"),
     ("fvdesk.gui", "gui"),
     ("fvdesk.cli", "cli"),
     ("fvdesk.api", "api"),
@@ -126,14 +121,34 @@ TEXT_SUFFIXES = {".py", ".md", ".toml", ".txt", ".sh", ".cfg", ".ini", ".yml", "
 IMPORT_RE = re.compile(r"^\s*(?:from|import)\s+(fvdesk(?:\.\w+)*)", re.M)
 
 
+def core_packages() -> list[str]:
+    """fvdesk/core's sub-packages, as they are now (a split adds folders to the layout)."""
+    core = ROOT / "fvdesk" / "core"
+    if not core.is_dir():
+        return []
+    return sorted(d.name for d in core.iterdir() if (d / "__init__.py").is_file())
+
+
+def folder_of(module: str) -> str | None:
+    """The tests folder of an imported ``fvdesk`` module (None: not fvdesk's)."""
+    parts = module.split(".")
+    if parts[0] != "fvdesk" or len(parts) < 2:
+        return "api" if parts == ["fvdesk"] else None
+    if parts[1] == "core":
+        return f"core/{parts[2]}" if len(parts) > 2 and parts[2] in core_packages() else "core"
+    for prefix, folder in BY_IMPORT:
+        if module == prefix or module.startswith(prefix + "."):
+            return folder
+    return None
+
+
 def by_imports(path: Path) -> str | None:
     """The folder of the fvdesk package ``path`` imports most (ties: the more specific)."""
     counts: collections.Counter[str] = collections.Counter()
     for mod in IMPORT_RE.findall(path.read_text(encoding="utf-8")):
-        for prefix, folder in BY_IMPORT:
-            if mod == prefix or mod.startswith(prefix + "."):
-                counts[folder] += 1
-                break
+        folder = folder_of(mod)
+        if folder:
+            counts[folder] += 1
     if not counts:
         return None
     return max(counts, key=lambda f: (counts[f], f.count("/")))
@@ -151,6 +166,9 @@ def destination(path: Path) -> str | None:
     for prefix, folder in BY_NAME:
         if stem.startswith(prefix):
             return f"{folder}/{stem}"
+    for package in core_packages():  # test_dataset_scale -> core/dataset
+        if stem == f"test_{package}" or stem.startswith(f"test_{package}_"):
+            return f"core/{package}/{stem}"
     folder = by_imports(path)
     return f"{folder}/{stem}" if folder else None
 
