@@ -6,8 +6,9 @@ the GPU) and ``tests/project`` (checks over the whole repository: lint, types, i
     python tools/relayout_tests.py --dry-run  # only print what it would do
 
 Files in the table below go where it says; a test file it does not know goes by its name
-(``test_gui*`` -> gui, ``test_cli*`` -> cli, ``test_api*`` -> api) or else by the fvdesk package
-it imports most; one it cannot place stays where it is (and is listed).  Only files at the top of
+(``test_gui*`` -> gui, ``test_cli*`` -> cli, ``test_api*`` -> api, ``test_<core package>*`` ->
+core/<package>) or else by the fvdesk package it imports most; one it cannot place stays where it
+is (and is listed).  Only files at the top of
 tests/ move, so a second run changes nothing.  After moving, every ``tests.<module>`` import,
 ``tests/<file>`` mention (code, docs, pyproject, CI) and ``Path(__file__)`` relative path in a
 moved file is rewritten, and each new folder gets an ``__init__.py``.  Moves use ``git mv`` where
