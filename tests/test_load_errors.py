@@ -19,6 +19,7 @@ from fvdesk.core.errors import (
     UnsupportedModelError,
 )
 from fvdesk.core.model.loader import load_model
+from tests import builders as B
 from tests import models as test_models
 
 
@@ -37,15 +38,11 @@ def _fails(path: Path, kind: type[FvdeskError] = ModelLoadError, **kwargs) -> st
 
 
 def _model(nodes, inputs, outputs, inits=(), opset=17, domains=()) -> onnx.ModelProto:
-    graph = helper.make_graph(nodes, "g", inputs, outputs, list(inits))
-    opsets = [helper.make_opsetid("", opset)] + [helper.make_opsetid(d, 1) for d in domains]
-    model = helper.make_model(graph, opset_imports=opsets)
-    model.ir_version = 8
-    return model
+    return B.onnx_model(nodes, inputs, outputs, inits, opset=opset, domains=domains)
 
 
 def _image(name: str = "x", shape=(1, 3, 8, 8)) -> onnx.ValueInfoProto:
-    return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
+    return B.tensor(name, shape)
 
 
 def _conv_model() -> onnx.ModelProto:

@@ -331,7 +331,7 @@ def _append_reductions(proto: Any, tensor: str, nhwc: bool) -> list[str]:
                     g.node.append(helper.make_node("Squeeze", [t + "/k"], [t], axes=[2]))
     else:
         for op, out in zip(("ReduceMax", "ArgMax", "ReduceMin", "ArgMin"), names, strict=False):
-            kw = {"axis": 2} if op.startswith("Arg") else {"axes": [2]}
+            kw: dict[str, Any] = {"axis": 2} if op.startswith("Arg") else {"axes": [2]}
             g.node.append(helper.make_node(op, [flat], [out], keepdims=0, **kw))
     if opset >= 18:
         g.node.append(helper.make_node("ReduceMean", [flat, axes], [names[4]], keepdims=0))

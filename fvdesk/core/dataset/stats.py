@@ -149,7 +149,7 @@ class StreamingHistogram:
         a = np.floor(np.where(seen, self.lo, 0) / width)
         b = np.floor(np.where(seen, self.hi, 0) / width)
         for u in np.flatnonzero(seen & ((a < self.first) | (b >= self.first + self.bins))):
-            self._fit(u)
+            self._fit(int(u))
         width = np.exp2(np.where(seen, self.log2w, 0).astype(np.float64))
         idx = np.floor(vz / width[None, :]).astype(np.int64) - self.first[None, :]
         idx = np.clip(idx, 0, self.bins - 1)

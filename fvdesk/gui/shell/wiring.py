@@ -87,7 +87,7 @@ def window_commands(w: MainWindow) -> dict[str, Callable[[], Any]]:
         "reset_layout": w.reset_layout,
         "shortcuts": lambda: ShortcutsDialog(w).exec(), "about": w.show_about,
         "dataset_spectrum": lambda: w.datasets.use_spectrum(
-            w.settings_panel.widgets["maco_spectrum"].choose  # type: ignore[attr-defined]
+            w.settings_panel.widgets["maco_spectrum"].choose
         ),
     }  # fmt: skip
 
