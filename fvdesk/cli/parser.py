@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fvdesk.cli.actatlas_cmd import add_parser as _add_actatlas_parser
 from fvdesk.cli.args import (
     UnitSpec,
     _add_article_flags,
@@ -240,4 +241,5 @@ def build_parser() -> argparse.ArgumentParser:
     _add_images_flags(atl)
     atl.set_defaults(func=cmd_atlas)
     _add_examples_parser(sub, common)
+    _add_actatlas_parser(sub, common, opt)
     return p

@@ -65,7 +65,7 @@ def command_line(job: Job, model_path: str) -> str:
     s: ActivationAtlasJob = job.spec  # type: ignore[assignment]
     parts = ["fvdesk", "activation-atlas", model_path, "--images", s.root, "--layer", s.layer,
              "--out", s.out, "--grid", str(s.grid), "--per-image", str(s.per_image),
-             "--min-count", str(s.min_count), "--atlas-seed", str(s.seed),
+             "--min-count", str(s.min_count), "--sample-seed", str(s.seed),
              "--steps", str(job.settings.steps)]  # fmt: skip
     if job.settings.size:
         parts += ["--size", str(job.settings.size)]
