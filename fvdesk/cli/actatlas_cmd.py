@@ -30,7 +30,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser, opt: argparse.Argument
     p.add_argument("--from", dest="source", type=Path, metavar="ATLAS",
                    help="rebuild the atlas recorded in ATLAS (a folder or its actatlas.json) into "
                    "--out with the recorded options (MODEL defaults to the recorded path)")  # fmt: skip
-    p.add_argument("--grid", type=_positive, default=20, metavar="N", help="N x N cells (default 20)")
+    p.add_argument(
+        "--grid", type=_positive, default=20, metavar="N", help="N x N cells (default 20)"
+    )
     p.add_argument("--per-image", type=_positive, default=8, metavar="K",
                    help="positions sampled per image (default 8)")  # fmt: skip
     p.add_argument("--min-count", type=_positive, default=3, metavar="N",

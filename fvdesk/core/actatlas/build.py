@@ -191,6 +191,7 @@ def _lay_out(model: LoadedModel, job: Job, dev: torch.device,
         "command": command_line(job, job.model.path or job.model.file),
         "collection": {"images": len(col.rels), "vectors": len(col.vectors),
                        "channels": int(col.vectors.shape[1]), "per_image": col.per_image,
+                       "sources": col.rels,  # vectors.npz "image" indexes these
                        "skipped": [list(x) for x in col.skipped], "field": fld.describe(),
                        "seconds": round(t1 - t0, 3)},
         "layout": {"method": "umap", "metric": "cosine", "neighbors": s.neighbors,
