@@ -1046,6 +1046,15 @@ def _atlas(r: Run) -> None:
     assert "Atlas: 8 rendered" in r.log_text()
 
 
+@handles("activation_atlas")
+def _activation_atlas(r: Run) -> None:
+    r.w.layers.select(BLOCK3)
+    act(r, "activation_atlas")
+    win = r.w._actatlas  # gui/actatlas; tests/test_gui_actatlas.py drives a build in it
+    assert win.isVisible() and win.layer.currentText() == BLOCK3
+    win.close()
+
+
 # -- the dataset -----------------------------------------------------------------------------------
 @handles("dataset", "DatasetDialog:Browse…", "DatasetDialog:OK")
 def _dataset(r: Run) -> None:

@@ -83,11 +83,13 @@ PLACEHOLDERS: dict[object, object] = {
     ("--from", "GALLERY"): lambda ws: ws.gallery(),
     ("--from", "GALLERY/gallery.json"): lambda ws: ws.gallery() + "/gallery.json",
     ("--item", "N"): "0",
+    "K": "2",
+    ("--from", "ATLAS_DIR"): lambda ws: ws.activation_atlas(),
 }
 #: Flags whose value the test cuts down, and to what.
 CUT = {"--steps": "2", "--size": "32", "--units-per-layer": "2"}
 #: Commands that render get the cut flags added when they do not give them.
-RENDERING = {"render", "atlas"}
+RENDERING = {"render", "atlas", "activation-atlas"}
 CAPS = re.compile(r"^[A-Z][A-Z0-9_]*(?:[./,][A-Z0-9_]+)*$|^/shared/DIR$")
 
 
@@ -227,6 +229,15 @@ class Workspace:
             self.made["atlas"] = out
         return self.made["atlas"]
 
+    def activation_atlas(self) -> str:
+        if "actatlas" not in self.made:
+            out = self.fresh("actatlas")
+            self.run(["activation-atlas", str(self.model), "--images", str(self.images), "--layer",
+                      LAYER, "--out", out, "--grid", "2", "--per-image", "2", "--steps", "2",
+                      "--size", "32", "--quiet"])  # fmt: skip
+            self.made["actatlas"] = out
+        return self.made["actatlas"]
+
 
 def _substitute(text: str, ws: Workspace) -> list[str]:
     text = re.sub(r"\bL:(?=\d)", f"{LAYER}:", text)  # layer names inside objective expressions
@@ -299,7 +310,7 @@ def test_documented_command_runs(command: Command, workspace: Workspace, example
         assert "internal error" not in out.err + out.out, out.err
 
 
-SUBCOMMANDS = {"layers", "info", "render", "atlas", "examples"}
+SUBCOMMANDS = {"layers", "info", "render", "atlas", "examples", "activation-atlas"}
 
 
 def _run_app(argv: list[str], extra_env: dict[str, str]) -> None:

@@ -233,6 +233,22 @@ class MainWindow(QMainWindow):
         self.settings_panel.labels_file_chosen.connect(s.choose_labels_file)
         self.settings_panel.browse_labels_requested.connect(self._browse_labels)
         self._connect_datasets()
+        a["activation_atlas"].triggered.connect(self.open_activation_atlas)
+
+    def open_activation_atlas(self) -> Any:
+        """The activation atlas window (gui/actatlas); its builds take turns on the render queue."""
+        from fvdesk.gui.actatlas.window import ActivationAtlasWindow
+        from fvdesk.gui.runtime.runners import QueueRunner
+
+        layer = next(iter(self.layers.selected_layers()), None)
+        folder = self.datasets.choice.root if self.datasets.choice else None
+        runner = getattr(self, "_actatlas_runner", None) or QueueRunner(self.queue, self)
+        self._actatlas_runner = runner
+        self._actatlas = ActivationAtlasWindow(runner, self.session,
+                                               self.jobs.settings, layer=layer, folder=folder,
+                                               parent=self)  # fmt: skip
+        self._actatlas.show()
+        return self._actatlas
 
     def _connect_datasets(self) -> None:
         """Dataset examples (gui/dataset): actions, the current tile, the docks, the messages."""
@@ -560,6 +576,7 @@ class MainWindow(QMainWindow):
             "render_first": has_model and layer_sel,
             "render_all": has_model and layer_sel, "deepdream": has_model and dream_sel,
             "atlas": has_model and layer_sel, "cancel": busy, "cancel_all": busy,
+            "activation_atlas": has_model,
             "remove_tiles": has_tiles, "clear_tiles": has_tiles, "select_all": has_tiles,
             "zoom_tile": has_tiles,
         }  # fmt: skip
