@@ -128,8 +128,11 @@ def write_index(out: Path, manifest: dict[str, Any]) -> Path:
             if c is None or not c.get("tile"):
                 tds.append("<td></td>")
                 continue
+            frame = ""
+            if c.get("class"):  # the class atlas: one hue per class (as the app's frames)
+                frame = f' style="outline:3px solid hsl({int(c["class"]["index"] * 137.508) % 360},70%,60%)"'
             tds.append(f'<td><a href="#c{c["id"]}"><img src="{esc(c["tile"])}" width="48" '
-                       f'height="48" title="{esc(cell_caption(c))}"></a></td>')  # fmt: skip
+                       f'height="48"{frame} title="{esc(cell_caption(c))}"></a></td>')  # fmt: skip
         rows.append("<tr>" + "".join(tds) + "</tr>")
     grid = f'<table class="atlas" style="border-spacing:0">{"".join(rows)}</table>'
     cells = []

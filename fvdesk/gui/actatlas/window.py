@@ -314,9 +314,14 @@ class ActivationAtlasWindow(QWidget):
         mean = load_vectors(self.folder)["means"][int(dialog.cell["id"])]
         spec = DirectionJob(self.manifest["job"]["layer"],
                             vectors=(tuple((mean / np.linalg.norm(mean)).tolist()),))  # fmt: skip
-        settings = self.settings()
+        from fvdesk.core.errors import FvdeskError
+
         size = int(self.manifest["settings"].get("size") or model.input.height)
-        job = self.session.job_for(spec, replace(settings, size=2 * size, batch=1))
+        try:
+            job = self.session.job_for(spec, replace(self.settings(), size=2 * size, batch=1))
+        except FvdeskError as e:
+            dialog.caption.setText(str(e))
+            return
         dialog.render_button.setEnabled(False)
         dialog.render_button.setText("Rendering…")
 
