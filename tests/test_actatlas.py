@@ -179,3 +179,14 @@ def test_bad_input_is_one_sentence(demo, tmp_path):
         ActivationAtlasJob(str(tmp_path), LAYER, str(tmp_path), grid=0)
     with pytest.raises(ConfigError, match="not an fvdesk activation atlas|does not exist"):
         out_mod.read_manifest(tmp_path)
+
+
+def test_without_umap_learn_one_sentence_says_how_to_get_it(monkeypatch):
+    import sys
+
+    from fvdesk.core.actatlas.layout import MISSING_UMAP, reduce_2d
+
+    monkeypatch.setitem(sys.modules, "umap", None)  # import umap -> ImportError
+    with pytest.raises(ConfigError) as e:
+        reduce_2d(np.ones((8, 3), np.float32), seed=0, neighbors=3, min_dist=0.1)
+    assert str(e.value) == MISSING_UMAP and "pip install" in MISSING_UMAP
