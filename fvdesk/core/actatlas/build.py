@@ -113,7 +113,10 @@ def _crop(root: Path, rel: str, size: tuple[int, int], box: Sequence[float]) -> 
         return None
     x0, y0, x1, y1 = (int(round(v)) for v in box)
     part = pixels[max(0, y0) : max(y0 + 1, y1), max(0, x0) : max(x0 + 1, x1)]
-    return np.asarray(Image.fromarray(part).resize((CROP_PX, CROP_PX), Image.LANCZOS))
+    h, w = part.shape[:2]  # the field's shape kept (a text model's fields are wide strips)
+    k = CROP_PX / max(h, w)
+    size = (max(1, round(w * k)), max(1, round(h * k)))
+    return np.asarray(Image.fromarray(part).resize(size, Image.LANCZOS))
 
 
 def _save_vectors(out: Path, col: Collection, coords: np.ndarray, owner: np.ndarray,
