@@ -79,6 +79,8 @@ def test_build_then_explore(qtbot, win):
         build.collect = orig
     assert seen_threads and gui not in seen_threads  # the model work ran off the GUI thread
     assert "cells" in win.status.text(), win.status.text()
+    win.grid.setValue(9)
+    assert win.show_folder(win.out.text()) and win.grid.value() == 6  # the atlas's own
     items = list(win.view.items_by_id.values())
     assert items and all(it.full is not None for it in items)
     assert win.progress.value() == win.progress.maximum() == len(items)

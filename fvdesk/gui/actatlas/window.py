@@ -264,6 +264,15 @@ class ActivationAtlasWindow(QWidget):
             return False
         self.folder, self.manifest = Path(folder), manifest
         self.view.show_atlas(folder, manifest)
+        job = manifest["job"]  # the form says what the atlas shown was made of
+        if self.layer.findText(job["layer"]) < 0:
+            self.layer.addItem(job["layer"])
+        self.layer.setCurrentText(job["layer"])
+        self.images.setText(job["root"])
+        self.out.setText(str(folder))
+        for box, key in ((self.grid, "grid"), (self.per_image, "per_image"),
+                         (self.min_count, "min_count")):  # fmt: skip
+            box.setValue(int(job[key]))
         self.classes.blockSignals(True)
         self.classes.clear()
         self.classes.addItem("All classes", None)
