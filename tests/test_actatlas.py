@@ -190,3 +190,12 @@ def test_without_umap_learn_one_sentence_says_how_to_get_it(monkeypatch):
     with pytest.raises(ConfigError) as e:
         reduce_2d(np.ones((8, 3), np.float32), seed=0, neighbors=3, min_dist=0.1)
     assert str(e.value) == MISSING_UMAP and "pip install" in MISSING_UMAP
+
+
+def test_the_command_says_what_it_needs(tmp_path, capsys):
+    from fvdesk.cli import main
+
+    assert main(["activation-atlas", "--out", str(tmp_path / "o")]) == 2
+    assert "--images DIR and --layer LAYER are required" in capsys.readouterr().err
+    assert main(["activation-atlas", "--from", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "no activation atlas there" in capsys.readouterr().err
