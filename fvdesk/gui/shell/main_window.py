@@ -131,6 +131,21 @@ class MainWindow(QMainWindow):
         return self.docks.add(title, name, widget, area)
 
     # ==========================================================================================
+    def open_activation_atlas(self) -> Any:
+        """The activation atlas window (gui/actatlas); its builds take turns on the render queue."""
+        from fvdesk.gui.actatlas.window import ActivationAtlasWindow
+        from fvdesk.gui.runtime.runners import QueueRunner
+
+        layer = next(iter(self.layers.selected_layers()), None)
+        folder = self.datasets.choice.root if self.datasets.choice else None
+        runner = getattr(self, "_actatlas_runner", None) or QueueRunner(self.queue, self)
+        self._actatlas_runner = runner
+        self._actatlas = ActivationAtlasWindow(runner, self.session,
+                                               self.jobs.settings, layer=layer, folder=folder,
+                                               parent=self)  # fmt: skip
+        self._actatlas.show()
+        return self._actatlas
+
     # preferences and layout
     # ==========================================================================================
     def _restore_prefs(self) -> None:
