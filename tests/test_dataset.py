@@ -330,6 +330,18 @@ def test_image_modes_decode_as_shown(tmp_path) -> None:
     assert geo.to_source((0, 0, 16, 16)) == pytest.approx((0.0, 10.0, 20.0, 30.0))
 
 
+@pytest.mark.parametrize(("w", "h", "out"), [(384, 191, 224), (150, 97, 224), (301, 199, 64)])
+def test_odd_sizes_fit_without_a_rounding_error(tmp_path, w, h, out) -> None:
+    """An image whose centre crop starts at 0 up to rounding (scikit-image's 384x191 page.png at
+    224 px) once raised Pillow's "box offset can't be negative" out of the pass."""
+    ramp = np.tile(np.linspace(0, 255, w, dtype=np.float32), (h, 1)).astype(np.uint8)
+    Image.fromarray(ramp, "L").save(tmp_path / "odd.png")
+    px, geo = fit_image(tmp_path / "odd.png", out, out)
+    assert px.shape == (out, out, 3) and (geo.src_w, geo.src_h) == (w, h)
+    centre = ramp[:, (w - h) // 2 : (w + h) // 2]  # the square the crop keeps, as grey levels
+    assert abs(float(px.mean()) - float(centre.mean())) < 3
+
+
 def test_bad_files_are_skipped_counted_and_listed(demo, tmp_path, monkeypatch) -> None:
     root = tmp_path / "mixed"
     x, _ = generate(5, 64, seed=2)

@@ -295,6 +295,10 @@ def fit_image(path: str | os.PathLike[str], out_h: int, out_w: int, *,
     k = img.width / w
     box = (geo0.x0 * k, geo0.y0 * k, (geo0.x0 + out_w / geo0.scale) * k,
            (geo0.y0 + out_h / geo0.scale) * k)  # fmt: skip
+    # The uncropped side's offset is 0 up to rounding (-1e-14 for a 384x191 image): Pillow
+    # refuses a box even that far outside the image.
+    box = (max(0.0, box[0]), max(0.0, box[1]), min(float(img.width), box[2]),
+           min(float(img.height), box[3]))  # fmt: skip
     gap = REDUCING_GAP if reduced else None
     small = img.resize((out_w, out_h), Image.Resampling.BILINEAR, box=box, reducing_gap=gap)
     return np.asarray(small, dtype=np.uint8), geo0
