@@ -23,12 +23,23 @@ Prints one JSON document (and writes it with ``--out``).  Not a test: nothing is
   default engine (``VmHWM``, reset after loading the model) minus the resident memory after
   loading, and the time to reopen the same folder from the cache.  Linux only.
 * With CUDA, the speed section also runs on the GPU (onnxruntime's CUDA provider when present).
+* ``camera`` (``--camera N``, default 200): N camera-sized JPEGs, alternately 4000x3000 and
+  500x375, generated once under /tmp/fvdesk-bench; the pass (fresh cache) with and without
+  reduced-scale decoding and with 0 (threads), 1 and 2 decode processes, two rounds in rotating
+  order, best kept, on the demo model and PP-OCR's text-direction classifier from the
+  rapidocr-onnxruntime wheel (``pip download --no-deps rapidocr-onnxruntime -d /tmp/wheels``;
+  skipped without it), against plain onnxruntime inference of the whole model on tensors already
+  decoded and prepared.  ``reduced_decode_0_workers`` is today's main's path (threads, JPEG
+  draft), so ``ratio_vs_main`` compares with it in the same run.
+
+    .venv/bin/python benchmarks/bench_examples.py --camera 200 --models "" --memory 0
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import subprocess
@@ -214,6 +225,133 @@ def speed(name: str, n: int, device: str) -> dict:
     }
 
 
+CAMERA_CACHE = Path("/tmp/fvdesk-bench")
+#: (reduced-scale decoding, decode workers): (True, 0) is today's main (threads of the process,
+#: JPEG draft), so the other rows are measured against it in the same run.
+CAMERA_VARIANTS = ((False, 0), (True, 0), (True, 1), (True, 2), (False, 2))
+
+
+def camera_folder(n: int) -> Path:
+    """``n`` camera-sized JPEGs, alternately 4000x3000 (a 12 MP phone photo, ~3 MB at quality
+    90) and 500x375: a pattern image enlarged, with sensor-like noise.  Generated once under
+    /tmp."""
+    from PIL import Image
+
+    from fvdesk.core.patterns import generate
+
+    folder = CAMERA_CACHE / f"camera-{n}-v1"
+    if (folder / ".complete").exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    x, _ = generate(n, 64, seed=3)
+    for i in range(n):
+        size = (4000, 3000) if i % 2 == 0 else (500, 375)
+        im = Image.fromarray((x[i].transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8))
+        a = np.asarray(im.resize(size, Image.Resampling.BICUBIC), np.int16)
+        a += rng.integers(-10, 11, a.shape[:2], dtype=np.int16)[..., None]
+        Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save(
+            folder / f"{i:05d}.jpg", quality=90
+        )
+    (folder / ".complete").write_text("ok")
+    return folder
+
+
+def wheel_model() -> tuple[Path, str] | None:
+    """A trained model from a PyPI wheel (``pip download --no-deps rapidocr-onnxruntime -d
+    /tmp/wheels``): PP-OCR's text-direction classifier, cut three quarters of the way in."""
+    import zipfile
+
+    wheels = sorted(Path("/tmp/wheels").glob("rapidocr_onnxruntime-*.whl"))
+    if not wheels:
+        return None
+    out = CAMERA_CACHE / "models" / "ch_ppocr_mobile_v2.0_cls_infer.onnx"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(wheels[-1]) as z:
+            name = next(n for n in z.namelist() if n.endswith("cls_infer.onnx"))
+            out.write_bytes(z.read(name))
+    return out, ""
+
+
+def pass_options(model, folder: Path, layer: str, reduced: bool, workers: int) -> dict:
+    """One pass (fresh cache) with these ``PassOptions``; images/s."""
+    from fvdesk.core.jobs.job import ExamplesJob, Job
+    from fvdesk.core.jobs.passes import PassOptions, run_examples
+    from fvdesk.core.optim.drive import drive
+
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["FVDESK_CACHE_DIR"] = cache
+        job = Job.for_model(model, ExamplesJob(str(folder), (layer,)))
+        opts = PassOptions(workers=workers, reduced=reduced)
+        t0 = time.perf_counter()
+        result = drive(run_examples(model, job, lambda: False, options=opts))
+        dt = time.perf_counter() - t0
+    return {"images": result.images, "seconds": dt, "images_per_s": result.images / dt}
+
+
+def decoded_full_model(model, folder: Path, n: int = 256, rounds: int = 3) -> float:
+    """Plain onnxruntime inference of the whole model on tensors already decoded and prepared
+    (images/s, best of ``rounds``): the bar the pass should clear."""
+    import torch
+
+    from fvdesk.core.dataset.engine import Engine, Measure, ort_session
+    from fvdesk.core.imagefolder import fit_image, scan_folder
+
+    scan = scan_folder(folder)
+    size = (model.input.height, model.input.width)
+    px = np.stack([fit_image(folder / f.rel, *size)[0] for f in scan.images[:n]])
+    prep = Engine(model, [model.graph.layers[0].name], Measure(), model.preprocessing,
+                  torch.device("cpu"))  # fmt: skip
+    x = [prep.inputs(px[i : i + 32]) for i in range(0, len(px), 32)]
+    sess = ort_session(model, None, torch.device("cpu"))
+    sess.run(None, {model.input.name: x[0]})
+    best = math.inf
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for b in x:
+            sess.run(None, {model.input.name: b})
+        best = min(best, time.perf_counter() - t0)
+    return len(px) / best
+
+
+def camera(n: int, names: list[str]) -> list[dict]:
+    """Camera-sized JPEGs: every ``CAMERA_VARIANTS`` pass (two rounds, order rotating, best
+    round kept) on the demo model and the wheel model, against decoded-tensor inference."""
+    from fvdesk.core.model.loader import load_model
+
+    folder = camera_folder(n)
+    out = []
+    for name in names:
+        if name == "demo":
+            model, layer = load(name), MODELS["demo"]["layer"]
+        else:
+            found = wheel_model()
+            if found is None:
+                out.append({"model": name, "skipped": "no rapidocr wheel in /tmp/wheels"})
+                continue
+            model = load_model(found[0], check_parity=False)
+            maps = [x for x in model.graph if x.kind == "feature" and (x.spatial or (1, 1))[0] > 1]
+            layer = maps[len(maps) * 3 // 4].name
+        rates: dict[str, float] = {}
+        for rnd in range(2):
+            order = CAMERA_VARIANTS[rnd:] + CAMERA_VARIANTS[:rnd]
+            for reduced, workers in order:
+                key = f"{'reduced' if reduced else 'full'}_decode_{workers}_workers"
+                r = pass_options(model, folder, layer, reduced, workers)
+                rates[key] = max(rates.get(key, 0.0), r["images_per_s"])
+        full = decoded_full_model(model, folder)
+        main_rate = rates["reduced_decode_0_workers"]
+        out.append({
+            "model": name, "layer": layer, "images": n, "input": [model.input.height, model.input.width],
+            "pass_images_per_s": rates, "full_model_on_decoded_tensors_images_per_s": full,
+            "ratio_vs_full_model_on_decoded": {k: v / full for k, v in rates.items()},
+            "ratio_vs_main": {k: v / main_rate for k, v in rates.items()},
+        })  # fmt: skip
+        print(json.dumps(out[-1]), file=sys.stderr)
+    return out
+
+
 def child(name: str, n: int, device: str) -> dict:
     """Run in a subprocess: peak memory of one pass (default engine) over ``n`` images."""
     model = load(name, device)
@@ -256,6 +394,8 @@ def main() -> None:
     p.add_argument("--memory-models", default="demo,resnet18")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--camera", type=int, default=200, help="camera-sized JPEGs (0 = skip)")
+    p.add_argument("--camera-models", default="demo,wheel")
     p.add_argument("--out", type=Path)
     p.add_argument("--child", nargs=2, metavar=("MODEL", "N"), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -282,12 +422,14 @@ def main() -> None:
     devices = [args.device] + (
         ["cuda"] if torch.cuda.is_available() and args.device == "cpu" else []
     )
-    for name in args.models.split(","):
+    if args.camera:
+        report["camera"] = camera(args.camera, args.camera_models.split(","))
+    for name in filter(None, args.models.split(",")):
         for dev in devices:
             report["speed"].append(speed(name, args.speed_images, dev))
             print(json.dumps(report["speed"][-1]), file=sys.stderr)
     sizes = [int(s) for s in args.memory.split(",") if int(s)]
-    for name in args.memory_models.split(","):
+    for name in filter(None, args.memory_models.split(",")):
         if sizes:
             report["memory"][name] = memory(name, sizes, args.device)
             print(json.dumps(report["memory"][name]), file=sys.stderr)

@@ -12,12 +12,13 @@ data file or Qt plugin shows up as one failed line instead of a crash in a user'
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -39,7 +40,7 @@ class SelfTest:
         self.stream = stream or sys.stdout
         self.results: list[CheckResult] = []
         self.model: Any = None
-        self.renders: list[tuple[Any, Any]] = []  # (UnitResult, settings record) per device
+        self.renders: list[list[Any]] = []  # the UnitResults of each device's render
 
     def check(self, name: str, fn: Callable[[], str | None]) -> bool:
         """Run one check; ``fn`` returns its detail line (``None`` means skipped)."""
@@ -153,7 +154,7 @@ class SelfTest:
                 raise RuntimeError(f"wrote {len(results)} images, read back {len(items)}")
             by_unit = {it.unit: img for it, img in items}
             for r in results:
-                if not np.array_equal(by_unit.get(r.unit), r.image):
+                if not np.array_equal(by_unit.get(r.unit), r.image):  # type: ignore[arg-type]  # None (no image) compares unequal
                     raise RuntimeError(f"the image of unit {r.unit} changed on the way")
             files = sorted(p.name for p in folder.iterdir())
         return f"{len(items)} images, {len(files)} files written and read back identical"
@@ -211,29 +212,35 @@ def _environ(**values: str | None) -> Iterator[str]:
 
 
 def devices() -> list[str]:
-    """Every device torch can render on here: the CPU, each CUDA GPU, Apple's MPS."""
-    import torch
+    """The devices the render check runs on (``core.device.available_devices``)."""
+    from fvdesk.core.device import available_devices
 
-    out = ["cpu"]
-    if torch.cuda.is_available():
-        out += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        out.append("mps")
-    return out
+    return available_devices()
+
+
+def expected_checks(device_names: Sequence[str]) -> list[str]:
+    """The names of the checks, in order, on a machine with these devices: one render check
+    per device, so the expected list follows the hardware instead of assuming a CPU-only box."""
+    return [
+        "imports",
+        "load demo model",
+        "parity",
+        *(f"render {d}" for d in device_names),
+        "gallery",
+        "app window",
+    ]
 
 
 def run_self_test(stream: TextIO | None = None) -> int:
     """Run every check; returns the exit code (0 when none failed)."""
     t = SelfTest(stream)
     out = t.stream
-    t.check("imports", t.imports)
-    t.check("load demo model", t.load)
-    t.check("parity", t.parity)
-    for dev in devices():
-        t.check(f"render {dev}", lambda dev=dev: t.render(dev))
-    t.check("gallery", t.gallery)
-    t.check("app window", t.app)
+    found = devices()
+    steps: list[Callable[[], str | None]] = [t.imports, t.load, t.parity]
+    steps += [functools.partial(t.render, d) for d in found]
+    steps += [t.gallery, t.app]
+    for name, fn in zip(expected_checks(found), steps, strict=True):
+        t.check(name, fn)
     failed = [r for r in t.results if r.status == "FAIL"]
     if failed:
         out.write(f"self-test FAILED: {len(failed)} of {len(t.results)} checks failed.\n")

@@ -17,6 +17,47 @@ def pytest_configure(config: pytest.Config) -> None:
     torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+# ------------------------------------------------------------------------------------------------
+# Markers by where a test lives: the folder (tests/gui, tests/integration) or, for a file outside
+# them, its name, so a new file is marked before tools/relayout.py files it.
+# ------------------------------------------------------------------------------------------------
+GUI_FILES = ("test_gui", "test_settings_dock")  # name prefixes
+INTEGRATION_FILES = frozenset(
+    {"test_readme", "test_selftest", "test_real_world", "test_zoo_matrix", "test_api_docs"}
+)
+NO_GPU = "needs a CUDA GPU, and torch sees none here"
+
+
+def markers_for(path: os.PathLike[str] | str) -> set[str]:
+    """The markers every test in the file at ``path`` gets (besides its own marks)."""
+    from pathlib import Path
+
+    p = Path(path)
+    folders, stem = set(p.parent.parts), p.stem
+    out = set()
+    if "gui" in folders or stem.startswith(GUI_FILES):
+        out.add("gui")
+    if "integration" in folders or stem in INTEGRATION_FILES:
+        out.add("integration")
+    if "gpu" in folders or "gpu" in stem.split("_"):
+        out.add("gpu")
+    return out
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    cuda: bool | None = None
+    for item in items:
+        for name in sorted(markers_for(item.path)):
+            item.add_marker(name)
+        if item.get_closest_marker("gpu") is not None:
+            if cuda is None:
+                import torch
+
+                cuda = torch.cuda.is_available()
+            if not cuda:
+                item.add_marker(pytest.mark.skip(reason=NO_GPU))
+
+
 @pytest.fixture(scope="session")
 def demo_model_path():
     from fvdesk.core.resources import demo_model_path

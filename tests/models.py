@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from tests import builders as B
+
 # Architectures the foundation issue requires to load with parity.
 TORCHVISION_ARCHS = (
     "googlenet",
@@ -165,7 +167,6 @@ def big_onnx(folder: Path, megabytes: int = 100, seed: int = 0) -> Path:
     (exporting a 100 MB torch model would take far longer): convs on a 64x64 input, then a wide
     Gemm that holds almost all the weights."""
     import numpy as np
-    import onnx
     from onnx import helper, numpy_helper
 
     path = Path(folder) / f"big_{megabytes}mb_s{seed}.onnx"
@@ -206,19 +207,8 @@ def big_onnx(folder: Path, megabytes: int = 100, seed: int = 0) -> Path:
         helper.make_node("Relu", ["h"], ["hr"], name="fc1/relu"),
         helper.make_node("Gemm", ["hr", "w4", "b4"], ["logits"], name="fc2", transB=1),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "big",
-        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, size, size])],
-        [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["N", 10])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    tmp = path.with_suffix(".tmp.onnx")
-    onnx.save(model, str(tmp))
-    tmp.replace(path)
-    return path
+    inputs, outputs = [B.tensor("x", ["N", 3, size, size])], [B.tensor("logits", ["N", 10])]
+    return B.save_onnx(B.onnx_model(nodes, inputs, outputs, inits, name="big"), path, atomic=True)
 
 
 # -- engine fixtures -----------------------------------------------------------------------------
@@ -229,7 +219,6 @@ def dead_unit_onnx(folder: Path) -> Path:
     gradient) but revivable, channel 2 can never fire (zero weights, bias -1).
     """
     import numpy as np
-    import onnx
     from onnx import helper, numpy_helper
 
     path = Path(folder) / "dead_units.onnx"
@@ -252,19 +241,9 @@ def dead_unit_onnx(folder: Path) -> Path:
         helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
         helper.make_node("Gemm", ["f", "wf", "bf"], ["logits"], name="fc", transB=1),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "dead_units",
-        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, "H", "W"])],
-        [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["N", 2])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    tmp = path.with_suffix(".tmp.onnx")
-    onnx.save(model, str(tmp))
-    tmp.replace(path)
-    return path
+    inputs, outputs = [B.tensor("x", ["N", 3, "H", "W"])], [B.tensor("logits", ["N", 2])]
+    model = B.onnx_model(nodes, inputs, outputs, inits, name="dead_units")
+    return B.save_onnx(model, path, atomic=True)
 
 
 def _save(model, path: Path) -> Path:

@@ -17,26 +17,37 @@ from onnx import TensorProto, helper, numpy_helper
 from fvdesk.core.model import canonicalize as canon
 from fvdesk.core.model.loaded import LoadedModel
 from fvdesk.core.model.loader import load_model
+from tests import builders as B
 from tests import models as test_models
 
 RNG = np.random.default_rng(0)
 
 
 def _w(name: str, *shape: int, scale: float = 0.3) -> onnx.TensorProto:
-    return numpy_helper.from_array((RNG.standard_normal(shape) * scale).astype(np.float32), name)
+    return B.weight(RNG, name, *shape, scale=scale)
 
 
-def _vi(name: str, shape, elem=TensorProto.FLOAT) -> onnx.ValueInfoProto:
-    return helper.make_tensor_value_info(name, elem, shape)
+_vi = B.tensor
 
 
 def _save(tmp_path: Path, nodes, inputs, outputs, inits, *, opset=17, ir=8, name="m.onnx") -> Path:
-    graph = helper.make_graph(nodes, "g", inputs, outputs, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = ir
-    p = tmp_path / name
-    onnx.save(model, str(p))
-    return p
+    return B.save_onnx(
+        B.onnx_model(nodes, inputs, outputs, inits, opset=opset, ir=ir), tmp_path / name
+    )
+
+
+def _classifier(tmp_path: Path, nodes, src: str, channels: int, **weights: tuple) -> Path:
+    """``nodes`` (reading "x", 1x3x15x15, writing ``src``) then ``_head``; ``weights``: the
+    shapes of their random initializers (drawn after the head's, as the tests always did)."""
+    head, head_w = _head(src, channels)
+    inits = [_w(name, *shape) for name, shape in weights.items()]
+    return _save(
+        tmp_path,
+        nodes + head,
+        [_vi("x", [1, 3, 15, 15])],
+        [_vi("logits", [1, 5])],
+        [*inits, *head_w],
+    )
 
 
 def _head(src: str, channels: int, classes: int = 5) -> tuple[list, list]:
@@ -293,14 +304,7 @@ def test_asymmetric_average_pool(tmp_path: Path, include: int, ceil: int) -> Non
         ),
         helper.make_node("Relu", ["p"], ["r"], name="relu"),
     ]
-    head, head_w = _head("r", 4)
-    p = _save(
-        tmp_path,
-        nodes + head,
-        [_vi("x", [1, 3, 15, 15])],
-        [_vi("logits", [1, 5])],
-        [_w("w", 4, 3, 2, 2), *head_w],
-    )
+    p = _classifier(tmp_path, nodes, "r", 4, w=(4, 3, 2, 2))
     m = _ok(load_model(p))
     assert any("asymmetric AveragePool" in s for s in m.canonicalization)
     pool = m.graph["pool"]
@@ -338,14 +342,7 @@ def test_same_auto_pad_becomes_explicit(tmp_path: Path, mode: str) -> None:
         ),
         helper.make_node("Relu", ["p"], ["r"], name="relu"),
     ]
-    head, head_w = _head("r", 4)
-    p = _save(
-        tmp_path,
-        nodes + head,
-        [_vi("x", [1, 3, 15, 15])],
-        [_vi("logits", [1, 5])],
-        [_w("w", 4, 3, 4, 4), *head_w],
-    )
+    p = _classifier(tmp_path, nodes, "r", 4, w=(4, 3, 4, 4))
     m = _ok(load_model(p))
     assert any("SAME auto-paddings" in s for s in m.canonicalization)
     assert m.graph["conv"].shape[2:] == (8, 8) and m.graph["pool"].shape[2:] == (4, 4)

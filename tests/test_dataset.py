@@ -28,6 +28,7 @@ from fvdesk.core.model.preprocessing import preset
 from fvdesk.core.optim.drive import drive
 from fvdesk.core.optim.events import NoticeEvent, ProgressEvent
 from fvdesk.core.patterns import CLASSES, generate
+from tests import builders as B
 from tests.images import class_dir, pattern_folder, save_png
 
 LOGITS = "/classifier/Gemm"
@@ -156,7 +157,7 @@ def test_both_engines_give_the_same_examples(demo, patterns) -> None:
 
 # -- receptive fields ----------------------------------------------------------------------------
 def _conv_stack():
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     def w(name, cout, cin, k):
         return numpy_helper.from_array(np.zeros((cout, cin, k, k), np.float32), name)
@@ -183,12 +184,9 @@ def _conv_stack():
         ),  # fmt: skip
         helper.make_node("Flatten", ["f"], ["h"], name="flat"),
     ]
-    graph = helper.make_graph(
-        nodes, "stack", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
-        [helper.make_tensor_value_info("h", TensorProto.FLOAT, None)],
-        [w("w1", 4, 3, 3), w("w2", 4, 4, 3), w("w3", 4, 4, 5), w("w4", 4, 4, 3)],
-    )  # fmt: skip
-    return helper.make_model(graph)
+    inits = [w("w1", 4, 3, 3), w("w2", 4, 4, 3), w("w3", 4, 4, 5), w("w4", 4, 4, 3)]
+    return B.onnx_model(nodes, [B.tensor("x", [1, 3, 32, 32])], [B.tensor("h", None)], inits,
+                        opset=None, ir=None, name="stack")  # fmt: skip
 
 
 def test_receptive_field_of_a_known_conv_stack_is_the_hand_computed_one() -> None:
@@ -332,6 +330,18 @@ def test_image_modes_decode_as_shown(tmp_path) -> None:
     assert geo.to_source((0, 0, 16, 16)) == pytest.approx((0.0, 10.0, 20.0, 30.0))
 
 
+@pytest.mark.parametrize(("w", "h", "out"), [(384, 191, 224), (150, 97, 224), (301, 199, 64)])
+def test_odd_sizes_fit_without_a_rounding_error(tmp_path, w, h, out) -> None:
+    """An image whose centre crop starts at 0 up to rounding (scikit-image's 384x191 page.png at
+    224 px) once raised Pillow's "box offset can't be negative" out of the pass."""
+    ramp = np.tile(np.linspace(0, 255, w, dtype=np.float32), (h, 1)).astype(np.uint8)
+    Image.fromarray(ramp, "L").save(tmp_path / "odd.png")
+    px, geo = fit_image(tmp_path / "odd.png", out, out)
+    assert px.shape == (out, out, 3) and (geo.src_w, geo.src_h) == (w, h)
+    centre = ramp[:, (w - h) // 2 : (w + h) // 2]  # the square the crop keeps, as grey levels
+    assert abs(float(px.mean()) - float(centre.mean())) < 3
+
+
 def test_bad_files_are_skipped_counted_and_listed(demo, tmp_path, monkeypatch) -> None:
     root = tmp_path / "mixed"
     x, _ = generate(5, 64, seed=2)
@@ -396,16 +406,13 @@ def test_in_graph_rows_equal_numpy_with_ties(opset: int) -> None:
     """The onnxruntime engine's reductions (TopK from opset 10, Reduce/Arg before) give the
     rows numpy gives, first index on ties included, at every opset's node signatures."""
     import onnxruntime as ort
-    from onnx import TensorProto, helper
+    from onnx import helper
 
     from fvdesk.core.dataset.cache import row_dtype
     from fvdesk.core.dataset.engine import _FIELDS, Measure, _append_reductions, reduce_numpy
 
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 4, 5])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3, 4, 5])
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    proto.ir_version = 7
+    x, y = B.tensor("x", [None, 3, 4, 5]), B.tensor("y", [None, 3, 4, 5])
+    proto = B.onnx_model([helper.make_node("Relu", ["x"], ["y"])], [x], [y], opset=opset, ir=7)
     names = _append_reductions(proto, "y", nhwc=False)
     sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     a = np.random.default_rng(opset).integers(-2, 3, (6, 3, 4, 5)).astype(np.float32)

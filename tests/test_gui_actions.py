@@ -1101,6 +1101,15 @@ def _inspect_tab_scroll(r: Run) -> None:
     assert tabs.currentIndex() == shown
 
 
+@handles("activation_atlas")
+def _activation_atlas(r: Run) -> None:
+    r.w.layers.select(BLOCK3)
+    act(r, "activation_atlas")
+    win = r.w._actatlas  # gui/actatlas; tests/test_gui_actatlas.py drives a build in it
+    assert win.isVisible() and win.layer.currentText() == BLOCK3
+    win.close()
+
+
 # -- the dataset -----------------------------------------------------------------------------------
 @handles("dataset", "DatasetDialog:Browse…", "DatasetDialog:OK")
 def _dataset(r: Run) -> None:

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GUI = ROOT / "fvdesk" / "gui"
 
 SHARED = {"canvas", "settings", "runtime"}
-FEATURES = {"tree", "article", "dataset", "galleries", "inspect"}
+FEATURES = {"tree", "article", "dataset", "galleries", "inspect", "actatlas"}
 #: package -> the other packages of ``fvdesk.gui`` it may import ("" is the package's own root
 #: modules: ``app``, the entry point, and ``_moved``, the old names)
 ALLOWED: dict[str, set[str]] = {

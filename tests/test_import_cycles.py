@@ -24,7 +24,7 @@ PACKAGE = ROOT / "fvdesk"
 
 #: The core's packages, lowest first: each imports only the ones before it (and the core's own
 #: modules, ``fvdesk.core.errors`` and the like, which import none of them).
-CORE_LAYERS = ("model", "optim", "dataset", "jobs", "output", "inspect")
+CORE_LAYERS = ("model", "optim", "dataset", "jobs", "output", "inspect", "actatlas")
 
 
 def _graph() -> tuple[dict[str, set[str]], set[str]]:

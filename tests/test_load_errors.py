@@ -19,6 +19,7 @@ from fvdesk.core.errors import (
     UnsupportedModelError,
 )
 from fvdesk.core.model.loader import load_model
+from tests import builders as B
 from tests import models as test_models
 
 
@@ -37,15 +38,11 @@ def _fails(path: Path, kind: type[FvdeskError] = ModelLoadError, **kwargs) -> st
 
 
 def _model(nodes, inputs, outputs, inits=(), opset=17, domains=()) -> onnx.ModelProto:
-    graph = helper.make_graph(nodes, "g", inputs, outputs, list(inits))
-    opsets = [helper.make_opsetid("", opset)] + [helper.make_opsetid(d, 1) for d in domains]
-    model = helper.make_model(graph, opset_imports=opsets)
-    model.ir_version = 8
-    return model
+    return B.onnx_model(nodes, inputs, outputs, inits, opset=opset, domains=domains)
 
 
 def _image(name: str = "x", shape=(1, 3, 8, 8)) -> onnx.ValueInfoProto:
-    return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
+    return B.tensor(name, shape)
 
 
 def _conv_model() -> onnx.ModelProto:
@@ -105,18 +102,18 @@ def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         p.chmod(0)
         assert "cannot be read (permission denied)" in _fails(p)
         p.chmod(0o644)
-    import fvdesk.core.model.loader as loader
+    import fvdesk.core.model.loading.read as reading  # the loader's reading stage
 
     def denied(*_a, **_k):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(loader, "open", denied, raising=False)  # shadows the builtin there only
+    monkeypatch.setattr(reading, "open", denied, raising=False)  # shadows the builtin there only
     assert "cannot be read (permission denied)" in _fails(p)
 
     def io_error(*_a, **_k):
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(loader, "open", io_error, raising=False)
+    monkeypatch.setattr(reading, "open", io_error, raising=False)
     assert "cannot be read (Input/output error)" in _fails(p)
 
 

@@ -17,21 +17,17 @@ from onnx import TensorProto, helper, numpy_helper
 
 from fvdesk.core.model.loaded import LoadedModel
 from fvdesk.core.model.loader import load_model
+from tests import builders as B
 from tests import models as test_models
 
 RNG = np.random.default_rng(18)
 
 
 def _w(name: str, *shape: int) -> onnx.TensorProto:
-    return numpy_helper.from_array((RNG.standard_normal(shape) * 0.4).astype(np.float32), name)
+    return B.weight(RNG, name, *shape, scale=0.4)
 
 
-def _i64(name: str, *values: int) -> onnx.TensorProto:
-    return numpy_helper.from_array(np.array(values, np.int64), name)
-
-
-def _f32(name: str, *values: float) -> onnx.TensorProto:
-    return numpy_helper.from_array(np.array(values, np.float32), name)
+_i64, _f32 = B.ints, B.floats
 
 
 def _save(tmp_path: Path, nodes, out_shape, inits, *, opset: int = 18, size=(12, 16)) -> Path:
@@ -40,18 +36,11 @@ def _save(tmp_path: Path, nodes, out_shape, inits, *, opset: int = 18, size=(12,
         helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c"], ["r"], name="relu"),
     ]
-    graph = helper.make_graph(
-        head + nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, *size])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
-        [_w("w", 6, 3, 3, 3), *inits],
+    inputs, outputs = [B.tensor("x", ["N", 3, *size])], [B.tensor("y", out_shape)]
+    model = B.onnx_model(
+        head + nodes, inputs, outputs, [_w("w", 6, 3, 3, 3), *inits], opset=opset, ir=9
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 9
-    p = tmp_path / "m.onnx"
-    onnx.save(model, str(p))
-    return p
+    return B.save_onnx(model, tmp_path / "m.onnx")
 
 
 def _original(path: Path, tensors: list[str], x: np.ndarray) -> list[np.ndarray]:

@@ -87,11 +87,12 @@ PLACEHOLDERS: dict[object, object] = {
     "K": "2",
     "CLASS": "top",
     ("--to-layer", "L2"): "/features/block3/relu/Relu",
+    ("--from", "ATLAS_DIR"): lambda ws: ws.activation_atlas(),
 }
 #: Flags whose value the test cuts down, and to what.
 CUT = {"--steps": "2", "--size": "32", "--units-per-layer": "2"}
 #: Commands that render get the cut flags added when they do not give them.
-RENDERING = {"render", "atlas", "image"}
+RENDERING = {"render", "atlas", "image", "activation-atlas"}
 CAPS = re.compile(r"^[A-Z][A-Z0-9_]*(?:[./,][A-Z0-9_]+)*$|^/shared/DIR$")
 
 
@@ -235,6 +236,24 @@ class Workspace:
             self.made["atlas"] = out
         return self.made["atlas"]
 
+    def examples_shards(self, argv: list[str]) -> None:
+        """``examples --merge`` summarizes what shards computed: run them into this cache."""
+        base = [a for a in argv if a != "--merge"]
+        if "--out" in base:
+            k = base.index("--out")
+            del base[k : k + 2]
+        for shard in ("0/2", "1/2"):
+            self.run([*base, "--shard", shard, "--quiet"])
+
+    def activation_atlas(self) -> str:
+        if "actatlas" not in self.made:
+            out = self.fresh("actatlas")
+            self.run(["activation-atlas", str(self.model), "--images", str(self.images), "--layer",
+                      LAYER, "--out", out, "--grid", "2", "--per-image", "2", "--steps", "2",
+                      "--size", "32", "--quiet"])  # fmt: skip
+            self.made["actatlas"] = out
+        return self.made["actatlas"]
+
 
 def _substitute(text: str, ws: Workspace) -> list[str]:
     text = re.sub(r"\bL:(?=\d)", f"{LAYER}:", text)  # layer names inside objective expressions
@@ -301,13 +320,15 @@ def test_documented_command_runs(command: Command, workspace: Workspace, example
             continue
         from fvdesk.cli import main
 
+        if argv[0] == "examples" and "--merge" in argv:
+            workspace.examples_shards(argv)
         code = main(argv)
         out = capsys.readouterr()
         assert code == 0, f"{variant!r} exited {code}: {out.err.strip()[-600:]}"
         assert "internal error" not in out.err + out.out, out.err
 
 
-SUBCOMMANDS = {"layers", "info", "render", "atlas", "examples", "image"}
+SUBCOMMANDS = {"layers", "info", "render", "atlas", "examples", "image", "activation-atlas"}
 
 
 def _run_app(argv: list[str], extra_env: dict[str, str]) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from fvdesk.api._galleries import GalleryView, open_gallery
 from fvdesk.api._model import Model
@@ -60,7 +62,7 @@ def examples(
                        batch=batch, engine=engine)  # fmt: skip
     spec.validate(model.loaded.graph)
     job = Job.for_model(model.loaded, spec)
-    result = drive(run_job(model.loaded, job, cancel, device=model.device), on_event)
+    result: Any = drive(run_job(model.loaded, job, cancel, device=model.device), on_event)
     return Examples(model, result, top=top, bottom=bottom)
 
 
@@ -109,7 +111,7 @@ class Examples:
             self.unit(u, name)
         loaded = self.model.loaded
         write_examples_gallery(
-            folder, ModelInfo.from_model(loaded), lay, chosen,
+            Path(folder), ModelInfo.from_model(loaded), lay, chosen,
             labels=lambda u: self.model.label(name, u),
             top=self.top, bottom=self.bottom, preprocessing=_pre_record(loaded),
             device=describe_device(loaded.device),

@@ -197,7 +197,7 @@ def save_gallery(folder: str | os.PathLike[str], renders: Any | Iterable[Any], *
     The images are committed as ``fvdesk render --out`` commits them, with the contact sheet and
     ``index.html``; ``GalleryError`` names the folder when it cannot be written or belongs to
     another model."""
-    group = [renders] if hasattr(renders, "results") else list(renders)
+    group: list[Any] = [renders] if hasattr(renders, "results") else list(renders)
     if not group:
         raise GalleryError(f"There is nothing to save in {folder}.")
     models = {r.model.sha256 for r in group}

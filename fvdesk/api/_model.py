@@ -54,7 +54,7 @@ def load_model(
         input_size=_input_size(input_size),
     )
     if labels is not None:
-        loaded.set_labels(labels, persist=False)
+        loaded.set_labels(Path(labels), persist=False)
     return Model(loaded)
 
 

@@ -84,6 +84,21 @@ def _shard_arg(text: str) -> str:
     return text
 
 
+def shard_and_rank(text: str | None) -> tuple[tuple[int, int] | None, int | None]:
+    """``--shard`` of ``atlas`` and ``examples``: the shard (``parse_shard`` on the environment)
+    and, under torchrun with ``auto``, the local rank whose GPU the process takes."""
+    import os
+
+    from fvdesk.core.output.atlas import parse_shard
+
+    try:
+        shard = parse_shard(text, env=os.environ) if text else None
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    rank = os.environ.get("LOCAL_RANK", "")
+    return shard, (int(rank) if text == "auto" and shard and rank.isdigit() else None)
+
+
 def _parse_number(text: str, kind: type, ok: Callable[[float], bool], rule: str) -> Any:
     """argparse ``type=`` helper: parse ``text`` as ``kind`` and check ``ok``, else say ``rule``."""
     try:

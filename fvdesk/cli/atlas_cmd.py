@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fvdesk.cli.args import EXIT_OK, UsageError
+from fvdesk.cli.args import EXIT_OK, UsageError, shard_and_rank
 from fvdesk.cli.common import _device, _load, _settings_or_usage
 from fvdesk.cli.examples_cmd import atlas_examples
 from fvdesk.cli.terminal import Progress
@@ -30,13 +29,7 @@ def cmd_atlas(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.out is None:
         raise UsageError("--out DIR is required (or --merge DIR)")
-    try:
-        shard = atl.parse_shard(args.shard, env=os.environ) if args.shard else None
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    local_rank = None  # under torchrun each process takes the GPU of its local rank
-    if args.shard == "auto" and shard and os.environ.get("LOCAL_RANK", "").isdigit():
-        local_rank = int(os.environ["LOCAL_RANK"])
+    shard, local_rank = shard_and_rank(args.shard)  # under torchrun: the local rank's GPU
     device = _device(args, local_rank=local_rank)
     model = _load(args, device=device)
     try:

@@ -15,7 +15,9 @@ from fvdesk.cli.args import (
     _add_images_flags,
     _position,
     _positive,
+    _shard_arg,
     _unit_spec,
+    shard_and_rank,
 )
 from fvdesk.cli.common import _device, _load, _resolve_layer
 from fvdesk.cli.terminal import Progress
@@ -45,6 +47,15 @@ def _add_examples_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                     help="the neuron's grid position (default: the centre)")  # fmt: skip
     ex.add_argument("--batch", type=_positive, default=32, metavar="N",
                     help="images per forward pass (default: 32)")  # fmt: skip
+    ex.add_argument("--decode-workers", type=int, metavar="N",
+                    help="decode the images in N processes beside the model (default 0: one "
+                    "thread per core, as fast on 2 cores)")  # fmt: skip
+    ex.add_argument("--shard", type=_shard_arg, metavar="I/N",
+                    help="compute only every N-th image from I into the cache (no summary); "
+                    "'auto' reads RANK/WORLD_SIZE (torchrun) or SLURM_ARRAY_TASK_ID/COUNT; "
+                    "share the cache between shards with FVDESK_CACHE_DIR")  # fmt: skip
+    ex.add_argument("--merge", action="store_true",
+                    help="summarize what the shards computed (every image must be in the cache)")  # fmt: skip
     ex.add_argument("--out", type=Path, metavar="DIR", help="write a gallery of the examples")
     ex.add_argument("--cache", action="store_true",
                     help="print where the examples cache is and its size")  # fmt: skip
@@ -55,14 +66,16 @@ def _add_examples_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def examples_pass(args: argparse.Namespace, model: Any, layers: Sequence[str], device: Any, *,
                   kind: str = "channel", position: tuple[int, int] | None = None,
-                  top: int | None = None, batch: int | None = None) -> Any:  # fmt: skip
+                  top: int | None = None, batch: int | None = None,
+                  options: Any = None) -> Any:  # fmt: skip
     """Run the dataset pass for ``layers`` with a progress bar; returns its ``ExamplesResult``.
 
     ``batch`` is ``examples --batch``; ``render`` and ``atlas`` have a ``--batch`` of their own
-    (images optimized together, ``None`` when not given), which is not the pass's."""
+    (images optimized together, ``None`` when not given), which is not the pass's.  ``options``:
+    ``passes.PassOptions`` (decode workers, a shard, merging)."""
     from fvdesk.core.errors import FvdeskError
     from fvdesk.core.jobs.job import ExamplesJob, Job
-    from fvdesk.core.jobs.run import run_job
+    from fvdesk.core.jobs.passes import PassOptions, run_examples
     from fvdesk.core.optim.drive import drive
     from fvdesk.core.optim.events import NoticeEvent, ProgressEvent
 
@@ -86,10 +99,12 @@ def examples_pass(args: argparse.Namespace, model: Any, layers: Sequence[str], d
             bar.message(f"note: {ev.message}")
 
     try:
-        result = drive(run_job(model, Job.for_model(model, spec), device=device), on_event)
+        job = Job.for_model(model, spec)  # run_examples is run_job's runner of ExamplesJob
+        result = drive(run_examples(model, job, lambda: False, None, device,
+                                    options=options or PassOptions()), on_event)  # fmt: skip
     finally:
         bar.close()
-    if not args.quiet:
+    if not args.quiet and result.layers:
         cached = result.images - result.computed
         where = f"; {cached:,} from the cache" if cached > 0 else ""
         print(f"Dataset {args.images}: {result.images:,} images{where} ({result.engine or 'cache'}).",
@@ -188,15 +203,29 @@ def cmd_examples(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.images is None or args.layer is None:
         raise UsageError("--images DIR and --layer LAYER are required (or --cache / --clear-cache)")
-    device = _device(args)
+    from fvdesk.core.jobs.passes import PassOptions
+
+    if args.shard and args.merge:
+        raise UsageError("--merge summarizes after every --shard has run; give one or the other")
+    shard, local_rank = shard_and_rank(args.shard)
+    device = _device(args, local_rank=local_rank)
     model = _load(args, device=device)
     layer = _resolve_layer(model, args.layer)
     try:
         units = args.units.resolve(layer.channels, f"layer {layer.name}")
     except ValueError as e:
         raise UsageError(str(e)) from None
+    if args.decode_workers is not None and args.decode_workers < 0:
+        raise UsageError("--decode-workers must be 0 or more")
+    options = PassOptions(workers=args.decode_workers, shard=shard, compute=not args.merge)
     result = examples_pass(args, model, [layer.name], device, kind=args.objective,
-                           position=args.position, batch=args.batch)  # fmt: skip
+                           position=args.position, batch=args.batch, options=options)  # fmt: skip
+    if shard is not None:
+        if not args.quiet:
+            print(f"Shard {shard[0]}/{shard[1]}: {result.computed:,} images computed into the "
+                  f"cache{' (cancelled)' if result.cancelled else ''}; run --merge after every "
+                  "shard has finished.")  # fmt: skip
+        return EXIT_OK
     le = result.layers[layer.name]
     if args.out is None:
         for u in units:

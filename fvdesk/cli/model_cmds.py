@@ -122,9 +122,20 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     device = _device(args)
     model = _load(args, device=device)
+    info = info_dict(model, describe_device(device))
+    if args.json:
+        _emit_json(info)
+        return EXIT_OK
+    for k, v in _info_lines(model, info):
+        print(f"{k + ':':<15}{v}")
+    return EXIT_OK
+
+
+def info_dict(model: Any, device: str) -> dict[str, Any]:
+    """The JSON form of ``fvdesk info`` (``device`` as ``describe_device`` words it)."""
     spec = model.input
-    n_feat = sum(1 for x in model.graph if x.kind == "feature")
-    info: dict[str, Any] = {
+    graph = model.graph
+    return {
         "model": {"file": model.name, "path": str(model.path), "sha256": model.sha256},
         "input": {
             "name": spec.name,
@@ -147,32 +158,37 @@ def cmd_info(args: argparse.Namespace) -> int:
             "file": model.labels_file,
         },  # fmt: skip
         "layers": {
-            "count": len(model.graph),
-            "feature_maps": n_feat,
-            "token_layers": sum(1 for x in model.graph if x.kind == "tokens"),
-            "attention_tensors": sum(1 for x in model.graph if x.kind == "attention"),
-            "not_converted": len(model.graph.unavailable),
-            "logits": model.graph.logits_name,
+            "count": len(graph),
+            "feature_maps": sum(1 for x in graph if x.kind == "feature"),
+            "token_layers": sum(1 for x in graph if x.kind == "tokens"),
+            "attention_tensors": sum(1 for x in graph if x.kind == "attention"),
+            "not_converted": len(graph.unavailable),
+            "logits": graph.logits_name,
         },
         "conversion": conversion_dict(model),
-        "parity": None,
-        "device": describe_device(device),
+        "parity": _parity_dict(model.parity),
+        "device": device,
         "warnings": list(model.warnings),
     }
-    if model.parity is not None:
-        par = model.parity
-        info["parity"] = {
-            "ok": par.ok,
-            "max_abs_diff": par.max_abs_diff,
-            "rel_diff": par.rel_diff,
-            "feature_rel_diff": par.feature_rel_diff,
-            "feature_layer": par.feature_layer,
-            "tolerance": par.tolerance,
-            "describe": par.describe(),
-        }
-    if args.json:
-        _emit_json(info)
-        return EXIT_OK
+
+
+def _parity_dict(par: Any) -> dict[str, Any] | None:
+    if par is None:
+        return None
+    return {
+        "ok": par.ok,
+        "max_abs_diff": par.max_abs_diff,
+        "rel_diff": par.rel_diff,
+        "feature_rel_diff": par.feature_rel_diff,
+        "feature_layer": par.feature_layer,
+        "tolerance": par.tolerance,
+        "describe": par.describe(),
+    }
+
+
+def _info_lines(model: Any, info: dict[str, Any]) -> list[tuple[str, str]]:
+    """The text form of ``fvdesk info``: (key, value) rows, warnings last."""
+    spec = model.input
     size = spec.describe_size()
     batch = "any" if spec.max_batch is None else str(spec.max_batch)
     labels = (
@@ -181,6 +197,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         if model.labels
         else f"none ({model.labels_source})"
     )
+    n_feat = info["layers"]["feature_maps"]
     lines = [
         ("model", f"{model.name}  sha256 {model.sha256[:16]}…"),
         (
@@ -197,7 +214,4 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("parity", model.parity.describe() if model.parity is not None else "not checked"),
         ("device", info["device"]),
     ]
-    lines += [("warning", w) for w in model.warnings]
-    for k, v in lines:
-        print(f"{k + ':':<15}{v}")
-    return EXIT_OK
+    return lines + [("warning", w) for w in model.warnings]

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from fvdesk.cli.actatlas_cmd import add_parser as _add_actatlas_parser
 from fvdesk.cli.args import (
     UnitSpec,
     _add_article_flags,
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_atlas_parser(sub, common, opt)
     _add_examples_parser(sub, common)
     _add_image_parser(sub, common, opt)
+    _add_actatlas_parser(sub, common, opt)
     return p
 
 

@@ -59,8 +59,8 @@ class Progress:
         bar = "#" * filled + "." * (bar_w - filled)
         est = self._eta.update(frac, now=now)
         eta = f" {est.eta_text}" if est.eta_text and self.done < self.total else ""
-        step = f" step {self.step}/{self.steps}" if self.steps else ""
-        line = f"{self.label} [{bar}] {self.done}/{self.total}{step} {_duration(est.elapsed)}{eta}"
+        step_text = f" step {self.step}/{self.steps}" if self.steps else ""
+        line = f"{self.label} [{bar}] {self.done}/{self.total}{step_text} {_duration(est.elapsed)}{eta}"
         self._draw(line)
 
     def resume(self, done: int) -> None:

@@ -55,7 +55,9 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return module
 
     def exec_module(self, module: ModuleType) -> None:
-        module.__spec__ = self._specs.pop(module.__spec__.name, module.__spec__)
+        spec = module.__spec__
+        assert spec is not None  # the import system set it before calling exec_module
+        module.__spec__ = self._specs.pop(spec.name, spec)
 
 
 def install(table: Mapping[str, str] = MOVED) -> None:

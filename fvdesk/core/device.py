@@ -38,6 +38,18 @@ def pick_device(preference: str = "auto") -> torch.device:
     return dev
 
 
+def available_devices() -> list[str]:
+    """Every device torch can render on here: the CPU, each CUDA GPU, Apple's MPS (the
+    self-test renders on each, so a broken GPU setup shows up as one failed line)."""
+    out = ["cpu"]
+    if torch.cuda.is_available():
+        out += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        out.append("mps")
+    return out
+
+
 def describe_device(device: torch.device) -> str:
     """Human-readable device name for the status bar and gallery manifests."""
     if device.type == "cuda":

@@ -214,9 +214,8 @@ def _xauth_cookie(env: Mapping[str, str], number: int, host: str | None) -> byte
         data = Path(path).read_bytes() if path else b""
     except OSError:
         return None
-    local = host is None or host in ("localhost", "127.0.0.1", "::1")
     wanted: set[tuple[int, bytes]] = set()
-    if local:
+    if host is None or host in ("localhost", "127.0.0.1", "::1"):
         wanted.add((256, socket.gethostname().encode()))
     else:
         with contextlib.suppress(OSError):
@@ -282,15 +281,15 @@ def x11_answers(
     for kind, address in addresses:
         if kind == "unix" and not hasattr(socket, "AF_UNIX"):
             continue
-        host = address[0] if kind == "tcp" else None  # type: ignore[index]
+        host = address[0] if kind == "tcp" else None  # type: ignore[index]  # a tcp address is (host, port)
         try:
             if kind == "unix":
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 sock.settimeout(timeout)
                 conn = sock
-                sock.connect(address)  # type: ignore[arg-type]
+                sock.connect(address)  # type: ignore[arg-type]  # a unix address is a path
             else:
-                conn = socket.create_connection(address, timeout=timeout)  # type: ignore[arg-type]
+                conn = socket.create_connection(address, timeout=timeout)  # type: ignore[arg-type]  # a tcp address is (host, port)
             with conn:
                 conn.settimeout(timeout)
                 conn.sendall(_setup_request(_xauth_cookie(env, number, host)))

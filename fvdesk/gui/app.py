@@ -31,8 +31,8 @@ def make_app(argv: list[str] | None = None) -> QApplication:
     QApplication.setDesktopFileName("fvdesk")
     from fvdesk.gui.shell.about import app_icon
 
-    app.setWindowIcon(app_icon())
-    return app  # type: ignore[return-value]
+    app.setWindowIcon(app_icon())  # type: ignore[attr-defined]  # instance() is typed QCoreApplication
+    return app  # type: ignore[return-value]  # instance() is typed QCoreApplication
 
 
 def run_app(path: str | None = None, *, device: str | None = None) -> int:

@@ -44,7 +44,7 @@ from fvdesk.core.imagefolder import FileEntry, FolderScan
 
 CACHE_ENV = "FVDESK_CACHE_DIR"
 #: How an image becomes the model input; part of every key (change it when the policy changes).
-FIT_POLICY = "shorter-side-bilinear+centre-crop/1"
+FIT_POLICY = "shorter-side-bilinear+centre-crop/2"
 SEGMENT_FORMAT = "fvdesk-examples-segment"
 SEGMENT_VERSION = 1
 #: Compact when a store has more segments than this, or more stale rows than valid ones.

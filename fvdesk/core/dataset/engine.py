@@ -9,8 +9,11 @@ to its rows on the device they ran on, so only ``units`` numbers per image leave
 
 ``pick_engine`` chooses by measurement (``benchmarks/bench_examples.py``, 2 CPU threads):
 onnxruntime on CPUs, where the whole pass ran 2.1x (ResNet-18 to layer3) and 6x (demo model) as
-fast as with the converted torch module, and torch on GPUs (its CUDA path is the one the renderer
-already exercises; the benchmark also times onnxruntime's CUDA provider when a GPU is there).  A
+fast as with the converted torch module.  On a GPU where onnxruntime has its CUDA provider,
+``make_engine`` times both engines on the model's own batches and keeps the faster
+(``_fastest``); without that provider torch runs (its CUDA path is the one the renderer already
+exercises), sending the uint8 pixels through a pinned buffer while the decode workers prepare
+the next batch.  A
 model onnxruntime cannot take in one piece (over protobuf's 2 GB) falls back to torch.
 """
 
@@ -150,12 +153,27 @@ class TorchEngine(Engine):
             if self.device.type == "cpu" or self.affine is None:
                 x = torch.from_numpy(self.inputs(images)).to(self.device)
             else:  # on a GPU: send the uint8 pixels and prepare them there
-                u8 = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
+                u8 = self._to_device(images)
                 m, b = (torch.from_numpy(v).float().to(self.device) for v in self.affine)
                 x = torch.einsum("bhwc,oc->bhwo", u8.float(), m) + b
                 x = x if self.nhwc else x.permute(0, 3, 1, 2).contiguous()
             acts = self.ext(x)
             return {k: reduce_torch(acts[k], self.measure, self.dtypes[k]) for k in self.layers}
+
+    _pinned: torch.Tensor | None = None
+
+    def _to_device(self, images: np.ndarray) -> torch.Tensor:
+        """The uint8 batch on the GPU through a reused page-locked buffer (a DMA copy that needs
+        no staging; the rows' ``.cpu()`` waits for it, so the buffer is free again for the next
+        batch, which the decode workers meanwhile prepared)."""
+        src = torch.from_numpy(np.ascontiguousarray(images))
+        if self.device.type != "cuda":
+            return src.to(self.device)
+        if self._pinned is None or self._pinned.numel() < src.numel():
+            self._pinned = torch.empty(src.numel(), dtype=torch.uint8).pin_memory()
+        buf = self._pinned[: src.numel()].view(src.shape)
+        buf.copy_(src)
+        return buf.to(self.device, non_blocking=True)
 
 
 class OrtEngine(Engine):
@@ -313,7 +331,7 @@ def _append_reductions(proto: Any, tensor: str, nhwc: bool) -> list[str]:
                     g.node.append(helper.make_node("Squeeze", [t + "/k"], [t], axes=[2]))
     else:
         for op, out in zip(("ReduceMax", "ArgMax", "ReduceMin", "ArgMin"), names, strict=False):
-            kw = {"axis": 2} if op.startswith("Arg") else {"axes": [2]}
+            kw: dict[str, Any] = {"axis": 2} if op.startswith("Arg") else {"axes": [2]}
             g.node.append(helper.make_node(op, [flat], [out], keepdims=0, **kw))
     if opset >= 18:
         g.node.append(helper.make_node("ReduceMean", [flat, axes], [names[4]], keepdims=0))
@@ -366,11 +384,51 @@ def pick_engine(name: str, device: torch.device) -> str:
     return "onnxruntime" if device.type == "cpu" else "torch"
 
 
+def _ort_cuda() -> bool:
+    try:
+        import onnxruntime as ort
+    except ImportError:  # pragma: no cover - a dependency, but keep the torch path alive
+        return False
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def _fastest(model: LoadedModel, layers: Sequence[str], measure: Measure, pre: Preprocessing,
+             device: torch.device, batch: int = 32, rounds: int = 3) -> Engine:  # fmt: skip
+    """On a GPU with both engines, the one that runs this model's batches faster (measured on
+    random pixels after a warm-up, best of ``rounds``); the other is dropped.  Unmeasured on
+    real GPUs so far (benchmarks/README.md)."""
+    import time
+
+    engines: list[Engine] = [TorchEngine(model, layers, measure, pre, device)]
+    try:
+        engines.append(OrtEngine(model, layers, measure, pre, device))
+    except Exception:  # noqa: BLE001 - onnxruntime refusing the model: torch it is
+        return engines[0]
+    h, w = int(model.input.height), int(model.input.width)
+    best: tuple[float, Engine] | None = None
+    for e in engines:
+        n = max(1, min(batch, e.max_batch or batch))
+        px = np.random.default_rng(0).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+        e.run(px)  # warm-up: kernels picked, memory allocated
+        t = min(_timed(e, px, time.perf_counter) for _ in range(rounds)) / n
+        best = (t, e) if best is None or t < best[0] else best
+    assert best is not None
+    return best[1]
+
+
+def _timed(e: Engine, px: np.ndarray, clock: Any) -> float:
+    t0 = clock()
+    e.run(px)  # returns numpy rows: the GPU has finished
+    return clock() - t0
+
+
 def make_engine(model: LoadedModel, layers: Sequence[str], measure: Measure, pre: Preprocessing,
                 device: torch.device, name: str = "auto") -> Engine:  # fmt: skip
     """The engine ``name`` (after ``pick_engine``); onnxruntime falls back to torch when it
     cannot take the model (e.g. a graph over protobuf's 2 GB)."""
     chosen = pick_engine(name, device)
+    if name == "auto" and device.type == "cuda" and _ort_cuda():
+        return _fastest(model, layers, measure, pre, device)
     if chosen == "onnxruntime":
         try:
             return OrtEngine(model, layers, measure, pre, device)

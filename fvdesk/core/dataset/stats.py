@@ -9,8 +9,9 @@ sort of all values (``-value``, then index) whatever the batch boundaries.
 
 ``StreamingHistogram`` bins values on a per-unit grid of power-of-two width anchored at 0; when a
 value falls outside the ``bins`` current bins, the width doubles and neighbouring bins merge, so
-the histogram stays exact for its resolution (no value is ever re-binned approximately) and two
-histograms of the same unit merge exactly.  Percentiles interpolate within a bin and are clamped
+the histogram stays exact for its resolution (no value is ever re-binned approximately); a view
+coarsens it to the width its final range decides, so the same values in any order (shards of a
+folder, batches of any size) give the same histogram.  Percentiles interpolate within a bin and are clamped
 to the exact minimum and maximum, which are kept alongside with count, mean and variance.
 """
 
@@ -94,6 +95,21 @@ class HistogramView:
 
 
 _UNSET = np.iinfo(np.int32).min
+#: Bins are never narrower than the unit's largest magnitude over 2**_DEPTH (bin indices fit).
+_DEPTH = 24
+
+
+def _log2_width(lo: float, hi: float, bins: int) -> int:
+    """The bin width (log2) a range [lo, hi] decides: the narrowest power of two on which it
+    spans fewer than ``bins`` bins.  A stream starts at its first batch's width and doubles as
+    its range grows, so it never gets wider than its final range's width: a view coarsens to
+    that, and the same values in any order (shards of a folder, any batches) give the same
+    histogram."""
+    mag = max(abs(lo), abs(hi), 1e-30)
+    k = max(math.floor(math.log2(max(hi - lo, 1e-300) / bins)), math.ceil(math.log2(mag)) - _DEPTH)
+    while math.floor(hi / 2.0**k) - math.floor(lo / 2.0**k) >= bins:
+        k += 1
+    return k
 
 
 class StreamingHistogram:
@@ -126,15 +142,14 @@ class StreamingHistogram:
         self.hi = np.maximum(self.hi, np.where(ok, v, -np.inf).max(0))
         unset = (self.log2w == _UNSET) & np.isfinite(self.lo)
         for u in np.flatnonzero(unset):
-            span = max(self.hi[u] - self.lo[u], abs(self.hi[u]), abs(self.lo[u]), 1e-12)
-            self.log2w[u] = math.ceil(math.log2(span / (self.bins // 2)))
+            self.log2w[u] = _log2_width(float(self.lo[u]), float(self.hi[u]), self.bins)
             self.first[u] = math.floor(self.lo[u] / 2.0 ** self.log2w[u])
         seen = self.log2w != _UNSET
         width = np.exp2(np.where(seen, self.log2w, 0).astype(np.float64))
         a = np.floor(np.where(seen, self.lo, 0) / width)
         b = np.floor(np.where(seen, self.hi, 0) / width)
         for u in np.flatnonzero(seen & ((a < self.first) | (b >= self.first + self.bins))):
-            self._fit(u)
+            self._fit(int(u))
         width = np.exp2(np.where(seen, self.log2w, 0).astype(np.float64))
         idx = np.floor(vz / width[None, :]).astype(np.int64) - self.first[None, :]
         idx = np.clip(idx, 0, self.bins - 1)
@@ -163,17 +178,19 @@ class StreamingHistogram:
             self.log2w[u] += 1
 
     def view(self, u: int) -> HistogramView:
-        """The histogram of unit ``u``, trimmed to the bins between its minimum and maximum."""
+        """The histogram of unit ``u`` at its order-independent width (``_log2_width``),
+        trimmed to the bins between its minimum and maximum."""
         n = int(self.n[u])
         if n == 0:
             return HistogramView(np.array([0.0, 1.0]), np.zeros(1, np.int64), 0,
                                  math.nan, math.nan, math.nan, math.nan)  # fmt: skip
-        w = 2.0 ** self.log2w[u]
-        counts = self.counts[u]
-        nz = np.flatnonzero(counts)
-        a, b = int(nz[0]), int(nz[-1]) + 1
-        edges = (self.first[u] + np.arange(a, b + 1)) * w
+        k = max(_log2_width(float(self.lo[u]), float(self.hi[u]), self.bins), int(self.log2w[u]))
+        nz = np.flatnonzero(self.counts[u])
+        grid = (self.first[u] + nz) >> (k - int(self.log2w[u]))  # floor: exact bin merging
+        a = int(grid[0])
+        counts = np.bincount(grid - a, weights=self.counts[u, nz]).astype(np.int64)
+        edges = (a + np.arange(len(counts) + 1)) * 2.0**k
         mean = self.total[u] / n
         var = max(self.total2[u] / n - mean * mean, 0.0)
-        return HistogramView(edges.astype(np.float64), counts[a:b].copy(), n,
+        return HistogramView(edges.astype(np.float64), counts, n,
                              float(self.lo[u]), float(self.hi[u]), float(mean), math.sqrt(var))  # fmt: skip

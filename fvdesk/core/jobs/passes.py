@@ -20,8 +20,8 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +29,13 @@ import numpy as np
 import torch
 
 from fvdesk.core.dataset.cache import LayerStore, SegmentWriter, StoreKey
+from fvdesk.core.dataset.decode import decode_chunk, decode_file, process_context
 from fvdesk.core.dataset.engine import Measure, make_engine
 from fvdesk.core.dataset.examples import LayerExamples, summarize
 from fvdesk.core.dataset.receptive import layer_field
 from fvdesk.core.device import describe_device, pick_device
 from fvdesk.core.errors import DatasetError
-from fvdesk.core.imagefolder import FolderScan, ImageSkipped, fit_image, scan_folder
+from fvdesk.core.imagefolder import FolderScan, scan_folder
 from fvdesk.core.jobs.job import ExamplesJob, Job
 from fvdesk.core.model.loaded import LoadedModel
 from fvdesk.core.optim.events import Event, JobResult, NoticeEvent, ProgressEvent
@@ -74,49 +75,85 @@ class _FolderVanished(Exception):
     pass
 
 
-def _decode(root: Path, rel: str, h: int, w: int) -> tuple[str, Any, Any]:
-    """``("ok", pixels, (width, height))``, ``("skip", reason, None)`` or ``("gone", ...)``."""
-    try:
-        pixels, geo = fit_image(root / rel, h, w)
-    except ImageSkipped as e:
-        return ("skip", e.reason, None)
-    except FileNotFoundError:
-        return ("gone", "vanished during the pass", None)
-    except OSError as e:  # a permission problem, a network drive going away
-        if not root.is_dir():
-            return ("gone", "vanished during the pass", None)
-        return ("skip", f"unreadable ({e.strerror or e})", None)
-    return ("ok", pixels, (geo.src_w, geo.src_h))
+@dataclass(frozen=True)
+class PassOptions:
+    """How a pass runs, not what it finds (every choice here gives the same rows).
+
+    ``workers``: decode processes; ``0`` or ``None`` (the default): one decode thread per core
+    in this process.  Pillow decodes and resizes without holding the GIL, and on 2 cores the
+    threads measured as fast as processes or faster (benchmarks/README.md); processes also
+    start the calling script again in each worker (``spawn``/``forkserver``), so a script
+    without an ``if __name__ == "__main__":`` guard cannot use them.  ``reduced``: reduced-
+    scale JPEG decoding (``imagefolder.fit_image``; off, the rows go to another store).
+    ``shard=(i, n)``: compute only images ``i, i+n, ...`` of the folder into the cache and
+    summarize nothing (``--merge`` then summarizes, with ``compute=False``: every image must be
+    in the cache).  ``checkpoint_s`` / ``checkpoint_images``: commit the rows so far that often,
+    so a killed pass loses at most that much work.
+    """
+
+    workers: int | None = None
+    reduced: bool = True
+    shard: tuple[int, int] | None = None
+    compute: bool = True
+    checkpoint_s: float = 30.0
+    checkpoint_images: int | None = None
+
+
+def _decode(root: Path, rel: str, h: int, w: int, reduced: bool = True) -> tuple[str, Any, Any]:
+    """``decode.decode_file`` (a name of this module, so tests can hold the thread path)."""
+    return decode_file(root, rel, h, w, reduced)
+
+
+def decode_processes(workers: int | None, images: int) -> int:
+    """How many decode processes a pass of ``images`` images starts (see ``PassOptions``)."""
+    return 0 if workers is None or images == 0 else max(0, int(workers))
 
 
 def decoded_batches(scan: FolderScan, todo: Sequence[int], size: tuple[int, int], batch: int,
-                    workers: int | None = None) -> Iterator[tuple[list[int], list[tuple[str, Any, Any]]]]:  # fmt: skip
-    """``(image indices, decode results)`` per batch of ``todo``, decoded on ``workers`` threads
-    one batch ahead of the caller."""
+                    workers: int | None = 0, *,
+                    reduced: bool = True) -> Iterator[tuple[list[int], list[tuple[str, Any, Any]]]]:  # fmt: skip
+    """``(image indices, decode results)`` per batch of ``todo``, in order, decoded ahead of the
+    caller: on threads (``workers=0``) or in ``workers`` processes, a bounded number of
+    batches in flight (memory: about ``workers + 1`` batches of model-sized pixels)."""
     h, w = size
     chunks = [list(todo[i : i + batch]) for i in range(0, len(todo), batch)]
-    n = workers or max(1, min(4, os.cpu_count() or 1))
-    pool = ThreadPoolExecutor(n, thread_name_prefix="fvdesk-decode")
-    pending: deque[tuple[list[int], list[Future]]] = deque()
+    procs = decode_processes(workers, len(todo))
+    pool: Any
+    if procs:
+        pool = ProcessPoolExecutor(procs, mp_context=process_context())
+        ahead = procs + 1
 
-    def submit(k: int) -> None:
-        ids = chunks[k]
-        pending.append(
-            (ids, [pool.submit(_decode, scan.root, scan.images[i].rel, h, w) for i in ids])
-        )
+        def submit(ids: list[int]) -> Callable[[], list[Any]]:
+            rels = [scan.images[i].rel for i in ids]
+            return pool.submit(decode_chunk, str(scan.root), rels, h, w, reduced).result
+    else:
+        pool = ThreadPoolExecutor(max(1, os.cpu_count() or 1), "fvdesk-decode")
+        ahead = 2
+
+        def submit(ids: list[int]) -> Callable[[], list[Any]]:
+            futs = [pool.submit(_decode, scan.root, scan.images[i].rel, h, w, reduced) for i in ids]
+            return lambda: [f.result() for f in futs]
 
     try:
-        for k in range(min(2, len(chunks))):
-            submit(k)
+        pending = deque((ids, submit(ids)) for ids in chunks[:ahead])
         nxt = len(pending)
         while pending:
-            ids, futs = pending.popleft()
+            ids, get = pending.popleft()
             if nxt < len(chunks):
-                submit(nxt)
+                pending.append((chunks[nxt], submit(chunks[nxt])))
                 nxt += 1
-            yield ids, [f.result() for f in futs]
+            yield ids, get()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def shard_share(todo: Sequence[int], shard: tuple[int, int] | None) -> list[int]:
+    """Shard ``i`` of ``n`` takes the images whose folder index is ``i`` modulo ``n`` (balanced,
+    and the same split whatever each shard finds in the cache)."""
+    if shard is None:
+        return list(todo)
+    i, n = shard
+    return [k for k in todo if k % n == i]
 
 
 def run_examples(
@@ -125,91 +162,143 @@ def run_examples(
     cancelled: Callable[[], bool],
     only: Sequence[int] | None = None,
     device: torch.device | str | None = None,
+    *,
+    options: PassOptions | None = None,
 ) -> Generator[Event, None, ExamplesResult]:
-    """The runner of ``ExamplesJob`` (see the module docstring)."""
+    """The runner of ``ExamplesJob`` (see the module docstring); ``options``: ``PassOptions``."""
     t0 = time.perf_counter()
+    opts = options or PassOptions()
     spec: ExamplesJob = job.spec  # type: ignore[assignment]
     spec.validate(model.graph)
     dev = device if isinstance(device, torch.device) else pick_device(device or job.settings.device)
     root = Path(spec.root)
+    scan = _scan(root)
+    measure = Measure(spec.kind, spec.x, spec.y)
+    stores = _stores(model, job, root, measure, opts)
+    need = {name: set(shard_share(st.lookup(scan).todo, opts.shard)) for name, st in stores.items()}
+    todo = sorted(set().union(*need.values()))
+    if todo and not opts.compute:
+        raise DatasetError(
+            f"{len(todo):,} images of {root} have no rows in the examples cache yet; run every "
+            "shard of the pass (with the same cache folder) before merging."
+        )
+    total = len(todo)
+    yield ProgressEvent(0, total, "images", f"{len(scan.images):,} images; {total:,} to compute")
+    run = _Run(scan, need, {}, opts, cancelled)
+    if todo:
+        yield from run.compute(model, spec, measure, job.preprocessing, dev, stores, todo)
+    result = ExamplesResult(results=[], cancelled=run.stopped, seconds=0.0, device=describe_device(dev),
+                            root=root, computed=total, engine=run.engine)  # fmt: skip
+    if opts.shard is None:
+        yield from _summarize(model, spec, measure, scan, stores, run, result)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _scan(root: Path) -> FolderScan:
     scan = scan_folder(root)
     if not scan.images:
         others = f" ({len(scan.other):,} other files)" if scan.other else ""
         raise DatasetError(f"The folder {root} holds no images{others}.")
-    measure = Measure(spec.kind, spec.x, spec.y)
-    size = (int(model.input.height), int(model.input.width))
+    return scan
+
+
+def _stores(model: LoadedModel, job: Job, root: Path, measure: Measure,
+            opts: PassOptions) -> dict[str, LayerStore]:  # fmt: skip
+    """Each layer's cache store; rows decoded at full scale are kept apart from reduced ones."""
     stores: dict[str, LayerStore] = {}
-    for name in spec.targets:
+    for name in job.spec.targets:  # type: ignore[attr-defined]
         lay = model.graph[name]
         grid = (lay.spatial[0] * lay.spatial[1]) if lay.spatial else 1
         key = StoreKey.make(model, job.preprocessing, root, name, measure.key)
+        if not opts.reduced:
+            key = replace(key, fit=key.fit + "+full-scale-decode")
         stores[name] = LayerStore(key, lay.channels, max(1, grid))
-    lookups = {name: st.lookup(scan) for name, st in stores.items()}
-    need = {name: set(lk.todo) for name, lk in lookups.items()}
-    todo = sorted(set().union(*need.values()))
-    total = len(todo)
-    skipped_now: dict[int, str] = {}
-    engine_name = ""
-    stopped = False
-    yield ProgressEvent(0, total, "images", f"{len(scan.images):,} images; {total:,} to compute")
-    if todo:
-        engine = make_engine(model, spec.targets, measure, job.preprocessing, dev, spec.engine)
+    return stores
+
+
+@dataclass
+class _Run:
+    """One pass's computing part: decode, run the engine, stream rows into checkpointed
+    segments (a new segment every ``checkpoint_s`` seconds or ``checkpoint_images`` images)."""
+
+    scan: FolderScan
+    need: dict[str, set[int]]
+    skipped: dict[int, str]
+    opts: PassOptions
+    cancel: Callable[[], bool]
+    engine: str = ""
+    stopped: bool = False
+
+    def compute(self, model: LoadedModel, spec: ExamplesJob, measure: Measure, pre: Any,
+                dev: torch.device, stores: dict[str, LayerStore],
+                todo: list[int]) -> Generator[Event, None, None]:  # fmt: skip
+        engine = make_engine(model, spec.targets, measure, pre, dev, spec.engine)
         per = _batch_size(model, spec)
         if engine.max_batch is not None:  # e.g. onnxruntime on a graph that bakes its batch in
             per = max(1, min(per, engine.max_batch))
-        engine_name = engine.name
+        self.engine = engine.name
+        size = (int(model.input.height), int(model.input.width))
         writers = {name: st.writer() for name, st in stores.items()}
-        done = 0
+        done, since, last = 0, 0, time.monotonic()
+        batches = decoded_batches(self.scan, todo, size, per, self.opts.workers,
+                                  reduced=self.opts.reduced)  # fmt: skip
         try:
-            for ids, results in decoded_batches(scan, todo, size, per):
-                _take_batch(scan, ids, results, engine, writers, need, skipped_now)
-                done += len(ids)
-                yield ProgressEvent(done, total, "images")
-                if cancelled():
-                    stopped = True
+            for ids, results in batches:
+                _take_batch(self.scan, ids, results, engine, writers, self.need, self.skipped)
+                done, since = done + len(ids), since + len(ids)
+                yield ProgressEvent(done, len(todo), "images")
+                if self.cancel():
+                    self.stopped = True
                     break
+                if self._checkpoint_due(since, last):
+                    for name, wr in writers.items():  # commit; the pass goes on in a new segment
+                        wr.commit()
+                        writers[name] = stores[name].writer()
+                    since, last = 0, time.monotonic()
         except _FolderVanished:
             raise DatasetError(
-                f"The image folder {root} disappeared during the pass; the {done:,} images done "
-                "are kept in the cache."
+                f"The image folder {self.scan.root} disappeared during the pass; the {done:,} "
+                "images done are kept in the cache."
             ) from None
         finally:  # cancelled, interrupted or failed: the rows computed so far are kept
+            batches.close()
             for wr in writers.values():
                 wr.commit()
-    layers: dict[str, LayerExamples] = {}
-    skipped: dict[int, str] = dict(skipped_now)
+
+    def _checkpoint_due(self, since: int, last: float) -> bool:
+        every = self.opts.checkpoint_images
+        return (every is not None and since >= every) or (
+            time.monotonic() - last >= self.opts.checkpoint_s
+        )
+
+
+def _summarize(model: LoadedModel, spec: ExamplesJob, measure: Measure, scan: FolderScan,
+               stores: dict[str, LayerStore], run: _Run,
+               result: ExamplesResult) -> Generator[Event, None, None]:  # fmt: skip
+    """Every layer's examples from its store (compacted first), the skipped files' notice."""
+    size = (int(model.input.height), int(model.input.width))
+    skipped: dict[int, str] = dict(run.skipped)
     count = 0
     for name, st in stores.items():
         lk = st.lookup(scan)
         st.compact(scan, lk)
         skipped.update(lk.skipped)
         count = max(count, lk.valid)
-        lay = model.graph[name]
-        layers[name] = summarize(st, lk, scan, layer=lay, measure=measure.key,
-                                 field=layer_field(model, name, size), input_size=size,
-                                 top=spec.top, bottom=spec.bottom)  # fmt: skip
+        result.layers[name] = summarize(st, lk, scan, layer=model.graph[name],
+                                        measure=measure.key, field=layer_field(model, name, size),
+                                        input_size=size, top=spec.top, bottom=spec.bottom)  # fmt: skip
     skip_list = [(scan.images[i].rel, why) for i, why in sorted(skipped.items())]
     skip_list += [(rel, why) for rel, why in scan.other]
     skip_list.sort()
-    if count == 0 and not stopped:
+    if count == 0 and not run.stopped:
         raise DatasetError(
-            f"None of the {len(scan.images):,} image files in {root} can be read "
+            f"None of the {len(scan.images):,} image files in {scan.root} can be read "
             f"({skipped_summary(0, skip_list).split(': ', 1)[-1]})."
         )
     if skip_list:
-        yield NoticeEvent(f"{root}: {skipped_summary(count, skip_list)}.")
-    return ExamplesResult(
-        results=[],
-        cancelled=stopped,
-        seconds=time.perf_counter() - t0,
-        device=describe_device(dev),
-        layers=layers,
-        root=root,
-        images=count,
-        skipped=skip_list,
-        computed=total,
-        engine=engine_name,
-    )
+        yield NoticeEvent(f"{scan.root}: {skipped_summary(count, skip_list)}.")
+    result.images, result.skipped = count, skip_list
 
 
 def _batch_size(model: LoadedModel, spec: ExamplesJob) -> int:

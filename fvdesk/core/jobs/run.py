@@ -230,7 +230,7 @@ def _signed_diverse(
 
 
 def _plan_units(model: LoadedModel, job: Job) -> Plan:
-    spec: UnitJob = job.spec  # type: ignore[assignment]
+    spec: UnitJob = job.spec  # type: ignore[assignment]  # the planner is picked by the spec's type
     slots, div_layer, notices = _diverse(model, spec, spec.layer, spec.slots())
 
     def build(chunk: Sequence[Slot]) -> obj.Objective:
@@ -238,14 +238,14 @@ def _plan_units(model: LoadedModel, job: Job) -> Plan:
             main: obj.Objective = obj.deepdream(spec.layer)
         else:
             units = [s.unit for s in chunk]
-            main = obj.Unit(spec.layer, spec.kind, units, x=spec.x, y=spec.y)  # type: ignore[arg-type]
+            main = obj.Unit(spec.layer, spec.kind, units, x=spec.x, y=spec.y)  # type: ignore[arg-type]  # a unit job's kind is one of Unit's
         return _signed_diverse(main, spec, div_layer, chunk)
 
     return Plan(slots, build, f"{spec.kind}({spec.layer}) with diversity", notices)
 
 
 def _plan_combination(model: LoadedModel, job: Job) -> Plan:
-    spec: CombinationJob = job.spec  # type: ignore[assignment]
+    spec: CombinationJob = job.spec  # type: ignore[assignment]  # the planner is picked by the spec's type
     first = spec.terms[0].layer
     slots, div_layer, notices = _diverse(model, spec, first, spec.slots())
     text = combination_caption(spec.terms)
@@ -257,10 +257,10 @@ def _plan_combination(model: LoadedModel, job: Job) -> Plan:
 
 
 def _plan_clusters(model: LoadedModel, job: Job) -> Plan:
-    spec: ClusterJob = job.spec  # type: ignore[assignment]
+    spec: ClusterJob = job.spec  # type: ignore[assignment]  # the planner is picked by the spec's type
 
     def build(chunk: Sequence[Slot]) -> obj.Objective:
-        main = obj.Unit(spec.layer, spec.kind, [s.unit for s in chunk])  # type: ignore[arg-type]
+        main = obj.Unit(spec.layer, spec.kind, [s.unit for s in chunk])  # type: ignore[arg-type]  # a cluster's kind is one of Unit's
         vectors = [spec.centroids[s.facet] for s in chunk]
         return obj.steer(main, spec.cluster_layer, vectors, spec.weight, pooled=spec.pooled)
 
@@ -271,17 +271,17 @@ def terms_objective(terms: Sequence[Term]) -> obj.Objective:
     """The weighted sum of unit objectives a combination stands for."""
     total: obj.Objective | None = None
     for t in terms:
-        o = obj.Unit(t.layer, t.kind, t.unit, x=t.x, y=t.y) * float(t.weight)  # type: ignore[arg-type]
+        o = obj.Unit(t.layer, t.kind, t.unit, x=t.x, y=t.y) * float(t.weight)  # type: ignore[arg-type]  # a term's kind is one of Unit's
         total = o if total is None else total + o
     assert total is not None
     return total
 
 
 def _plan_direction(model: LoadedModel, job: Job) -> Plan:
-    spec: DirectionJob = job.spec  # type: ignore[assignment]
+    spec: DirectionJob = job.spec  # type: ignore[assignment]  # the planner is picked by the spec's type
     n = model.graph[spec.layer].channels
     if spec.seeds:
-        vectors = [obj.random_direction(spec.layer, n, s).vector for s in spec.seeds]  # type: ignore[attr-defined]
+        vectors = [obj.random_direction(spec.layer, n, s).vector for s in spec.seeds]  # type: ignore[attr-defined]  # random_direction builds a Direction
     else:
         vectors = [torch.tensor(v, dtype=torch.float32) for v in spec.vectors]
     slots, div_layer, notices = _diverse(model, spec, spec.layer, spec.slots())
@@ -302,7 +302,7 @@ def alignment_layer(model: LoadedModel, layers: Sequence[str]) -> str | None:
 
 
 def _plan_interpolation(model: LoadedModel, job: Job) -> Plan:
-    spec: InterpolationJob = job.spec  # type: ignore[assignment]
+    spec: InterpolationJob = job.spec  # type: ignore[assignment]  # the planner is picked by the spec's type
     a, b = terms_objective(spec.a), terms_objective(spec.b)
     align = spec.alignment_layer or alignment_layer(model, [t.layer for t in spec.a + spec.b])
     settings = job.settings
@@ -359,7 +359,7 @@ def _as_slot(
     """Run a one-image sub-job as ``slot`` of ``job``: its events name that slot, its result is
     filed and named by the slot's ``view`` and carries ``job``'s provenance (appended to
     ``out``)."""
-    where = {"slots": (slot.index,), "offset": slot.index, "facets": (slot.facet,),
+    where: dict[str, Any] = {"slots": (slot.index,), "offset": slot.index, "facets": (slot.facet,),
              "units": (slot.unit,)}  # fmt: skip
     try:
         while True:
@@ -393,7 +393,7 @@ def _run_spectrum(
 ) -> Generator[Event, None, JobResult]:  # fmt: skip
     """The regularization spectrum row: the objective once per variant of the settings."""
     t0, dev = _figure_start(model, job, device)
-    spec: SpectrumJob = job.spec  # type: ignore[assignment]
+    spec: SpectrumJob = job.spec  # type: ignore[assignment]  # the planner is picked by the spec's type
     target = CombinationJob(spec.terms)
     views = {v.slot: v for v in job_views(job, model.graph)}
     text = describe_device(dev)
@@ -417,7 +417,7 @@ def _run_steepest(
     """The steepest-descent view: a first step, then a render, under each metric
     (``SteepestJob.metric``); a step's high-frequency share is a notice."""
     t0, dev = _figure_start(model, job, device)
-    spec: SteepestJob = job.spec  # type: ignore[assignment]
+    spec: SteepestJob = job.spec  # type: ignore[assignment]  # the planner is picked by the spec's type
     if model.device != dev:
         model.to(dev)
     base = job.settings

@@ -65,7 +65,7 @@ def downstream(model: ModelProto, names: Iterable[str]) -> set[str]:
     removed = set(names)
     dead: set[str] = set()
     for n in model.graph.node:  # topological order
-        uses = set(n.input) | canon._subgraph_inputs(n)
+        uses = set(n.input) | canon.subgraph_inputs(n)
         if n.name in removed or uses & dead:
             removed.add(n.name)
             dead.update(o for o in n.output if o)
@@ -86,7 +86,7 @@ def cut(model: ModelProto, remove: Iterable[str], protect: Sequence[str] = ()) -
     g = model.graph
     kept = [n for n in g.node if n.name not in gone]
     removed = [n for n in g.node if n.name in gone]
-    consumed = {x for n in removed for x in list(n.input) + sorted(canon._subgraph_inputs(n))}
+    consumed = {x for n in removed for x in list(n.input) + sorted(canon.subgraph_inputs(n))}
     consumed |= {o.name for o in g.output}
     produced = [o for n in kept for o in n.output if o]
     boundary = [t for t in dict.fromkeys(produced) if t in consumed]

@@ -21,8 +21,10 @@ from torch import fx
 from fvdesk.core.errors import FvdeskError, ModelLoadError, UnsupportedModelError
 from fvdesk.core.model import canonicalize as canon
 from fvdesk.core.model import cut as cutlib
-from fvdesk.core.model import vet
-from fvdesk.core.model.loader import _cause, _describe_input, _Loader, _nothing_convertible
+from fvdesk.core.model.loading.context import LoadContext, cause
+from fvdesk.core.model.loading.convert import convert, nothing_convertible
+from fvdesk.core.model.loading.inputs import describe_input
+from fvdesk.core.model.loading.read import read_model
 
 _FLOAT = {1, 10, 11, 16}  # float32, float16, float64, bfloat16
 
@@ -65,7 +67,7 @@ class Generator:
 def load_generator(path: str | os.PathLike[str]) -> Generator:
     """Load, repair, convert and check a generator file (on the CPU)."""
     p = Path(path)
-    ld = _Loader(p, None)
+    ld = LoadContext(p, None)
     try:
         return _load(ld)
     except FvdeskError:
@@ -73,18 +75,12 @@ def load_generator(path: str | os.PathLike[str]) -> Generator:
     except MemoryError:
         raise ModelLoadError(f"{p} is too large to load into memory.") from None
     except Exception as e:  # noqa: BLE001 - one FvdeskError sentence, never a traceback
-        raise ModelLoadError(f"{p} could not be loaded as a generator while {ld.phase}: {_cause(e)}.") from e  # fmt: skip
+        raise ModelLoadError(f"{p} could not be loaded as a generator while {ld.phase}: {cause(e)}.") from e  # fmt: skip
 
 
-def _load(ld: _Loader) -> Generator:
+def _load(ld: LoadContext) -> Generator:
     p = ld.path
-    ld.phase = "reading the file"
-    data, sha = ld._read_bytes()
-    ld.phase = "parsing the ONNX file"
-    model = ld._parse(data)
-    del data
-    vet.check_declared_sizes(model, str(p))
-    ld._load_external_data(model)
+    model, sha = read_model(ld)
     ld.phase = "repairing the graph"
     report = canon.Report()
     canon.name_nodes(model, report)
@@ -93,7 +89,7 @@ def _load(ld: _Loader) -> Generator:
     inputs = list(model.graph.input)
     latent = _latent_shape(inputs)
     if latent is None:
-        listed = ", ".join(_describe_input(vi) for vi in inputs) or "none"
+        listed = ", ".join(describe_input(vi) for vi in inputs) or "none"
         raise UnsupportedModelError(
             f"{p} is not a generator fvdesk can use: it needs exactly one float latent input "
             f"(N x Z or N x Z x 1 x 1), and its inputs are {listed}."
@@ -101,9 +97,9 @@ def _load(ld: _Loader) -> Generator:
     ld.phase = "checking the operators"
     bad = cutlib.blockers(model)
     if bad:  # a generator is used whole: no partial conversion
-        raise _nothing_convertible(str(p), bad)
+        raise nothing_convertible(str(p), bad)
     ld.phase = "converting to torch"
-    module = ld._convert(model)
+    module = convert(ld, model)
     ld.phase = "probing the generator"
     out, max_batch = _probe(module, latent, p)
     layout, c, h, w = _image_layout(out, p)
@@ -140,7 +136,7 @@ def _probe(module: fx.GraphModule, latent: tuple[int, ...], p: Path) -> tuple[An
         out = out[0] if isinstance(out, (tuple, list)) else out
         if isinstance(out, torch.Tensor) and out.shape[0] == batch:
             return out, (None if batch == 2 else 1)
-    why = _cause(error) if error is not None else "its output has no batch dimension"
+    why = cause(error) if error is not None else "its output has no batch dimension"
     raise ModelLoadError(f"{p} does not run on a latent of shape N x {'x'.join(map(str, latent))}: {why}.")  # fmt: skip
 
 

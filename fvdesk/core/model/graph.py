@@ -212,7 +212,7 @@ def find_layers(
         i = len(layers)
         if t in tokens:
             lay, (extra, gh, gw) = tokens[t]
-            layers.append(Layer(name, t, op, shape, "tokens", i, lay, (gh, gw), extra))  # type: ignore[arg-type]
+            layers.append(Layer(name, t, op, shape, "tokens", i, lay, (gh, gw), extra))  # type: ignore[arg-type]  # shape holds ints here
             continue
         if len(shape) == 4 and counts:
             axes = _attention_axes(shape, counts, grids)
@@ -228,7 +228,7 @@ def find_layers(
             n_, h, w, c = shape
             layers.append(Layer(name, t, op, (n_, c, h, w), "feature", i, "NHWC"))
             continue
-        layers.append(Layer(name, t, op, shape, kind, i))  # type: ignore[arg-type]
+        layers.append(Layer(name, t, op, shape, kind, i))  # type: ignore[arg-type]  # shape holds ints here
     return layers
 
 

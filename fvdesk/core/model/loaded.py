@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import fx, nn
@@ -163,7 +164,7 @@ class LoadedModel:
         *,
         path: Path,
         sha256: str,
-        onnx_model: object,  # onnx.ModelProto, canonicalized (typed loosely to keep onnx import lazy)
+        onnx_model: Any,  # onnx.ModelProto, canonicalized (typed loosely to keep onnx import lazy)
         module: fx.GraphModule,
         input: InputSpec,
         preprocessing: Preprocessing,
@@ -212,8 +213,8 @@ class LoadedModel:
     def device(self) -> torch.device:
         for t in self.module.parameters():
             return t.device
-        for t in self.module.buffers():
-            return t.device
+        for b in self.module.buffers():
+            return b.device
         return torch.device("cpu")
 
     def to(self, device: torch.device | str) -> LoadedModel:
@@ -356,8 +357,8 @@ class LoadedModel:
                     index: int | None = index,
                     form: tuple = form,
                 ) -> None:
-                    value = out[index] if index is not None else out  # type: ignore[index]
-                    store[t] = to_unit_layout(value, *form)  # type: ignore[arg-type]
+                    value = out[index] if index is not None else out  # type: ignore[index]  # a multi-output module returns a tuple
+                    store[t] = to_unit_layout(value, *form)  # type: ignore[arg-type]  # the hooked module outputs a tensor
 
                 handles.append(mod.register_forward_hook(hook))
             yield store

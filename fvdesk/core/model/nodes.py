@@ -8,8 +8,8 @@ from typing import Any
 from onnx import NodeProto, helper
 
 
-def attr(n: NodeProto, name: str, default: object = None) -> object:
-    """The value of attribute ``name`` of ``n``, or ``default``."""
+def attr(n: NodeProto, name: str, default: Any = None) -> Any:
+    """The value of attribute ``name`` of ``n``, or ``default`` (Any: ONNX attributes are untyped)."""
     for a in n.attribute:
         if a.name == name:
             return helper.get_attribute_value(a)

@@ -59,7 +59,7 @@ def import_onnx2torch() -> types.ModuleType:
         ops = types.ModuleType("torchvision.ops")
         for name in ("nms", "box_convert", "roi_align"):
             setattr(ops, name, _missing_torchvision)
-        stub.ops = ops  # type: ignore[attr-defined]
+        stub.ops = ops  # type: ignore[attr-defined]  # a stand-in module object
         sys.modules["torchvision"], sys.modules["torchvision.ops"] = stub, ops
         try:
             import onnx2torch

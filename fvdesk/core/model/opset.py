@@ -201,7 +201,7 @@ def _resize(n: NodeProto, ctx: _Ctx) -> None:
         sizes = sizes.astype(np.int64).reshape(-1)
         ins = [ctx.dim(x, a) for a in axes]
         if policy != "stretch":
-            ratios = [s / d for s, d in zip(sizes, ins, strict=True)]
+            ratios = [float(s / d) for s, d in zip(sizes, ins, strict=True)]
             r = min(ratios) if policy == "not_larger" else max(ratios)
             sizes = np.array([int(np.floor(r * d + 0.5)) for d in ins], np.int64)
         static = ctx.shape(x)

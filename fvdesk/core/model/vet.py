@@ -29,7 +29,7 @@ MAX_TENSOR_BYTES = 2 << 30
 MAX_IMAGE_SIDE = 8192
 PROBE_BATCH = 2
 
-_TYPED_FIELDS = {
+_TYPED_FIELDS: dict[int, str] = {
     TensorProto.FLOAT: "float_data",
     TensorProto.COMPLEX64: "float_data",
     TensorProto.DOUBLE: "double_data",
@@ -39,7 +39,7 @@ _TYPED_FIELDS = {
     TensorProto.UINT64: "uint64_data",
     TensorProto.STRING: "string_data",
 }
-_VALUES_PER_ITEM = {TensorProto.COMPLEX64: 2, TensorProto.COMPLEX128: 2}
+_VALUES_PER_ITEM: dict[int, int] = {TensorProto.COMPLEX64: 2, TensorProto.COMPLEX128: 2}
 
 
 def _itemsize(data_type: int) -> int:

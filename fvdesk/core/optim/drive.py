@@ -23,7 +23,7 @@ def cancel_fn(cancel: CancelFlag) -> Callable[[], bool]:
     if cancel is None:
         return lambda: False
     if hasattr(cancel, "is_set"):
-        return cancel.is_set  # type: ignore[union-attr]
+        return cancel.is_set
     if callable(cancel):
         return lambda: bool(cancel())
     raise TypeError("cancel must be a threading.Event, a zero-argument callable or None")

@@ -288,8 +288,8 @@ class MacoParam(ImageParam):
 
     def __init__(self, batch: int, height: int, width: int | None = None, *,
                  spectrum: Spectrum, **kwargs: object) -> None:  # fmt: skip
-        super().__init__(batch, height, width, kind="fourier", **kwargs)  # type: ignore[arg-type]
-        self.kind = "maco"  # type: ignore[assignment]
+        super().__init__(batch, height, width, kind="fourier", **kwargs)  # type: ignore[arg-type]  # kwargs are ImageParam's
+        self.kind = "maco"  # type: ignore[assignment]  # a kind ImageParam does not know
         dev = self.separate.device
         mag = magnitude_grid(spectrum, self.height, self.width, self.channels)
         weights = torch.full((self.width // 2 + 1,), 2.0)
@@ -313,7 +313,7 @@ class MacoParam(ImageParam):
 
     def _spatial(self) -> torch.Tensor:
         phase = _hermitian_phase(self.separate * PHASE_SCALE, self.width)
-        spectrum = torch.polar(self.magnitude.expand_as(phase), phase)
+        spectrum = torch.polar(self.magnitude.expand_as(phase), phase)  # type: ignore[operator]  # a buffer; Module.__getattr__ is typed Tensor | Module
         return torch.fft.irfft2(spectrum, s=(self.height, self.width), norm="ortho")
 
     def _set_spatial_(self, x: torch.Tensor) -> None:

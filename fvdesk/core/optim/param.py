@@ -282,7 +282,7 @@ class ImageParam(nn.Module):
     def _spatial(self) -> torch.Tensor:
         """The per-image (separate) part of the latent as images (B, C, H, W)."""
         if self.kind == "fourier":
-            spectrum = torch.view_as_complex(self.separate) * self.scale
+            spectrum = torch.view_as_complex(self.separate) * self.scale  # type: ignore[operator]  # the Fourier kind always registers scale
             return torch.fft.irfft2(spectrum, s=(self.height, self.width), norm="ortho")
         return self.separate
 
@@ -313,7 +313,7 @@ class ImageParam(nn.Module):
     def forward(self) -> torch.Tensor:
         x = self.latent()
         if self.decorrelate:  # x @ C.T per pixel, as one broadcast matmul over (B, 3, H*W)
-            x = torch.matmul(self.color, x.flatten(2)).view(x.shape)
+            x = torch.matmul(self.color, x.flatten(2)).view(x.shape)  # type: ignore[arg-type]  # a buffer; Module.__getattr__ is typed Tensor | Module
         return torch.sigmoid(x)
 
     @torch.no_grad()

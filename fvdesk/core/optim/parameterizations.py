@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 import torch
 
@@ -45,7 +46,7 @@ def make_param(
             value_range=(float(settings.prior_range[0]), float(settings.prior_range[1])),
             device=device,
         )
-    common = dict(
+    common: dict[str, Any] = dict(
         channels=channels,
         decorrelate=settings.decorrelate,
         decay=settings.decay,
@@ -58,9 +59,9 @@ def make_param(
     )
     if settings.param == "maco":
         return MacoParam(batch, height, width, spectrum=spectrum_for(settings.maco_spectrum),
-                         **common)  # type: ignore[arg-type]  # fmt: skip
+                         **common)  # fmt: skip
     return ImageParam(batch, height, width, kind=settings.param, period=settings.spectrum_period,
-                      **common)  # type: ignore[arg-type]  # fmt: skip
+                      **common)  # fmt: skip
 
 
 def pin_settings(settings: RenderSettings, *, maco: bool = False) -> RenderSettings:
@@ -70,7 +71,7 @@ def pin_settings(settings: RenderSettings, *, maco: bool = False) -> RenderSetti
     A hash recorded earlier (a provenance record being reproduced) must still match:
     otherwise a ``ConfigError`` names the file, since the same pixels cannot come back.
     """
-    changes: dict[str, str] = {}
+    changes: dict[str, Any] = {}
     if settings.prior:
         sha = generator_for(settings.prior).sha256
         _same(settings.prior_sha256, sha, settings.prior)

@@ -80,7 +80,7 @@ class Provenance(Mapping[str, Any]):
             slot=_as_int(d.get("slot")),
             unit=_as_int(d.get("unit")),
             facet=_as_int(d.get("facet")),
-            batch=tuple(ints) if ints is not None and None not in ints else None,  # type: ignore[arg-type]
+            batch=tuple(ints) if ints is not None and None not in ints else None,  # type: ignore[arg-type]  # None excluded just before
             seed=_as_int(d.get("seed")),
             settings=_as_dict(d.get("settings")),
             preprocessing=_as_dict(d.get("preprocessing")),
@@ -114,7 +114,7 @@ class Provenance(Mapping[str, Any]):
             return self.to_dict() == dict(other)
         return NotImplemented
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # mutable: unhashable on purpose
 
     # -- what it says ----------------------------------------------------------------------------
     @property

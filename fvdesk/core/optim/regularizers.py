@@ -138,12 +138,12 @@ class _GradientTransform(torch.autograd.Function):
     """Identity forward; ``fn(gradient)`` backward."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:  # type: ignore[override]  # fmt: skip
+    def forward(ctx: Any, x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:  # fmt: skip
         ctx.fn = fn
         return x.view_as(x)
 
     @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]  # autograd.Function's static signature
         return ctx.fn(g), None
 
 

@@ -214,7 +214,9 @@ class RenderSettings:
         if isinstance(self.transforms, dict):
             self.transforms = TransformSettings.from_dict(self.transforms)
         if isinstance(self.prior_range, list):
-            self.prior_range = tuple(self.prior_range)  # type: ignore[assignment]
+            self.prior_range = tuple(
+                self.prior_range
+            )  # JSON gives a list; validate checks the length
         self.validate()
 
     def validate(self) -> None:
@@ -396,7 +398,7 @@ def recipe(name: str, **overrides: Any) -> RenderSettings:
     """``RenderSettings`` of the named recipe (``RECIPES``), with ``overrides`` on top."""
     if name not in RECIPES:
         raise ConfigError(f"Unknown recipe {name!r}; known: {', '.join(RECIPES)}.")
-    changes = {k: (replace(v) if isinstance(v, TransformSettings) else v)
+    changes: dict[str, Any] = {k: (replace(v) if isinstance(v, TransformSettings) else v)
                for k, v in RECIPES[name].items()}  # fmt: skip
     return RenderSettings(**(changes | overrides))
 

@@ -37,7 +37,7 @@ class SteepestAscent(torch.optim.Optimizer):
         super().__init__(params, {"lr": lr, "metric": metric})
 
     @torch.no_grad()
-    def step(self, closure: None = None) -> None:  # type: ignore[override]
+    def step(self, closure: None = None) -> None:  # type: ignore[override]  # no closure: step() takes none
         for group in self.param_groups:
             lr, metric = group["lr"], group["metric"]
             for p in group["params"]:

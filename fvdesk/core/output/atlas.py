@@ -294,8 +294,8 @@ class Atlas:
             for g in self._galleries.values():
                 with contextlib.suppress(GalleryError):
                     g.prune()
-        units = sum(len(g.items) for g in self._galleries.values())
-        return AtlasSummary(len(self._galleries), units, rendered, todo.skipped)
+        items = sum(len(g.items) for g in self._galleries.values())
+        return AtlasSummary(len(self._galleries), items, rendered, todo.skipped)
 
     # -- atlas.json ------------------------------------------------------------------------------
     def _check_atlas_json(self) -> dict[str, Any] | None:

@@ -120,7 +120,7 @@ class CombinationBuilder(QWidget):
         return CombinationJob(self.terms(), negative=self.negative.isChecked(),
                               facets=self.facets.value())  # fmt: skip
 
-    def render(self) -> Any:
+    def render(self) -> Any:  # type: ignore[override]  # a slot; QWidget.render (paint into a device) is never called here
         """Submit the combination; returns what ``submit`` returns (``None`` when empty)."""
         if not self._terms:
             return None

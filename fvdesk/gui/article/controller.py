@@ -110,7 +110,7 @@ class ArticleController(Controller):
         combination = has_model and bool(self.builder.terms())
         return {
             "spectrum": one, "steepest": one, "spectrum_combination": combination,
-            "pick_position": one and units[0].layer.spatial is not None,
+            "pick_position": one and units[0].layer.spatial is not None,  # type: ignore[union-attr]  # a unit ref always has its layer
             "directions": has_model and feature_layer(refs) is not None,
             "interpolate": has_model and len(units) in (1, 2), "open_generator": True,
             "add_combination": has_model and bool(units), "render_combination": combination,

@@ -118,7 +118,10 @@ class DirectionDialog(_SpecDialog):
         from fvdesk.core.errors import ConfigError
         from fvdesk.core.jobs.job import DirectionJob
 
-        common = {"negative": self.negative.isChecked(), "facets": self.facets.value()}
+        common: dict[str, Any] = {
+            "negative": self.negative.isChecked(),
+            "facets": self.facets.value(),
+        }
         if self.random.isChecked():
             first = self.seed.value()
             seeds = tuple(range(first, first + self.count.value()))

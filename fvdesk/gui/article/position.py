@@ -21,6 +21,8 @@ class PositionGrid(QWidget):
     """A clickable width x height grid with one selected cell."""
 
     position_changed = Signal(int, int)  # x, y
+    x: int  # type: ignore[assignment]  # the selected cell; shadows QWidget.x, never called here
+    y: int  # type: ignore[assignment]  # the selected cell; shadows QWidget.y, never called here
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -131,10 +133,10 @@ class NeuronPositionPicker(QWidget):
         """Show ``layer``'s grid (``spatial`` = (height, width); ``None``: not a feature map)."""
         self.layer, self.unit = layer, int(unit)
         ok = bool(layer) and spatial is not None
-        for w in (self.grid, self.render_button, self.add_button):
-            w.setEnabled(ok)
+        for widget in (self.grid, self.render_button, self.add_button):
+            widget.setEnabled(ok)
         if ok:
-            h, w = spatial  # type: ignore[misc]
+            h, w = spatial  # type: ignore[misc]  # ok says spatial is a pair
             self.grid.set_grid(w, h)
             self.title.setText(f"Neuron of {layer}:{unit} — click a position on its {w} × {h} grid")
         else:
@@ -150,7 +152,7 @@ class NeuronPositionPicker(QWidget):
         x, y = self.position()
         return UnitJob(self.layer, (self.unit,), kind="neuron", x=x, y=y)
 
-    def render(self) -> Any:
+    def render(self) -> Any:  # type: ignore[override]  # a slot; QWidget.render (paint into a device) is never called here
         if not self.layer:
             return None
         spec = self.spec()

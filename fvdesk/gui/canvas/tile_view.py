@@ -65,7 +65,7 @@ class TileView(QAbstractItemView):
 
     # -- public -------------------------------------------------------------------------------
     def tile_model(self) -> TileModel:
-        return self.model()  # type: ignore[return-value]
+        return self.model()  # type: ignore[return-value]  # the view's model is always a TileModel
 
     def set_tile_size(self, px: int) -> None:
         px = int(max(MIN_TILE, min(MAX_TILE, px)))
@@ -231,7 +231,7 @@ class TileView(QAbstractItemView):
     def visualRegionForSelection(self, selection: QItemSelection) -> QRegion:
         region = QRegion()
         view = self.viewport().rect()
-        for rng in selection:
+        for rng in selection:  # type: ignore[attr-defined]  # PySide6's stubs miss QItemSelection.__iter__
             for row in range(rng.top(), rng.bottom() + 1):
                 r = self.visualRect(self.model().index(row, 0))
                 if r.intersects(view):

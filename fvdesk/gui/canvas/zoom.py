@@ -33,6 +33,7 @@ class ZoomDialog(QDialog):
     ZOOMS = (1, 2, 3, 4, 6, 8)
 
     failed = Signal(str, str)  # title, message: the image could not be saved
+    scroll: QScrollArea  # type: ignore[assignment]  # shadows QWidget.scroll, never called here
 
     def __init__(self, model: TileModel, tile_id: int, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -85,10 +86,10 @@ class ZoomDialog(QDialog):
         layout.addLayout(buttons)
         layout.addLayout(self.info)
         layout.addWidget(close)
-        for z, key in ((None, "0"), (1, "1"), (2, "2"), (4, "4"), (8, "8")):
+        for level, key in ((None, "0"), (1, "1"), (2, "2"), (4, "4"), (8, "8")):
             act = QAction(self)
             act.setShortcut(QKeySequence(key))
-            act.triggered.connect(lambda _=False, z=z: self.set_zoom(z))
+            act.triggered.connect(lambda _=False, z=level: self.set_zoom(z))
             self.addAction(act)
         model.dataChanged.connect(self._on_changed)
         model.rowsRemoved.connect(self._on_removed)
@@ -188,7 +189,7 @@ class ZoomDialog(QDialog):
         data = QByteArray()
         buffer = QBuffer(data)
         buffer.open(QIODevice.OpenModeFlag.WriteOnly)
-        t.image.save(buffer, "PNG")
+        t.image.save(buffer, "PNG")  # type: ignore[call-overload]  # Qt takes a str format too
         buffer.close()
         try:
             atomic_write_bytes(path, bytes(data.data()))

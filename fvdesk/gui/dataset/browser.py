@@ -99,7 +99,7 @@ class _RowDelegate(QStyledItemDelegate):
     ) -> None:
         super().paint(p, option, index)
         crops = index.data(_UnitRows.CropsRole)
-        r = option.rect  # type: ignore[attr-defined]
+        r = option.rect
         x = r.x() + 160
         if crops is None:
             p.drawText(QRect(x, r.y(), 200, r.height()), Qt.AlignmentFlag.AlignVCenter, "loading…")
@@ -112,8 +112,8 @@ class _RowDelegate(QStyledItemDelegate):
         self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
     ) -> None:
         super().initStyleOption(option, index)
-        option.rect = QRect(option.rect.x(), option.rect.y(), 156, option.rect.height())  # type: ignore[attr-defined]
-        option.displayAlignment = Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter  # type: ignore[attr-defined]
+        option.rect = QRect(option.rect.x(), option.rect.y(), 156, option.rect.height())
+        option.displayAlignment = Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter
 
 
 class LayerExamplesBrowser(QWidget):

@@ -380,7 +380,7 @@ class DatasetController(Controller):
         if model is None or not self.examples:
             return None
         lookup = self._lookup(dict(self.examples), dict(self.members), self.choice)
-        pre = {k: v for k, v in self.session.choices.preprocessing.to_dict().items()
+        pre = {k: v for k, v in self.session.choices.preprocessing.to_dict().items()  # type: ignore[union-attr]  # a model is open (checked above)
                if k != "source"}  # fmt: skip
 
         def work(_progress: Any) -> int:

@@ -137,7 +137,7 @@ class HistogramWidget(QWidget):
 
     def set_histogram(self, view: Any | None, value: float | None = None) -> None:
         self.edges = None if view is None or not view.count else np.asarray(view.edges, float)
-        self.counts = None if self.edges is None else np.asarray(view.counts, float)
+        self.counts = None if self.edges is None else np.asarray(view.counts, float)  # type: ignore[union-attr]  # edges is None when view is
         self.value = value
         self.update()
 

@@ -153,7 +153,12 @@ class GalleryController(Controller):
 
         def job(progress: Callable[[float, str], None]) -> Path:
             return gal.write_gallery(
-                folder, info, pairs, title=title, device=device, progress=progress
+                folder,
+                info,
+                pairs,  # type: ignore[arg-type]  # tiles offered for saving have images
+                title=title,
+                device=device,
+                progress=progress,
             )
 
         call = BackgroundCall(job, name="fvdesk-save", abandonable=False)

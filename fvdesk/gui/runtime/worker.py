@@ -107,7 +107,8 @@ class RenderWorker(QObject):
     """Lives on the render thread; ``run`` drives one task's generator to its end."""
 
     started = Signal(object)  # Task
-    event = Signal(object, object)  # Task, event
+    # (Task, event); shadows QObject.event, but the signal's name is API
+    event: Signal = Signal(object, object)  # type: ignore[assignment]  # see above
     finished = Signal(object, object)  # Task, the generator's return value
     failed = Signal(object, str, object)  # Task, message, exception
 

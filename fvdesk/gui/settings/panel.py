@@ -127,7 +127,7 @@ class RenderSettingsPanel(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("renderSettings")
-        self.widgets: dict[str, QWidget] = {}
+        self.widgets: dict[str, Any] = {}  # each field's own widget class (its kind says which)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         scroll = QScrollArea(self)
@@ -177,11 +177,11 @@ class RenderSettingsPanel(QWidget):
             if f.group in EXPLAINED:
                 forms[f.group].addRow("", _explanation(f.tip))
 
-    def _seed_row(self, spin: QWidget) -> QWidget:
+    def _seed_row(self, spin: Any) -> QWidget:  # spin: the seed field's QSpinBox
         dice = QToolButton()
         dice.setText("New")
         dice.setToolTip("Pick a new random seed")
-        dice.clicked.connect(lambda: spin.setValue(random.randrange(0, 2**31 - 1)))  # type: ignore[attr-defined]
+        dice.clicked.connect(lambda: spin.setValue(random.randrange(0, 2**31 - 1)))
         return _row(spin, dice)
 
     def _build_model_box(self, body: QWidget) -> QGroupBox:
@@ -234,9 +234,9 @@ class RenderSettingsPanel(QWidget):
             w = QSpinBox() if f.kind == "int" else QDoubleSpinBox()
             if isinstance(w, QDoubleSpinBox):
                 w.setDecimals(f.decimals)
-            w.setRange(num(f.lo), num(f.hi))
-            w.setSingleStep(num(f.step))
-            w.setValue(num(f.default))
+            w.setRange(num(f.lo), num(f.hi))  # type: ignore[arg-type]  # num is int for a QSpinBox
+            w.setSingleStep(num(f.step))  # type: ignore[arg-type]  # num is int for a QSpinBox
+            w.setValue(num(f.default))  # type: ignore[arg-type]  # num is int for a QSpinBox
             w.setSuffix(f.suffix)
             if f.special:
                 w.setSpecialValueText(f.special)
@@ -244,18 +244,18 @@ class RenderSettingsPanel(QWidget):
             w.valueChanged.connect(self.changed)
             return w
         if f.kind == "bool":
-            w = QCheckBox()
-            w.setChecked(bool(f.default))
-            w.toggled.connect(self.changed)
-            return w
-        w = QComboBox()
-        w.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        w.setMinimumContentsLength(8)
+            box = QCheckBox()
+            box.setChecked(bool(f.default))
+            box.toggled.connect(self.changed)
+            return box
+        combo = QComboBox()
+        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(8)
         for value, text in f.choices:
-            w.addItem(text, value)
-        w.setCurrentIndex(max(0, w.findData(f.default)))
-        w.currentIndexChanged.connect(self.changed)
-        return w
+            combo.addItem(text, value)
+        combo.setCurrentIndex(max(0, combo.findData(f.default)))
+        combo.currentIndexChanged.connect(self.changed)
+        return combo
 
     def _field(self, key: str) -> Field:
         return next(f for f in FIELDS if f.key == key)
@@ -267,19 +267,19 @@ class RenderSettingsPanel(QWidget):
         f = self._field(key)
         try:
             if f.kind == "int":
-                w.setValue(int(value))  # type: ignore[attr-defined]
+                w.setValue(int(value))
             elif f.kind == "float":
                 v = float(value)
                 if math.isfinite(v):
-                    w.setValue(v)  # type: ignore[attr-defined]
+                    w.setValue(v)
             elif f.kind == "bool":
-                w.setChecked(bool(value))  # type: ignore[attr-defined]
+                w.setChecked(bool(value))
             elif f.kind == "file":
-                w.set_path(str(value or ""))  # type: ignore[attr-defined]
+                w.set_path(str(value or ""))
             elif f.kind == "list":
-                w.set_value(value)  # type: ignore[attr-defined]
+                w.set_value(value)
             else:
-                combo: QComboBox = w  # type: ignore[assignment]
+                combo: QComboBox = w
                 i = combo.findData(value)
                 if i < 0 and key == "device" and isinstance(value, str) and value:
                     combo.addItem(value, value)
@@ -293,14 +293,14 @@ class RenderSettingsPanel(QWidget):
         w = self.widgets[key]
         f = self._field(key)
         if f.kind in ("int", "float"):
-            return w.value()  # type: ignore[attr-defined]
+            return w.value()
         if f.kind == "bool":
-            return w.isChecked()  # type: ignore[attr-defined]
+            return w.isChecked()
         if f.kind == "file":
-            return w.path()  # type: ignore[attr-defined]
+            return w.path()
         if f.kind == "list":
-            return w.value()  # type: ignore[attr-defined]
-        return w.currentData()  # type: ignore[attr-defined]
+            return w.value()
+        return w.currentData()
 
     def values(self) -> dict[str, Any]:
         return {f.key: self.value(f.key) for f in FIELDS}
@@ -317,7 +317,7 @@ class RenderSettingsPanel(QWidget):
 
     def set_devices(self, devices: list[tuple[str, str]]) -> None:
         """Offer the devices this machine has (called once torch is loaded)."""
-        combo: QComboBox = self.widgets["device"]  # type: ignore[assignment]
+        combo: QComboBox = self.widgets["device"]
         current = combo.currentData()
         with QSignalBlocker(combo):
             combo.clear()
@@ -332,10 +332,10 @@ class RenderSettingsPanel(QWidget):
     def show_input(self, spec: Any | None) -> None:
         """The open model's input (``InputSpec``): the canvas steps by the sizes it takes, and
         the tooltip says its rule (the core's words)."""
-        size: QSpinBox = self.widgets["size"]  # type: ignore[assignment]
+        size: QSpinBox = self.widgets["size"]
         f = self._field("size")
         multiple = int(getattr(spec, "size_multiple", 1) or 1)
-        size.setSingleStep(multiple if multiple > 1 and not spec.fixed_size else int(f.step))
+        size.setSingleStep(multiple if multiple > 1 and not spec.fixed_size else int(f.step))  # type: ignore[union-attr]  # multiple > 1 only with a spec
         size.setToolTip(f.tip + (f" This model: {spec.describe_size()}." if spec else ""))
 
     # -- model part ---------------------------------------------------------------------------

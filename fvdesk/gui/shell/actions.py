@@ -81,6 +81,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("clear_combination", "Clear Com&bination", None, "Remove every term from the Combination panel.", "&Render"),
     ActionSpec("layer_examples", "Dataset &Examples of Layer", "Ctrl+Shift+E", "Every unit of the selected layer as a row of its top dataset examples, without rendering.", "&Render"),
     ActionSpec("atlas", "A&tlas of Selected Layers…", "Ctrl+Shift+A", "Render every unit of the selected layers into a folder, one gallery per layer; choose the same folder again to resume.", "&Render"),
+    ActionSpec("activation_atlas", "Acti&vation Atlas…", None, "A layer's activation vectors over a folder of your images, laid out by UMAP, each grid cell's mean rendered: a zoomable map (Carter et al. 2019).", "&Render"),
     ActionSpec(SEPARATOR, "", None, "", "&Render"),
     ActionSpec("cancel", "&Cancel Current Render", "Esc", "Stop the render that is running; queued jobs go on.", "&Render", _SP.SP_MediaStop, toolbar=True),
     ActionSpec("cancel_all", "Cancel &All Renders", "Shift+Esc", "Stop the running render and drop the queue.", "&Render"),

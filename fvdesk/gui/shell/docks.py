@@ -73,7 +73,7 @@ class Docks:
         """Show ``dock``, tabbed beside its partner the first time (where the partner is)."""
         beside = self.lazy.get(dock)
         first = beside is not None and not dock.isVisible() and not dock.isFloating()
-        if first and beside.isVisible():
+        if first and beside is not None and beside.isVisible():
             self.window.tabifyDockWidget(beside, dock)
         dock.show()
         dock.raise_()

@@ -33,10 +33,13 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QMainWindow,
     QMessageBox,
+    QPlainTextEdit,
     QWidget,
 )
 
 from fvdesk.gui.article.controller import ArticleController
+from fvdesk.gui.canvas.panel import CanvasPanel
+from fvdesk.gui.canvas.tile_view import TileView
 from fvdesk.gui.canvas.tiles import TileModel
 from fvdesk.gui.canvas.zoom import ZoomDialog
 from fvdesk.gui.dataset.controller import DatasetController
@@ -60,6 +63,7 @@ from fvdesk.gui.shell.layout import EMPTY_CANVAS
 from fvdesk.gui.shell.menus import fill_recent_menu, tile_menu, tree_menu
 from fvdesk.gui.shell.prefs import Prefs
 from fvdesk.gui.shell.status import StatusWidgets, load_messages
+from fvdesk.gui.tree.panel import LayerTreePanel
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +73,13 @@ NO_MODEL = "Open a model (Ctrl+O) or drop an .onnx file here."
 
 class MainWindow(QMainWindow):
     """fvdesk's single window."""
+
+    # set by shell/layout.py's build (declared here for the type checker)
+    canvas: CanvasPanel
+    tile_view: TileView
+    layers: LayerTreePanel
+    tree_dock: QDockWidget
+    log_view: QPlainTextEdit
 
     def __init__(self, prefs: Prefs | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -120,6 +131,21 @@ class MainWindow(QMainWindow):
         return self.docks.add(title, name, widget, area)
 
     # ==========================================================================================
+    def open_activation_atlas(self) -> Any:
+        """The activation atlas window (gui/actatlas); its builds take turns on the render queue."""
+        from fvdesk.gui.actatlas.window import ActivationAtlasWindow
+        from fvdesk.gui.runtime.runners import QueueRunner
+
+        layer = next(iter(self.layers.selected_layers()), None)
+        folder = self.datasets.choice.root if self.datasets.choice else None
+        runner = getattr(self, "_actatlas_runner", None) or QueueRunner(self.queue, self)
+        self._actatlas_runner = runner
+        self._actatlas = ActivationAtlasWindow(runner, self.session,
+                                               self.jobs.settings, layer=layer, folder=folder,
+                                               parent=self)  # fmt: skip
+        self._actatlas.show()
+        return self._actatlas
+
     # preferences and layout
     # ==========================================================================================
     def _restore_prefs(self) -> None:
@@ -226,6 +252,7 @@ class MainWindow(QMainWindow):
             self.settings_panel.show_model(None)
             return
         c = s.choices
+        assert c is not None  # a model is open (checked above)
         self.settings_panel.show_model(c.preprocessing, labels_count=len(c.labels or ()),
                                        labels_source=c.labels_source, labels_file=c.labels_file)  # fmt: skip
         self.status.show_preprocessing(s.preprocessing, s.preprocessing_origin())

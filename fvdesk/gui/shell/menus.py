@@ -115,7 +115,8 @@ def tile_menu(
         menu.addSection(elide(tile.title(), 50))
         menu.addAction(actions["zoom_tile"])
         copy = menu.addAction(
-            "Copy Image", lambda: QGuiApplication.clipboard().setImage(tile.image)
+            "Copy Image",
+            lambda: QGuiApplication.clipboard().setImage(tile.image),  # type: ignore[arg-type]  # the action exists only for tiles with an image
         )
         copy.setEnabled(tile.image is not None)
         task = jobs.task_of(tile)
@@ -143,7 +144,7 @@ def fill_recent_menu(menu: QMenu, prefs: Prefs, open_recent: Callable[[str], Non
     files = prefs.recent_files()
     for i, f in enumerate(files):
         text = f"&{i + 1} {Path(f).name}" if i < 9 else Path(f).name
-        act = menu.addAction(text, lambda f=f: open_recent(f))
+        act = menu.addAction(text, lambda f=f: open_recent(f))  # type: ignore[misc]  # the default binds each loop turn's file
         act.setToolTip(f)
         act.setStatusTip(f)
     if files:

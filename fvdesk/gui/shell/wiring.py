@@ -84,10 +84,10 @@ def window_commands(w: MainWindow) -> dict[str, Callable[[], Any]]:
         "atlas": w.atlas_dialog, "cancel": w.cancel_current, "zoom_tile": w.zoom_current,
         "bigger_tiles": lambda: w.canvas.scale_tiles(1.25),
         "smaller_tiles": lambda: w.canvas.scale_tiles(1 / 1.25),
-        "reset_layout": w.reset_layout,
+        "reset_layout": w.reset_layout, "activation_atlas": w.open_activation_atlas,
         "shortcuts": lambda: ShortcutsDialog(w).exec(), "about": w.show_about,
         "dataset_spectrum": lambda: w.datasets.use_spectrum(
-            w.settings_panel.widgets["maco_spectrum"].choose  # type: ignore[attr-defined]
+            w.settings_panel.widgets["maco_spectrum"].choose
         ),
     }  # fmt: skip
 
@@ -179,7 +179,8 @@ def update_enabled(w: MainWindow) -> None:
     refs = w.layers.selected_refs() if has_model else []
     has_tiles = w.tiles.rowCount() > 0
     enabled = {"close_model": has_model or w.session.is_loading(), "remove_tiles": has_tiles,
-               "select_all": has_tiles, "zoom_tile": has_tiles, "clear_tiles": has_tiles}  # fmt: skip
+               "select_all": has_tiles, "zoom_tile": has_tiles, "clear_tiles": has_tiles,
+               "activation_atlas": has_model}  # fmt: skip
     for ctl in controllers(w):
         enabled.update(ctl.enabled(has_model, refs))
     for key, on in enabled.items():

@@ -170,7 +170,7 @@ class LayerTreeModel(QAbstractItemModel):
             return self.createIndex(row, column, ((pid + 1) << _UNIT_SHIFT) | row)
         return QModelIndex()
 
-    def parent(self, index: Index = _ROOT) -> QModelIndex:  # type: ignore[override]
+    def parent(self, index: Index = _ROOT) -> QModelIndex:  # type: ignore[override]  # Qt's two parent() overloads in one
         if not index.isValid():
             return QModelIndex()
         iid = int(index.internalId())

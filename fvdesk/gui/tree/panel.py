@@ -184,7 +184,7 @@ class LayerTreePanel(QWidget):
         if ref is None:
             return
         if ref.kind == "unit":
-            self.unit_activated.emit(ref.layer.name, ref.unit)
+            self.unit_activated.emit(ref.layer.name, ref.unit)  # type: ignore[union-attr]  # a unit's ref always has its layer
         else:
             col0 = index.siblingAtColumn(0)
             self.tree.setExpanded(col0, not self.tree.isExpanded(col0))
