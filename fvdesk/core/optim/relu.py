@@ -28,13 +28,13 @@ class _RedirectedReLU(torch.autograd.Function):
     @staticmethod
     def forward(
         ctx: Any, x: torch.Tensor, redirect: torch.Tensor, upper: float | None
-    ) -> torch.Tensor:  # type: ignore[override]
+    ) -> torch.Tensor:
         ctx.save_for_backward(x, redirect)
         ctx.upper = upper
         return x.clamp(min=0.0, max=upper)
 
     @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]  # Function.backward takes *grad_outputs
         x, redirect = ctx.saved_tensors
         passes = x > 0
         if ctx.upper is not None:
@@ -89,12 +89,12 @@ class _RedirectedHardswish(torch.autograd.Function):
     ReLU6's gradient down, so only passing the gradient to ``x`` itself revives the unit."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, redirect: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: torch.Tensor, redirect: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x, redirect)
         return F.hardswish(x)
 
     @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]  # Function.backward takes *grad_outputs
         x, redirect = ctx.saved_tensors
         plain = torch.ops.aten.hardswish_backward(g, x)
         if g.dim() < 2 or not bool(redirect.any()):
@@ -133,7 +133,7 @@ def _binary(n: fx.Node, mods: dict[str, nn.Module], fns: tuple[Any, ...]) -> boo
         return False
     if n.op == "call_function":
         return n.target in fns
-    m = mods.get(n.target) if n.op == "call_module" else None  # type: ignore[arg-type]
+    m = mods.get(n.target) if n.op == "call_module" else None  # type: ignore[arg-type]  # a call_module's target is a name
     return getattr(m, "math_op_function", None) in fns
 
 
@@ -143,7 +143,7 @@ def _constant(n: Any, ext: fx.GraphModule) -> float | None:
     if isinstance(n, fx.Node) and n.op == "get_attr":
         t = ext
         for part in str(n.target).split("."):
-            t = getattr(t, part, None)  # type: ignore[assignment]
+            t = getattr(t, part, None)  # type: ignore[assignment]  # a module path ends at a tensor
         if isinstance(t, torch.Tensor) and t.numel() == 1:
             return float(t)
     return None
@@ -154,10 +154,10 @@ def _hardswish_input(n: fx.Node, mods: dict[str, nn.Module], ext: fx.GraphModule
     if not _binary(n, mods, (torch.mul, operator.mul)):
         return None
     for a, r in (n.args, n.args[::-1]):
-        m = mods.get(r.target) if isinstance(r, fx.Node) and r.op == "call_module" else None  # type: ignore[arg-type]
-        if not isinstance(m, nn.ReLU6) or len(r.args) != 1:  # type: ignore[union-attr]
+        m = mods.get(r.target) if isinstance(r, fx.Node) and r.op == "call_module" else None  # type: ignore[arg-type]  # a call_module's target is a name
+        if not isinstance(m, nn.ReLU6) or len(r.args) != 1:  # type: ignore[union-attr]  # r is a Node: m is a module
             continue
-        add = r.args[0]  # type: ignore[union-attr]
+        add = r.args[0]  # type: ignore[union-attr]  # r is a Node: m is a module
         if isinstance(add, fx.Node) and _binary(add, mods, (torch.add, operator.add)):
             x, c = add.args if add.args[0] is a else add.args[::-1]
             if x is a and _constant(c, ext) == 3.0:
@@ -187,7 +187,7 @@ def relu_override(ext: fx.GraphModule) -> fx.GraphModule | None:
             redirect = g.placeholder("redirect")
         m = mods.get(n.target) if n.op == "call_module" else None
         single = m is not None and len(n.args) == 1 and not n.kwargs
-        hs = _hard_sigmoid(m) if single else None  # type: ignore[arg-type]
+        hs = _hard_sigmoid(m) if single else None  # type: ignore[arg-type]  # single: m is a module
         if single and isinstance(m, (nn.ReLU, nn.ReLU6)):
             fn = redirected_relu6 if isinstance(m, nn.ReLU6) else redirected_relu
             env[n] = g.call_function(fn, (env[n.args[0]], redirect))
