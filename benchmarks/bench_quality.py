@@ -229,7 +229,8 @@ def _engine_digest() -> str:
 
     optim = Path(__file__).resolve().parents[1] / "fvdesk" / "core" / "optim"
     h = hashlib.sha256()
-    for name in ("render.py", "param.py", "settings.py", "transforms.py", "maco.py"):
+    parts = ("render.py", "phases.py", "relu.py", "pipeline.py", "batching.py")
+    for name in (*parts, "param.py", "settings.py", "transforms.py", "maco.py"):
         h.update((optim / name).read_bytes())
     return h.hexdigest()[:12]
 
