@@ -144,9 +144,11 @@ def cmd_image(args: argparse.Namespace) -> int:
         add(specs.AccentuateJob.of(img, layer, units, penalty_layer=near, weight=args.near_weight))
     if not args.no_renders:
         for name, units in render_units.items():
-            spec = UnitJob(name, tuple(dict.fromkeys(units)), kind=default_kind(model.graph[name]))
-            if spec.units:
-                add(spec)
+            unit_spec = UnitJob(
+                name, tuple(dict.fromkeys(units)), kind=default_kind(model.graph[name])
+            )
+            if unit_spec.units:
+                add(unit_spec)
     return _write_inspection(args, model, img, jobs, report, device)
 
 
