@@ -22,13 +22,13 @@ class _RedirectedReLU(torch.autograd.Function):
     @staticmethod
     def forward(
         ctx: Any, x: torch.Tensor, redirect: torch.Tensor, upper: float | None
-    ) -> torch.Tensor:  # type: ignore[override]
+    ) -> torch.Tensor:
         ctx.save_for_backward(x, redirect)
         ctx.upper = upper
         return x.clamp(min=0.0, max=upper)
 
     @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]  # autograd.Function's backward takes *grad_outputs
         x, redirect = ctx.saved_tensors
         passes = x > 0
         if ctx.upper is not None:
