@@ -23,7 +23,8 @@ from fvdesk.core.model.loader import load_model  # noqa: E402
 from fvdesk.core.optim.settings import RenderSettings  # noqa: E402
 from fvdesk.gui.actatlas.view import THUMB_PX  # noqa: E402
 from fvdesk.gui.actatlas.window import ActivationAtlasWindow  # noqa: E402
-from fvdesk.gui.runtime.runners import ThreadRunner  # noqa: E402
+from fvdesk.gui.runtime.runners import QueueRunner  # noqa: E402
+from fvdesk.gui.runtime.worker import RenderQueue  # noqa: E402
 from tests.images import pattern_folder  # noqa: E402
 
 LAYER = "/features/block4/relu/Relu"
@@ -49,7 +50,8 @@ def pca(vectors, *, seed, neighbors, min_dist):
 def win(qtbot, demo_model_path, tmp_path, monkeypatch):
     monkeypatch.setattr(build, "reduce_2d", pca)
     model = load_model(demo_model_path, check_parity=False)
-    runner = ThreadRunner()
+    queue = RenderQueue()
+    runner = QueueRunner(queue)
     w = ActivationAtlasWindow(runner, Session(model), lambda: RenderSettings(steps=4, batch=4),
                               layer=LAYER, folder=str(pattern_folder(tmp_path / "img", 4)))  # fmt: skip
     w.out.setText(str(tmp_path / "atlas"))
@@ -58,7 +60,7 @@ def win(qtbot, demo_model_path, tmp_path, monkeypatch):
     qtbot.addWidget(w)
     w.show()
     yield w
-    runner.shutdown()
+    queue.shutdown()
 
 
 def test_build_then_explore(qtbot, win):

@@ -145,7 +145,9 @@ def render_with_examples(args: argparse.Namespace, model: Any, job: Any, device:
     if not isinstance(spec, UnitJob) or spec.kind == "deepdream":
         raise UsageError("--images goes with renders of units (not combinations or deepdream)")
     kind = "neuron" if spec.kind == "neuron" else "channel"
-    position = (spec.x, spec.y) if kind == "neuron" and spec.x is not None else None
+    position: tuple[int, int] | None = None
+    if kind == "neuron" and spec.x is not None:
+        position = (spec.x, spec.y)  # type: ignore[assignment]  # a neuron spec sets x and y together
     pool = max(args.top, DEFAULT_POOL) if args.cluster_facets else None
     result = examples_pass(
         args, model, [spec.layer], device, kind=kind, position=position, top=pool

@@ -77,15 +77,13 @@ def _scores(pairs: Any) -> list[dict[str, Any]]:
 
 def cmd_image(args: argparse.Namespace) -> int:
     from fvdesk.core.errors import FvdeskError
-    from fvdesk.core.fileio import atomic_write_text
     from fvdesk.core.inspect import analysis as an
     from fvdesk.core.inspect import (
         runners,  # noqa: F401 - registers the image jobs' runners
         specs,
     )
-    from fvdesk.core.inspect.image import copy_into, open_image
+    from fvdesk.core.inspect.image import open_image
     from fvdesk.core.jobs.job import Job, UnitJob, default_kind
-    from fvdesk.core.output.gallery import Gallery, ModelInfo
 
     device = _device(args)
     model = _load(args, device=device)
@@ -146,9 +144,28 @@ def cmd_image(args: argparse.Namespace) -> int:
         add(specs.AccentuateJob.of(img, layer, units, penalty_layer=near, weight=args.near_weight))
     if not args.no_renders:
         for name, units in render_units.items():
-            spec = UnitJob(name, tuple(dict.fromkeys(units)), kind=default_kind(model.graph[name]))
-            if spec.units:
-                add(spec)
+            unit_spec = UnitJob(
+                name, tuple(dict.fromkeys(units)), kind=default_kind(model.graph[name])
+            )
+            if unit_spec.units:
+                add(unit_spec)
+    return _write_inspection(args, model, img, jobs, report, device)
+
+
+def _write_inspection(
+    args: argparse.Namespace,
+    model: Any,
+    img: Any,
+    jobs: list[Any],
+    report: dict[str, Any],
+    device: Any,
+) -> int:
+    """The jobs run into the gallery and the report lands beside them, so the gallery's
+    index and ``inspection.json`` describe the same run."""
+    from fvdesk.core.fileio import atomic_write_text
+    from fvdesk.core.inspect.image import copy_into
+    from fvdesk.core.output.gallery import Gallery, ModelInfo
+
     jobs = _reused(args, model, jobs, device)
     if jobs:
         write_jobs(model, jobs, args.out, device=device, quiet=args.quiet, finalize=False)

@@ -62,7 +62,7 @@ class ActivationAtlasResult(JobResult):
 def command_line(job: Job, model_path: str) -> str:
     """The ``fvdesk activation-atlas`` command that makes this atlas (settings as flags are many;
     ``--from DIR`` is the exact rebuild, this line is the readable one)."""
-    s: ActivationAtlasJob = job.spec  # type: ignore[assignment]
+    s: ActivationAtlasJob = job.spec  # type: ignore[assignment]  # the runner registered for ActivationAtlasJob
     parts = ["fvdesk", "activation-atlas", model_path, "--images", s.root, "--layer", s.layer,
              "--out", s.out, "--grid", str(s.grid), "--per-image", str(s.per_image),
              "--min-count", str(s.min_count), "--sample-seed", str(s.seed),
@@ -79,7 +79,7 @@ def _sha(path: Path) -> str:
 def _comparable(job: Job) -> dict[str, Any]:
     pre = {k: v for k, v in job.preprocessing.to_dict().items() if k != "source"}
     settings = {k: v for k, v in job.settings.to_dict().items() if k not in IGNORED}
-    return {"recipe": job.spec.recipe(), "settings": settings, "pre": pre,  # type: ignore[attr-defined]
+    return {"recipe": job.spec.recipe(), "settings": settings, "pre": pre,  # type: ignore[attr-defined]  # job.spec is an ActivationAtlasJob here
             "model": job.model.sha256}  # fmt: skip
 
 
@@ -116,7 +116,7 @@ def _crop(root: Path, rel: str, size: tuple[int, int], box: Sequence[float]) -> 
     h, w = part.shape[:2]  # the field's shape kept (a text model's fields are wide strips)
     k = CROP_PX / max(h, w)
     size = (max(1, round(w * k)), max(1, round(h * k)))
-    return np.asarray(Image.fromarray(part).resize(size, Image.LANCZOS))
+    return np.asarray(Image.fromarray(part).resize(size, Image.Resampling.LANCZOS))
 
 
 def _save_vectors(out: Path, col: Collection, coords: np.ndarray, owner: np.ndarray,
@@ -139,7 +139,7 @@ def load_vectors(out: str | Path) -> dict[str, np.ndarray]:
 def _lay_out(model: LoadedModel, job: Job, dev: torch.device,
              cancelled: Callable[[], bool]) -> Generator[Event, None, dict[str, Any] | None]:  # fmt: skip
     """Collect, reduce, grid; writes vectors.npz and the manifest's first version."""
-    s: ActivationAtlasJob = job.spec  # type: ignore[assignment]
+    s: ActivationAtlasJob = job.spec  # type: ignore[assignment]  # the runner registered for ActivationAtlasJob
     out = Path(s.out)
     t0 = time.perf_counter()
     col = yield from collect(model, s.root, s.layer, per_image=s.per_image, seed=s.seed,
@@ -214,7 +214,7 @@ def run_activation_atlas(model: LoadedModel, job: Job, cancelled: Callable[[], b
                          ) -> Generator[Event, None, ActivationAtlasResult]:  # fmt: skip
     """The runner of ``ActivationAtlasJob`` (see the module docstring)."""
     t0 = time.perf_counter()
-    s: ActivationAtlasJob = job.spec  # type: ignore[assignment]
+    s: ActivationAtlasJob = job.spec  # type: ignore[assignment]  # the runner registered for ActivationAtlasJob
     s.validate(model.graph)
     dev = device if isinstance(device, torch.device) else pick_device(device or job.settings.device)
     out = Path(s.out)
@@ -231,7 +231,7 @@ def run_activation_atlas(model: LoadedModel, job: Job, cancelled: Callable[[], b
     chunks = [list(range(a, min(a + per, len(cells)))) for a in range(0, len(cells), per)]
     todo = [k for k, ids in enumerate(chunks) if not all(_done(out, cells[i]) for i in ids)]
     skipped = sum(len(chunks[k]) for k in range(len(chunks)) if k not in set(todo))
-    yield out_mod.AtlasLaidOut(len(cells), skipped, str(out))
+    yield out_mod.AtlasLaidOut(len(cells), skipped, str(out))  # type: ignore[misc]  # run_job passes atlas events on to the caller
     done, rendered, stopped = skipped, 0, False
     try:
         for k in todo:
@@ -265,7 +265,7 @@ def run_activation_atlas(model: LoadedModel, job: Job, cancelled: Callable[[], b
             for cid in ids:
                 done += 1
                 rendered += 1
-                yield out_mod.CellRendered(cid, cells[cid]["tile"], done, len(cells))
+                yield out_mod.CellRendered(cid, cells[cid]["tile"], done, len(cells))  # type: ignore[misc]  # run_job passes atlas events on to the caller
     finally:
         with contextlib.suppress(Exception):
             out_mod.write_overview(out, manifest)

@@ -14,6 +14,7 @@ import zlib
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -66,7 +67,7 @@ def collect(model: LoadedModel, root: str | Path, layer: str, *, per_image: int,
     if not scan.images:
         raise DatasetError(f"The folder {root} holds no images.")
     lay = model.graph[layer]
-    gh, gw = lay.spatial
+    gh, gw = lay.spatial  # type: ignore[misc]  # ActivationAtlasJob.validate admits only spatial layers
     per = per_image_cap(len(scan.images), per_image, lay.channels, max_vectors, max_bytes)
     if per < per_image:
         yield NoticeEvent(
@@ -105,7 +106,7 @@ def collect(model: LoadedModel, root: str | Path, layer: str, *, per_image: int,
                 img.append(np.full(len(p), len(rels), np.int32))
                 pos.append(p)
                 rels.append(rel)
-                sizes.append(tuple(int(v) for v in results[k][2]))
+                sizes.append(cast(tuple[int, int], tuple(int(v) for v in results[k][2])))
         done += len(ids)
         yield ProgressEvent(done, total, "images")
         if cancelled():

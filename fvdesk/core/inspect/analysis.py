@@ -179,7 +179,7 @@ def attribute(model: LoadedModel, image: InspectedImage, target: str, to_layer: 
             a1, _ = grads(x)
             with torch.no_grad():
                 a0 = activations(model, base, [to_layer], pre)[to_layer].float()
-            contrib = ((a1 - a0) * (total / steps))[0]
+            contrib = ((a1 - a0) * (total / steps))[0]  # type: ignore[operator]  # steps >= 1: the loop set total
         with torch.no_grad():
             value = float(
                 _target_value(activations(model, x, [layer], pre)[layer].float(), unit, xy)[0]

@@ -96,15 +96,15 @@ def _run_image(model: LoadedModel, job: Job, cancelled: Callable[[], bool],
                only: Sequence[int] | None, device: Device) -> Generator[Event, None, JobResult]:  # fmt: skip
     """The prediction, the layer's activations, and the heat maps of its top units."""
     t0, dev, img = _setup(model, job, device)
-    spec: ImageJob = job.spec  # type: ignore[assignment]
+    spec: ImageJob = job.spec  # type: ignore[assignment]  # the runner registered for ImageJob
     data: list[Any] = []
     pred = an.predict(model, img, pre=job.preprocessing, labels=job.labels)
     if pred is not None:
         data.append(pred)
-        yield InspectEvent(pred)
+        yield InspectEvent(pred)  # type: ignore[misc]  # run_job passes InspectEvents on to the caller
     acts = an.layer_activations(model, img, spec.layer, pre=job.preprocessing, labels=job.labels)
     data.append(acts)
-    yield InspectEvent(acts)
+    yield InspectEvent(acts)  # type: ignore[misc]  # run_job passes InspectEvents on to the caller
     slots = [s for s in _chosen(spec, only) if s.index < len(acts.order)]
 
     def make(slot: Slot) -> tuple[int, float, np.ndarray, str | None]:
@@ -120,10 +120,10 @@ def _run_attribution(model: LoadedModel, job: Job, cancelled: Callable[[], bool]
                      only: Sequence[int] | None, device: Device) -> Generator[Event, None, JobResult]:  # fmt: skip
     """The spatial attribution map (slot 0) and the channel ranking (the event's data)."""
     t0, dev, img = _setup(model, job, device)
-    spec: AttributionJob = job.spec  # type: ignore[assignment]
+    spec: AttributionJob = job.spec  # type: ignore[assignment]  # the runner registered for AttributionJob
     att = an.attribute(model, img, spec.target, spec.to_layer, method=spec.method,
                        steps=spec.steps, pre=job.preprocessing)  # fmt: skip
-    yield InspectEvent(att)
+    yield InspectEvent(att)  # type: ignore[misc]  # run_job passes InspectEvents on to the caller
 
     def make(_slot: Slot) -> tuple[int, float, np.ndarray, str | None]:
         cap = f"{att.target} → {spec.to_layer}" + (" (IG)" if spec.method != "gradient" else "")
@@ -156,10 +156,10 @@ def _run_groups(model: LoadedModel, job: Job, cancelled: Callable[[], bool],
                 only: Sequence[int] | None, device: Device) -> Generator[Event, None, JobResult]:  # fmt: skip
     """Neuron groups: their maps (slots 0..k-1), then their factors rendered (k..2k-1)."""
     t0, dev, img = _setup(model, job, device)
-    spec: GroupsJob = job.spec  # type: ignore[assignment]
+    spec: GroupsJob = job.spec  # type: ignore[assignment]  # the runner registered for GroupsJob
     groups = an.neuron_groups(model, img, spec.layer, spec.groups, seed=spec.seed,
                               pre=job.preprocessing)  # fmt: skip
-    yield InspectEvent(groups)
+    yield InspectEvent(groups)  # type: ignore[misc]  # run_job passes InspectEvents on to the caller
     k = spec.groups
     maps = [s for s in _chosen(spec, only) if s.index < k]
 
@@ -171,14 +171,14 @@ def _run_groups(model: LoadedModel, job: Job, cancelled: Callable[[], bool],
     part = _render_part(only, set(range(k, 2 * k)))
     cancelled_any = False
     if part is not False and not cancelled():
-        r = yield from _rendered(model, job, cancelled, part, dev)  # type: ignore[arg-type]
+        r = yield from _rendered(model, job, cancelled, part, dev)  # type: ignore[arg-type]  # part is not False here, so a slot list or None
         results += r.results
         cancelled_any = r.cancelled
     return _done(t0, dev, results, [groups], cancelled_any)
 
 
 def _plan_groups(model: LoadedModel, job: Job) -> Plan:
-    spec: GroupsJob = job.spec  # type: ignore[assignment]
+    spec: GroupsJob = job.spec  # type: ignore[assignment]  # the plan registered for GroupsJob
     img = spec_image(model, spec)
     groups = an.neuron_groups(model, img, spec.layer, spec.groups, seed=spec.seed,
                               pre=job.preprocessing)  # fmt: skip
@@ -195,10 +195,10 @@ def _run_grid(model: LoadedModel, job: Job, cancelled: Callable[[], bool],
               only: Sequence[int] | None, device: Device) -> Generator[Event, None, JobResult]:  # fmt: skip
     """The activation grid: what it found, then the non-blank cells rendered."""
     t0, dev, img = _setup(model, job, device)
-    spec: GridJob = job.spec  # type: ignore[assignment]
+    spec: GridJob = job.spec  # type: ignore[assignment]  # the runner registered for GridJob
     grid = an.activation_grid(model, img, spec.layer, threshold=spec.threshold,
                               pre=job.preprocessing)  # fmt: skip
-    yield InspectEvent(grid)
+    yield InspectEvent(grid)  # type: ignore[misc]  # run_job passes InspectEvents on to the caller
     if grid.shape != (spec.height, spec.width):
         from fvdesk.core.errors import RenderError
 
@@ -211,13 +211,13 @@ def _run_grid(model: LoadedModel, job: Job, cancelled: Callable[[], bool],
     results: list[UnitResult] = []
     cancelled_any = False
     if part is not False:
-        r = yield from _rendered(model, job, cancelled, part, dev)  # type: ignore[arg-type]
+        r = yield from _rendered(model, job, cancelled, part, dev)  # type: ignore[arg-type]  # part is not False here, so a slot list or None
         results, cancelled_any = r.results, r.cancelled
     return _done(t0, dev, results, [grid], cancelled_any)
 
 
 def _plan_grid(model: LoadedModel, job: Job) -> Plan:
-    spec: GridJob = job.spec  # type: ignore[assignment]
+    spec: GridJob = job.spec  # type: ignore[assignment]  # the plan registered for GridJob
     img = spec_image(model, spec)
     grid = an.activation_grid(model, img, spec.layer, threshold=spec.threshold,
                               pre=job.preprocessing)  # fmt: skip
@@ -244,19 +244,19 @@ def _run_accentuate(model: LoadedModel, job: Job, cancelled: Callable[[], bool],
 
 
 def _plan_accentuate(model: LoadedModel, job: Job) -> Plan:
-    spec: AccentuateJob = job.spec  # type: ignore[assignment]
+    spec: AccentuateJob = job.spec  # type: ignore[assignment]  # the plan registered for AccentuateJob
     img = spec_image(model, spec)
     x = an.image_tensor(model, img)
     layers = [spec.layer] + ([spec.penalty_layer] if spec.penalty_layer else [])
     with torch.no_grad():
         acts = an.activations(model, x, layers, job.preprocessing)
         every = {k: v.expand(len(spec.units), *v.shape[1:]) for k, v in acts.items()}
-        v0 = obj.Unit(spec.layer, spec.kind, list(spec.units))(every).abs().clamp_min(1e-3)  # type: ignore[arg-type]
+        v0 = obj.Unit(spec.layer, spec.kind, list(spec.units))(every).abs().clamp_min(1e-3)  # type: ignore[arg-type]  # the spec's kind str is one of Unit's kinds (validated)
     by_unit = dict(zip(spec.units, v0.cpu(), strict=True))
     target = acts[spec.penalty_layer] if spec.penalty_layer else x
 
     def build(chunk: Sequence[Slot]) -> obj.Objective:
-        unit = obj.Unit(spec.layer, spec.kind, [s.unit for s in chunk])  # type: ignore[arg-type]
+        unit = obj.Unit(spec.layer, spec.kind, [s.unit for s in chunk])  # type: ignore[arg-type]  # the spec's kind str is one of Unit's kinds (validated)
         scale = torch.stack([by_unit[s.unit] for s in chunk])
         return Accentuation(unit, target, spec.weight, scale, spec.penalty_layer)
 
@@ -267,7 +267,7 @@ def _plan_accentuate(model: LoadedModel, job: Job) -> Plan:
 
 
 def _plan_inversion(model: LoadedModel, job: Job) -> Plan:
-    spec: InversionJob = job.spec  # type: ignore[assignment]
+    spec: InversionJob = job.spec  # type: ignore[assignment]  # the runner registered for InversionJob
     img = spec_image(model, spec)
     with torch.no_grad():
         t = an.activations(model, an.image_tensor(model, img), [spec.layer], job.preprocessing)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -111,7 +111,7 @@ def decode_processes(workers: int | None, images: int) -> int:
 
 def decoded_batches(scan: FolderScan, todo: Sequence[int], size: tuple[int, int], batch: int,
                     workers: int | None = 0, *,
-                    reduced: bool = True) -> Iterator[tuple[list[int], list[tuple[str, Any, Any]]]]:  # fmt: skip
+                    reduced: bool = True) -> Generator[tuple[list[int], list[tuple[str, Any, Any]]], None, None]:  # fmt: skip
     """``(image indices, decode results)`` per batch of ``todo``, in order, decoded ahead of the
     caller: on threads (``workers=0``) or in ``workers`` processes, a bounded number of
     batches in flight (memory: about ``workers + 1`` batches of model-sized pixels)."""
@@ -168,7 +168,7 @@ def run_examples(
     """The runner of ``ExamplesJob`` (see the module docstring); ``options``: ``PassOptions``."""
     t0 = time.perf_counter()
     opts = options or PassOptions()
-    spec: ExamplesJob = job.spec  # type: ignore[assignment]
+    spec: ExamplesJob = job.spec  # type: ignore[assignment]  # the runner registered for ExamplesJob
     spec.validate(model.graph)
     dev = device if isinstance(device, torch.device) else pick_device(device or job.settings.device)
     root = Path(spec.root)
@@ -207,7 +207,7 @@ def _stores(model: LoadedModel, job: Job, root: Path, measure: Measure,
             opts: PassOptions) -> dict[str, LayerStore]:  # fmt: skip
     """Each layer's cache store; rows decoded at full scale are kept apart from reduced ones."""
     stores: dict[str, LayerStore] = {}
-    for name in job.spec.targets:  # type: ignore[attr-defined]
+    for name in job.spec.targets:  # type: ignore[attr-defined]  # job.spec is an ExamplesJob here
         lay = model.graph[name]
         grid = (lay.spatial[0] * lay.spatial[1]) if lay.spatial else 1
         key = StoreKey.make(model, job.preprocessing, root, name, measure.key)

@@ -59,7 +59,7 @@ class JobSpec:
     # -- serialization -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"type": self.type}
-        for f in fields(self):  # type: ignore[arg-type]
+        for f in fields(self):  # type: ignore[arg-type]  # every spec class is a dataclass
             v = getattr(self, f.name)
             if isinstance(v, tuple) and v and isinstance(v[0], Term):
                 v = [t.to_dict() for t in v]
@@ -74,7 +74,7 @@ class JobSpec:
             what = d.get("type") if isinstance(d, dict) else type(d).__name__
             raise ConfigError(f"Unknown job type {what!r}; known: {', '.join(sorted(_SPECS))}.")
         cls = _SPECS[d["type"]]
-        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]  # every spec class is a dataclass
         kw = {k: v for k, v in d.items() if k in names}
         try:
             return cls._from_kwargs(kw)
@@ -132,7 +132,7 @@ class UnitJob(JobSpec):
         return self.facets > 1 and self.diversity_weight > 0
 
     def slots(self) -> list[Slot]:
-        out = []
+        out: list[Slot] = []
         for gi, u in enumerate(self.unit_list):
             for f in range(self.facets):
                 out.append(Slot(len(out), u, f, (u, f), gi if self.coupled else len(out)))
@@ -292,7 +292,7 @@ class DirectionJob(JobSpec):
     def slots(self) -> list[Slot]:
         # ``facet`` numbers the job's images (a gallery keys items by layer, unit and facet);
         # the seed keys hold (direction, facet)
-        out = []
+        out: list[Slot] = []
         for d in range(self.count):
             for f in range(self.facets):
                 n = len(out)

@@ -91,7 +91,7 @@ class Linear(Objective):
                 flat.extend((w * w2, o2) for w2, o2 in o.terms)
             else:
                 flat.append((float(w), o))
-        self.terms = flat
+        self.terms: list[tuple[float, Objective]] = flat
         self.layers = _layers(*(o for _, o in flat))
         self.coupled = any(o.coupled for _, o in flat)
 

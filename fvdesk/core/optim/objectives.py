@@ -141,7 +141,7 @@ class Unit(Objective):
         n = act.shape[1]
         if self._checked != n:
             for u in units if isinstance(units, tuple) else (units,):
-                if not 0 <= u < n:  # type: ignore[operator]
+                if not 0 <= u < n:  # type: ignore[operator]  # a unit is an int for these kinds
                     raise IndexError(f"unit {u} is out of range: {self.layer} has {n} channels")
             self._checked = n
         if self.kind == "prob":

@@ -91,20 +91,20 @@ class _TailAverage:
             self.sum = torch.zeros_like(x)
             self.count = torch.zeros(x.shape[0], 1, 1, 1, device=x.device)
         self.sum += x
-        self.count += 1  # type: ignore[operator]
+        self.count += 1  # type: ignore[operator, assignment]  # set with sum just above
 
     def forget(self, indices: Sequence[int]) -> None:
         """Drop these images' iterates (they restarted from a new random image)."""
         if self.sum is not None and indices:
             self.sum[list(indices)] = 0
-            self.count[list(indices)] = 0  # type: ignore[index]
+            self.count[list(indices)] = 0  # type: ignore[index]  # count is set together with sum
 
     def mean(self, final: torch.Tensor) -> torch.Tensor:
         """The mean including ``final``, the image after the last step done."""
         x = final.detach().float()
         if self.sum is None or self.sum.shape != x.shape:
             return x
-        return (self.sum + x) / (self.count + 1)  # type: ignore[operator]
+        return (self.sum + x) / (self.count + 1)  # type: ignore[operator]  # count is set together with sum
 
 
 @dataclass
@@ -147,7 +147,7 @@ class BatchRender:
         self.ids = tuple(sl.index for sl in slots)
         self.units = tuple(sl.unit for sl in slots)
         facets = tuple(sl.facet for sl in slots)
-        self.where = {"units": self.units, "offset": self.ids[0], "facets": facets,
+        self.where: dict[str, Any] = {"units": self.units, "offset": self.ids[0], "facets": facets,
                       "slots": self.ids}  # fmt: skip
         if not objective.layers:
             raise RenderError("The objective reads no layer, so there is nothing to render.")
@@ -372,7 +372,7 @@ class BatchRender:
             xg = x01 if self.grad_tf is None else self.grad_tf(x01)
             xin = self.pipe(xg, None if self.tf.identity else self.tf.draw())
             acts = (
-                self.forward(self.ext_o, xin, self.redirect)  # type: ignore[arg-type]
+                self.forward(self.ext_o, xin, self.redirect)  # type: ignore[arg-type]  # ext_o is set whenever the override runs
                 if over
                 else self.forward(self.ext, xin)
             )
@@ -434,7 +434,7 @@ class BatchRender:
         yield from self._died_mid_run(step, values)
         if (
             self.end == s.steps
-            and self.stopper.update(step, values)
+            and self.stopper.update(step, values)  # type: ignore[arg-type]  # a float ndarray reads as a Sequence
             and step + self.anneal < s.steps
         ):
             self.end = step + self.anneal

@@ -34,7 +34,7 @@ class _RedirectedReLU(torch.autograd.Function):
         return x.clamp(min=0.0, max=upper)
 
     @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]  # Function.backward takes *grad_outputs
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]  # autograd.Function's backward takes *grad_outputs
         x, redirect = ctx.saved_tensors
         passes = x > 0
         if ctx.upper is not None:
@@ -94,7 +94,7 @@ class _RedirectedHardswish(torch.autograd.Function):
         return F.hardswish(x)
 
     @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]  # Function.backward takes *grad_outputs
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]  # autograd.Function's backward takes *grad_outputs
         x, redirect = ctx.saved_tensors
         plain = torch.ops.aten.hardswish_backward(g, x)
         if g.dim() < 2 or not bool(redirect.any()):

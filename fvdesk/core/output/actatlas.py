@@ -95,7 +95,7 @@ def write_overview(out: Path, manifest: dict[str, Any], tile: int = TILE_PX) -> 
     for c in manifest["cells"]:
         if c.get("tile") and (out / c["tile"]).is_file():
             with Image.open(out / c["tile"]) as im:
-                sheet.paste(im.convert("RGB").resize((tile, tile), Image.LANCZOS),
+                sheet.paste(im.convert("RGB").resize((tile, tile), Image.Resampling.LANCZOS),
                             (c["i"] * tile, c["j"] * tile))  # fmt: skip
     buf = io.BytesIO()
     sheet.save(buf, format="PNG")

@@ -292,7 +292,8 @@ class ActivationAtlasWindow(QWidget):
             lines.append(f"Supports: {cls['label']} ({cls['score']:+.2f})")
         self.details.setText("<br>".join(lines))
         while self.crops.count():
-            w = self.crops.takeAt(0).widget()
+            taken = self.crops.takeAt(0)
+            w = taken.widget() if taken is not None else None
             if w is not None:
                 w.deleteLater()
         for k, c in enumerate(cell.get("crops", [])):

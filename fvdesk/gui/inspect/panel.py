@@ -321,11 +321,11 @@ class InspectPanel(QWidget):
                 self.channel_list.addItem(item)
         pixels = self._pixels()
         for t in acts.top(self.top_spin.value()):
-            item = QTreeWidgetItem(["", "", str(t.unit), f"{t.value:.4g}", t.label or ""])
-            item.setData(0, UNIT_ROLE, t.unit)
+            row = QTreeWidgetItem(["", "", str(t.unit), f"{t.value:.4g}", t.label or ""])
+            row.setData(0, UNIT_ROLE, t.unit)
             if pixels is not None:
-                item.setIcon(0, map_icon(t.heatmap, pixels))
-            self.top_units.addTopLevelItem(item)
+                row.setIcon(0, map_icon(t.heatmap, pixels))
+            self.top_units.addTopLevelItem(row)
 
     def _show_attribution(self, att: Attribution) -> None:
         self.attribution = att
@@ -368,7 +368,7 @@ class InspectPanel(QWidget):
     def _set_icon(tree: QTreeWidget, key: int, column: int, icon: QIcon) -> None:
         for i in range(tree.topLevelItemCount()):
             item = tree.topLevelItem(i)
-            if int(item.data(0, UNIT_ROLE)) == int(key):
+            if item is not None and int(item.data(0, UNIT_ROLE)) == int(key):
                 item.setIcon(column, icon)
 
     # -- showing one map over the image -----------------------------------------------------------

@@ -95,7 +95,7 @@ class BarChart(QWidget):
         self.setMouseTracking(True)
         self.bars: list[tuple[int, float, str | None]] = []  # unit, value, label
 
-    def set_values(self, values: np.ndarray, order: Sequence[int],
+    def set_values(self, values: np.ndarray, order: Sequence[int] | np.ndarray,
                    labels: Sequence[str | None] | None = None) -> None:  # fmt: skip
         shown = [int(u) for u in order[: self.MAX_BARS]]
         self.bars = [(u, float(values[u]), labels[u] if labels else None) for u in shown]
@@ -191,8 +191,8 @@ class GridView(QWidget):
         p = QPainter(self)
         p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
         p.drawPixmap(area, pixmap_of(self.pixels))
-        gh, gw = self.grid.shape  # type: ignore[attr-defined]  # set_grid took an ActivationGrid
-        blank = self.grid.blank  # type: ignore[attr-defined]
+        gh, gw = self.grid.shape  # type: ignore[union-attr]  # set_grid took an ActivationGrid
+        blank = self.grid.blank  # type: ignore[union-attr]  # likewise
         cw, ch = area.width() / gw, area.height() / gh
         p.setPen(QColor(255, 255, 255, 70))
         for y in range(gh):

@@ -79,6 +79,7 @@ class MainWindow(QMainWindow):
     tile_view: TileView
     layers: LayerTreePanel
     tree_dock: QDockWidget
+    inspect_dock: QDockWidget
     log_view: QPlainTextEdit
 
     def __init__(self, prefs: Prefs | None = None, parent: QWidget | None = None) -> None:

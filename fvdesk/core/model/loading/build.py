@@ -122,7 +122,7 @@ def build_with_fallback(ctx: LoadContext, req: Request) -> Built:
         failure = e
     if built is not None and built.cut is None:
         return built
-    suspects = built.report.applied if built is not None else failure.applied  # type: ignore[union-attr]
+    suspects = built.report.applied if built is not None else failure.applied  # type: ignore[union-attr]  # built or failure is set, never neither
     if not suspects:
         return _keep(built, failure)
     ctx.report(0.55, "Retrying without graph repair")
@@ -132,7 +132,7 @@ def build_with_fallback(ctx: LoadContext, req: Request) -> Built:
         return _keep(built, failure)
     if plain.cut is not None:
         return _keep(built, failure)
-    why = failure.cause if failure is not None else built.cut.reason  # type: ignore[union-attr]
+    why = failure.cause if failure is not None else built.cut.reason  # type: ignore[union-attr]  # built or failure is set, never neither
     for name in suspects:
         ctx.report(0.6, f"Retrying without the step '{name}'")
         try:

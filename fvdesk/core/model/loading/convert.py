@@ -25,6 +25,7 @@ def convert(ctx: LoadContext, model: Any, *, own_inference: bool = False) -> fx.
     converted without fvdesk's repairs, as plain onnx2torch would)."""
     current: list[Any] = []
     conv = onnx2torch.converter
+    original_get: Any  # bound below, before tracked() is installed
 
     def tracked(*args: Any, **kwargs: Any) -> Any:
         converter = original_get(*args, **kwargs)

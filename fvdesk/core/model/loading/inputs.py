@@ -201,7 +201,7 @@ def extra_inputs(ctx: LoadContext, model: Any, index: int) -> dict[str, torch.Te
         try:
             dtype = helper.tensor_dtype_to_np_dtype(t.elem_type)
         except (KeyError, ValueError, TypeError):
-            dtype = np.float32
+            dtype = np.dtype(np.float32)
         extra[placeholders[i]] = torch.from_numpy(np.zeros(shape, dtype=dtype))
         ctx.warnings.append(
             f"{ctx.path.name}: the non-image input {vi.name!r} is fed zeros of shape {shape}."

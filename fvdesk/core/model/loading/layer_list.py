@@ -81,7 +81,7 @@ def _layer_shapes(
             floats.add(t)
             inf = inferred.get(t)
             if inf is not None and len(inf) == len(shape):
-                merged = [
+                merged: list[int | None] = [
                     d if isinstance(d, int) and d > 0 else s
                     for d, s in zip(inf, shape, strict=True)
                 ]
@@ -152,8 +152,10 @@ def unavailable_layers(
                 n.name,
                 t,
                 n.op,
-                tuple(d if isinstance(d, int) else None for d in shape) if kind else (),
-                kind or "unknown",  # type: ignore[arg-type]
+                tuple(d if isinstance(d, int) else None for d in shape)
+                if kind and shape is not None
+                else (),
+                kind or "unknown",  # type: ignore[arg-type]  # classify returns one of Layer's kinds
                 first_index + len(out),
                 available=False,
                 reason=reason,

@@ -56,7 +56,7 @@ def choose_labels(
             ctx.warnings.append(str(e))
     labels, source = resolve_labels(saved, labels_from_metadata(metadata), num_classes)
     if source in ("sidecar", "metadata"):
-        labels = check_count(ctx, labels, num_classes, source)  # type: ignore[arg-type]
+        labels = check_count(ctx, labels, num_classes, source)  # type: ignore[arg-type]  # these sources always come with labels
     return labels, source
 
 

@@ -124,7 +124,7 @@ def _constant_tensor(n: NodeProto) -> TensorProto | None:
             "value_ints": lambda v: np.array(list(v), np.int64),
         }.get(a.name)
         if arr is not None:
-            return numpy_helper.from_array(arr(v), n.output[0])
+            return numpy_helper.from_array(np.asarray(arr(v)), n.output[0])
     return None
 
 
@@ -149,7 +149,7 @@ def _evaluate_with_ort(
     nodes = [g.node[i] for i in node_ids]
     produced = {o for n in nodes for o in n.output if o}
     needed_inputs = {alias.get(x, x) for n in nodes for x in n.input if x and x not in produced}
-    consumers_outside = set()
+    consumers_outside: set[str] = set()
     folded_ids = set(node_ids)
     for i, n in enumerate(g.node):
         if i not in folded_ids:

@@ -110,7 +110,7 @@ def _function_body(
     defs: object, n: NodeProto, opset: int, types: dict
 ) -> onnx.FunctionProto | None:
     try:
-        schema = defs.get_schema(n.op_type, opset, "")  # type: ignore[attr-defined]
+        schema = defs.get_schema(n.op_type, opset, "")  # type: ignore[attr-defined]  # onnx.defs has no stub for get_schema
     except Exception:  # noqa: BLE001 - unknown op: nothing to expand
         return None
     try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import onnx
 from onnx import ModelProto, NodeProto, helper, numpy_helper
@@ -90,10 +92,11 @@ def fix_pad_values(model: ModelProto, report: Report) -> None:
         if p.size != 2 * rank or p[0] or p[rank] or (p < 0).any():
             out.append(n)  # the batch padded, or cropping: leave it to the converter
             continue
-        dims = [1] + [int(d) + int(p[i]) + int(p[i + rank]) for i, d in enumerate(shape) if i]
+        dims = [1] + [int(d) + int(p[i]) + int(p[i + rank]) for i, d in enumerate(shape) if i]  # type: ignore[arg-type]  # shape[1:] checked ints above
         border = np.full(dims, c[0], dtype=numpy_helper.to_array(value).dtype)
         inner = (slice(None),) + tuple(
-            slice(int(p[i]), int(p[i]) + int(shape[i])) for i in range(1, rank)
+            slice(int(p[i]), int(p[i]) + int(shape[i]))  # type: ignore[arg-type]  # shape[1:] checked ints above
+            for i in range(1, rank)
         )
         border[inner] = 0
         padded, const = f"{n.output[0]}__fvdesk_zero_pad", f"{n.output[0]}__fvdesk_pad_border"
@@ -185,7 +188,7 @@ def _rewrite_avgpool(
     pad = helper.make_node(
         "Pad", [n.input[0], pads_init], [pad_name], name=f"{n.name}/fvdesk_pad", mode="constant"
     )
-    attrs = {"kernel_shape": kernel, "strides": strides, "count_include_pad": 1}
+    attrs: dict[str, Any] = {"kernel_shape": kernel, "strides": strides, "count_include_pad": 1}
     if np.all(scale == 1.0):
         return [pad, helper.make_node("AveragePool", [pad_name], [out_name], name=n.name, **attrs)]
     pooled, scale_name = f"{out_name}__fvdesk_pooled", f"{out_name}__fvdesk_count_scale"

@@ -143,7 +143,7 @@ def tensors_needing_shapes(model: ModelProto) -> list[str]:
         if shape is None:
             out.append(n.input[0])
         elif n.op_type == "LayerNormalization":
-            axis = int(_attr(n, "axis", -1) or -1)  # type: ignore[call-overload]
+            axis = int(_attr(n, "axis", -1) or -1)
             tail = shape[axis:] if -len(shape) <= axis < len(shape) else shape
             if not all(isinstance(d, int) and d > 0 for d in tail):
                 out.append(n.input[0])
