@@ -92,7 +92,7 @@ def torchvision_onnx(model_cache):
 
 
 # ------------------------------------------------------------------------------------------------
-# The app (tests/test_gui*.py; Qt is imported only by the tests that use these)
+# The app (tests/gui/test_gui*.py; Qt is imported only by the tests that use these)
 # ------------------------------------------------------------------------------------------------
 @pytest.fixture
 def isolated(tmp_path, monkeypatch):
@@ -137,7 +137,7 @@ def window(qtbot, isolated):
 @pytest.fixture
 def demo_window(window, demo_model):
     """A window showing the (module-shared) demo model, with fast render settings."""
-    from tests.gui_support import fast_settings
+    from tests.gui.support import fast_settings
 
     window.session.set_model(demo_model)
     fast_settings(window)

@@ -92,6 +92,7 @@ KNOWN: dict[str, str] = {
     "test_typecheck": "project/test_typecheck",
     "test_markers": "project/test_markers",
     "test_relayout": "project/test_relayout",
+    "test_limits": "project/test_limits",
 }
 # shared by tests everywhere: they stay at the top (as conftest.py and __init__.py do)
 STAY = {"__init__", "conftest", "models", "images", "builders"}

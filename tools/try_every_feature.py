@@ -9,7 +9,7 @@ answer a user can act on) or ``FAIL: ...`` (an internal error, a traceback, anot
 or a result that is wrong, e.g. an atlas resume that renders again).  With several models, a
 table (features x models) follows.  Exit status 1 when any cell fails.
 
-tests/test_zoo_matrix.py imports this file: the matrix is defined here only.
+tests/integration/test_zoo_matrix.py imports this file: the matrix is defined here only.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A thin layer over the core that builds the same jobs the command line builds and drives them the
 same way, so a render from a notebook has the captions, settings and provenance of the same
-render from ``fvdesk render``.  The names below are the stable surface (``tests/test_api_names.py``
+render from ``fvdesk render``.  The names below are the stable surface (``tests/api/test_api_names.py``
 pins them; removing one needs a deprecation shim):
 
 * models: ``load_model`` (with the preprocessing, labels and input size choices) -> ``Model``;

@@ -2,7 +2,7 @@
 canonicalization, the layer graph, sidecar, labels), ``optim/`` (job specs, parameterizations,
 transforms, objectives, the render engine), ``dataset/`` (what units respond to in the user's
 images), ``jobs/`` (running any job: renders, dataset passes, cluster facets), ``output/``
-(galleries, examples in galleries, the atlas); tests/test_import_cycles.py keeps it so.
+(galleries, examples in galleries, the atlas); tests/project/test_import_cycles.py keeps it so.
 
 Heavy modules (torch, onnx) load on first use so that ``import fvdesk.core`` stays cheap.
 """

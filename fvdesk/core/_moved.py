@@ -6,7 +6,7 @@ a test's monkeypatch all reach the one module.  An import hook does it rather th
 the old path, for two reasons: a file left at the old path makes git see an edit, not a rename, so
 concurrent edits of the moved file would not follow it; and a shim importing its new home would
 tie the old package to the new one again (the package cycle the move removed).
-``tests/test_import_cycles.py`` fails on any use of an old path inside the repository.
+``tests/project/test_import_cycles.py`` fails on any use of an old path inside the repository.
 """
 
 from __future__ import annotations

@@ -284,7 +284,7 @@ def fit_image(path: str | os.PathLike[str], out_h: int, out_w: int, *,
     ``reduced`` lets a JPEG decode at 1/2, 1/4 or 1/8 scale when that is still at least the
     output size on both sides (the documented preparation's crop never needs more pixels) and a
     large shrink start with a block average (``REDUCING_GAP``); ``False`` decodes every pixel
-    (``tests/test_dataset.py`` shows the rankings agree within a stated tolerance)."""
+    (``tests/core/dataset/test_dataset.py`` shows the rankings agree within a stated tolerance)."""
     from PIL import Image
 
     img, (w, h) = load_image(path, draft=(out_w, out_h) if reduced else None)

@@ -2,7 +2,7 @@
 
 Sub-packages by concern (docs/ARCHITECTURE.md): ``shell`` wires the features ``tree``,
 ``article``, ``dataset`` and ``galleries``, which share ``runtime``, ``settings`` and ``canvas``
-below them; ``tests/test_gui_layers.py`` enforces who may import whom.  ``app`` is the entry point.
+below them; ``tests/gui/test_gui_layers.py`` enforces who may import whom.  ``app`` is the entry point.
 """
 
 from fvdesk.core._moved import install

@@ -2,7 +2,7 @@
 
 The app's modules moved into sub-packages by concern.  ``import fvdesk.gui.qt_tiles`` still works:
 it warns (``DeprecationWarning``) and gives the module at its new path, the same module object
-(``fvdesk.core._moved`` says how and why).  ``tests/test_gui_layers.py`` fails on any old name used
+(``fvdesk.core._moved`` says how and why).  ``tests/gui/test_gui_layers.py`` fails on any old name used
 inside the repository.
 """
 

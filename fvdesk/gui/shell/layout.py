@@ -2,7 +2,7 @@
 arrangement (``Reset Layout`` goes back to it).
 
 The layer tree gets the left column: the Combination and Neuron Position panels are tabbed
-together below it at their smallest (``tests/test_gui_layout.py``: at least 30 rows of the tree
+together below it at their smallest (``tests/gui/test_gui_layout.py``: at least 30 rows of the tree
 show at 1600×1000).  Render Settings, Dataset Examples and Inspect Image share the right column as tabs; the
 Messages strip runs along the bottom, and the layer browser joins it when first used.
 """
