@@ -168,6 +168,20 @@ def test_saved_gallery_carries_the_inspected_image(qtbot, demo_window, tmp_path)
     qtbot.waitUntil(lambda: (out / "inspected" / "kept.png").is_file(), timeout=10_000)
     assert (out / "inspected" / "kept.png").read_bytes() == path.read_bytes()
 
+    # the gallery opened again fills the render cache: the top units need no new render
+    from fvdesk.core.inspect.cache import RenderCache
+
+    w.inspect.cache = RenderCache()
+    w.jobs.clear_tiles()
+    with qtbot.waitSignal(w.galleries.opened, timeout=RENDER_TIMEOUT):
+        w.galleries.open_gallery(out)
+    assert len(w.inspect.cache) == 9
+    before = [t.kind for t in w.tiles.tiles()].count("channel")
+    w.inspect.panel.inspect_current()
+    qtbot.waitUntil(lambda: _icons(w.inspect.panel.top_units, 1) == 9, timeout=RENDER_TIMEOUT)
+    wait_idle(qtbot, w)
+    assert [t.kind for t in w.tiles.tiles()].count("channel") == before
+
 
 def test_opening_another_model_forgets_the_image(qtbot, demo_window, demo_model, tmp_path):
     w = demo_window

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -113,17 +113,20 @@ class RenderCache:
 
         root = Path(folder)
         folders = [root] if is_gallery(root) else sorted(p for p in root.iterdir() if is_gallery(p))
+        return sum(self.add_items(read_gallery(f)[1]) for f in folders)
+
+    def add_items(self, pairs: Iterable[tuple[Any, np.ndarray | None]]) -> int:
+        """Index ``(GalleryItem, image)`` pairs already read (a gallery the app just opened);
+        returns how many were added."""
         added = 0
-        for f in folders:
-            _, pairs = read_gallery(f)
-            for item, image in pairs:
-                if image is None or item.dead:
-                    continue
-                r = UnitResult(item.layer, item.unit, item.facet, item.label, item.objective,
-                               item.negative, float(item.value or 0.0), np.asarray(image),
-                               False, int(item.seed or 0), int(item.steps or 0),
-                               caption=item.caption, provenance=item.provenance)  # fmt: skip
-                added += self.put(r)
+        for item, image in pairs:
+            if image is None or item.dead:
+                continue
+            r = UnitResult(item.layer, item.unit, item.facet, item.label, item.objective,
+                           item.negative, float(item.value or 0.0), np.asarray(image),
+                           False, int(item.seed or 0), int(item.steps or 0),
+                           caption=item.caption, provenance=item.provenance)  # fmt: skip
+            added += self.put(r)
         return added
 
 

@@ -104,6 +104,7 @@ class GalleryController(Controller):
 
     saved = Signal(str)
     opened = Signal(str)
+    read = Signal(object)  # the opened gallery's [(GalleryItem, image)], for other views to reuse
     saving_changed = Signal(bool)
     atlas_finished = Signal(str)
 
@@ -213,6 +214,7 @@ class GalleryController(Controller):
         self.message.emit(
             f"Opened the gallery {folder}: {len(tiles)} images of {model.get('file', '?')}.", True
         )
+        self.read.emit(shown)
         self.opened.emit(str(folder))
 
     # -- atlas --------------------------------------------------------------------------------

@@ -146,7 +146,7 @@ class InspectController(Controller):
         return copied
 
     def reuse_gallery(self, folder: str | Path) -> BackgroundCall:
-        """Index a gallery's or an atlas's unit renders (read off the GUI thread) so the
+        """Index an atlas's unit renders on disk (read off the GUI thread) so the
         inspector shows them instead of rendering them again."""
 
         def read(_progress: Any) -> RenderCache:

@@ -169,7 +169,7 @@ def _connect_inspect(w: MainWindow) -> None:
     ins.panel.examples_requested.connect(lambda layer, _unit: ds.browse_layer(layer))
     ins.image_opened.connect(lambda _img: w.inspect_dock.raise_())
     gal.saved.connect(ins.copy_images_into)
-    gal.opened.connect(ins.reuse_gallery)
+    gal.read.connect(lambda pairs: ins.cache.add_items(pairs))  # decoded once, by galleries
     gal.atlas_finished.connect(ins.reuse_gallery)
 
 
