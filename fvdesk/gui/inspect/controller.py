@@ -24,7 +24,7 @@ from fvdesk.core.imagefolder import image_suffixes
 from fvdesk.core.inspect import specs
 from fvdesk.core.inspect.cache import RenderCache
 from fvdesk.core.inspect.image import InspectedImage, copy_into, open_image
-from fvdesk.core.inspect.results import InspectEvent, LayerActivations
+from fvdesk.core.inspect.results import Attribution, InspectEvent, LayerActivations
 from fvdesk.core.jobs.job import UnitJob
 from fvdesk.core.optim.events import UnitDoneEvent
 from fvdesk.gui.inspect.panel import InspectPanel
@@ -252,7 +252,7 @@ class InspectController(Controller):
             if role == "activations" and isinstance(ev.data, LayerActivations):
                 units = [int(u) for u in ev.data.order[: self.top]]
                 self.render_units(ev.data.layer, units, "top")
-            elif role == "attribution" and hasattr(ev.data, "top"):
+            elif role == "attribution" and isinstance(ev.data, Attribution):
                 units = [u for u, _ in ev.data.top(self.top)]
                 self.render_units(ev.data.to_layer, units, "channels")
         elif isinstance(ev, UnitDoneEvent):
