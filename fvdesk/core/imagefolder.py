@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 
 from fvdesk.core.errors import DatasetError
+from fvdesk.core.filelist import FileEntry as FileEntry  # the entries of a scan, re-exported
+from fvdesk.core.filelist import FileList
 
 #: Images with more pixels than this are skipped as decompression bombs (Pillow's own default).
 MAX_PIXELS = 89_478_485
@@ -50,29 +52,22 @@ class ImageSkipped(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True)
-class FileEntry:
-    """A file of the folder: its path relative to the root (POSIX), size and mtime (ns)."""
-
-    rel: str
-    size: int
-    mtime_ns: int
-
-    @property
-    def key(self) -> tuple[str, int, int]:
-        return (self.rel, self.size, self.mtime_ns)
-
-
 @dataclass
 class FolderScan:
-    """What ``scan_folder`` found: candidate images (sorted) and files that are not images."""
+    """What ``scan_folder`` found: candidate images (sorted) and files that are not images.
+
+    ``images`` is a packed ``FileList`` (a list of ``FileEntry`` given here is packed), so a
+    folder of a million images costs tens of megabytes, not a gigabyte of Python objects."""
 
     root: Path
-    images: list[FileEntry]
+    images: FileList
     other: list[tuple[str, str]]  # (relative path, reason)
 
+    def __post_init__(self) -> None:
+        self.images = FileList.of(self.images)
+
     def index(self) -> dict[tuple[str, int, int], int]:
-        """``FileEntry.key`` -> position in ``images`` (the global image index)."""
+        """``FileEntry.key`` -> position in ``images``; ``images.locate`` matches without it."""
         return {f.key: i for i, f in enumerate(self.images)}
 
 
@@ -123,7 +118,9 @@ def scan_folder(root: str | os.PathLike[str]) -> FolderScan:
         what = "does not exist" if not base.exists() else "is not a folder"
         raise DatasetError(f"The image folder {base} {what}.")
     suffixes = image_suffixes()
-    images: list[FileEntry] = []
+    rels: list[str] = []
+    sizes: list[int] = []
+    mtimes: list[int] = []
     other: list[tuple[str, str]] = []
 
     def walk_error(e: OSError) -> None:
@@ -148,8 +145,12 @@ def scan_folder(root: str | os.PathLike[str]) -> FolderScan:
             if path.suffix.lower() not in suffixes:
                 other.append((rel, "not an image file"))
                 continue
-            images.append(FileEntry(rel, int(st.st_size), int(st.st_mtime_ns)))
-    images.sort(key=lambda f: f.rel)
+            rels.append(rel)
+            sizes.append(int(st.st_size))
+            mtimes.append(int(st.st_mtime_ns))
+    order = sorted(range(len(rels)), key=rels.__getitem__)
+    images = FileList.pack((rels[k] for k in order), (sizes[k] for k in order),
+                           (mtimes[k] for k in order))  # fmt: skip
     other.sort()
     return FolderScan(base, images, other)
 

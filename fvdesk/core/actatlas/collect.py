@@ -21,7 +21,7 @@ import torch
 
 from fvdesk.core.errors import DatasetError
 from fvdesk.core.imagefolder import scan_folder
-from fvdesk.core.jobs.passes import decoded_batches
+from fvdesk.core.jobs.passes import PassOptions, PreparedKeeper, decoded_batches
 from fvdesk.core.model.loaded import LoadedModel
 from fvdesk.core.model.preprocessing import Preprocessing
 from fvdesk.core.optim.events import Event, NoticeEvent, ProgressEvent
@@ -88,30 +88,40 @@ def collect(model: LoadedModel, root: str | Path, layer: str, *, per_image: int,
     done = 0
     stopped = False
     yield ProgressEvent(0, total, "images", f"{total:,} images; {per} positions each")
-    for ids, results in decoded_batches(scan, range(total), size, BATCH):
-        good = [k for k, r in enumerate(results) if r[0] == "ok"]
-        for k, r in enumerate(results):
-            if r[0] != "ok":
-                skipped.append((scan.images[ids[k]].rel, str(r[1])))
-        if good:
-            pixels = np.stack([results[k][1] for k in good])
-            with torch.inference_mode():
-                x01 = torch.from_numpy(pixels).to(device).permute(0, 3, 1, 2).float() / 255.0
-                act = ext(model.prepare_input(x01, pre))[layer].float()
-                flat = act.flatten(2).transpose(1, 2).cpu().numpy()  # (B, H*W, C)
-            for j, k in enumerate(good):
-                rel = scan.images[ids[k]].rel
-                p = positions(seed, rel, gh * gw, per)
-                vecs.append(flat[j, p].astype(np.float32))
-                img.append(np.full(len(p), len(rels), np.int32))
-                pos.append(p)
-                rels.append(rel)
-                sizes.append(cast(tuple[int, int], tuple(int(v) for v in results[k][2])))
-        done += len(ids)
-        yield ProgressEvent(done, total, "images")
-        if cancelled():
-            stopped = True
-            break
+    keep = PreparedKeeper.open(scan, size, PassOptions())
+    batches = decoded_batches(scan, range(total), size, BATCH,
+                              prepared=None if keep is None else keep.source())  # fmt: skip
+    try:
+        for ids, results in batches:
+            if keep is not None:
+                keep.add(scan, ids, results)
+            good = [k for k, r in enumerate(results) if r[0] == "ok"]
+            for k, r in enumerate(results):
+                if r[0] != "ok":
+                    skipped.append((scan.images[ids[k]].rel, str(r[1])))
+            if good:
+                pixels = np.stack([results[k][1] for k in good])
+                with torch.inference_mode():
+                    x01 = torch.from_numpy(pixels).to(device).permute(0, 3, 1, 2).float() / 255.0
+                    act = ext(model.prepare_input(x01, pre))[layer].float()
+                    flat = act.flatten(2).transpose(1, 2).cpu().numpy()  # (B, H*W, C)
+                for j, k in enumerate(good):
+                    rel = scan.images[ids[k]].rel
+                    p = positions(seed, rel, gh * gw, per)
+                    vecs.append(flat[j, p].astype(np.float32))
+                    img.append(np.full(len(p), len(rels), np.int32))
+                    pos.append(p)
+                    rels.append(rel)
+                    sizes.append(cast(tuple[int, int], tuple(int(v) for v in results[k][2])))
+            done += len(ids)
+            yield ProgressEvent(done, total, "images")
+            if cancelled():
+                stopped = True
+                break
+    finally:
+        batches.close()
+        if keep is not None:
+            keep.commit(scan)
     if not vecs:
         raise DatasetError(f"None of the {total:,} image files in {root} can be read.")
     p = np.concatenate(pos)

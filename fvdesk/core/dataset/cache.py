@@ -31,6 +31,7 @@ import shutil
 import sys
 import time
 import uuid
+from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,13 +41,14 @@ import numpy as np
 
 from fvdesk.core.errors import DatasetError
 from fvdesk.core.fileio import atomic_open, atomic_write_text, parse_json
-from fvdesk.core.imagefolder import FileEntry, FolderScan
+from fvdesk.core.filelist import FileEntry, FileList, ints_from_text, ints_to_text
+from fvdesk.core.imagefolder import FolderScan
 
 CACHE_ENV = "FVDESK_CACHE_DIR"
 #: How an image becomes the model input; part of every key (change it when the policy changes).
 FIT_POLICY = "shorter-side-bilinear+centre-crop/2"
 SEGMENT_FORMAT = "fvdesk-examples-segment"
-SEGMENT_VERSION = 1
+SEGMENT_VERSION = 2  # 2: the rows' files packed (``FileList``); 1 (a JSON list) still reads
 #: Compact when a store has more segments than this, or more stale rows than valid ones.
 MAX_SEGMENTS = 8
 _ORPHAN_AGE = 15 * 60
@@ -87,17 +89,21 @@ def cache_size(model_sha256: str | None = None) -> int:
 
 
 def clear_cache(model_sha256: str | None = None) -> int:
-    """Delete the examples cache (of one model, or all of it); returns the bytes freed."""
+    """Delete the examples cache (of one model, or all of it); returns the bytes freed.  The
+    prepared images (``dataset.prepared``: fitted pixels, shared by every model) go with any
+    model's cache: clearing is how a user gets the disk back, and they are cheap to redo."""
     base = examples_dir()
-    target = base / model_sha256[:16] if model_sha256 else base
-    size = _tree_size(target)
-    if target.exists():
-        try:
-            shutil.rmtree(target)
-        except OSError as e:
-            raise DatasetError(
-                f"Cannot clear the examples cache {target} ({e.strerror or e})."
-            ) from None
+    targets = [base / model_sha256[:16], base / "prepared"] if model_sha256 else [base]
+    size = 0
+    for target in targets:
+        size += _tree_size(target)
+        if target.exists():
+            try:
+                shutil.rmtree(target)
+            except OSError as e:
+                raise DatasetError(
+                    f"Cannot clear the examples cache {target} ({e.strerror or e})."
+                ) from None
     return size
 
 
@@ -167,35 +173,64 @@ def row_dtype(units: int, positions: int) -> np.dtype:
 
 @dataclass
 class Segment:
+    """A committed segment: its rows' files (``files``, packed) with the source image sizes
+    (``wh``: width, height per row) and the files found unreadable."""
+
     name: str
-    rows: list[tuple[str, int, int, int, int]]  # rel, size, mtime_ns, width, height
+    files: FileList
+    wh: np.ndarray  # (rows, 2) int64
     skipped: list[tuple[str, int, int, str]]  # rel, size, mtime_ns, reason
+
+    @property
+    def rows(self) -> list[tuple[str, int, int, int, int]]:
+        """``(rel, size, mtime_ns, width, height)`` per row (built on demand: costs memory)."""
+        return [(f.rel, f.size, f.mtime_ns, int(w), int(h))
+                for f, (w, h) in zip(self.files, self.wh, strict=True)]  # fmt: skip
 
 
 @dataclass
 class Lookup:
-    """Where the current folder's images are in a store: ``where[i] = (segment, row)``;
-    ``skipped[i] = reason`` for files found unreadable; ``todo`` are the images to compute."""
+    """Where the current folder's images are in a store, as arrays over the folder's images:
+    ``seg[i]``/``row[i]`` (``-1``: no row), ``wh[i]`` the source size; ``skipped[i] = reason``
+    for files found unreadable; ``todo`` the images to compute (folder indices, ascending)."""
 
     segments: list[Segment]
-    where: dict[int, tuple[int, int]] = field(default_factory=dict)
+    seg: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    row: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    wh: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
     skipped: dict[int, str] = field(default_factory=dict)
-    sizes: dict[int, tuple[int, int]] = field(default_factory=dict)  # source (width, height)
-    todo: list[int] = field(default_factory=list)
+    todo: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     stale: int = 0  # rows no current file uses
 
     @property
     def valid(self) -> int:
-        return len(self.where)
+        return int(np.count_nonzero(self.seg >= 0))
+
+    def size_of(self, i: int) -> tuple[int, int]:
+        """Source ``(width, height)`` of image ``i`` (one that has a row)."""
+        return int(self.wh[i, 0]), int(self.wh[i, 1])
+
+    @property
+    def where(self) -> dict[int, tuple[int, int]]:
+        """``image -> (segment, row)`` as a dict (built on demand: costs memory)."""
+        return {int(i): (int(self.seg[i]), int(self.row[i])) for i in np.flatnonzero(self.seg >= 0)}
+
+    @property
+    def sizes(self) -> dict[int, tuple[int, int]]:
+        """``image -> (width, height)`` as a dict (built on demand: costs memory)."""
+        return {int(i): self.size_of(int(i)) for i in np.flatnonzero(self.seg >= 0)}
 
 
 class LayerStore:
     """One store (see the module docstring)."""
 
-    def __init__(self, key: StoreKey, units: int, positions: int) -> None:
+    def __init__(self, key: StoreKey | Any, units: int, positions: int, *,
+                 dtype: np.dtype | None = None) -> None:  # fmt: skip
+        """``dtype``: rows of another kind (``prepared.PreparedStore``'s pixels); ``key`` then
+        only needs ``to_dict()`` and ``folder()``."""
         self.key = key
         self.units = int(units)
-        self.dtype = row_dtype(self.units, positions)
+        self.dtype = dtype if dtype is not None else row_dtype(self.units, positions)
         self.folder = key.folder()
 
     # -- reading ---------------------------------------------------------------------------------
@@ -212,63 +247,81 @@ class LayerStore:
     def _read_segment(self, meta: Path) -> Segment | None:
         try:
             d = parse_json(meta.read_text(encoding="utf-8"))
-            if d.get("format") != SEGMENT_FORMAT or int(d.get("version", 0)) != SEGMENT_VERSION:
+            if d.get("format") != SEGMENT_FORMAT or int(d.get("version", 0)) not in (
+                1,
+                SEGMENT_VERSION,
+            ):
                 return None
             if int(d["units"]) != self.units or d["dtype"] != self.dtype.descr.__repr__():
                 return None
-            rows = [(str(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in d["rows"]]
+            if int(d["version"]) == 1:  # rows as a JSON list (written before version 2)
+                rows = d["rows"]
+                files = FileList.pack((str(r[0]) for r in rows), (int(r[1]) for r in rows),
+                                      (int(r[2]) for r in rows))  # fmt: skip
+                wh = np.array([(int(r[3]), int(r[4])) for r in rows], np.int64).reshape(-1, 2)
+            else:
+                files = FileList.from_json(d["files"])
+                wh = ints_from_text(d["wh"], 2 * len(files)).reshape(-1, 2)
             skipped = [(str(r[0]), int(r[1]), int(r[2]), str(r[3])) for r in d["skipped"]]
             size = (self.folder / (meta.stem + ".rows")).stat().st_size
         except (OSError, ValueError, KeyError, TypeError, IndexError):
             return None
-        if size != len(rows) * self.dtype.itemsize:
+        if len(wh) != len(files) or size != len(files) * self.dtype.itemsize:
             return None
-        return Segment(meta.stem, rows, skipped)
+        return Segment(meta.stem, files, wh, skipped)
 
     def lookup(self, scan: FolderScan) -> Lookup:
         """Match the folder's current files against the committed rows (newest segment wins)."""
         segs = self.segments()
-        index = scan.index()
-        lk = Lookup(segs)
+        n = len(scan.images)
+        lk = Lookup(segs, np.full(n, -1, np.int32), np.full(n, -1, np.int64),
+                    np.zeros((n, 2), np.int64))  # fmt: skip
+        skipped: dict[int, str] = {}
         for s, seg in enumerate(segs):
-            for r, (rel, size, mtime, w, h) in enumerate(seg.rows):
-                i = index.get((rel, size, mtime))
-                if i is None:
-                    lk.stale += 1
-                    continue
-                if i in lk.where:
-                    lk.stale += 1
-                lk.where[i] = (s, r)
-                lk.sizes[i] = (w, h)
-                lk.skipped.pop(i, None)
-            for rel, size, mtime, reason in seg.skipped:
-                i = index.get((rel, size, mtime))
-                if i is not None and i not in lk.where:
-                    lk.skipped[i] = reason
-        lk.todo = [i for i in range(len(scan.images)) if i not in lk.where and i not in lk.skipped]
+            at = scan.images.locate(seg.files)
+            hit = np.flatnonzero(at >= 0)
+            lk.stale += len(at) - len(hit)
+            ids = at[hit]
+            lk.stale += int(np.count_nonzero(lk.seg[ids] >= 0))  # rows a newer segment replaces
+            lk.seg[ids] = s
+            lk.row[ids] = hit
+            lk.wh[ids] = seg.wh[hit]
+            for i in ids.tolist() if skipped else ():
+                skipped.pop(i, None)
+            if seg.skipped:
+                bad = FileList.pack((r[0] for r in seg.skipped), (r[1] for r in seg.skipped),
+                                    (r[2] for r in seg.skipped))  # fmt: skip
+                for j, i in enumerate(scan.images.locate(bad).tolist()):
+                    if i >= 0 and lk.seg[i] < 0:
+                        skipped[i] = seg.skipped[j][3]
+        lk.skipped = skipped
+        free = lk.seg < 0
+        if skipped:
+            free[np.fromiter(skipped, np.int64, len(skipped))] = False
+        lk.todo = np.flatnonzero(free).astype(np.int64)
         return lk
 
     def rows(self, lk: Lookup, chunk: int = 256) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``(image indices, rows)`` of every valid row, ``chunk`` rows at a time."""
-        by_seg: dict[int, list[tuple[int, int]]] = {}
-        for i, (s, r) in lk.where.items():
-            by_seg.setdefault(s, []).append((r, i))
-        for s, pairs in sorted(by_seg.items()):
-            pairs.sort()
-            path = self.folder / (lk.segments[s].name + ".rows")
-            n_rows = len(lk.segments[s].rows)
-            wanted = dict(pairs)
+        for s, seg in enumerate(lk.segments):
+            ids = np.flatnonzero(lk.seg == s)
+            if not len(ids):
+                continue
+            rows_of = lk.row[ids]
+            order = np.argsort(rows_of, kind="stable")
+            ids, rows_of = ids[order], rows_of[order]
+            path = self.folder / (seg.name + ".rows")
+            n_rows = len(seg.files)
             try:
                 with open(path, "rb") as fh:
                     for start in range(0, n_rows, chunk):
-                        stop = min(start + chunk, n_rows)
-                        keep = [r for r in range(start, stop) if r in wanted]
-                        if not keep:
+                        lo, hi = np.searchsorted(rows_of, [start, start + chunk])
+                        if lo == hi:
                             continue
+                        stop = min(start + chunk, n_rows)
                         fh.seek(start * self.dtype.itemsize)
                         block = np.fromfile(fh, dtype=self.dtype, count=stop - start)
-                        sel = np.array(keep, np.int64) - start
-                        yield np.array([wanted[r] for r in keep], np.int64), block[sel]
+                        yield ids[lo:hi].astype(np.int64), block[rows_of[lo:hi] - start]
             except OSError as e:
                 raise DatasetError(
                     f"The examples cache {path} cannot be read ({e.strerror or e}); "
@@ -293,7 +346,7 @@ class LayerStore:
         w = self.writer()
         try:
             for gidx, rows in self.rows(lk):
-                w.add([scan.images[i] for i in gidx], [lk.sizes[int(i)] for i in gidx], rows)
+                w.add([scan.images[int(i)] for i in gidx], [lk.size_of(int(i)) for i in gidx], rows)
             for i, reason in lk.skipped.items():
                 w.skip(scan.images[i], reason)
         except BaseException:
@@ -328,7 +381,13 @@ class SegmentWriter:
     def __init__(self, store: LayerStore) -> None:
         self.store = store
         self.name = f"seg-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
-        self.rows: list[tuple[str, int, int, int, int]] = []
+        self._rels: list[str] = []
+        self._cols: tuple[array, array, array, array] = (
+            array("q"),
+            array("q"),
+            array("q"),
+            array("q"),
+        )  # size, mtime, width, height
         self.skipped: list[tuple[str, int, int, str]] = []
         self._stack: contextlib.ExitStack | None = None
         self._fh: Any = None
@@ -355,15 +414,25 @@ class SegmentWriter:
             self._open()
         data = np.ascontiguousarray(rows, dtype=self.store.dtype)
         try:
-            self._fh.seek(len(self.rows) * self.store.dtype.itemsize)
+            self._fh.seek(len(self._rels) * self.store.dtype.itemsize)
             self._fh.write(data.tobytes())
         except OSError as e:
             self.abort()
             raise DatasetError(
                 f"Cannot write the examples cache in {self.store.folder} ({e.strerror or e})."
             ) from None
+        size, mtime, width, height = self._cols
         for f, (w, h) in zip(entries, sizes, strict=True):
-            self.rows.append((f.rel, f.size, f.mtime_ns, int(w), int(h)))
+            self._rels.append(f.rel)
+            size.append(f.size)
+            mtime.append(f.mtime_ns)
+            width.append(int(w))
+            height.append(int(h))
+
+    @property
+    def rows(self) -> list[tuple[str, int, int, int, int]]:
+        """The rows added so far as ``(rel, size, mtime_ns, width, height)``."""
+        return list(zip(self._rels, *(c.tolist() for c in self._cols), strict=True))
 
     def skip(self, entry: FileEntry, reason: str) -> None:
         self.skipped.append((entry.rel, entry.size, entry.mtime_ns, reason))
@@ -372,7 +441,7 @@ class SegmentWriter:
         """Rename the rows into place, then write the JSON (the commit point)."""
         if self._closed:
             return
-        if not self.rows and not self.skipped:
+        if not self._rels and not self.skipped:
             self.abort()
             return
         try:
@@ -380,7 +449,7 @@ class SegmentWriter:
                 self._open()
             assert self._stack is not None
             # an interrupted add() may have written a row it did not record: keep recorded rows
-            self._fh.truncate(len(self.rows) * self.store.dtype.itemsize)
+            self._fh.truncate(len(self._rels) * self.store.dtype.itemsize)
             self._stack.close()
             self._stack = None
             meta = {
@@ -388,7 +457,10 @@ class SegmentWriter:
                 "version": SEGMENT_VERSION,
                 "units": self.store.units,
                 "dtype": self.store.dtype.descr.__repr__(),
-                "rows": self.rows,
+                "files": FileList.pack(self._rels, self._cols[0], self._cols[1]).to_json(),
+                "wh": ints_to_text(
+                    np.stack([np.frombuffer(c, np.int64) for c in self._cols[2:]], 1)
+                ),
                 "skipped": self.skipped,
             }
             atomic_write_text(self.store.folder / (self.name + ".json"), json.dumps(meta))

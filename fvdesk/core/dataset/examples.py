@@ -144,7 +144,7 @@ def summarize(store: LayerStore, lk: Lookup, scan: FolderScan, *, layer: Any, me
         bk.update(rows["min"], gidx, rows["amin"])
         hist.update(rows["mean"])
     used = {int(i) for i in np.unique(np.concatenate([tk.index.ravel(), bk.index.ravel()]))}
-    files = {i: (scan.images[i].rel, *lk.sizes[i]) for i in used}
+    files = {i: (scan.images.rel(i), *lk.size_of(i)) for i in used}
     grid = layer.spatial or (1, 1)
     return LayerExamples(layer=layer.name, measure=measure, root=scan.root, count=lk.valid,
                          grid=(int(grid[0]) or 1, int(grid[1]) or 1), field=field,

@@ -28,10 +28,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from fvdesk.core.dataset.cache import LayerStore, SegmentWriter, StoreKey
+from fvdesk.core.dataset.cache import LayerStore, Lookup, SegmentWriter, StoreKey
 from fvdesk.core.dataset.decode import decode_chunk, decode_file, process_context
 from fvdesk.core.dataset.engine import Measure, make_engine
 from fvdesk.core.dataset.examples import LayerExamples, summarize
+from fvdesk.core.dataset.prepared import PreparedStore
+from fvdesk.core.dataset.prepared import budget as prepared_budget
 from fvdesk.core.dataset.receptive import layer_field
 from fvdesk.core.device import describe_device, pick_device
 from fvdesk.core.errors import DatasetError
@@ -88,7 +90,8 @@ class PassOptions:
     ``shard=(i, n)``: compute only images ``i, i+n, ...`` of the folder into the cache and
     summarize nothing (``--merge`` then summarizes, with ``compute=False``: every image must be
     in the cache).  ``checkpoint_s`` / ``checkpoint_images``: commit the rows so far that often,
-    so a killed pass loses at most that much work.
+    so a killed pass loses at most that much work.  ``prepared``: keep the fitted images
+    (``dataset.prepared``) and read them in later passes at the same input size.
     """
 
     workers: int | None = None
@@ -97,6 +100,7 @@ class PassOptions:
     compute: bool = True
     checkpoint_s: float = 30.0
     checkpoint_images: int | None = None
+    prepared: bool = True
 
 
 def _decode(root: Path, rel: str, h: int, w: int, reduced: bool = True) -> tuple[str, Any, Any]:
@@ -109,14 +113,15 @@ def decode_processes(workers: int | None, images: int) -> int:
     return 0 if workers is None or images == 0 else max(0, int(workers))
 
 
-def decoded_batches(scan: FolderScan, todo: Sequence[int], size: tuple[int, int], batch: int,
-                    workers: int | None = 0, *,
-                    reduced: bool = True) -> Generator[tuple[list[int], list[tuple[str, Any, Any]]], None, None]:  # fmt: skip
+def decoded_batches(scan: FolderScan, todo: Sequence[int] | np.ndarray, size: tuple[int, int], batch: int,
+                    workers: int | None = 0, *, reduced: bool = True,
+                    prepared: tuple[PreparedStore, Lookup] | None = None) -> Generator[tuple[list[int], list[tuple[str, Any, Any]]], None, None]:  # fmt: skip
     """``(image indices, decode results)`` per batch of ``todo``, in order, decoded ahead of the
     caller: on threads (``workers=0``) or in ``workers`` processes, a bounded number of
-    batches in flight (memory: about ``workers + 1`` batches of model-sized pixels)."""
+    batches in flight (memory: about ``workers + 1`` batches of model-sized pixels).  Images
+    that ``prepared`` holds are read from it instead of decoded."""
     h, w = size
-    chunks = [list(todo[i : i + batch]) for i in range(0, len(todo), batch)]
+    chunks = _Chunks(todo, batch)
     procs = decode_processes(workers, len(todo))
     pool: Any
     if procs:
@@ -124,36 +129,72 @@ def decoded_batches(scan: FolderScan, todo: Sequence[int], size: tuple[int, int]
         ahead = procs + 1
 
         def submit(ids: list[int]) -> Callable[[], list[Any]]:
-            rels = [scan.images[i].rel for i in ids]
+            rels = [scan.images.rel(i) for i in ids]
             return pool.submit(decode_chunk, str(scan.root), rels, h, w, reduced).result
     else:
         pool = ThreadPoolExecutor(max(1, os.cpu_count() or 1), "fvdesk-decode")
         ahead = 2
 
         def submit(ids: list[int]) -> Callable[[], list[Any]]:
-            futs = [pool.submit(_decode, scan.root, scan.images[i].rel, h, w, reduced) for i in ids]
+            futs = [pool.submit(_decode, scan.root, scan.images.rel(i), h, w, reduced) for i in ids]
             return lambda: [f.result() for f in futs]
 
+    start = submit if prepared is None else _reading(prepared, submit)
     try:
-        pending = deque((ids, submit(ids)) for ids in chunks[:ahead])
+        pending = deque((chunks[k], start(chunks[k])) for k in range(min(ahead, len(chunks))))
         nxt = len(pending)
         while pending:
             ids, get = pending.popleft()
             if nxt < len(chunks):
-                pending.append((chunks[nxt], submit(chunks[nxt])))
+                pending.append((chunks[nxt], start(chunks[nxt])))
                 nxt += 1
             yield ids, get()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def shard_share(todo: Sequence[int], shard: tuple[int, int] | None) -> list[int]:
+def _reading(prepared: tuple[PreparedStore, Lookup],
+             submit: Callable[[list[int]], Callable[[], list[Any]]]) -> Callable[[list[int]], Callable[[], list[Any]]]:  # fmt: skip
+    """``submit`` for the images ``prepared`` lacks; the others are read from it."""
+    store, lk = prepared
+
+    def both(ids: list[int]) -> Callable[[], list[Any]]:
+        held = [i for i in ids if lk.seg[i] >= 0]
+        got = dict(zip(held, store.read(lk, held), strict=True))
+        miss = [i for i in ids if got.get(i, ("miss",))[0] == "miss"]
+        get = submit(miss) if miss else list
+
+        def results() -> list[Any]:
+            got.update(zip(miss, get(), strict=True))
+            return [got[i] for i in ids]
+
+        return results
+
+    return both
+
+
+class _Chunks:
+    """``todo`` in batches of ``batch`` folder indices, made on access (a list of every batch
+    would hold a Python integer per image)."""
+
+    def __init__(self, todo: Sequence[int] | np.ndarray, batch: int) -> None:
+        self.todo, self.batch = np.asarray(todo, dtype=np.int64), max(1, int(batch))
+
+    def __len__(self) -> int:
+        return -(-len(self.todo) // self.batch)
+
+    def __getitem__(self, k: int) -> list[int]:
+        return self.todo[k * self.batch : (k + 1) * self.batch].tolist()
+
+
+def shard_share(todo: Sequence[int] | np.ndarray, shard: tuple[int, int] | None) -> np.ndarray:
     """Shard ``i`` of ``n`` takes the images whose folder index is ``i`` modulo ``n`` (balanced,
     and the same split whatever each shard finds in the cache)."""
+    ids = np.asarray(todo, dtype=np.int64)
     if shard is None:
-        return list(todo)
+        return ids
     i, n = shard
-    return [k for k in todo if k % n == i]
+    return ids[ids % n == i]
 
 
 def run_examples(
@@ -175,9 +216,10 @@ def run_examples(
     scan = _scan(root)
     measure = Measure(spec.kind, spec.x, spec.y)
     stores = _stores(model, job, root, measure, opts)
-    need = {name: set(shard_share(st.lookup(scan).todo, opts.shard)) for name, st in stores.items()}
-    todo = sorted(set().union(*need.values()))
-    if todo and not opts.compute:
+    need = {name: _mask(len(scan.images), shard_share(st.lookup(scan).todo, opts.shard))
+            for name, st in stores.items()}  # fmt: skip
+    todo = np.flatnonzero(np.logical_or.reduce(list(need.values()))) if need else np.zeros(0, int)
+    if len(todo) and not opts.compute:
         raise DatasetError(
             f"{len(todo):,} images of {root} have no rows in the examples cache yet; run every "
             "shard of the pass (with the same cache folder) before merging."
@@ -185,7 +227,7 @@ def run_examples(
     total = len(todo)
     yield ProgressEvent(0, total, "images", f"{len(scan.images):,} images; {total:,} to compute")
     run = _Run(scan, need, {}, opts, cancelled)
-    if todo:
+    if len(todo):
         yield from run.compute(model, spec, measure, job.preprocessing, dev, stores, todo)
     result = ExamplesResult(results=[], cancelled=run.stopped, seconds=0.0, device=describe_device(dev),
                             root=root, computed=total, engine=run.engine)  # fmt: skip
@@ -193,6 +235,13 @@ def run_examples(
         yield from _summarize(model, spec, measure, scan, stores, run, result)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _mask(n: int, ids: np.ndarray) -> np.ndarray:
+    """A boolean array over the folder's ``n`` images, true at ``ids``."""
+    m = np.zeros(n, bool)
+    m[ids] = True
+    return m
 
 
 def _scan(root: Path) -> FolderScan:
@@ -223,7 +272,7 @@ class _Run:
     segments (a new segment every ``checkpoint_s`` seconds or ``checkpoint_images`` images)."""
 
     scan: FolderScan
-    need: dict[str, set[int]]
+    need: dict[str, np.ndarray]  # per layer, a boolean over the folder's images: rows to compute
     skipped: dict[int, str]
     opts: PassOptions
     cancel: Callable[[], bool]
@@ -232,7 +281,7 @@ class _Run:
 
     def compute(self, model: LoadedModel, spec: ExamplesJob, measure: Measure, pre: Any,
                 dev: torch.device, stores: dict[str, LayerStore],
-                todo: list[int]) -> Generator[Event, None, None]:  # fmt: skip
+                todo: np.ndarray) -> Generator[Event, None, None]:  # fmt: skip
         engine = make_engine(model, spec.targets, measure, pre, dev, spec.engine)
         per = _batch_size(model, spec)
         if engine.max_batch is not None:  # e.g. onnxruntime on a graph that bakes its batch in
@@ -241,11 +290,15 @@ class _Run:
         size = (int(model.input.height), int(model.input.width))
         writers = {name: st.writer() for name, st in stores.items()}
         done, since, last = 0, 0, time.monotonic()
+        keep = PreparedKeeper.open(self.scan, size, self.opts)
         batches = decoded_batches(self.scan, todo, size, per, self.opts.workers,
-                                  reduced=self.opts.reduced)  # fmt: skip
+                                  reduced=self.opts.reduced,
+                                  prepared=None if keep is None else keep.source())  # fmt: skip
         try:
             for ids, results in batches:
                 _take_batch(self.scan, ids, results, engine, writers, self.need, self.skipped)
+                if keep is not None:
+                    keep.add(self.scan, ids, results)
                 done, since = done + len(ids), since + len(ids)
                 yield ProgressEvent(done, len(todo), "images")
                 if self.cancel():
@@ -265,12 +318,59 @@ class _Run:
             batches.close()
             for wr in writers.values():
                 wr.commit()
+            if keep is not None:
+                keep.commit(self.scan)
 
     def _checkpoint_due(self, since: int, last: float) -> bool:
         every = self.opts.checkpoint_images
         return (every is not None and since >= every) or (
             time.monotonic() - last >= self.opts.checkpoint_s
         )
+
+
+@dataclass
+class PreparedKeeper:
+    """Writes the images a pass decodes into the folder's ``PreparedStore`` (one segment per
+    pass, within the store's budget), so the next pass at this size reads them instead: the
+    examples pass and the activation atlas's collection share it."""
+
+    store: PreparedStore
+    lk: Lookup
+    room: int
+    writer: SegmentWriter
+
+    @classmethod
+    def open(
+        cls, scan: FolderScan, size: tuple[int, int], opts: PassOptions
+    ) -> PreparedKeeper | None:
+        if not opts.prepared or prepared_budget() == 0:
+            return None
+        store = PreparedStore(scan.root, size, reduced=opts.reduced)
+        lk = store.lookup(scan)
+        return cls(store, lk, store.room(lk), store.store.writer())
+
+    def source(self) -> tuple[PreparedStore, Lookup]:
+        """What ``decoded_batches(prepared=...)`` reads from."""
+        return (self.store, self.lk)
+
+    def add(self, scan: FolderScan, ids: list[int], results: list[tuple[str, Any, Any]]) -> None:
+        new = [k for k, r in enumerate(results) if r[0] == "ok" and self.lk.seg[ids[k]] < 0]
+        new = new[: self.room]
+        if not new:
+            return
+        self.room -= len(new)
+        px = np.zeros(len(new), self.store.store.dtype)
+        px["px"] = np.stack([results[k][1] for k in new])
+        self.writer.add([scan.images[ids[k]] for k in new], [results[k][2] for k in new], px)
+
+    def commit(self, scan: FolderScan) -> None:
+        """Commit the pixels (compacting the store when segments pile up); a cache that cannot be written costs the next pass its speed only."""
+        self.store.close()
+        try:
+            self.writer.commit()
+            self.store.store.compact(scan)
+        except DatasetError:
+            self.writer.abort()
 
 
 def _summarize(model: LoadedModel, spec: ExamplesJob, measure: Measure, scan: FolderScan,
@@ -314,7 +414,7 @@ def _batch_size(model: LoadedModel, spec: ExamplesJob) -> int:
 
 
 def _take_batch(scan: FolderScan, ids: list[int], results: list[tuple[str, Any, Any]], engine: Any,
-                writers: dict[str, SegmentWriter], need: dict[str, set[int]],
+                writers: dict[str, SegmentWriter], need: dict[str, np.ndarray],
                 skipped_now: dict[int, str]) -> None:  # fmt: skip
     """Run the decodable images of one batch and append their rows (and the skips)."""
     good = [k for k, r in enumerate(results) if r[0] == "ok"]
@@ -325,14 +425,14 @@ def _take_batch(scan: FolderScan, ids: list[int], results: list[tuple[str, Any, 
             skipped_now[ids[k]] = reason
         if status == "skip":
             for name, wr in writers.items():
-                if ids[k] in need[name]:
+                if need[name][ids[k]]:
                     wr.skip(scan.images[ids[k]], reason)
     if not good:
         return
     pixels = np.stack([results[k][1] for k in good])
     rows = engine.run(pixels)
     for name, wr in writers.items():
-        sel = [j for j, k in enumerate(good) if ids[k] in need[name]]
+        sel = [j for j, k in enumerate(good) if need[name][ids[k]]]
         if sel:
             wr.add([scan.images[ids[good[j]]] for j in sel], [results[good[j]][2] for j in sel],
                    rows[name][sel])  # fmt: skip

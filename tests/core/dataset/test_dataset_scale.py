@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -229,3 +230,121 @@ def test_the_engine_measured_fastest_gives_the_same_rows(demo) -> None:
     got = chosen.run(px)[BLOCK3]
     assert chosen.name in ("torch", "onnxruntime")
     assert np.allclose(got["max"], want["max"], rtol=1e-4, atol=1e-4)
+
+
+def _store_of(tmp_path, units: int = 3):
+    from fvdesk.core.dataset.cache import LayerStore, StoreKey
+
+    key = StoreKey("ab" * 32, "{}", (8, 8), str(tmp_path), "L", "channel")
+    return LayerStore(key, units, 4)
+
+
+def _rows(store, values: list[float]) -> np.ndarray:
+    r = np.zeros(len(values), store.dtype)
+    r["max"] = np.asarray(values, np.float32)[:, None]
+    return r
+
+
+def test_the_cache_matches_files_across_segments_newest_first(tmp_path, examples_cache) -> None:
+    """Rows of changed files are stale, a newer segment wins, skips hold until a row comes."""
+    from fvdesk.core.filelist import FileEntry
+    from fvdesk.core.imagefolder import FolderScan
+
+    files = [FileEntry(f"{k:03d}.png", 10 + k, 1000 + k) for k in range(6)]
+    store = _store_of(tmp_path)
+    w = store.writer()
+    w.add(files[:4], [(k + 1, 2 * k + 1) for k in range(4)], _rows(store, [0, 1, 2, 3]))
+    w.skip(files[4], "truncated image data")
+    w.commit()
+    w = store.writer()
+    w.add([files[1], files[4]], [(50, 60), (70, 80)], _rows(store, [11, 14]))
+    w.commit()
+    changed = FileEntry(files[2].rel, files[2].size + 1, files[2].mtime_ns)
+    scan = FolderScan(tmp_path, [files[0], files[1], changed, files[3], files[4], files[5]], [])
+    lk = store.lookup(scan)
+    assert lk.todo.tolist() == [2, 5] and lk.valid == 4 and lk.skipped == {}
+    assert lk.where == {0: (0, 0), 1: (1, 0), 3: (0, 3), 4: (1, 1)}
+    assert lk.size_of(1) == (50, 60) and lk.size_of(3) == (4, 7)
+    assert lk.stale == 2  # file 2's old row and file 1's replaced row
+    got = {int(i): float(r["max"][0]) for ids, rows in store.rows(lk, chunk=2)
+           for i, r in zip(ids, rows, strict=True)}  # fmt: skip
+    assert got == {0: 0.0, 1: 11.0, 3: 3.0, 4: 14.0}
+    # without the second segment, file 4 is a remembered skip and not computed again
+    second = sorted(store.folder.glob("seg-*.json"))[1]
+    second.unlink()
+    lk = store.lookup(scan)
+    assert lk.skipped == {4: "truncated image data"} and lk.todo.tolist() == [2, 5]
+
+
+def test_segments_written_before_the_packed_format_still_read(tmp_path, examples_cache) -> None:
+    """Version-1 segments (rows as a JSON list) are read, so an upgrade recomputes nothing."""
+    import json
+
+    from fvdesk.core.filelist import FileEntry
+    from fvdesk.core.imagefolder import FolderScan
+
+    files = [FileEntry(f"{k}.jpg", 5 + k, 9 + k) for k in range(3)]
+    store = _store_of(tmp_path)
+    w = store.writer()
+    w.add(files, [(3, 4), (5, 6), (7, 8)], _rows(store, [1, 2, 3]))
+    w.skip(FileEntry("bad.jpg", 1, 1), "empty file")
+    w.commit()
+    meta = next(store.folder.glob("seg-*.json"))
+    d = json.loads(meta.read_text())
+    assert d["version"] == 2 and "rows" not in d
+    d.pop("files"), d.pop("wh")
+    d["version"], d["rows"] = 1, [[f.rel, f.size, f.mtime_ns, 3 + 2 * k, 4 + 2 * k]
+                                  for k, f in enumerate(files)]  # fmt: skip
+    meta.write_text(json.dumps(d))
+    scan = FolderScan(tmp_path, [FileEntry("bad.jpg", 1, 1), *files], [])
+    lk = store.lookup(scan)
+    assert lk.valid == 3 and lk.todo.tolist() == [] and lk.skipped == {0: "empty file"}
+    assert [lk.size_of(i) for i in (1, 2, 3)] == [(3, 4), (5, 6), (7, 8)]
+    d["rows"] = d["rows"][:2]  # rows and the .rows file disagree: the segment is ignored
+    meta.write_text(json.dumps(d))
+    assert store.lookup(scan).valid == 0
+
+
+def test_a_second_pass_at_the_same_size_reads_the_prepared_images(demo, photos, monkeypatch,
+                                                                  tmp_path) -> None:  # fmt: skip
+    """The first pass keeps the fitted pixels; a pass over another layer decodes nothing and
+    finds exactly what a pass that decodes finds."""
+    import shutil
+
+    from fvdesk.core.dataset import prepared
+    from fvdesk.core.jobs import passes
+
+    photos = Path(shutil.copytree(photos, tmp_path / "photos"))  # one file is changed below
+    monkeypatch.setenv("FVDESK_CACHE_DIR", str(tmp_path / "fresh"))
+    fresh = run(demo, photos, (BLOCK3,), prepared=False)
+    assert not (tmp_path / "fresh" / "examples" / "prepared").exists()
+    monkeypatch.setenv("FVDESK_CACHE_DIR", str(tmp_path / "kept"))
+    run(demo, photos, (LOGITS,))
+    seg = list((tmp_path / "kept" / "examples" / "prepared").rglob("seg-*.rows"))
+    assert len(seg) == 1 and seg[0].stat().st_size == 40 * 64 * 64 * 3
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("an image the prepared store holds was decoded")
+
+    monkeypatch.setattr(passes, "_decode", no_decoding)
+    again = run(demo, photos, (BLOCK3,))
+    assert again.computed == 40
+    assert_same(again.layers[BLOCK3], fresh.layers[BLOCK3])
+    # a changed file is decoded again (and only that one)
+    monkeypatch.undo()
+    monkeypatch.setenv("FVDESK_CACHE_DIR", str(tmp_path / "kept"))
+    victim = sorted(photos.rglob("*.jpg"))[3]
+    victim.write_bytes(victim.read_bytes())
+    os.utime(victim, ns=(1, 10**18))
+    decoded: list[str] = []
+    real = passes._decode
+    monkeypatch.setattr(
+        passes, "_decode", lambda root, rel, *a: decoded.append(rel) or real(root, rel, *a)
+    )
+    run(demo, photos, ("/features/block2/relu/Relu",))
+    assert decoded == [victim.relative_to(photos).as_posix()]
+    # a budget of 0 keeps nothing
+    monkeypatch.setenv(prepared.BUDGET_ENV, "0")
+    monkeypatch.setenv("FVDESK_CACHE_DIR", str(tmp_path / "off"))
+    run(demo, photos, (LOGITS,))
+    assert not (tmp_path / "off" / "examples" / "prepared").exists()
