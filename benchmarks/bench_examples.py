@@ -47,6 +47,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -352,6 +353,61 @@ def camera(n: int, names: list[str]) -> list[dict]:
     return out
 
 
+def _wheel_or_demo(name: str) -> tuple[Any, list[str]] | None:
+    """The model and two of its layers (the pass's and another one's)."""
+    from fvdesk.core.model.loader import load_model
+
+    if name == "demo":
+        return load("demo"), [MODELS["demo"]["layer"], "/features/block2/relu/Relu"]
+    found = wheel_model()
+    if found is None:
+        return None
+    model = load_model(found[0], check_parity=False)
+    maps = [x for x in model.graph if x.kind == "feature" and (x.spatial or (1, 1))[0] > 1]
+    return model, [maps[len(maps) * 3 // 4].name, maps[len(maps) // 2].name]
+
+
+def repeated(cases: list[tuple[str, str]], rounds: int = 3) -> list[dict]:
+    """A folder passed over twice at one input size (``dataset.prepared``): the first pass
+    decodes and keeps the fitted images, the second (another layer) reads them.  Each against
+    full-model onnxruntime on tensors already decoded; rounds with a fresh cache, best kept."""
+    from fvdesk.core.jobs.job import ExamplesJob, Job
+    from fvdesk.core.jobs.passes import PassOptions, run_examples
+    from fvdesk.core.optim.drive import drive
+
+    out = []
+    for name, images in cases:
+        found = _wheel_or_demo(name)
+        if found is None:
+            out.append({"model": name, "skipped": "no rapidocr wheel in /tmp/wheels"})
+            continue
+        model, layers = found
+        folder = camera_folder(200) if images == "camera" else image_folder("demo", 1000)
+        best = {"first_pass": 0.0, "second_pass": 0.0, "first_pass_not_keeping": 0.0}
+        for _ in range(rounds):
+            with tempfile.TemporaryDirectory() as cache:
+                os.environ["FVDESK_CACHE_DIR"] = cache
+                for key, layer, keep in (("first_pass_not_keeping", layers[0], False),
+                                         ("first_pass", layers[0], True),
+                                         ("second_pass", layers[1], True)):  # fmt: skip
+                    job = Job.for_model(model, ExamplesJob(str(folder), (layer,)))
+                    t0 = time.perf_counter()
+                    r = drive(run_examples(model, job, lambda: False,
+                                           options=PassOptions(prepared=keep)))  # fmt: skip
+                    best[key] = max(best[key], r.images / (time.perf_counter() - t0))
+                    if key == "first_pass_not_keeping":
+                        from fvdesk.core.dataset.cache import clear_cache
+
+                        clear_cache()
+        full = decoded_full_model(model, folder)
+        out.append({"model": name, "images": images, "layers": layers,
+                    "input": [model.input.height, model.input.width],
+                    "pass_images_per_s": best, "full_model_on_decoded_tensors_images_per_s": full,
+                    "ratio_vs_full_model_on_decoded": {k: v / full for k, v in best.items()}})  # fmt: skip
+        print(json.dumps(out[-1]), file=sys.stderr)
+    return out
+
+
 def child(name: str, n: int, device: str) -> dict:
     """Run in a subprocess: peak memory of one pass (default engine) over ``n`` images."""
     model = load(name, device)
@@ -396,6 +452,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--camera", type=int, default=200, help="camera-sized JPEGs (0 = skip)")
     p.add_argument("--camera-models", default="demo,wheel")
+    p.add_argument(
+        "--repeat",
+        default="demo:png,demo:camera,wheel:camera",
+        help="model:images cases of a folder passed over twice ('' = skip)",
+    )
     p.add_argument("--out", type=Path)
     p.add_argument("--child", nargs=2, metavar=("MODEL", "N"), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -422,6 +483,9 @@ def main() -> None:
     devices = [args.device] + (
         ["cuda"] if torch.cuda.is_available() and args.device == "cpu" else []
     )
+    if args.repeat:
+        cases = [tuple(c.split(":", 1)) for c in args.repeat.split(",")]
+        report["repeated"] = repeated(cases)  # type: ignore[arg-type]
     if args.camera:
         report["camera"] = camera(args.camera, args.camera_models.split(","))
     for name in filter(None, args.models.split(",")):

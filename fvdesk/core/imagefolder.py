@@ -24,7 +24,9 @@ Torch-free (numpy + Pillow), so the app and the colour statistics can use it wit
 from __future__ import annotations
 
 import os
+import stat
 import warnings
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,8 +121,7 @@ def scan_folder(root: str | os.PathLike[str]) -> FolderScan:
         raise DatasetError(f"The image folder {base} {what}.")
     suffixes = image_suffixes()
     rels: list[str] = []
-    sizes: list[int] = []
-    mtimes: list[int] = []
+    sizes, mtimes = array("q"), array("q")  # not lists: a Python int per value costs 32 bytes
     other: list[tuple[str, str]] = []
 
     def walk_error(e: OSError) -> None:
@@ -128,21 +129,23 @@ def scan_folder(root: str | os.PathLike[str]) -> FolderScan:
             raise DatasetError(f"The image folder {base} cannot be read ({e.strerror or e}).")
         other.append((_rel(base, Path(e.filename or "")), "folder cannot be read"))
 
-    for dirpath, dirnames, filenames in os.walk(base, onerror=walk_error):
+    top = str(base)
+    for dirpath, dirnames, filenames in os.walk(top, onerror=walk_error):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        # plain strings and os calls: pathlib objects per file cost more than the stat itself
+        sub = dirpath[len(top) :].strip(os.sep).replace(os.sep, "/")
         for name in filenames:
             if name.startswith(".") or name.lower() in _CRUFT:
                 continue
-            path = Path(dirpath) / name
-            rel = _rel(base, path)
+            rel = f"{sub}/{name}" if sub else name
             try:
-                st = path.stat()
+                st = os.stat(os.path.join(dirpath, name))
             except OSError:
                 other.append((rel, "cannot be read"))
                 continue
-            if not path.is_file():
+            if not stat.S_ISREG(st.st_mode):
                 continue
-            if path.suffix.lower() not in suffixes:
+            if os.path.splitext(name)[1].lower() not in suffixes:
                 other.append((rel, "not an image file"))
                 continue
             rels.append(rel)

@@ -329,8 +329,8 @@ class LayerStore:
                 ) from None
 
     # -- writing ---------------------------------------------------------------------------------
-    def writer(self) -> SegmentWriter:
-        return SegmentWriter(self)
+    def writer(self, source: FileList | None = None) -> SegmentWriter:
+        return SegmentWriter(self, source)
 
     def write_key(self) -> None:
         path = self.folder / "key.json"
@@ -343,10 +343,10 @@ class LayerStore:
         if len(lk.segments) <= MAX_SEGMENTS and lk.stale <= max(lk.valid, 64):
             self._remove_orphans(lk)
             return False
-        w = self.writer()
+        w = self.writer(scan.images)
         try:
             for gidx, rows in self.rows(lk):
-                w.add([scan.images[int(i)] for i in gidx], [lk.size_of(int(i)) for i in gidx], rows)
+                w.add(gidx.tolist(), [lk.size_of(int(i)) for i in gidx], rows)
             for i, reason in lk.skipped.items():
                 w.skip(scan.images[i], reason)
         except BaseException:
@@ -376,22 +376,30 @@ class LayerStore:
 
 
 class SegmentWriter:
-    """Streams rows of one new segment; ``commit`` makes them visible, ``abort`` drops them."""
+    """Streams rows of one new segment; ``commit`` makes them visible, ``abort`` drops them.
 
-    def __init__(self, store: LayerStore) -> None:
+    With ``source`` (the scan's ``FileList``), ``add`` takes the files as indices into it and
+    the writer keeps 24 bytes per row until the commit; otherwise it takes ``FileEntry``s."""
+
+    def __init__(self, store: LayerStore, source: FileList | None = None) -> None:
         self.store = store
         self.name = f"seg-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
-        self._rels: list[str] = []
+        self._source = source
+        self._rels: list[str] = []  # without a source
+        self._ids = array("q")  # with a source
         self._cols: tuple[array, array, array, array] = (
             array("q"),
             array("q"),
             array("q"),
             array("q"),
-        )  # size, mtime, width, height
+        )  # size, mtime (without a source), width, height
         self.skipped: list[tuple[str, int, int, str]] = []
         self._stack: contextlib.ExitStack | None = None
         self._fh: Any = None
         self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._cols[2])
 
     def _open(self) -> None:
         try:
@@ -406,15 +414,16 @@ class SegmentWriter:
                 f"Cannot write the examples cache in {self.store.folder} ({e.strerror or e})."
             ) from None
 
-    def add(self, entries: Sequence[FileEntry], sizes: Sequence[tuple[int, int]],
+    def add(self, entries: Sequence[FileEntry] | Sequence[int], sizes: Sequence[tuple[int, int]],
             rows: np.ndarray) -> None:  # fmt: skip
+        """Append rows; ``entries`` are ``FileEntry``s, or indices into the writer's source."""
         if not len(entries) or self._closed:
             return
         if self._stack is None:
             self._open()
         data = np.ascontiguousarray(rows, dtype=self.store.dtype)
         try:
-            self._fh.seek(len(self._rels) * self.store.dtype.itemsize)
+            self._fh.seek(len(self) * self.store.dtype.itemsize)
             self._fh.write(data.tobytes())
         except OSError as e:
             self.abort()
@@ -422,17 +431,29 @@ class SegmentWriter:
                 f"Cannot write the examples cache in {self.store.folder} ({e.strerror or e})."
             ) from None
         size, mtime, width, height = self._cols
-        for f, (w, h) in zip(entries, sizes, strict=True):
+        for w, h in sizes:
+            width.append(int(w))
+            height.append(int(h))
+        if self._source is not None:
+            self._ids.extend(int(i) for i in entries)  # type: ignore[arg-type]  # indices here
+            return
+        for f in entries:
+            assert isinstance(f, FileEntry)
             self._rels.append(f.rel)
             size.append(f.size)
             mtime.append(f.mtime_ns)
-            width.append(int(w))
-            height.append(int(h))
+
+    def _files(self) -> FileList:
+        if self._source is not None:
+            return self._source.take(np.frombuffer(self._ids, np.int64))
+        return FileList.pack(self._rels, self._cols[0], self._cols[1])
 
     @property
     def rows(self) -> list[tuple[str, int, int, int, int]]:
         """The rows added so far as ``(rel, size, mtime_ns, width, height)``."""
-        return list(zip(self._rels, *(c.tolist() for c in self._cols), strict=True))
+        files = self._files()
+        return [(f.rel, f.size, f.mtime_ns, int(w), int(h))
+                for f, w, h in zip(files, self._cols[2], self._cols[3], strict=True)]  # fmt: skip
 
     def skip(self, entry: FileEntry, reason: str) -> None:
         self.skipped.append((entry.rel, entry.size, entry.mtime_ns, reason))
@@ -441,7 +462,7 @@ class SegmentWriter:
         """Rename the rows into place, then write the JSON (the commit point)."""
         if self._closed:
             return
-        if not self._rels and not self.skipped:
+        if not len(self) and not self.skipped:
             self.abort()
             return
         try:
@@ -449,7 +470,7 @@ class SegmentWriter:
                 self._open()
             assert self._stack is not None
             # an interrupted add() may have written a row it did not record: keep recorded rows
-            self._fh.truncate(len(self._rels) * self.store.dtype.itemsize)
+            self._fh.truncate(len(self) * self.store.dtype.itemsize)
             self._stack.close()
             self._stack = None
             meta = {
@@ -457,7 +478,7 @@ class SegmentWriter:
                 "version": SEGMENT_VERSION,
                 "units": self.store.units,
                 "dtype": self.store.dtype.descr.__repr__(),
-                "files": FileList.pack(self._rels, self._cols[0], self._cols[1]).to_json(),
+                "files": self._files().to_json(),
                 "wh": ints_to_text(
                     np.stack([np.frombuffer(c, np.int64) for c in self._cols[2:]], 1)
                 ),

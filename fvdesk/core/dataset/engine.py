@@ -127,11 +127,19 @@ class Engine:
                 return self.model.prepare_input(x01.float(), self.pre).numpy()
         m, b = self.affine  # (C_out, 3) per unit of uint8, (C_out,)
         if m.shape[0] == 3 and not (m - np.diag(np.diagonal(m))).any():
-            y = images * np.diagonal(m).astype(np.float32) + b.astype(np.float32)
-        else:
-            y = b.astype(np.float32) + sum(
-                images[..., c : c + 1] * m[:, c].astype(np.float32) for c in range(3)
-            )
+            # the uint8 pixels moved to the graph's layout first (a byte each), then one multiply
+            # and one add in float32: the same operations per value as the arithmetic in NHWC
+            # followed by a float transpose, so the same bits, at a tenth of the cost
+            scale, shift = np.diagonal(m).astype(np.float32), b.astype(np.float32)
+            if not self.nhwc:
+                images = np.ascontiguousarray(np.asarray(images).transpose(0, 3, 1, 2))
+                scale, shift = scale[:, None, None], shift[:, None, None]
+            y = np.multiply(images, scale, dtype=np.float32)
+            y += shift
+            return y
+        y = b.astype(np.float32) + sum(
+            images[..., c : c + 1] * m[:, c].astype(np.float32) for c in range(3)
+        )
         y = y.astype(np.float32, copy=False)
         return y if self.nhwc else np.ascontiguousarray(y.transpose(0, 3, 1, 2))
 

@@ -288,7 +288,7 @@ class _Run:
             per = max(1, min(per, engine.max_batch))
         self.engine = engine.name
         size = (int(model.input.height), int(model.input.width))
-        writers = {name: st.writer() for name, st in stores.items()}
+        writers = {name: st.writer(self.scan.images) for name, st in stores.items()}
         done, since, last = 0, 0, time.monotonic()
         keep = PreparedKeeper.open(self.scan, size, self.opts)
         batches = decoded_batches(self.scan, todo, size, per, self.opts.workers,
@@ -307,7 +307,7 @@ class _Run:
                 if self._checkpoint_due(since, last):
                     for name, wr in writers.items():  # commit; the pass goes on in a new segment
                         wr.commit()
-                        writers[name] = stores[name].writer()
+                        writers[name] = stores[name].writer(self.scan.images)
                     since, last = 0, time.monotonic()
         except _FolderVanished:
             raise DatasetError(
@@ -347,7 +347,7 @@ class PreparedKeeper:
             return None
         store = PreparedStore(scan.root, size, reduced=opts.reduced)
         lk = store.lookup(scan)
-        return cls(store, lk, store.room(lk), store.store.writer())
+        return cls(store, lk, store.room(lk), store.store.writer(scan.images))
 
     def source(self) -> tuple[PreparedStore, Lookup]:
         """What ``decoded_batches(prepared=...)`` reads from."""
@@ -361,7 +361,7 @@ class PreparedKeeper:
         self.room -= len(new)
         px = np.zeros(len(new), self.store.store.dtype)
         px["px"] = np.stack([results[k][1] for k in new])
-        self.writer.add([scan.images[ids[k]] for k in new], [results[k][2] for k in new], px)
+        self.writer.add([ids[k] for k in new], [results[k][2] for k in new], px)
 
     def commit(self, scan: FolderScan) -> None:
         """Commit the pixels (compacting the store when segments pile up); a cache that cannot be written costs the next pass its speed only."""
@@ -434,5 +434,4 @@ def _take_batch(scan: FolderScan, ids: list[int], results: list[tuple[str, Any, 
     for name, wr in writers.items():
         sel = [j for j, k in enumerate(good) if need[name][ids[k]]]
         if sel:
-            wr.add([scan.images[ids[good[j]]] for j in sel], [results[good[j]][2] for j in sel],
-                   rows[name][sel])  # fmt: skip
+            wr.add([ids[good[j]] for j in sel], [results[good[j]][2] for j in sel], rows[name][sel])

@@ -420,3 +420,21 @@ def test_in_graph_rows_equal_numpy_with_ties(opset: int) -> None:
     want = reduce_numpy(np.maximum(a, 0), Measure(), row_dtype(3, 20))
     for field, name in zip(_FIELDS, names, strict=True):
         np.testing.assert_array_equal(got[name], want[field], err_msg=field)
+
+
+@pytest.mark.parametrize("nhwc", [False, True])
+def test_engine_inputs_are_the_affine_preprocessing_to_the_bit(nhwc) -> None:
+    """The fast path (uint8 moved to the layout first) gives the bits of NHWC float arithmetic."""
+    from fvdesk.core.dataset.engine import Engine
+
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (5, 7, 9, 3), dtype=np.uint8)
+    scale = np.array([1 / 58.395, 1 / 57.12, 1 / 57.375]) / 255.0 * 255.0
+    shift = np.array([-2.118, -2.036, -1.804])
+    e = Engine.__new__(Engine)
+    e.affine, e.nhwc = (np.diag(scale), shift), nhwc
+    want = images * scale.astype(np.float32) + shift.astype(np.float32)
+    want = want if nhwc else want.transpose(0, 3, 1, 2)
+    got = e.inputs(images)
+    assert got.dtype == np.float32 and got.flags.c_contiguous
+    assert got.shape == want.shape and np.array_equal(got, want)
