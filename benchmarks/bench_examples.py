@@ -382,7 +382,7 @@ def repeated(cases: list[tuple[str, str]], rounds: int = 3) -> list[dict]:
             out.append({"model": name, "skipped": "no rapidocr wheel in /tmp/wheels"})
             continue
         model, layers = found
-        folder = camera_folder(200) if images == "camera" else image_folder("demo", 1000)
+        folder = camera_folder(200) if images == "camera" else image_folder("demo", 10000)
         best = {"first_pass": 0.0, "second_pass": 0.0, "first_pass_not_keeping": 0.0}
         for _ in range(rounds):
             with tempfile.TemporaryDirectory() as cache:

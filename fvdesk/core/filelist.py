@@ -70,8 +70,8 @@ class FileList(Sequence[FileEntry]):
     # -- building --------------------------------------------------------------------------------
     @classmethod
     def pack(cls, rels: Iterable[str], sizes: Iterable[int], mtimes: Iterable[int]) -> FileList:
-        names = list(rels)
-        blob = "".join(r + "\0" for r in names).encode("utf-8", "surrogateescape")
+        names = rels if isinstance(rels, list) else list(rels)
+        blob = ("\0".join(names) + "\0" if names else "").encode("utf-8", "surrogateescape")
         return cls._from_blob(blob, np.fromiter(sizes, np.int64, len(names)),
                               np.fromiter(mtimes, np.int64, len(names)))  # fmt: skip
 

@@ -171,6 +171,9 @@ def row_dtype(units: int, positions: int) -> np.dtype:
                      ("amin", pos, (units,)), ("mean", "<f4", (units,))])  # fmt: skip
 
 
+_NO_FILES = FileList.pack([], [], [])
+
+
 @dataclass
 class Segment:
     """A committed segment: its rows' files (``files``, packed) with the source image sizes
@@ -180,6 +183,11 @@ class Segment:
     files: FileList
     wh: np.ndarray  # (rows, 2) int64
     skipped: list[tuple[str, int, int, str]]  # rel, size, mtime_ns, reason
+    count: int = -1  # rows in the segment (kept when a ``Lookup`` lets ``files`` go)
+
+    def __post_init__(self) -> None:
+        if self.count < 0:
+            self.count = len(self.files)
 
     @property
     def rows(self) -> list[tuple[str, int, int, int, int]]:
@@ -295,6 +303,8 @@ class LayerStore:
                     if i >= 0 and lk.seg[i] < 0:
                         skipped[i] = seg.skipped[j][3]
         lk.skipped = skipped
+        for seg in segs:  # the lookup's arrays say all that is needed; the file lists can go
+            seg.files, seg.wh = _NO_FILES, seg.wh[:0]
         free = lk.seg < 0
         if skipped:
             free[np.fromiter(skipped, np.int64, len(skipped))] = False
@@ -311,7 +321,7 @@ class LayerStore:
             order = np.argsort(rows_of, kind="stable")
             ids, rows_of = ids[order], rows_of[order]
             path = self.folder / (seg.name + ".rows")
-            n_rows = len(seg.files)
+            n_rows = seg.count
             try:
                 with open(path, "rb") as fh:
                     for start in range(0, n_rows, chunk):

@@ -80,7 +80,7 @@ class PreparedStore:
 
     def room(self, lk: Lookup) -> int:
         """How many more images the budget lets this store take."""
-        held = sum(len(seg.files) for seg in lk.segments) * self.row_bytes
+        held = sum(seg.count for seg in lk.segments) * self.row_bytes
         return max(0, (budget() - held) // self.row_bytes)
 
     def read(self, lk: Lookup, ids: list[int]) -> list[tuple[str, Any, Any]]:
