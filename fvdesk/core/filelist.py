@@ -72,7 +72,7 @@ class FileList(Sequence[FileEntry]):
     def pack(cls, rels: Iterable[str], sizes: Iterable[int], mtimes: Iterable[int]) -> FileList:
         names = rels if isinstance(rels, list) else list(rels)
         blob = ("\0".join(names) + "\0" if names else "").encode("utf-8", "surrogateescape")
-        return cls._from_blob(blob, np.fromiter(sizes, np.int64, len(names)),
+        return cls.from_blob(blob, np.fromiter(sizes, np.int64, len(names)),
                               np.fromiter(mtimes, np.int64, len(names)))  # fmt: skip
 
     @classmethod
@@ -85,7 +85,8 @@ class FileList(Sequence[FileEntry]):
                         (e.mtime_ns for e in items))  # fmt: skip
 
     @classmethod
-    def _from_blob(cls, blob: bytes, size: np.ndarray, mtime: np.ndarray) -> FileList:
+    def from_blob(cls, blob: bytes, size: np.ndarray, mtime: np.ndarray) -> FileList:
+        """The list of NUL-terminated UTF-8 paths ``blob`` with these sizes and times."""
         ends = np.flatnonzero(np.frombuffer(blob, dtype=np.uint8) == 0)
         if len(ends) != len(size):
             raise ValueError(f"{len(ends)} paths for {len(size)} files")
@@ -133,9 +134,19 @@ class FileList(Sequence[FileEntry]):
         return f"FileList({len(self):,} files)"
 
     def take(self, idx: Sequence[int] | np.ndarray) -> FileList:
-        """The files at ``idx``, in that order."""
-        ids = np.asarray(idx, dtype=np.int64)
-        return FileList.pack((self.rel(int(k)) for k in ids), self.size[ids], self.mtime_ns[ids])
+        """The files at ``idx``, in that order: the paths copied as byte ranges, one per run of
+        consecutive indices (a pass's rows are runs of the folder), never one string each."""
+        ids = np.asarray(idx, dtype=np.int64).reshape(-1)
+        if not len(ids):
+            return FileList.pack([], [], [])
+        if ids.min() < 0 or ids.max() >= len(self):
+            raise IndexError("file index out of range")
+        cut = np.flatnonzero(np.diff(ids) != 1) + 1
+        firsts = np.concatenate([[0], cut])
+        lasts = np.concatenate([cut, [len(ids)]]) - 1
+        blob = b"".join(self._blob[self._start[ids[a]] : self._start[ids[b] + 1]]
+                        for a, b in zip(firsts.tolist(), lasts.tolist(), strict=True))  # fmt: skip
+        return FileList.from_blob(blob, self.size[ids], self.mtime_ns[ids])
 
     def nbytes(self) -> int:
         """Memory the list holds (paths, offsets, sizes, times, and the match keys once made)."""
@@ -178,6 +189,10 @@ class FileList(Sequence[FileEntry]):
                 out[j] = -1
         return out
 
+    def blob(self) -> bytes:
+        """The paths as stored: UTF-8, each followed by a NUL."""
+        return self._blob
+
     # -- on disk ---------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
         return {"count": len(self), "paths": self._blob.decode("utf-8", "surrogateescape"),
@@ -188,4 +203,4 @@ class FileList(Sequence[FileEntry]):
         """The list ``to_json`` wrote; ``ValueError``/``KeyError``/``TypeError`` when damaged."""
         n = int(d["count"])
         blob = str(d["paths"]).encode("utf-8", "surrogateescape")
-        return cls._from_blob(blob, ints_from_text(d["size"], n), ints_from_text(d["mtime_ns"], n))
+        return cls.from_blob(blob, ints_from_text(d["size"], n), ints_from_text(d["mtime_ns"], n))

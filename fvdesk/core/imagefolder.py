@@ -114,55 +114,70 @@ def image_suffixes() -> frozenset[str]:
 
 def scan_folder(root: str | os.PathLike[str]) -> FolderScan:
     """Every file under ``root`` (recursive, hidden entries and OS cruft left out, symlinked
-    folders not followed), sorted by relative path; ``DatasetError`` when ``root`` is no folder."""
+    folders not followed), in path order component by component (a folder's entries sorted by
+    name, a subfolder's files where the subfolder sorts); ``DatasetError`` when ``root`` is no
+    folder.  Each file goes straight into the packed list: the listing holds no Python object
+    per file, only the entries of the folder being read."""
     base = Path(root)
     if not base.is_dir():
         what = "does not exist" if not base.exists() else "is not a folder"
         raise DatasetError(f"The image folder {base} {what}.")
     suffixes = image_suffixes()
-    rels: list[str] = []
-    sizes, mtimes = array("q"), array("q")  # not lists: a Python int per value costs 32 bytes
+    blob = bytearray()
+    sizes, mtimes = array("q"), array("q")
     other: list[tuple[str, str]] = []
-
-    def walk_error(e: OSError) -> None:
-        if Path(e.filename or "") == base:
-            raise DatasetError(f"The image folder {base} cannot be read ({e.strerror or e}).")
-        other.append((_rel(base, Path(e.filename or "")), "folder cannot be read"))
-
-    top = str(base)
-    for dirpath, dirnames, filenames in os.walk(top, onerror=walk_error):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        # plain strings and os calls: pathlib objects per file cost more than the stat itself
-        sub = dirpath[len(top) :].strip(os.sep).replace(os.sep, "/")
-        for name in filenames:
-            if name.startswith(".") or name.lower() in _CRUFT:
-                continue
-            rel = f"{sub}/{name}" if sub else name
-            try:
-                st = os.stat(os.path.join(dirpath, name))
-            except OSError:
-                other.append((rel, "cannot be read"))
-                continue
-            if not stat.S_ISREG(st.st_mode):
-                continue
-            if os.path.splitext(name)[1].lower() not in suffixes:
-                other.append((rel, "not an image file"))
-                continue
-            rels.append(rel)
-            sizes.append(int(st.st_size))
-            mtimes.append(int(st.st_mtime_ns))
-    order = sorted(range(len(rels)), key=rels.__getitem__)
-    images = FileList.pack((rels[k] for k in order), (sizes[k] for k in order),
-                           (mtimes[k] for k in order))  # fmt: skip
+    stack = [(iter(_entries(str(base), base, "", other)), "")]
+    while stack:
+        entry = next(stack[-1][0], None)
+        if entry is None:
+            stack.pop()
+            continue
+        sub, name = stack[-1][1], entry.name
+        rel = f"{sub}/{name}" if sub else name
+        if _is_dir(entry):
+            if not entry.is_symlink():
+                stack.append((iter(_entries(entry.path, base, rel, other)), rel))
+            continue
+        if name.lower() in _CRUFT:
+            continue
+        try:
+            st = os.stat(entry.path)
+        except OSError:
+            other.append((rel, "cannot be read"))
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            continue
+        if os.path.splitext(name)[1].lower() not in suffixes:
+            other.append((rel, "not an image file"))
+            continue
+        blob += rel.encode("utf-8", "surrogateescape") + b"\0"
+        sizes.append(int(st.st_size))
+        mtimes.append(int(st.st_mtime_ns))
     other.sort()
+    images = FileList.from_blob(bytes(blob), np.frombuffer(sizes, np.int64),
+                                np.frombuffer(mtimes, np.int64))  # fmt: skip
     return FolderScan(base, images, other)
 
 
-def _rel(base: Path, path: Path) -> str:
+def _entries(path: str, base: Path, rel: str, other: list[tuple[str, str]]) -> list[Any]:
+    """A folder's visible entries sorted by name; an unreadable subfolder is listed in ``other``."""
     try:
-        return path.relative_to(base).as_posix()
-    except ValueError:
-        return path.as_posix()
+        with os.scandir(path) as it:
+            return sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+    except OSError as e:
+        if not rel:
+            raise DatasetError(
+                f"The image folder {base} cannot be read ({e.strerror or e})."
+            ) from None
+        other.append((rel, "folder cannot be read"))
+        return []
+
+
+def _is_dir(entry: Any) -> bool:
+    try:
+        return bool(entry.is_dir())
+    except OSError:
+        return False
 
 
 # ------------------------------------------------------------------------------------------------

@@ -10,8 +10,10 @@ layer, measure), named by a hash of that key (``key.json`` inside says it in wor
 so a cache is never used for something it was not computed for.
 
 A store holds *segments*: ``seg-*.rows`` (raw rows: per image and unit the spatial max and its
-position, the spatial min and its position, the objective value) and ``seg-*.json`` (which
-files, by relative path + size + mtime, the rows are, plus the files found unreadable).  A pass
+position, the spatial min and its position, the objective value), ``seg-*.files`` (which
+files, by relative path + size + mtime, the rows are, with the source sizes: packed, so a
+store of a million rows reads without a Python object per row) and ``seg-*.json`` (the counts,
+the files found unreadable).  A pass
 writes one new segment for the files no segment covers, so a changed or added file costs only
 its own row; rows of files that changed or disappeared are ignored, and the store is compacted
 into one segment when stale rows or segments pile up.  Rows are written and renamed atomically
@@ -41,14 +43,14 @@ import numpy as np
 
 from fvdesk.core.errors import DatasetError
 from fvdesk.core.fileio import atomic_open, atomic_write_text, parse_json
-from fvdesk.core.filelist import FileEntry, FileList, ints_from_text, ints_to_text
+from fvdesk.core.filelist import FileEntry, FileList
 from fvdesk.core.imagefolder import FolderScan
 
 CACHE_ENV = "FVDESK_CACHE_DIR"
 #: How an image becomes the model input; part of every key (change it when the policy changes).
 FIT_POLICY = "shorter-side-bilinear+centre-crop/2"
 SEGMENT_FORMAT = "fvdesk-examples-segment"
-SEGMENT_VERSION = 2  # 2: the rows' files packed (``FileList``); 1 (a JSON list) still reads
+SEGMENT_VERSION = 2  # 2: the rows' files in a binary ``.files``; 1 (a JSON list) still reads
 #: Compact when a store has more segments than this, or more stale rows than valid ones.
 MAX_SEGMENTS = 8
 _ORPHAN_AGE = 15 * 60
@@ -268,8 +270,8 @@ class LayerStore:
                                       (int(r[2]) for r in rows))  # fmt: skip
                 wh = np.array([(int(r[3]), int(r[4])) for r in rows], np.int64).reshape(-1, 2)
             else:
-                files = FileList.from_json(d["files"])
-                wh = ints_from_text(d["wh"], 2 * len(files)).reshape(-1, 2)
+                files, wh = _read_files(self.folder / (meta.stem + ".files"), int(d["count"]),
+                                        int(d["path_bytes"]))  # fmt: skip
             skipped = [(str(r[0]), int(r[1]), int(r[2]), str(r[3])) for r in d["skipped"]]
             size = (self.folder / (meta.stem + ".rows")).stat().st_size
         except (OSError, ValueError, KeyError, TypeError, IndexError):
@@ -364,7 +366,11 @@ class LayerStore:
             raise
         w.commit()
         for seg in lk.segments:
-            for suffix in (".json", ".rows"):  # the JSON first: a half-removed segment is ignored
+            for suffix in (
+                ".json",
+                ".rows",
+                ".files",
+            ):  # the JSON first: a half-removed segment is ignored
                 with contextlib.suppress(OSError):
                     (self.folder / (seg.name + suffix)).unlink()
         self._remove_orphans(lk)
@@ -376,13 +382,36 @@ class LayerStore:
         with contextlib.suppress(OSError):
             for p in self.folder.iterdir():
                 if (
-                    p.suffix == ".rows"
+                    p.suffix in (".rows", ".files")
                     and p.stem not in known
                     and not (self.folder / (p.stem + ".json")).exists()
                 ):
                     with contextlib.suppress(OSError):
                         if now - p.stat().st_mtime > _ORPHAN_AGE:
                             p.unlink()
+
+
+def _write_files(path: Path, files: FileList, width: array, height: array) -> int:
+    """A segment's files beside its rows (``.files``: the NUL-terminated UTF-8 paths, then
+    sizes, mtimes, widths and heights as little-endian int64), written atomically before the
+    JSON that commits them; returns the paths' byte count, which the JSON records."""
+    blob = files.blob()
+    with atomic_open(path, "wb") as fh:
+        fh.write(blob)
+        for col in (files.size, files.mtime_ns, np.frombuffer(width, np.int64),
+                    np.frombuffer(height, np.int64)):  # fmt: skip
+            fh.write(np.ascontiguousarray(col, dtype="<i8").tobytes())
+    return len(blob)
+
+
+def _read_files(path: Path, count: int, path_bytes: int) -> tuple[FileList, np.ndarray]:
+    """``_write_files``' list and the ``(count, 2)`` source sizes; ``ValueError`` if damaged."""
+    raw = path.read_bytes()
+    if len(raw) != path_bytes + 32 * count:
+        raise ValueError(f"{path.name}: {len(raw)} bytes, expected {path_bytes + 32 * count}")
+    cols = np.frombuffer(raw, "<i8", offset=path_bytes).astype(np.int64).reshape(4, count)
+    files = FileList.from_blob(raw[:path_bytes], cols[0], cols[1])
+    return files, np.ascontiguousarray(cols[2:].T)
 
 
 class SegmentWriter:
@@ -488,10 +517,13 @@ class SegmentWriter:
                 "version": SEGMENT_VERSION,
                 "units": self.store.units,
                 "dtype": self.store.dtype.descr.__repr__(),
-                "files": self._files().to_json(),
-                "wh": ints_to_text(
-                    np.stack([np.frombuffer(c, np.int64) for c in self._cols[2:]], 1)
-                ),
+                "count": len(self),
+                "path_bytes": _write_files(
+                    self.store.folder / (self.name + ".files"),
+                    self._files(),
+                    self._cols[2],
+                    self._cols[3],
+                ),  # fmt: skip
                 "skipped": self.skipped,
             }
             atomic_write_text(self.store.folder / (self.name + ".json"), json.dumps(meta))

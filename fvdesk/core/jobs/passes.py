@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fvdesk.core.dataset.cache import LayerStore, Lookup, SegmentWriter, StoreKey
+from fvdesk.core.dataset.cache import MAX_SEGMENTS, LayerStore, Lookup, SegmentWriter, StoreKey
 from fvdesk.core.dataset.decode import decode_chunk, decode_file, process_context
 from fvdesk.core.dataset.engine import Measure, make_engine
 from fvdesk.core.dataset.examples import LayerExamples, summarize
@@ -368,7 +368,8 @@ class PreparedKeeper:
         self.store.close()
         try:
             self.writer.commit()
-            self.store.store.compact(scan)
+            if len(list(self.store.store.folder.glob("seg-*.json"))) > MAX_SEGMENTS:
+                self.store.store.compact(scan)
         except DatasetError:
             self.writer.abort()
 

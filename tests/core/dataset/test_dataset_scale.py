@@ -292,7 +292,8 @@ def test_segments_written_before_the_packed_format_still_read(tmp_path, examples
     meta = next(store.folder.glob("seg-*.json"))
     d = json.loads(meta.read_text())
     assert d["version"] == 2 and "rows" not in d
-    d.pop("files"), d.pop("wh")
+    d.pop("count"), d.pop("path_bytes")
+    meta.with_suffix(".files").unlink()
     d["version"], d["rows"] = 1, [[f.rel, f.size, f.mtime_ns, 3 + 2 * k, 4 + 2 * k]
                                   for k, f in enumerate(files)]  # fmt: skip
     meta.write_text(json.dumps(d))
@@ -348,3 +349,20 @@ def test_a_second_pass_at_the_same_size_reads_the_prepared_images(demo, photos, 
     monkeypatch.setenv("FVDESK_CACHE_DIR", str(tmp_path / "off"))
     run(demo, photos, (LOGITS,))
     assert not (tmp_path / "off" / "examples" / "prepared").exists()
+
+
+def test_a_damaged_file_list_makes_its_segment_ignored(tmp_path, examples_cache) -> None:
+    from fvdesk.core.filelist import FileEntry
+    from fvdesk.core.imagefolder import FolderScan
+
+    files = [FileEntry(f"{k}.png", 5 + k, 9 + k) for k in range(4)]
+    store = _store_of(tmp_path)
+    w = store.writer()
+    w.add(files, [(3, 4)] * 4, _rows(store, [1, 2, 3, 4]))
+    w.commit()
+    scan = FolderScan(tmp_path, files, [])
+    assert store.lookup(scan).valid == 4
+    sidecar = next(store.folder.glob("seg-*.files"))
+    sidecar.write_bytes(sidecar.read_bytes()[:-8])
+    lk = store.lookup(scan)
+    assert lk.valid == 0 and lk.todo.tolist() == [0, 1, 2, 3]
