@@ -357,9 +357,13 @@ def run_layer(
     for ref in out["methods"]:  # same units, same run: per-unit ratios to every method
         rb = np.asarray(out["methods"][ref]["units"]["robust"])
         ok = np.abs(rb) > 1e-12
+        pr = out["methods"][ref]["units"].get("plausibility")
         for m in out["methods"].values():
             r = np.asarray(m["units"]["robust"])
             m["robust_over_" + ref] = float(np.median(r[ok] / rb[ok])) if ok.any() else None
+            if pr is not None:  # paired: a median of 4-16 units moves more than the gaps
+                diff = np.asarray(m["units"]["plausibility"]) - np.asarray(pr)
+                m["plausibility_minus_" + ref] = float(np.median(diff))
     out["goals"] = goals(out)
     if args.sheets:
         rows = list(finals)
