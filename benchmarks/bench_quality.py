@@ -21,8 +21,9 @@ with the same seed, and ratios are taken per unit.  Renders are cached under
   anchors ``lucent``, ``pixel``, ``horama_maco[_matched]`` / ``horama_fourier[_matched]``.
 * Measures (``fvdesk.core.optim.quality``): clipped share, colourfulness, saturation, HF share,
   slope, the robust objective and its ratio to the clean one, dead units, and with the
-  photographs (``--photos``) plausibility at the unit's layer and one below, and the
-  photographs' own 5-95 % range of every image measure.
+  photographs (``--photos``) plausibility at the unit's layer and one below (and its paired
+  difference from every other method's, ``plausibility_minus_M``), and the photographs' own
+  5-95 % range of every image measure.
 """
 
 from __future__ import annotations
