@@ -170,7 +170,7 @@ def example_images(root: str | os.PathLike[str], ex: Example, *, full_px: int = 
     no longer be read, ``FileNotFoundError`` when it is gone)."""
     from PIL import Image
 
-    img, (w, h) = load_image(Path(root) / ex.rel)
+    img, (w, h) = load_image(Path(root) / ex.rel, draft=_draft_size(ex, full_px, crop_px))
     k = img.width / w if w else 1.0
     x0, y0, x1, y1 = (v * k for v in ex.source_box)
     crop = img.crop((int(math.floor(x0)), int(math.floor(y0)),
@@ -187,6 +187,20 @@ def example_images(root: str | os.PathLike[str], ex: Example, *, full_px: int = 
     )
     box = (x0 * s, y0 * s, x1 * s, y1 * s)
     return ExampleImages(np.asarray(full, np.uint8), box, np.asarray(crop, np.uint8))
+
+
+def _draft_size(ex: Example, full_px: int, crop_px: int) -> tuple[int, int] | None:
+    """The smallest decode that still gives the crop ``crop_px`` and the whole image ``full_px``
+    on their longer sides (a JPEG then decodes at 1/2-1/8 scale: a 12 MP photo's crops cost a
+    tenth); ``None`` (every pixel) when the source size is unknown."""
+    sw, sh = ex.source_size
+    x0, y0, x1, y1 = ex.source_box
+    box = max(x1 - x0, y1 - y0)
+    if sw <= 0 or sh <= 0 or box <= 0:
+        return None
+    k = min(1.0, max(crop_px / box, full_px / max(sw, sh)))
+    side = math.ceil(k * min(sw, sh))  # load_image asks for both sides to be at least this
+    return (side, side)
 
 
 def _fit_px(img: Any, px: int) -> Any:

@@ -438,3 +438,42 @@ def test_engine_inputs_are_the_affine_preprocessing_to_the_bit(nhwc) -> None:
     got = e.inputs(images)
     assert got.dtype == np.float32 and got.flags.c_contiguous
     assert got.shape == want.shape and np.array_equal(got, want)
+
+
+def test_example_crops_decode_only_the_pixels_they_show(tmp_path, monkeypatch) -> None:
+    """A large JPEG's crop and thumbnail come from a reduced-scale decode, like the full one."""
+    from PIL import Image
+
+    from fvdesk.core.dataset import examples as ex_mod
+    from fvdesk.core.imagefolder import load_image
+
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    Image.fromarray(small).resize((1600, 1200), Image.Resampling.BICUBIC).save(
+        tmp_path / "a.jpg", quality=92
+    )
+    ex = ex_mod.Example(
+        "a.jpg", 1.0, (0, 0), (0, 0, 8, 8), (400.0, 300.0, 1300.0, 1200.0), (1600, 1200)
+    )
+    assert ex_mod._draft_size(ex, 256, 128) == (192, 192)  # the 256 px thumbnail of 1600 px: 0.16
+    asked: list = []
+
+    def spy(path, *, draft=None):
+        asked.append(draft)
+        return load_image(path, draft=draft)
+
+    monkeypatch.setattr(ex_mod, "load_image", spy)
+    got = ex_mod.example_images(tmp_path, ex)
+    monkeypatch.setattr(ex_mod, "_draft_size", lambda *a: None)
+    full = ex_mod.example_images(tmp_path, ex)
+    assert asked == [(192, 192), None]
+    assert got.crop.shape == full.crop.shape == (128, 128, 3) and got.full.shape == full.full.shape
+    assert got.box == pytest.approx(full.box)
+    assert np.abs(got.crop.astype(int) - full.crop.astype(int)).mean() < 3
+    # unknown source size: every pixel
+    assert (
+        ex_mod._draft_size(
+            ex_mod.Example("a.jpg", 1.0, (0, 0), ex.box, ex.source_box, (0, 0)), 256, 128
+        )
+        is None
+    )
