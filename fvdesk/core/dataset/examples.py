@@ -165,12 +165,21 @@ class ExampleImages:
 
 
 def example_images(root: str | os.PathLike[str], ex: Example, *, full_px: int = FULL_PX,
-                   crop_px: int = CROP_PX) -> ExampleImages:  # fmt: skip
+                   crop_px: int = CROP_PX, decoded: Any = None) -> ExampleImages:  # fmt: skip
     """Decode ``ex``'s source image and cut its crop (raises ``ImageSkipped`` when the file can
-    no longer be read, ``FileNotFoundError`` when it is gone)."""
+    no longer be read, ``FileNotFoundError`` when it is gone).  ``decoded``: a mapping the
+    caller keeps (``output.examples.Crops``), so the examples of one image at one layer, which
+    ask for the same decode, share it."""
     from PIL import Image
 
-    img, (w, h) = load_image(Path(root) / ex.rel, draft=_draft_size(ex, full_px, crop_px))
+    draft = _draft_size(ex, full_px, crop_px)
+    key = (str(root), ex.rel, draft)
+    if decoded is not None and key in decoded:
+        img, (w, h) = decoded[key]
+    else:
+        img, (w, h) = load_image(Path(root) / ex.rel, draft=draft)
+        if decoded is not None:
+            decoded[key] = (img, (w, h))
     k = img.width / w if w else 1.0
     x0, y0, x1, y1 = (v * k for v in ex.source_box)
     crop = img.crop((int(math.floor(x0)), int(math.floor(y0)),

@@ -56,26 +56,39 @@ class ItemExamples:
 class Crops:
     """Cuts example crops, decoding each source image once per run (a small LRU)."""
 
-    def __init__(self, size: int = 64) -> None:
-        self._cache: OrderedDict[tuple[str, str, tuple[float, ...]], ExampleImages | None] = (
-            OrderedDict()
-        )
-        self._size = size
+    def __init__(self, size: int = 64, images: int = 8) -> None:
+        self._cache = _Lru(size)  # (root, rel, box) -> ExampleImages, or None: unreadable
+        self._decoded = _Lru(images)  # decoded sources: a photo is in many units' examples
 
     def get(self, root: Path, ex: Example) -> ExampleImages | None:
         """``None`` when the source can no longer be read."""
         key = (str(root), ex.rel, ex.source_box)
         if key in self._cache:
-            self._cache.move_to_end(key)
             return self._cache[key]
         try:
-            value: ExampleImages | None = example_images(root, ex)
+            value: ExampleImages | None = example_images(root, ex, decoded=self._decoded)
         except (ImageSkipped, OSError):
             value = None
         self._cache[key] = value
-        while len(self._cache) > self._size:
-            self._cache.popitem(last=False)
         return value
+
+
+class _Lru(OrderedDict):
+    """A mapping that keeps its ``size`` most recently used entries."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def __getitem__(self, key: Any) -> Any:
+        self.move_to_end(key)
+        return super().__getitem__(key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
 
 
 def _coarse(edges: np.ndarray, counts: np.ndarray, bins: int) -> tuple[list[float], list[int]]:

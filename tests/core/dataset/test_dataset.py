@@ -477,3 +477,35 @@ def test_example_crops_decode_only_the_pixels_they_show(tmp_path, monkeypatch) -
         )
         is None
     )
+
+
+def test_examples_of_one_photo_share_its_decode(tmp_path, monkeypatch) -> None:
+    """A photo in many units' examples is decoded once per export, not once per example."""
+    from PIL import Image
+
+    from fvdesk.core.dataset import examples as ex_mod
+    from fvdesk.core.imagefolder import load_image
+    from fvdesk.core.output.examples import Crops
+
+    Image.new("RGB", (800, 600), (90, 140, 200)).save(tmp_path / "p.jpg")
+    calls: list[str] = []
+
+    def counting(path, *, draft=None):
+        calls.append(str(path))
+        return load_image(path, draft=draft)
+
+    monkeypatch.setattr(ex_mod, "load_image", counting)
+    crops = Crops(images=2)
+    boxes = [(0.0, 0.0, 300.0, 300.0), (400.0, 200.0, 700.0, 500.0), (100.0, 100.0, 400.0, 400.0)]
+    got = [
+        crops.get(tmp_path, ex_mod.Example("p.jpg", 1.0, (0, 0), (0, 0, 8, 8), b, (800, 600)))
+        for b in boxes
+    ]
+    assert all(g is not None and g.crop.shape[0] >= 64 for g in got)
+    assert len(calls) == 1
+    assert (
+        crops.get(
+            tmp_path, ex_mod.Example("gone.jpg", 1.0, (0, 0), (0, 0, 8, 8), boxes[0], (800, 600))
+        )
+        is None
+    )
