@@ -200,8 +200,7 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
         help="named settings the other flags start from: 'default', 'fidelity' (the default "
         "before clipping and colour were measured), 'natural' (the default on a 1/f spectrum: "
         "closer to photographs, lower objective) or 'article' (Olah et al. 2017: Adam 0.05, "
-        "1/f spectrum, the article's transforms) or 'cap16' (the default with the spectrum cap "
-        "at 16 px, as before 8 Dec 2026) (default: default)",
+        "1/f spectrum, the article's transforms) (default: default)",
     )
     tr = groups["transformation robustness"]
     tr.add_argument("--no-transforms", action="store_true",

@@ -162,9 +162,8 @@ class RenderSettings:
     decorrelate: bool = True
     decay: float = 1.5  # spectrum 1/f**decay; the article's (Lucid's) is 1.0
     # structures larger than this many pixels gain no more than it (0: the canvas, Lucid's);
-    # 8 keeps large patches from running out of the sigmoid's range (16 clipped 2.2 % of demo
-    # block2's values at 16 units; benchmarks/README.md)
-    spectrum_period: float = 8.0
+    # 16 keeps large patches from running out of the sigmoid's range (benchmarks/README.md)
+    spectrum_period: float = 16.0
     color_matrix: list[list[float]] | None = None  # None = the ImageNet colour correlation
     # gain of the colour matrix's colour axes (all but the first); 0.6 keeps colourfulness in
     # photographs' range (benchmarks/README.md, issue 20)
@@ -369,9 +368,8 @@ class RenderSettings:
 #: measures of issue 20; ``article`` is the article's recipe (Adam at 0.05, constant, 1/f
 #: spectrum, the article's transform chain); ``natural`` is the default on Lucid's 1/f spectrum,
 #: which bench_quality.py found closer to photographs (plausibility, colourfulness) at some cost
-#: in the robust objective (benchmarks/README.md); ``cap16`` is the default before its spectrum
-#: cap went from 16 px to 8 (issue 20's clipping goal).  Steps, canvas, batch and seed are a
-#: render's budget, not its recipe, so no recipe sets them.
+#: in the robust objective (benchmarks/README.md).  Steps, canvas, batch and seed are a render's
+#: budget, not its recipe, so no recipe sets them.
 RECIPES: dict[str, dict[str, Any]] = {
     "default": {},
     "fidelity": {
@@ -384,7 +382,6 @@ RECIPES: dict[str, dict[str, Any]] = {
         "transforms": TransformSettings(),
     },
     "natural": {"decay": 1.0},
-    "cap16": {"spectrum_period": 16.0},
     "article": {
         "lr": 0.05,
         "decay": 1.0,

@@ -233,13 +233,13 @@ def test_averaged_iterate_has_less_fine_texture_at_equal_steps(demo) -> None:
 def test_default_recipe_keeps_values_in_range_and_colours_natural(demo) -> None:
     """Issue 20: the former default (``recipe("fidelity")``) pushes large patches past the
     sigmoid's range (flat, clipped, garish colour); the default caps the steps of structures
-    above 8 px and slows the colour axes, which keeps clipping under 2 % and colourfulness in
+    above 16 px and slows the colour axes, which keeps clipping under 2 % and colourfulness in
     photographs' range at about the same objective (benchmarks/README.md, bench_quality.py)."""
     from fvdesk.core.optim.settings import recipe
 
     units = [2, 11, 25]  # block2 units with large flat patches under the former default
     images, values = {}, {}
-    for name in ("default", "cap16", "fidelity"):
+    for name in ("default", "fidelity"):
         s = recipe(name, steps=64, size=32, batch=3, preview_every=0)
         _, res = drive(render_units(demo, UnitJob("/features/block2/relu/Relu", units), s))
         images[name] = np.stack([r.image for r in res])
@@ -247,6 +247,5 @@ def test_default_recipe_keeps_values_in_range_and_colours_natural(demo) -> None:
     clipped = {k: Q.clipped_share(v).max() for k, v in images.items()}
     colour = {k: Q.colourfulness(v).max() for k, v in images.items()}
     assert clipped["default"] < 0.02 < 0.03 < clipped["fidelity"], clipped
-    assert clipped["default"] < clipped["cap16"], clipped  # the 8 px cap clips less than 16 px
     assert colour["default"] <= Q.NATURAL_COLOURFULNESS[1] < colour["fidelity"], colour
     assert values["default"].sum() > 0.9 * values["fidelity"].sum(), values

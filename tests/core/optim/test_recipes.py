@@ -26,9 +26,6 @@ def test_article_and_fidelity_recipes_are_what_they_say():
     assert f.transforms == TransformSettings()
     n = recipe("natural")  # the default with the article's 1/f spectrum, nothing else
     assert n.decay == 1.0 and n.to_dict() == {**RenderSettings().to_dict(), "decay": 1.0}
-    c = recipe("cap16")  # the default before its spectrum cap went from 16 px to 8
-    assert RenderSettings().spectrum_period == 8.0
-    assert c.to_dict() == {**RenderSettings().to_dict(), "spectrum_period": 16.0}
     # each call gets its own transforms: changing one leaves the recipe alone
     a.transforms.pad = 3
     assert recipe("article").transforms.pad == 16

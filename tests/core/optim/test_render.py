@@ -85,9 +85,9 @@ def test_settings_defaults_and_json_round_trip() -> None:
     )
     assert (s.lr_anneal, s.lr_final, s.early_stop, s.early_stop_window) == (0.5, 0.05, 0.0, 32)
     assert s.average == 0.0  # the saved image is the last one (averaging is an option)
-    # issue 20 (benchmarks/bench_quality.py): structures above 8 px take no larger steps than
-    # 8 px ones, the colour axes 0.6x the luminance's
-    assert (s.spectrum_period, s.chroma) == (8.0, 0.6)
+    # issue 20 (benchmarks/bench_quality.py): structures above 16 px take no larger steps than
+    # 16 px ones, the colour axes 0.6x the luminance's
+    assert (s.spectrum_period, s.chroma) == (16.0, 0.6)
     assert (
         s.transforms == TransformSettings() and s.relu_override_steps == 32 and s.device == "auto"
     )
