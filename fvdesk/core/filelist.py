@@ -9,17 +9,17 @@ reads ``files[i].rel`` works as on a list.  ``locate`` matches another list's fi
 this one by (path, size, mtime) with a sorted 64-bit key per file instead of a dict; matches are
 checked on the paths themselves, so a hash collision cannot pair two different files.
 
-The same packing is the examples cache's on-disk form of a segment's files (``to_json`` /
-``from_json``), so reading a store never builds per-row Python objects either.
+The examples cache stores a segment's files in the same packing (``blob()`` and the arrays, in
+a ``.files`` sidecar; ``dataset.cache``), so reading a store never builds per-row Python objects
+either.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, overload
+from typing import overload
 
 import numpy as np
 
@@ -35,19 +35,6 @@ class FileEntry:
     @property
     def key(self) -> tuple[str, int, int]:
         return (self.rel, self.size, self.mtime_ns)
-
-
-def ints_to_text(a: Any) -> str:
-    """Integers as base64 of little-endian int64 (compact in a JSON document)."""
-    return base64.b64encode(np.ascontiguousarray(a, dtype="<i8").tobytes()).decode("ascii")
-
-
-def ints_from_text(text: str, n: int) -> np.ndarray:
-    """``ints_to_text``'s integers; ``ValueError`` unless there are ``n`` of them."""
-    a = np.frombuffer(base64.b64decode(text.encode("ascii"), validate=True), dtype="<i8")
-    if a.size != n:
-        raise ValueError(f"expected {n} values, found {a.size}")
-    return a.astype(np.int64)
 
 
 class FileList(Sequence[FileEntry]):
@@ -192,15 +179,3 @@ class FileList(Sequence[FileEntry]):
     def blob(self) -> bytes:
         """The paths as stored: UTF-8, each followed by a NUL."""
         return self._blob
-
-    # -- on disk ---------------------------------------------------------------------------------
-    def to_json(self) -> dict[str, Any]:
-        return {"count": len(self), "paths": self._blob.decode("utf-8", "surrogateescape"),
-                "size": ints_to_text(self.size), "mtime_ns": ints_to_text(self.mtime_ns)}  # fmt: skip
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> FileList:
-        """The list ``to_json`` wrote; ``ValueError``/``KeyError``/``TypeError`` when damaged."""
-        n = int(d["count"])
-        blob = str(d["paths"]).encode("utf-8", "surrogateescape")
-        return cls.from_blob(blob, ints_from_text(d["size"], n), ints_from_text(d["mtime_ns"], n))

@@ -19,9 +19,10 @@ from typing import cast
 import numpy as np
 import torch
 
+from fvdesk.core.dataset.prepared import PreparedKeeper
 from fvdesk.core.errors import DatasetError
 from fvdesk.core.imagefolder import scan_folder
-from fvdesk.core.jobs.passes import PassOptions, PreparedKeeper, decoded_batches
+from fvdesk.core.jobs.passes import decoded_batches
 from fvdesk.core.model.loaded import LoadedModel
 from fvdesk.core.model.preprocessing import Preprocessing
 from fvdesk.core.optim.events import Event, NoticeEvent, ProgressEvent
@@ -88,7 +89,7 @@ def collect(model: LoadedModel, root: str | Path, layer: str, *, per_image: int,
     done = 0
     stopped = False
     yield ProgressEvent(0, total, "images", f"{total:,} images; {per} positions each")
-    keep = PreparedKeeper.open(scan, size, PassOptions())
+    keep = PreparedKeeper.open(scan, size)
     batches = decoded_batches(scan, range(total), size, BATCH,
                               prepared=None if keep is None else keep.source())  # fmt: skip
     try:

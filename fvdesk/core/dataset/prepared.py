@@ -29,7 +29,15 @@ from typing import Any
 
 import numpy as np
 
-from fvdesk.core.dataset.cache import FIT_POLICY, LayerStore, Lookup, examples_dir
+from fvdesk.core.dataset.cache import (
+    FIT_POLICY,
+    MAX_SEGMENTS,
+    LayerStore,
+    Lookup,
+    SegmentWriter,
+    examples_dir,
+)
+from fvdesk.core.errors import DatasetError
 from fvdesk.core.imagefolder import FolderScan
 
 BUDGET_ENV = "FVDESK_PREPARED_MB"
@@ -108,3 +116,51 @@ class PreparedStore:
     def close(self) -> None:
         """Let the segments' maps go (a compaction may then remove their files)."""
         self._maps.clear()
+
+
+@dataclass
+class PreparedKeeper:
+    """Writes the images a pass decodes into the folder's ``PreparedStore`` (one segment per
+    pass, within the store's budget), so the next pass at this size reads them instead: the
+    examples pass and the activation atlas's collection share it."""
+
+    store: PreparedStore
+    lk: Lookup
+    room: int
+    writer: SegmentWriter
+
+    @classmethod
+    def open(cls, scan: FolderScan, size: tuple[int, int], *, reduced: bool = True,
+             enabled: bool = True) -> PreparedKeeper | None:  # fmt: skip
+        """``None`` when keeping is off (``enabled``, or a budget of 0)."""
+        if not enabled or budget() == 0:
+            return None
+        store = PreparedStore(scan.root, size, reduced=reduced)
+        lk = store.lookup(scan)
+        return cls(store, lk, store.room(lk), store.store.writer(scan.images))
+
+    def source(self) -> tuple[PreparedStore, Lookup]:
+        """What ``passes.decoded_batches(prepared=...)`` reads from."""
+        return (self.store, self.lk)
+
+    def add(self, scan: FolderScan, ids: list[int], results: list[tuple[str, Any, Any]]) -> None:
+        new = [k for k, r in enumerate(results) if r[0] == "ok" and self.lk.seg[ids[k]] < 0]
+        new = new[: self.room]
+        if not new:
+            return
+        self.room -= len(new)
+        px = np.zeros(len(new), self.store.store.dtype)
+        px["px"] = np.stack([results[k][1] for k in new])
+        self.writer.add([ids[k] for k in new], [results[k][2] for k in new], px)
+
+    def commit(self, scan: FolderScan) -> None:
+        """Commit the pixels, compacting when segments pile up (counted from the folder: the
+        full lookup ``compact`` makes is only worth it then); a cache that cannot be written
+        costs the next pass its speed only."""
+        self.store.close()
+        try:
+            self.writer.commit()
+            if len(list(self.store.store.folder.glob("seg-*.json"))) > MAX_SEGMENTS:
+                self.store.store.compact(scan)
+        except DatasetError:
+            self.writer.abort()

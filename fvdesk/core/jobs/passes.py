@@ -28,12 +28,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from fvdesk.core.dataset.cache import MAX_SEGMENTS, LayerStore, Lookup, SegmentWriter, StoreKey
+from fvdesk.core.dataset.cache import LayerStore, Lookup, SegmentWriter, StoreKey
 from fvdesk.core.dataset.decode import decode_chunk, decode_file, process_context
 from fvdesk.core.dataset.engine import Measure, make_engine
 from fvdesk.core.dataset.examples import LayerExamples, summarize
-from fvdesk.core.dataset.prepared import PreparedStore
-from fvdesk.core.dataset.prepared import budget as prepared_budget
+from fvdesk.core.dataset.prepared import PreparedKeeper, PreparedStore
 from fvdesk.core.dataset.receptive import layer_field
 from fvdesk.core.device import describe_device, pick_device
 from fvdesk.core.errors import DatasetError
@@ -290,7 +289,8 @@ class _Run:
         size = (int(model.input.height), int(model.input.width))
         writers = {name: st.writer(self.scan.images) for name, st in stores.items()}
         done, since, last = 0, 0, time.monotonic()
-        keep = PreparedKeeper.open(self.scan, size, self.opts)
+        keep = PreparedKeeper.open(self.scan, size, reduced=self.opts.reduced,
+                                   enabled=self.opts.prepared)  # fmt: skip
         batches = decoded_batches(self.scan, todo, size, per, self.opts.workers,
                                   reduced=self.opts.reduced,
                                   prepared=None if keep is None else keep.source())  # fmt: skip
@@ -326,52 +326,6 @@ class _Run:
         return (every is not None and since >= every) or (
             time.monotonic() - last >= self.opts.checkpoint_s
         )
-
-
-@dataclass
-class PreparedKeeper:
-    """Writes the images a pass decodes into the folder's ``PreparedStore`` (one segment per
-    pass, within the store's budget), so the next pass at this size reads them instead: the
-    examples pass and the activation atlas's collection share it."""
-
-    store: PreparedStore
-    lk: Lookup
-    room: int
-    writer: SegmentWriter
-
-    @classmethod
-    def open(
-        cls, scan: FolderScan, size: tuple[int, int], opts: PassOptions
-    ) -> PreparedKeeper | None:
-        if not opts.prepared or prepared_budget() == 0:
-            return None
-        store = PreparedStore(scan.root, size, reduced=opts.reduced)
-        lk = store.lookup(scan)
-        return cls(store, lk, store.room(lk), store.store.writer(scan.images))
-
-    def source(self) -> tuple[PreparedStore, Lookup]:
-        """What ``decoded_batches(prepared=...)`` reads from."""
-        return (self.store, self.lk)
-
-    def add(self, scan: FolderScan, ids: list[int], results: list[tuple[str, Any, Any]]) -> None:
-        new = [k for k, r in enumerate(results) if r[0] == "ok" and self.lk.seg[ids[k]] < 0]
-        new = new[: self.room]
-        if not new:
-            return
-        self.room -= len(new)
-        px = np.zeros(len(new), self.store.store.dtype)
-        px["px"] = np.stack([results[k][1] for k in new])
-        self.writer.add([ids[k] for k in new], [results[k][2] for k in new], px)
-
-    def commit(self, scan: FolderScan) -> None:
-        """Commit the pixels (compacting the store when segments pile up); a cache that cannot be written costs the next pass its speed only."""
-        self.store.close()
-        try:
-            self.writer.commit()
-            if len(list(self.store.store.folder.glob("seg-*.json"))) > MAX_SEGMENTS:
-                self.store.store.compact(scan)
-        except DatasetError:
-            self.writer.abort()
 
 
 def _summarize(model: LoadedModel, spec: ExamplesJob, measure: Measure, scan: FolderScan,
